@@ -1,0 +1,83 @@
+"""The declarative format of the Hugging Face ↔ Flax name tables, and the transforms they use.
+
+A family's table (embed_jax/convert/tables/<family>.py) is a `Table`: a tuple of rules
+
+    (hf_regex, flax_path_template, transform)
+
+`hf_regex` must match a whole Hugging Face tensor name (after the checkpoint prefix, e.g. "bert.", is removed);
+`flax_path_template` is the dotted path of the Flax parameter, formatted with the regex's groups (`{0}`, `{1}`, …
+positional, or `{name}` for named groups); `transform` turns the PyTorch array into the Flax one (`to_flax`) and back
+(`to_hf`), so the same table serves import and export.
+
+Stacked (scanned) layers need no special rules: a rule names the per-layer path, e.g. `encoder.layer.{0}.….kernel`,
+and the importer writes it into row {0} of the stacked parameter `encoder.layer.….kernel` when the model was built
+with `scan=True` (see embed_jax/convert/hf_import.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+# (hf array, flax shape) → flax array, and (flax array, hf shape) → hf array.
+ArrayMap = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """How one tensor changes between PyTorch and Flax layouts (both directions)."""
+
+    name: str
+    to_flax: ArrayMap
+    to_hf: ArrayMap
+
+
+def _same(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return x
+
+
+def _transpose(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(x.T)
+
+
+def _reshape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return x.reshape(shape) if x.size == int(np.prod(shape)) else x  # wrong sizes are reported, not crashed on
+
+
+def _oihw_to_hwio(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(x, (2, 3, 1, 0)))
+
+
+def _hwio_to_oihw(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1)))
+
+
+# Same layout in both frameworks: embeddings, norms, biases, GPT-2's Conv1D weights (already (in, out)).
+IDENTITY = Transform("identity", _same, _same)
+# torch.nn.Linear stores (out, in); flax's Linear kernel is (in, out).
+TRANSPOSE = Transform("transpose", _transpose, _transpose)
+# Same elements, other shape (e.g. a fused projection split per head); the target shape comes from the model.
+RESHAPE = Transform("reshape", _reshape, _reshape)
+# torch.nn.Conv2d weight (out, in, kh, kw) → flax Conv kernel (kh, kw, in, out).
+CONV_OIHW_TO_HWIO = Transform("conv_oihw_to_hwio", _oihw_to_hwio, _hwio_to_oihw)
+
+Rule = tuple[str, str, Transform]
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One model family's name table.
+
+    family: the name used in messages ("bert").
+    rules: (hf_regex, flax_path_template, transform) triples; the first rule whose regex matches wins.
+    ignored: regexes of Hugging Face tensors that are knowingly dropped (buffers such as `position_ids`, pooler and
+        language-model heads that an embedding encoder does not use). They are listed in the import report.
+    prefixes: prefixes a checkpoint may put before every name (a `BertForMaskedLM` saves `bert.…`, a
+        `Qwen2ForCausalLM` saves `model.…`); unprefixed names are always accepted.
+    """
+
+    family: str
+    rules: tuple[Rule, ...]
+    ignored: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()

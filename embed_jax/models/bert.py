@@ -1,0 +1,281 @@
+"""BERT-family text encoder in Flax NNX: BERT, MiniLM (a small BERT) and RoBERTa / XLM-RoBERTa.
+
+Module and attribute names follow Hugging Face's `BertModel` (embeddings.word_embeddings, encoder.layer.{i}.attention.
+self.query, …) so that embed_jax/convert/tables/bert.py is mostly transposes. Differences from Hugging Face, on purpose:
+- no pooler (dense + tanh on [CLS]): embedding models pool the last hidden states themselves (SPEC §1: masked mean);
+- no dropout: the encoder is deterministic (the paper's student, Qwen2, has none either);
+- RoBERTa/XLM-R number positions from the padding index (`padding_idx + 1, …` for real tokens, `padding_idx` for
+  pads), computed from the input ids exactly as Hugging Face's `create_position_ids_from_input_ids`.
+
+Inputs longer than the position table raise a ValueError, or are cut to the longest supported length when the
+option `truncate_long_inputs=True` is set (the output is then shorter than the input).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from embed_jax.models import attention, layers
+from embed_jax.models.config_utils import build_config
+
+# model_types whose positions start after the padding index (Hugging Face RobertaEmbeddings).
+POSITIONS_FROM_PADDING = ("roberta", "xlm-roberta")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Architecture (from config.json) and options (from the caller) of a BERT-family encoder."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    hidden_act: str = "gelu"
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    positions_from_padding: bool = False
+    initializer_range: float = 0.02
+    # Options (not in config.json).
+    scan: bool = False
+    remat: bool = False
+    truncate_long_inputs: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest input the position table covers: RoBERTa's positions run from pad_token_id + 1."""
+        if self.positions_from_padding:
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
+
+
+OPTIONS = ("scan", "remat", "truncate_long_inputs")
+ARCHITECTURE_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "hidden_act", "type_vocab_size", "layer_norm_eps", "pad_token_id", "initializer_range",
+)
+
+
+def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "config.json", **options: Any) -> BertConfig:
+    """BertConfig from a config.json dict, refusing settings this encoder does not implement."""
+    unsupported = {
+        "position_embedding_type": ("absolute", None),
+        "is_decoder": (False, None),
+        "add_cross_attention": (False, None),
+    }
+    for key, allowed in unsupported.items():
+        if hf_config.get(key) not in allowed:
+            raise ValueError(f"{source}: {key}={hf_config[key]!r} is not supported by the BERT encoder (only {allowed[0]!r})")
+    config = build_config(
+        BertConfig, hf_config, ARCHITECTURE_KEYS, OPTIONS, options, source=source,
+        extra={"positions_from_padding": hf_config.get("model_type") in POSITIONS_FROM_PADDING},
+    )
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"{source}: hidden_size={config.hidden_size} is not a multiple of "
+            f"num_attention_heads={config.num_attention_heads}"
+        )
+    layers.activation(config.hidden_act, config_key=f"{source}: hidden_act")
+    return config
+
+
+class BertEmbeddings(nnx.Module):
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kwargs = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range)
+        self.word_embeddings = layers.embedding(config.vocab_size, config.hidden_size, table_axes=("vocab", "embed"), **kwargs)
+        self.position_embeddings = layers.embedding(
+            config.max_position_embeddings, config.hidden_size, table_axes=(None, "embed"), **kwargs
+        )
+        self.token_type_embeddings = layers.embedding(
+            config.type_vocab_size, config.hidden_size, table_axes=(None, "embed"), **kwargs
+        )
+        self.LayerNorm = layers.layer_norm(
+            config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+        hidden = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(hidden)
+
+
+class BertSelfAttention(nnx.Module):
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kwargs = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range)
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.query = layers.dense(config.hidden_size, config.hidden_size, kernel_axes=("embed", "heads"), **kwargs)
+        self.key = layers.dense(config.hidden_size, config.hidden_size, kernel_axes=("embed", "heads"), **kwargs)
+        self.value = layers.dense(config.hidden_size, config.hidden_size, kernel_axes=("embed", "heads"), **kwargs)
+
+    def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
+        query, key, value = (
+            attention.split_heads(projection(hidden), self.num_heads, self.head_dim)
+            for projection in (self.query, self.key, self.value)
+        )
+        return attention.merge_heads(attention.dot_product_attention(query, key, value, mask))
+
+
+class BertSelfOutput(nnx.Module):
+    """dense → residual → LayerNorm (post-LN), after attention."""
+
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.dense = layers.dense(
+            config.hidden_size, config.hidden_size, kernel_axes=("heads", "embed"),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range,
+        )
+        self.LayerNorm = layers.layer_norm(
+            config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def __call__(self, attended: jax.Array, residual: jax.Array) -> jax.Array:
+        return self.LayerNorm(self.dense(attended) + residual)
+
+
+class BertAttention(nnx.Module):
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.self = BertSelfAttention(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.output = BertSelfOutput(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
+        return self.output(self.self(hidden, mask), hidden)
+
+
+class BertIntermediate(nnx.Module):
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.dense = layers.dense(
+            config.hidden_size, config.intermediate_size, kernel_axes=("embed", "mlp"),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range,
+        )
+        self.activation = layers.activation(config.hidden_act, config_key="hidden_act")
+
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        return self.activation(self.dense(hidden))
+
+
+class BertOutput(nnx.Module):
+    """dense → residual → LayerNorm, after the feed-forward expansion."""
+
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.dense = layers.dense(
+            config.intermediate_size, config.hidden_size, kernel_axes=("mlp", "embed"),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range,
+        )
+        self.LayerNorm = layers.layer_norm(
+            config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def __call__(self, expanded: jax.Array, residual: jax.Array) -> jax.Array:
+        return self.LayerNorm(self.dense(expanded) + residual)
+
+
+class BertLayer(nnx.Module):
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.attention = BertAttention(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.intermediate = BertIntermediate(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.output = BertOutput(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
+        attended = self.attention(hidden, mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class BertEncoder(nnx.Module):
+    def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.scan, self.remat = config.scan, config.remat
+        self.layer = layers.make_layers(
+            lambda layer_rngs: BertLayer(config, dtype=dtype, param_dtype=param_dtype, rngs=layer_rngs),
+            config.num_hidden_layers,
+            rngs,
+            scan=config.scan,
+        )
+
+    def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
+        return layers.run_layers(self.layer, hidden, mask, scan=self.scan, remat=self.remat)
+
+
+def position_ids_from_input_ids(input_ids: jax.Array, padding_idx: int) -> jax.Array:
+    """RoBERTa numbering: real tokens get padding_idx + 1, padding_idx + 2, … (counting real tokens only); pads get
+    padding_idx. Same as Hugging Face's `create_position_ids_from_input_ids`."""
+    is_real = (input_ids != padding_idx).astype(jnp.int32)
+    return jnp.cumsum(is_real, axis=1) * is_real + padding_idx
+
+
+class BertModel(nnx.Module):
+    """Last hidden states (B, L, hidden) of a BERT / MiniLM / RoBERTa / XLM-R encoder."""
+
+    def __init__(self, config: BertConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.hidden_size = config.hidden_size
+        self.embeddings = BertEmbeddings(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.encoder = BertEncoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
+        """The word-embedding lookup alone (no positions, token types or LayerNorm)."""
+        return self.embeddings.word_embeddings(input_ids)
+
+    def __call__(
+        self,
+        input_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        *,
+        inputs_embeds: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        batch, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        if length > self.config.max_sequence_length:
+            if not self.config.truncate_long_inputs:
+                raise ValueError(
+                    f"input length {length} exceeds this model's position table ({self.config.max_sequence_length} "
+                    "tokens, config.json max_position_embeddings); tokenize with max_length="
+                    f"{self.config.max_sequence_length}, or build the model with truncate_long_inputs=True"
+                )
+            keep = self.config.max_sequence_length
+            input_ids, inputs_embeds, attention_mask, token_type_ids = (
+                None if array is None else array[:, :keep]
+                for array in (input_ids, inputs_embeds, attention_mask, token_type_ids)
+            )
+            length = keep
+        if attention_mask is None:
+            attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros((batch, length), dtype=jnp.int32)
+        position_ids = self._position_ids(input_ids, batch, length)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        hidden = self.embeddings(inputs_embeds, position_ids, token_type_ids)
+        mask = attention.attention_bias_mask(attention_mask, causal=False)
+        return self.encoder(hidden, mask)
+
+    def _position_ids(self, input_ids: jax.Array | None, batch: int, length: int) -> jax.Array:
+        if not self.config.positions_from_padding:
+            return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        if input_ids is not None:
+            return position_ids_from_input_ids(input_ids, self.config.pad_token_id)
+        # From embeddings Hugging Face cannot tell pads apart and numbers every position (as here).
+        first = self.config.pad_token_id + 1
+        return jnp.broadcast_to(jnp.arange(first, first + length, dtype=jnp.int32), (batch, length))
+
+
+def from_hf_config(
+    hf_config: Mapping[str, Any],
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+    source: str = "config.json",
+    **options: Any,
+) -> BertModel:
+    """A randomly initialised BertModel shaped like `hf_config` (weights come from embed_jax.convert.hf_import)."""
+    return BertModel(config_from_hf(hf_config, source=source, **options), dtype=dtype, param_dtype=param_dtype, rngs=rngs)

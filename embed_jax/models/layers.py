@@ -1,0 +1,183 @@
+"""Building blocks shared by the text encoders: parameters with logical axis names, activations, layer stacks.
+
+Logical axis names. Every parameter carries its logical axes as NNX variable metadata, e.g. a query kernel is
+('embed', 'heads'). Flax 0.12 spells this metadata `out_sharding` (`sharding_names` is its deprecated alias and is
+rewritten to `out_sharding` by `nnx.Variable`); `nnx.get_partition_spec(state)` reads it, and a rules table maps the
+logical names to mesh axes (embed_jax/train/sharding.py).
+
+Eager sharding is OFF for these parameters (`eager_sharding=False` in each variable's metadata). Flax 0.12.8 turns
+eager sharding on by default, and an eagerly sharded `nnx.Param` needs a mesh at construction time; our modules must
+build without one (tests, `nnx.eval_shape` before loading weights, CPU inference). Sharded placement happens later,
+under `jax.jit` with out_shardings computed from the logical names. Setting it per variable, instead of wrapping
+construction in `nnx.use_eager_sharding(False)`, keeps the result independent of whatever global flag a caller set.
+
+Layer stacks. With `scan=True` the N identical layers are one module whose parameters have a leading 'layers' axis
+(built with `nnx.vmap`, run with `nnx.scan`): XLA compiles one layer instead of N, which matters for deep models
+(stella has 28). With `scan=False` they are an `nnx.List` named like Hugging Face's (`layer.0`, `layer.1`, …). Both
+load the same Hugging Face weights (embed_jax/convert/hf_import.py stacks per-layer tensors) and give the same
+numbers (tests/models/test_bert.py, test_qwen2.py).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Axis name given to the stacked-layer dimension of scanned parameters.
+LAYERS_AXIS = "layers"
+
+
+def axes(*names: str | None) -> dict[str, Any]:
+    """Variable metadata naming a parameter's logical axes, with eager sharding off (see module docstring)."""
+    return {"out_sharding": tuple(names), "eager_sharding": False}
+
+
+def dense(
+    in_features: int,
+    out_features: int,
+    *,
+    kernel_axes: tuple[str | None, str | None],
+    use_bias: bool = True,
+    dtype: Any,
+    param_dtype: Any,
+    rngs: nnx.Rngs,
+    init_std: float = 0.02,
+) -> nnx.Linear:
+    """A `nnx.Linear` whose kernel (in, out) and bias (out,) carry logical axis names.
+
+    init_std: Hugging Face's `initializer_range` (0.02 for BERT/GPT-2/Qwen2): freshly built students start like theirs.
+    """
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=jax.nn.initializers.normal(init_std),
+        kernel_metadata=axes(*kernel_axes),
+        bias_metadata=axes(kernel_axes[1]),
+        rngs=rngs,
+    )
+
+
+def embedding(
+    num_embeddings: int,
+    features: int,
+    *,
+    table_axes: tuple[str | None, str | None],
+    dtype: Any,
+    param_dtype: Any,
+    rngs: nnx.Rngs,
+    init_std: float = 0.02,
+) -> nnx.Embed:
+    """A `nnx.Embed` (table of shape (num_embeddings, features), as in PyTorch) with logical axis names."""
+    return nnx.Embed(
+        num_embeddings,
+        features,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        embedding_init=jax.nn.initializers.normal(init_std),
+        embedding_metadata=axes(*table_axes),
+        rngs=rngs,
+    )
+
+
+def layer_norm(features: int, *, epsilon: float, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm as PyTorch computes it: variance as mean((x - mean)²), not flax's faster E[x²] − E[x]², which
+    cancels catastrophically when |mean| ≫ std."""
+    return nnx.LayerNorm(
+        features,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
+        scale_metadata=axes("embed"),
+        bias_metadata=axes("embed"),
+        rngs=rngs,
+    )
+
+
+def rms_norm(features: int, *, epsilon: float, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.RMSNorm:
+    """RMSNorm (Qwen2): statistics in fp32 whatever the compute dtype (flax reduces in fp32, as Hugging Face does)."""
+    return nnx.RMSNorm(
+        features,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
+        scale_metadata=axes("embed"),
+        rngs=rngs,
+    )
+
+
+# Hugging Face `hidden_act` / `activation_function` names → JAX functions with the same numerics.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str, *, config_key: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation a config names, or a ValueError naming the key and the supported values."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"config.json {config_key}={name!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def stacked(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs) -> nnx.Module:
+    """`num_layers` copies of a layer as ONE module whose parameters have a leading 'layers' axis (for `nnx.scan`)."""
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
+    def build(layer_rngs: nnx.Rngs) -> nnx.Module:
+        return make_layer(layer_rngs)
+
+    return build(rngs)
+
+
+def make_layers(
+    make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs, *, scan: bool
+) -> nnx.Module | nnx.List:
+    """The encoder's layers: stacked for scanning, or a list indexed like Hugging Face's `layer.{i}`."""
+    if scan:
+        return stacked(make_layer, num_layers, rngs)
+    return nnx.List([make_layer(rngs) for _ in range(num_layers)])
+
+
+def run_layers(
+    layers: nnx.Module | Sequence[nnx.Module],
+    hidden: jax.Array,
+    *layer_args: Any,
+    scan: bool,
+    remat: bool,
+) -> jax.Array:
+    """hidden → layer_0 → … → layer_{N-1}; each layer is called as `layer(hidden, *layer_args)`.
+
+    remat: recompute each layer's activations in the backward pass instead of storing them (memory for FLOPs).
+    """
+
+    def apply(layer: nnx.Module, x: jax.Array) -> jax.Array:
+        return layer(x, *layer_args)
+
+    if remat:
+        apply = nnx.remat(apply)
+    if scan:
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def scan_body(x: jax.Array, layer: nnx.Module) -> jax.Array:
+            return apply(layer, x)
+
+        return scan_body(hidden, layers)
+    for layer in layers:
+        hidden = apply(layer, hidden)
+    return hidden
