@@ -1,0 +1,242 @@
+"""Built-in corpora (real English text that installs without a hub) and the evaluation hold-out.
+
+Training corpora (../shared/ASSETS.md):
+
+* `wiki`: gensim's Wikipedia dump slice (100 articles): prose paragraphs after `filter_wiki`, split at sentence
+  ends into passages of at most PASSAGE_MAX_WORDS words. Id `wiki:<page id>:<passage number>`.
+* `lee_background`: gensim's 300 ABC-news background documents. Id `lee_background:<line number>`.
+* `wordnet`: WordNet 3.0 definitions and usage examples of the synsets that are NOT held out. Ids
+  `wordnet:<synset key>:definition` and `wordnet:<synset key>:example:<k>`; a synset key is the part of speech of
+  its data file (n, v, a, r) followed by its 8-digit byte offset, e.g. `n02084071`.
+* `all`: the three together.
+
+Evaluation hold-out, kept out of every built-in training corpus from the start:
+
+* the 50 Lee documents (`lee.cor`, Lee et al. 2005) that the human similarity matrix scores; lee_background does
+  not contain them (checked by tests/data/test_corpora.py);
+* the WordNet synsets for which `is_held_out_synset(key)` is true: sha256("wordnet-3.0:" + key), read as a
+  big-endian integer from its first 8 hex digits, modulo 1000, below HOLDOUT_PER_MILLE. About 10% of synsets:
+  11,812 definitions and 4,886 examples (from 3,308 synsets), enough for the evaluation's 10,000 definitions and
+  1,000 example queries whose synsets training never saw. The rule depends on nothing but the key, so it is the
+  same on every machine and for every corpus size.
+
+Besides, any training text equal (after whitespace folding and lower-casing) to a held-out text is dropped: WordNet
+repeats some glosses across synsets ("a variety of aster"), and a repeated gloss would leak a held-out answer
+(314 WordNet texts are dropped so). Sizes: wiki 7,421 passages, lee_background 300, wordnet 148,986, all 156,707.
+
+Every built-in corpus yields its texts in a fixed pseudo-random order (sha256 of the id), so that a prefix of
+`max_texts` texts is a uniform mix of the sources and a bigger export extends a smaller one.
+"""
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterator
+
+from embed_jax.data.records import Text
+
+WORDNET_DIR = Path(os.environ.get("EMBED_JAX_WORDNET_DIR", "/usr/share/wordnet"))
+WORDNET_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
+HOLDOUT_PER_MILLE = 100
+WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+# ~96 words ≈ 128 word pieces of the BERT vocabulary on this dump (1.3 pieces per word, measured with the MiniLM
+# tokenizer), so a passage fits a 128-token student window and the teachers' windows (256 and 384) whole.
+PASSAGE_MAX_WORDS = 96
+# Shorter "paragraphs" are captions and headings that filter_wiki leaves behind.
+PASSAGE_MIN_WORDS = 8
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_LIST_OR_TABLE = ("*", "#", ":", ";", "|", "!", "{", "=")
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+class CorpusMissingError(FileNotFoundError):
+    """A built-in corpus's source files are not installed; the message says what to install."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Synset:
+    key: str  # part of speech (n, v, a, r) + 8-digit offset in that data file
+    lemmas: tuple[str, ...]
+    definition: str
+    examples: tuple[str, ...]
+
+
+def fold(text: str) -> str:
+    """Whitespace-folded, lower-cased form used to compare training texts with held-out ones."""
+    return " ".join(text.split()).lower()
+
+
+# ------------------------------------------------------------------------------------------------------ WordNet
+
+
+def is_held_out_synset(key: str) -> bool:
+    digest = hashlib.sha256(f"wordnet-3.0:{key}".encode("ascii")).hexdigest()
+    return int(digest[:8], 16) % 1000 < HOLDOUT_PER_MILLE
+
+
+def parse_wordnet_line(line: str, pos: str) -> Synset:
+    """One data-file line: `offset lex_filenum ss_type w_cnt word lex_id ... | gloss` (wndb(5WN))."""
+    head, _, gloss = line.partition(" | ")
+    fields = head.split()
+    word_count = int(fields[3], 16)
+    lemmas = tuple(fields[4 + 2 * index].replace("_", " ") for index in range(word_count))
+    gloss = gloss.strip()
+    first_quote = gloss.find('"')
+    definition = (gloss if first_quote < 0 else gloss[:first_quote]).strip().rstrip(";").strip()
+    examples = tuple(example.strip() for example in _QUOTED.findall(gloss) if example.strip())
+    return Synset(key=f"{pos}{int(fields[0]):08d}", lemmas=lemmas, definition=definition, examples=examples)
+
+
+@functools.lru_cache(maxsize=2)
+def read_wordnet(wordnet_dir: Path = WORDNET_DIR) -> tuple[Synset, ...]:
+    """All 117,659 synsets of WordNet 3.0, in file order (noun, verb, adj, adv)."""
+    synsets = []
+    for pos, file_name in WORDNET_FILES.items():
+        path = Path(wordnet_dir) / file_name
+        if not path.is_file():
+            raise CorpusMissingError(f"{path} not found: the WordNet corpus comes from Debian's wordnet-base. "
+                                     f"Install it with `apt-get install -y wordnet-base` (scripts/setup.sh does).")
+        with path.open(encoding="utf-8") as lines:
+            # Lines that start with two spaces are the licence header (wndb(5WN)).
+            synsets.extend(parse_wordnet_line(line, pos) for line in lines if not line.startswith("  "))
+    return tuple(synsets)
+
+
+def wordnet_holdout(wordnet_dir: Path = WORDNET_DIR) -> tuple[Synset, ...]:
+    """The held-out synsets (definitions and examples) for evaluation, in file order."""
+    return tuple(synset for synset in read_wordnet(wordnet_dir) if is_held_out_synset(synset.key))
+
+
+def wordnet_texts(wordnet_dir: Path = WORDNET_DIR) -> Iterator[Text]:
+    """Definitions and examples of the synsets that are not held out."""
+    for synset in read_wordnet(wordnet_dir):
+        if is_held_out_synset(synset.key):
+            continue
+        yield Text(f"wordnet:{synset.key}:definition", synset.definition)
+        for index, example in enumerate(synset.examples):
+            yield Text(f"wordnet:{synset.key}:example:{index}", example)
+
+
+# ---------------------------------------------------------------------------------------------------------- Lee
+
+
+def _gensim_file(name: str) -> Path:
+    try:
+        from gensim.test.utils import datapath
+    except ImportError as error:
+        raise CorpusMissingError(f"the built-in corpus file {name} ships with gensim; install it with "
+                                 f"`pip install gensim==4.4.0`.") from error
+    return Path(datapath(name))
+
+
+def lee_holdout() -> tuple[Text, ...]:
+    """The 50 Lee et al. (2005) documents scored by humans; evaluation only. Ids `lee:<line number>`."""
+    # lee.cor is Latin-1 (it carries a few non-ASCII bytes that are not UTF-8).
+    lines = _gensim_file("lee.cor").read_text(encoding="latin-1").splitlines()
+    return tuple(Text(f"lee:{number}", line.strip()) for number, line in enumerate(lines) if line.strip())
+
+
+def lee_background_texts() -> Iterator[Text]:
+    lines = _gensim_file("lee_background.cor").read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        yield Text(f"lee_background:{number}", line.strip())
+
+
+# --------------------------------------------------------------------------------------------------- Wikipedia
+
+
+def clean_wiki_markup(text: str) -> str:
+    """Bold/italic quote runs that gensim's filter_wiki leaves in place."""
+    return re.sub(r"'{2,}", "", text)
+
+
+def split_passages(paragraph: str, max_words: int = PASSAGE_MAX_WORDS) -> list[str]:
+    """Sentences packed greedily into passages of at most `max_words` words (a longer sentence stands alone)."""
+    passages, current = [], []
+    for sentence in _SENTENCE_END.split(paragraph):
+        words = sentence.split()
+        if current and len(current) + len(words) > max_words:
+            passages.append(" ".join(current))
+            current = []
+        current.extend(words)
+    if current:
+        passages.append(" ".join(current))
+    return passages
+
+
+def wiki_article_passages(article_text: str) -> list[str]:
+    from gensim.corpora.wikicorpus import filter_wiki
+
+    passages = []
+    for line in clean_wiki_markup(filter_wiki(article_text)).splitlines():
+        line = line.strip()
+        if not line or line.startswith(_LIST_OR_TABLE) or len(line.split()) < PASSAGE_MIN_WORDS:
+            continue
+        passages.extend(passage for passage in split_passages(line)
+                        if len(passage.split()) >= PASSAGE_MIN_WORDS)
+    return passages
+
+
+def wiki_texts() -> Iterator[Text]:
+    from gensim.corpora.wikicorpus import extract_pages
+
+    # filter_namespaces=("0",) keeps articles; redirects are articles whose whole text is "#REDIRECT ...".
+    with bz2.open(_gensim_file(WIKI_DUMP)) as dump:
+        for _title, article, page_id in extract_pages(dump, filter_namespaces=("0",)):
+            if article.lstrip().upper().startswith("#REDIRECT"):
+                continue
+            for number, passage in enumerate(wiki_article_passages(article)):
+                yield Text(f"wiki:{page_id}:{number}", passage)
+
+
+# ------------------------------------------------------------------------------------------------ the registry
+
+
+BUILTIN_CORPORA: dict[str, tuple[Callable[[], Iterator[Text]], ...]] = {
+    "wiki": (wiki_texts,),
+    "lee_background": (lee_background_texts,),
+    "wordnet": (wordnet_texts,),
+    "all": (wiki_texts, lee_background_texts, wordnet_texts),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def holdout_folded_texts() -> frozenset[str]:
+    """Every held-out text (Lee documents, held-out definitions and examples), folded (see `fold`)."""
+    texts = [text for _, text in lee_holdout()]
+    for synset in wordnet_holdout():
+        texts.append(synset.definition)
+        texts.extend(synset.examples)
+    return frozenset(fold(text) for text in texts)
+
+
+def is_held_out_record_id(record_id: str) -> bool:
+    """True for ids of evaluation material (so eval can refuse records that contain it)."""
+    if record_id.startswith("lee:"):
+        return True
+    parts = record_id.split(":")
+    return len(parts) >= 2 and parts[0] == "wordnet" and is_held_out_synset(parts[1])
+
+
+def _order_key(item: Text) -> str:
+    return hashlib.sha256(item.id.encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_texts_ordered(name: str) -> tuple[Text, ...]:
+    held_out = holdout_folded_texts()
+    texts = [item for reader in BUILTIN_CORPORA[name] for item in reader() if fold(item.text) not in held_out]
+    return tuple(sorted(texts, key=_order_key))
+
+
+def builtin_texts(name: str, max_texts: int | None = None) -> tuple[Text, ...]:
+    """The training texts of built-in corpus `name` in their fixed order; the first `max_texts` if given."""
+    if name not in BUILTIN_CORPORA:
+        raise KeyError(f"unknown built-in corpus {name!r}; choose one of {', '.join(BUILTIN_CORPORA)}.")
+    texts = _builtin_texts_ordered(name)
+    return texts if max_texts is None else texts[:max_texts]

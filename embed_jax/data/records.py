@@ -1,0 +1,377 @@
+"""Teacher records: the schema, the byte layout, shard files with their sidecars, and manifest.json.
+
+A records folder holds what the teacher export wrote (SPEC §2: texts row-aligned with their teacher vectors):
+
+    manifest.json                    the export's description; written first (status "in_progress") and completed
+                                     at the end (status "complete", record count, corpus fingerprint, shard list)
+    shard-00000.array_record         ArrayRecord file, `group_size:1` so that any record is read by random access
+    shard-00000.json                 sidecar: the shard's own copy of the schema fields (teachers, dims, dtype,
+                                     schema version, export id) plus its record count, first/last id and the running
+                                     corpus hash at its end. A shard counts as written only once its sidecar exists.
+    ...
+
+Byte layout of one record (schema version 1), little-endian:
+
+    offset  size      field
+    0       4         magic b"EJR1"
+    4       1         uint8  storage dtype code: 1 = float16, 2 = float32
+    5       1         uint8  reserved, 0
+    6       2         uint16 n_id   = length in bytes of the id (UTF-8)
+    8       4         uint32 n_text = length in bytes of the text (UTF-8)
+    12      4         uint32 d      = teacher_dim, the length of the vector
+    16      n_id      id, UTF-8
+    ...     n_text    text, UTF-8
+    ...     d*2|d*4   the vector: the renormalised concatenated teacher vector (SPEC §2), float16 or float32
+
+The vector is not aligned to its item size; numpy.frombuffer reads it anyway. Readers always return float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+STATUS_IN_PROGRESS = "in_progress"
+STATUS_COMPLETE = "complete"
+NORMALISATION = "per-teacher L2, concatenated in teacher order, L2 again (SPEC §2)"
+STORAGE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+_DTYPE_CODES = {"float16": 1, "float32": 2}
+_MAGIC = b"EJR1"
+_HEADER = struct.Struct("<4sBBHII")
+# Fields that must agree between a manifest and each shard sidecar, and between folders read together.
+SCHEMA_FIELDS = ("schema_version", "teacher_dim", "dtype", "teachers", "normalisation")
+# Fields that define an export: the same values give the same records, so a run may resume another's work.
+IDENTITY_FIELDS = ("schema_version", "teachers", "dtype", "normalisation", "corpus", "shard_size")
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+class RecordsError(ValueError):
+    """A records folder, shard or record is wrong; the message names the file and what to do."""
+
+
+class Text(NamedTuple):
+    """One input text with its stable id (unique within a corpus)."""
+    id: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherInfo:
+    """One teacher as the manifest records it; `order` is its slot in the concatenated vector."""
+    name: str
+    path: str
+    dim: int
+    pooling: str
+    prompt: str
+    max_seq_length: int
+    weights_sha256: str
+    order: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    num_records: int
+    first_id: str
+    last_id: str
+    corpus_hash: str  # running hash of every kept (id, text) up to this shard's last record
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    export_id: str
+    status: str
+    teachers: tuple[TeacherInfo, ...]
+    teacher_dim: int
+    dtype: str
+    normalisation: str
+    corpus: dict[str, Any]
+    shard_size: int
+    num_records: int | None = None
+    skipped_empty: int | None = None
+    corpus_fingerprint: str | None = None  # the running corpus hash after the last record
+    shards: tuple[ShardInfo, ...] = ()
+
+    @property
+    def teacher_names(self) -> tuple[str, ...]:
+        return tuple(teacher.name for teacher in self.teachers)
+
+    @property
+    def teacher_slices(self) -> dict[str, slice]:
+        """Where each teacher's (normalised, then jointly rescaled) part sits in the concatenated vector."""
+        slices, start = {}, 0
+        for teacher in self.teachers:
+            slices[teacher.name] = slice(start, start + teacher.dim)
+            start += teacher.dim
+        return slices
+
+    def schema(self) -> dict[str, Any]:
+        """The fields every shard and every folder read together must share."""
+        as_dict = manifest_to_dict(self)
+        return {field: as_dict[field] for field in SCHEMA_FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps(manifest_to_dict(self), indent=2, ensure_ascii=False) + "\n"
+
+
+def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
+    """Plain JSON types (lists, not tuples), so that a fresh manifest compares equal to one read from disk."""
+    return json.loads(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False))
+
+
+def export_id(fields: dict[str, Any]) -> str:
+    """Hash of the identity fields (IDENTITY_FIELDS) of a manifest being built."""
+    identity = {field: fields[field] for field in IDENTITY_FIELDS}
+    canonical = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=list)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def manifest_from_dict(data: dict[str, Any], *, source: str) -> Manifest:
+    try:
+        fields = dict(data)
+        fields["teachers"] = tuple(TeacherInfo(**teacher) for teacher in fields["teachers"])
+        fields["shards"] = tuple(ShardInfo(**shard) for shard in fields.get("shards", ()))
+        return Manifest(**fields)
+    except (KeyError, TypeError) as error:
+        raise RecordsError(f"{source}: not a schema-{SCHEMA_VERSION} embed_jax manifest ({error}). Re-export the "
+                           f"records with `python -m embed_jax.teachers.export`.") from error
+
+
+# ----------------------------------------------------------------------------------------------------- records
+
+
+def encode_record(record_id: str, text: str, vector: np.ndarray, dtype: str) -> bytes:
+    """One record's bytes (layout in the module docstring)."""
+    id_bytes, text_bytes = record_id.encode("utf-8"), text.encode("utf-8")
+    if len(id_bytes) > 0xFFFF:
+        raise RecordsError(f"record id {record_id[:80]!r}... is {len(id_bytes)} bytes; ids must fit 65535 bytes.")
+    values = np.asarray(vector).astype(STORAGE_DTYPES[dtype], copy=False)
+    header = _HEADER.pack(_MAGIC, _DTYPE_CODES[dtype], 0, len(id_bytes), len(text_bytes), values.shape[0])
+    return b"".join((header, id_bytes, text_bytes, values.tobytes()))
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """`{"id": str, "text": str, "teacher": float32 (teacher_dim,)}` from one record's bytes."""
+    magic, dtype_code, _, id_length, text_length, dim = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise RecordsError(f"record does not start with {_MAGIC!r} (got {magic!r}): not an embed_jax record.")
+    dtype = STORAGE_DTYPES["float16" if dtype_code == 1 else "float32"]
+    text_start = _HEADER.size + id_length
+    vector_start = text_start + text_length
+    if len(data) != vector_start + dim * dtype.itemsize:
+        raise RecordsError(f"record of {len(data)} bytes does not match its header (id {id_length} B, "
+                           f"text {text_length} B, {dim} × {dtype.name}): the shard is damaged.")
+    return {
+        "id": data[_HEADER.size:text_start].decode("utf-8"),
+        "text": data[text_start:vector_start].decode("utf-8"),
+        "teacher": np.frombuffer(data, dtype=dtype, count=dim, offset=vector_start).astype(np.float32),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ shards
+
+
+def shard_stem(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def _write_json_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + _TEMPORARY_SUFFIX)
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.ndarray]], manifest: Manifest,
+                corpus_hash: str) -> ShardInfo:
+    """Write one shard, then its sidecar; both appear by rename, the sidecar last, so a crash leaves no half shard."""
+    from array_record.python import array_record_module
+
+    stem = shard_stem(index)
+    final_path = folder / f"{stem}.array_record"
+    temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
+    writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
+    for record_id, text, vector in records:
+        writer.write(encode_record(record_id, text, vector, manifest.dtype))
+    writer.close()
+    os.replace(temporary_path, final_path)
+    info = ShardInfo(file=final_path.name, num_records=len(records), first_id=records[0][0],
+                     last_id=records[-1][0], corpus_hash=corpus_hash)
+    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}
+    _write_json_atomically(folder / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    return info
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise RecordsError(f"{path}: unreadable shard sidecar ({error}).") from error
+
+
+def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    return [f"{field}: {expected.get(field)!r} vs {found.get(field)!r}"
+            for field in expected if expected.get(field) != found.get(field)]
+
+
+def check_sidecar(folder: Path, manifest: Manifest, sidecar_path: Path) -> ShardInfo:
+    """The sidecar's schema fields must equal the manifest's; returns the shard it describes."""
+    sidecar = _read_sidecar(sidecar_path)
+    expected = {**manifest.schema(), "export_id": manifest.export_id}
+    differences = _differences(expected, sidecar)
+    if differences:
+        raise RecordsError(
+            f"{sidecar_path}: this shard's manifest disagrees with {folder / MANIFEST_NAME} on "
+            f"{'; '.join(differences)}. The folder mixes shards of different exports; move the stray shard (and its "
+            f".array_record) out, or re-export into an empty folder.")
+    try:
+        return ShardInfo(**sidecar["shard"])
+    except (KeyError, TypeError) as error:
+        raise RecordsError(f"{sidecar_path}: sidecar lacks its shard description ({error}).") from error
+
+
+def count_shard_records(path: Path) -> int:
+    from array_record.python import array_record_module
+
+    reader = array_record_module.ArrayRecordReader(str(path))
+    try:
+        return reader.num_records()
+    finally:
+        reader.close()
+
+
+# ------------------------------------------------------------------------------------- writing a records folder
+
+
+def prepare_output_folder(folder: Path, manifest: Manifest) -> list[ShardInfo]:
+    """Make `folder` ready for `manifest`'s export and return the shards a previous run of it already wrote.
+
+    Refuses a folder that holds anything else: another export's records, or files that are not ours. Removes only
+    our own leftovers of an interrupted run (temporary files, a shard whose sidecar never appeared).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.exists():
+        foreign = sorted(path.name for path in folder.iterdir())
+        if foreign:
+            raise RecordsError(
+                f"{folder} is not empty ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}) and holds no "
+                f"{MANIFEST_NAME}: refusing to write records beside files that are not an embed_jax export. "
+                f"Choose an empty or new output folder (--config.output_dir=...).")
+        _write_json_atomically(manifest_path, manifest.to_json())
+        return []
+    existing = read_manifest_file(manifest_path)
+    if existing.export_id != manifest.export_id:
+        raise RecordsError(
+            f"{folder} holds records of another configuration (differences: "
+            f"{'; '.join(describe_export_differences(existing, manifest))}). Nothing was changed. To keep those "
+            f"records, choose another output folder (--config.output_dir=...); to replace them, delete {folder} "
+            f"first.")
+    return _resume_state(folder, existing)
+
+
+def describe_export_differences(old: Manifest, new: Manifest) -> list[str]:
+    old_dict, new_dict = manifest_to_dict(old), manifest_to_dict(new)
+    differences = [field for field in IDENTITY_FIELDS if old_dict[field] != new_dict[field]]
+    return [f"{field}: {old_dict[field]!r} → {new_dict[field]!r}" for field in differences] or ["export id"]
+
+
+def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:
+    for leftover in folder.glob(f"*{_TEMPORARY_SUFFIX}"):
+        leftover.unlink()
+    done: list[ShardInfo] = []
+    while (folder / f"{shard_stem(len(done))}.json").exists():
+        info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
+        shard_path = folder / info.file
+        if not shard_path.exists() or count_shard_records(shard_path) != info.num_records:
+            raise RecordsError(f"{shard_path}: missing or not the {info.num_records} records its sidecar lists. "
+                               f"Delete {shard_path} and {shard_path.with_suffix('.json')} and run again.")
+        done.append(info)
+    # A shard renamed into place whose sidecar was never written is our own unfinished work.
+    orphan = folder / f"{shard_stem(len(done))}.array_record"
+    if orphan.exists():
+        orphan.unlink()
+    later = sorted(path.name for path in folder.glob("shard-*") if _shard_index(path) > len(done))
+    if later:
+        raise RecordsError(f"{folder}: shards {', '.join(later[:5])} follow a gap at {shard_stem(len(done))}; "
+                           f"the folder was edited by hand. Re-export into an empty folder.")
+    return done
+
+
+def _shard_index(path: Path) -> int:
+    try:
+        return int(path.name.split(".")[0].removeprefix("shard-"))
+    except ValueError:
+        return -1
+
+
+def finish_output_folder(folder: Path, manifest: Manifest) -> None:
+    _write_json_atomically(folder / MANIFEST_NAME, manifest.to_json())
+
+
+# ------------------------------------------------------------------------------------- reading a records folder
+
+
+def read_manifest_file(path: Path) -> Manifest:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise RecordsError(f"{path} does not exist: {path.parent} is not an embed_jax records folder. Export one "
+                           f"with `python -m embed_jax.teachers.export --config=configs/teachers.py`.") from error
+    except (OSError, json.JSONDecodeError) as error:
+        raise RecordsError(f"{path}: unreadable manifest ({error}).") from error
+    manifest = manifest_from_dict(data, source=str(path))
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise RecordsError(f"{path}: schema version {manifest.schema_version}, this embed_jax reads "
+                           f"{SCHEMA_VERSION}. Re-export the records with this version.")
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
+    """The manifest of a finished export, checked against every shard's sidecar and file."""
+    folder = Path(folder)
+    manifest = read_manifest_file(folder / MANIFEST_NAME)
+    if manifest.status != STATUS_COMPLETE:
+        raise RecordsError(f"{folder}: the export is not finished (status {manifest.status!r}). Run the same export "
+                           f"command again: it resumes where it stopped.")
+    for index, listed in enumerate(manifest.shards):
+        sidecar_path = folder / f"{shard_stem(index)}.json"
+        if not (folder / listed.file).exists():
+            raise RecordsError(f"{folder / listed.file}: listed in the manifest but missing.")
+        on_disk = check_sidecar(folder, manifest, sidecar_path)
+        if on_disk != listed:
+            raise RecordsError(f"{sidecar_path}: describes {on_disk} but the manifest lists {listed}.")
+    return manifest
+
+
+def check_manifests_agree(folders_and_manifests: Sequence[tuple[Path, Manifest]]) -> None:
+    """Folders read as one dataset must share teachers (names, dims, order), dim, dtype and schema."""
+    first_folder, first = folders_and_manifests[0]
+    for folder, manifest in folders_and_manifests[1:]:
+        differences = _differences(first.schema(), manifest.schema())
+        if differences:
+            raise RecordsError(f"records in {folder} disagree with {first_folder} on {'; '.join(differences)}; "
+                               f"they cannot be read as one dataset. Export both with the same teachers and dtype.")
+
+
+def shard_paths(folder: str | os.PathLike, manifest: Manifest) -> list[Path]:
+    return [Path(folder) / shard.file for shard in manifest.shards]
+
+
+def corpus_hasher() -> "hashlib._Hash":
+    """Running hash over kept (id, text) pairs in corpus order; length-prefixed so boundaries are unambiguous."""
+    return hashlib.sha256(b"embed_jax corpus v1\0")
+
+
+def update_corpus_hash(hasher: "hashlib._Hash", texts: Iterable[Text]) -> None:
+    for item in texts:
+        id_bytes, text_bytes = item.id.encode("utf-8"), item.text.encode("utf-8")
+        hasher.update(struct.pack("<II", len(id_bytes), len(text_bytes)) + id_bytes + text_bytes)
