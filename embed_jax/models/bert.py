@@ -234,19 +234,13 @@ class BertModel(nnx.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         batch, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-        if length > self.config.max_sequence_length:
-            if not self.config.truncate_long_inputs:
-                raise ValueError(
-                    f"input length {length} exceeds this model's position table ({self.config.max_sequence_length} "
-                    "tokens, config.json max_position_embeddings); tokenize with max_length="
-                    f"{self.config.max_sequence_length}, or build the model with truncate_long_inputs=True"
-                )
-            keep = self.config.max_sequence_length
-            input_ids, inputs_embeds, attention_mask, token_type_ids = (
-                None if array is None else array[:, :keep]
-                for array in (input_ids, inputs_embeds, attention_mask, token_type_ids)
-            )
-            length = keep
+        input_ids, inputs_embeds, attention_mask, token_type_ids = layers.fit_to_position_table(
+            length,
+            self.config.max_sequence_length,
+            truncate=self.config.truncate_long_inputs,
+            arrays=(input_ids, inputs_embeds, attention_mask, token_type_ids),
+        )
+        length = min(length, self.config.max_sequence_length)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
         if token_type_ids is None:

@@ -181,3 +181,21 @@ def run_layers(
     for layer in layers:
         hidden = apply(layer, hidden)
     return hidden
+
+
+def fit_to_position_table(
+    length: int, max_length: int, *, truncate: bool, arrays: tuple[jax.Array | None, ...]
+) -> tuple[jax.Array | None, ...]:
+    """The inputs unchanged if `length` ≤ `max_length`; cut to `max_length` tokens if `truncate`; else a ValueError.
+
+    Shapes are static under jit, so this check costs nothing at run time.
+    """
+    if length <= max_length:
+        return arrays
+    if not truncate:
+        raise ValueError(
+            f"input length {length} exceeds this model's position table ({max_length} tokens, from config.json "
+            f"max_position_embeddings); tokenize with max_length={max_length}, or build the model with "
+            "truncate_long_inputs=True to cut longer inputs"
+        )
+    return tuple(None if array is None else array[:, :max_length] for array in arrays)
