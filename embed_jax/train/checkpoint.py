@@ -357,7 +357,7 @@ class CheckpointManager:
             )
         expected = folder / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         if not expected.exists():
-            saved_files = sorted(path.name for path in folder.iterdir())
+            saved_files = sorted(path.name for path in folder.glob("process_*"))
             raise DataIteratorMismatchError(
                 f"checkpoint folder {self.directory} (step {step}) holds data-iterator positions for "
                 f"{saved.get('process_count', '?')} process(es) ({', '.join(saved_files)}), but this run has "

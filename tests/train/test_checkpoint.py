@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -85,9 +86,18 @@ def example(index: int) -> dict:
     return {"id": np.int32(index), "x": x, "y": y}
 
 
-def data_iterator(num_records: int = 48, batch_size: int = 4, seed: int = 7):
-    dataset = grain.MapDataset.range(num_records).shuffle(seed=seed).map(example).repeat().batch(batch_size)
-    return iter(dataset)
+def data_iterator(num_records: int = 48, batch_size: int = 8, seed: int = 7, process_index=0, process_count=1):
+    """This process's share of a shuffled, repeated stream; `batch_size` is the global batch."""
+    shard = grain.MapDataset.range(num_records).shuffle(seed=seed)[process_index::process_count]
+    return iter(shard.map(example).repeat().batch(batch_size // process_count))
+
+
+def global_batch(local_batch: dict, mesh) -> dict:
+    """Assembles the processes' local batches into arrays sharded along the batch over every device."""
+    sharding = NamedSharding(mesh, P(("fsdp", "tensor")))
+    return {
+        name: jax.make_array_from_process_local_data(sharding, local_batch[name]) for name in ("x", "y")
+    }
 
 
 def initial_state(mesh, out_dim: int = 8):
@@ -129,11 +139,13 @@ def manager(directory, *, save_every=5, keep=2, identity=IDENTITY, shape_config=
 def run_loop(workdir: Path, total_steps: int, sleep_s: float = 0.0) -> None:
     """The loop under test: resume if possible, train, save periodically, stop cleanly on SIGTERM.
 
-    Appends the record ids of each step's batch to workdir/seen.jsonl and writes workdir/final.npz at the end.
+    Appends the record ids of each step's local batch to workdir/seen_<process>.jsonl and, on one process, writes
+    workdir/final.npz at the end. Runs as one process or as several (`jax.distributed` initialised by the caller).
     """
-    mesh = make_mesh((8, 1))
+    process_index, process_count = jax.process_index(), jax.process_count()
+    mesh = make_mesh((jax.device_count(), 1))
     state = initial_state(mesh)
-    batches = data_iterator()
+    batches = data_iterator(process_index=process_index, process_count=process_count)
     with manager(workdir / "checkpoints") as checkpoints, PreemptionGuard() as guard:
         restored = checkpoints.restore(None, abstract_targets(state, mesh), batches)
         first = 1
@@ -142,8 +154,8 @@ def run_loop(workdir: Path, total_steps: int, sleep_s: float = 0.0) -> None:
             print(f"resumed from step {restored.step}", flush=True)
         for step in range(first, total_steps + 1):
             batch = next(batches)
-            state, _ = train_step(state, batch)
-            with open(workdir / "seen.jsonl", "a") as seen:
+            state, _ = train_step(state, global_batch(batch, mesh))
+            with open(workdir / f"seen_{process_index}.jsonl", "a") as seen:
                 seen.write(json.dumps({"step": step, "ids": batch["id"].tolist()}) + "\n")
             print(f"step {step}", flush=True)
             time.sleep(sleep_s)
@@ -154,12 +166,13 @@ def run_loop(workdir: Path, total_steps: int, sleep_s: float = 0.0) -> None:
                 return
             checkpoints.save(step, state, batches)
         checkpoints.save(total_steps, state, batches, force=True)
-    leaves = jax.tree_util.tree_flatten_with_path(state["params"])[0]
-    np.savez(workdir / "final.npz", **{checkpoint.path_name(path): np.asarray(leaf) for path, leaf in leaves})
+    if process_count == 1:
+        leaves = jax.tree_util.tree_flatten_with_path(state["params"])[0]
+        np.savez(workdir / "final.npz", **{checkpoint.path_name(path): np.asarray(leaf) for path, leaf in leaves})
 
 
-def read_seen(workdir: Path) -> dict[int, list[int]]:
-    lines = (workdir / "seen.jsonl").read_text().splitlines()
+def read_seen(workdir: Path, process_index: int = 0) -> dict[int, list[int]]:
+    lines = (workdir / f"seen_{process_index}.jsonl").read_text().splitlines()
     return {record["step"]: record["ids"] for record in map(json.loads, lines)}
 
 
@@ -173,7 +186,7 @@ def trained_state(mesh, steps: int = 3):
     """A state that has taken a few steps (so AdamW's moments are not zeros) and the iterator after them."""
     state, batches = initial_state(mesh), data_iterator()
     for _ in range(steps):
-        state, _ = train_step(state, next(batches))
+        state, _ = train_step(state, global_batch(next(batches), mesh))
     return state, batches
 
 
@@ -374,20 +387,55 @@ def test_guard_outside_the_main_thread_says_where_to_create_it():
     assert errors and "must be created in the main thread" in errors[0]
 
 
-def run_child(workdir: Path, total_steps: int, sleep_s: float, stop_after_step: int | None):
-    """Runs `run_loop` in a subprocess; with `stop_after_step`, sends it SIGTERM once it printed that step."""
-    command = [sys.executable, __file__, str(workdir), str(total_steps), str(sleep_s)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = []
-    for line in child.stdout:
-        output.append(line)
-        if stop_after_step is not None and line.strip() == f"step {stop_after_step}":
-            child.send_signal(signal.SIGTERM)
-    child.wait(timeout=120)
-    return child.returncode, "".join(output)
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
-@pytest.mark.timeout(300)
+def run_children(
+    workdir: Path,
+    total_steps: int,
+    *,
+    sleep_s: float,
+    num_processes: int = 1,
+    stop_after_step: int | None = None,
+    signalled_process: int = 0,
+    preemption_service: bool = True,
+) -> list[str]:
+    """Runs `run_loop` in `num_processes` subprocesses (one jax.distributed job on loopback when more than one).
+
+    With `stop_after_step`, sends SIGTERM to `signalled_process` only, once it printed that step. Returns each
+    process's output; fails if any process exits with an error.
+    """
+    port = free_port()
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // num_processes}")
+    logs = [workdir / f"output_{index}.log" for index in range(num_processes)]
+    children = []
+    for index, log in enumerate(logs):
+        arguments = [workdir, total_steps, sleep_s, index, num_processes, port, int(preemption_service)]
+        with open(log, "w") as output:
+            command = [sys.executable, __file__, *map(str, arguments)]
+            children.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env))
+    if stop_after_step is not None:
+        target, deadline = children[signalled_process], time.monotonic() + 240
+        while f"step {stop_after_step}\n" not in logs[signalled_process].read_text() and target.poll() is None:
+            assert time.monotonic() < deadline, "the loop did not reach the step to stop after"
+            time.sleep(0.05)
+        target.send_signal(signal.SIGTERM)
+    for child in children:
+        child.wait(timeout=240)
+    outputs = [log.read_text() for log in logs]
+    for child, output in zip(children, outputs):
+        assert child.returncode == 0, output
+    return outputs
+
+
+def saved_step(output: str) -> int:
+    return int(output.split("preempted: saved step ")[1].split()[0])
+
+
+@pytest.mark.timeout(400)
 def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
     total_steps = 30
     reference = tmp_path / "reference"
@@ -396,16 +444,14 @@ def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_equals_an_uninterr
 
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    returncode, output = run_child(interrupted, total_steps, sleep_s=0.1, stop_after_step=4)
-    assert returncode == 0, output
-    stopped_at = int(output.split("preempted: saved step ")[1].split()[0])
+    [output] = run_children(interrupted, total_steps, sleep_s=0.1, stop_after_step=4)
+    stopped_at = saved_step(output)
     assert 4 <= stopped_at < total_steps
     with manager(interrupted / "checkpoints") as checkpoints:
         assert checkpoints.latest_step() == stopped_at
     assert max(read_seen(interrupted)) == stopped_at
 
-    returncode, output = run_child(interrupted, total_steps, sleep_s=0.0, stop_after_step=None)
-    assert returncode == 0, output
+    [output] = run_children(interrupted, total_steps, sleep_s=0.0)
     assert f"resumed from step {stopped_at}" in output
     assert read_seen(interrupted) == read_seen(reference)
     with np.load(reference / "final.npz") as expected, np.load(interrupted / "final.npz") as actual:
@@ -414,5 +460,52 @@ def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_equals_an_uninterr
             np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("preemption_service", [True, False], ids=["jax-sync-point", "agreed-flag"])
+def test_sigterm_to_one_host_stops_every_host_at_the_same_step(tmp_path, preemption_service):
+    """Two processes on loopback; only the second gets SIGTERM; both must save the same step and resume from it."""
+    total_steps = 40
+    outputs = run_children(
+        tmp_path,
+        total_steps,
+        sleep_s=0.1,
+        num_processes=2,
+        stop_after_step=3,
+        signalled_process=1,
+        preemption_service=preemption_service,
+    )
+    stopped_at = {saved_step(output) for output in outputs}
+    assert len(stopped_at) == 1, outputs
+    [stopped_at] = stopped_at
+    assert stopped_at < total_steps
+    iterator_folder = tmp_path / "checkpoints" / str(stopped_at) / "data_iterator"
+    assert sorted(path.name for path in iterator_folder.glob("process_*")) == [
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    ]
+    if not preemption_service:
+        return  # resuming does not depend on how the processes agreed; checked once (below) to keep the suite short
+
+    outputs = run_children(tmp_path, total_steps, sleep_s=0.0, num_processes=2)
+    for process_index, output in enumerate(outputs):
+        assert f"resumed from step {stopped_at}" in output
+        # The resumed stream is the uninterrupted one: this process's shard, batch after batch, no gap, no repeat.
+        stream = data_iterator(process_index=process_index, process_count=2)
+        expected = {step: next(stream)["id"].tolist() for step in range(1, total_steps + 1)}
+        assert read_seen(tmp_path, process_index) == expected
+
+
+def main(arguments: list[str]) -> None:
+    """Child process entry: WORKDIR TOTAL_STEPS SLEEP_S [PROCESS_ID NUM_PROCESSES PORT PREEMPTION_SERVICE]."""
+    workdir, total_steps, sleep_s = Path(arguments[0]), int(arguments[1]), float(arguments[2])
+    if len(arguments) > 3:
+        process_id, num_processes, port, preemption_service = map(int, arguments[3:7])
+        if num_processes > 1:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            jax.config.update("jax_enable_preemption_service", bool(preemption_service))
+            jax.distributed.initialize(f"localhost:{port}", num_processes=num_processes, process_id=process_id)
+    run_loop(workdir, total_steps, sleep_s)
+
+
 if __name__ == "__main__":
-    run_loop(Path(sys.argv[1]), total_steps=int(sys.argv[2]), sleep_s=float(sys.argv[3]))
+    main(sys.argv[1:])
