@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from embed_jax.models import layers
+
 # torch.nn.functional.normalize's default: keeps an all-zero vector at zero instead of NaN.
 NORMALIZE_EPSILON = 1e-12
 
@@ -68,15 +70,8 @@ class EmbeddingHeads(nnx.Module):
         # ('embed', 'mlp'): FC1 is 1536 × 12288 in the paper, the widest matrix outside the encoder.
         self.dense = nnx.Dict(
             {
-                head_name(dim): nnx.Linear(
-                    in_features,
-                    dim,
-                    dtype=dtype,
-                    param_dtype=param_dtype,
-                    kernel_init=nnx.initializers.lecun_normal(),
-                    kernel_metadata={"out_sharding": ("embed", "mlp"), "eager_sharding": False},
-                    bias_metadata={"out_sharding": ("mlp",), "eager_sharding": False},
-                    rngs=rngs,
+                head_name(dim): layers.dense(
+                    in_features, dim, kernel_axes=("embed", "mlp"), dtype=dtype, param_dtype=param_dtype, rngs=rngs
                 )
                 for dim in self.dims
             }

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from embed_jax.models import layers
+
 MODES = ("adaptive_average", "linear")
 
 
@@ -95,14 +97,8 @@ class ProjectionPool(nnx.Module):
             if rngs is None:
                 raise ValueError("projection pool mode 'linear' has parameters: pass rngs=nnx.Rngs(seed)")
             # ('embed', 'mlp'): input at a model width, output sharded like a wide projection (as the FC heads).
-            self.projection = nnx.Linear(
-                in_features,
-                out_features,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=nnx.initializers.lecun_normal(),
-                kernel_metadata={"out_sharding": ("embed", "mlp"), "eager_sharding": False},
-                bias_metadata={"out_sharding": ("mlp",), "eager_sharding": False},
+            self.projection = layers.dense(
+                in_features, out_features, kernel_axes=("embed", "mlp"), dtype=dtype, param_dtype=param_dtype,
                 rngs=rngs,
             )
 
