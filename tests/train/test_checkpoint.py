@@ -109,7 +109,9 @@ def initial_state(mesh, out_dim: int = 8):
 
 def abstract_targets(state, mesh):
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-    return {name: checkpoint.abstract_with_shardings(tree, named_shardings(tree, mesh)) for name, tree in abstract.items()}
+    return {
+        name: checkpoint.abstract_with_shardings(tree, named_shardings(tree, mesh)) for name, tree in abstract.items()
+    }
 
 
 @jax.jit

@@ -1,0 +1,229 @@
+"""The gcloud commands that create a TPU VM or pod slice, install embed_jax on every worker, run on all, and delete.
+
+Each function returns argv lists (never one shell string) so that nothing is parsed twice on this side; the only
+shell that sees user text is the workers' bash, which receives `--command=` built with `shlex` quoting. Pure
+functions: `launch/tpu.py` decides whether to print them (--dry-run) or run them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from collections.abc import Sequence
+
+# Runtime ("software version") per TPU generation for JAX, from Cloud TPU's "TPU software versions" page: the
+# generation's base image; jax[tpu] itself comes from pip, pinned by the package.
+RUNTIME_BY_GENERATION = {
+    "v2": "tpu-ubuntu2204-base",
+    "v3": "tpu-ubuntu2204-base",
+    "v4": "tpu-ubuntu2204-base",
+    "v5litepod": "v2-alpha-tpuv5-lite",
+    "v5p": "v2-alpha-tpuv5",
+    "v6e": "v2-alpha-tpuv6e",
+}
+ACCELERATOR_TYPE = re.compile(r"^(?P<generation>v[0-9][a-z]*)-(?P<size>[0-9]+)$")
+# Google Cloud resource names: lower-case letters, digits and hyphens, starting with a letter, at most 63 long.
+RESOURCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+ARCHIVE_ON_WORKER = "embed_jax.tar.gz"
+# uv provides Python >= 3.11 (pyproject's floor) on images whose system Python is older (Ubuntu 22.04 has 3.10).
+# Braced so that inside an `&&` chain the `||` cannot swallow an earlier failure.
+INSTALL_UV = "{ command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; }"
+
+# Versions only: touching the TPU here would hold it, and on a slice would wait for every worker.
+VERSION_CHECK = 'import embed_jax, jax; print("embed_jax", embed_jax.__version__, "jax", jax.__version__)'
+
+
+class LaunchError(ValueError):
+    """A launch request that cannot be turned into commands; the message says which option to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Which TPU the commands address."""
+
+    name: str
+    zone: str
+    project: str | None = None
+
+    def __post_init__(self):
+        if not RESOURCE_NAME.match(self.name):
+            raise LaunchError(
+                f"--name {self.name!r} is not a valid TPU name: use lower-case letters, digits and hyphens, starting "
+                "with a letter and not ending with a hyphen, at most 63 characters (e.g. embed-jax-v5e)"
+            )
+        if not self.zone:
+            raise LaunchError("--zone is empty: give the zone of the TPU, e.g. --zone=us-central2-b")
+
+    def location_flags(self) -> list[str]:
+        flags = [f"--zone={self.zone}"]
+        if self.project:
+            flags.append(f"--project={self.project}")
+        return flags
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One step: what it does, and the argv that does it."""
+
+    purpose: str
+    argv: list[str]
+
+    def shell_line(self) -> str:
+        """The argv as one line a POSIX shell parses back into the same argv."""
+        return shlex.join(self.argv)
+
+
+def runtime_version(accelerator_type: str, version: str | None) -> str:
+    """The runtime to create `accelerator_type` with: `version` if given, else the generation's JAX base image."""
+    match = ACCELERATOR_TYPE.match(accelerator_type)
+    if not match:
+        raise LaunchError(
+            f"--accelerator-type {accelerator_type!r} is not of the form GENERATION-SIZE (e.g. v4-32, v5litepod-16, "
+            "v5p-8, v6e-16)"
+        )
+    if version:
+        return version
+    generation = match["generation"]
+    if generation not in RUNTIME_BY_GENERATION:
+        raise LaunchError(
+            f"no default runtime for TPU generation {generation!r} (from --accelerator-type {accelerator_type}); "
+            f"known: {', '.join(sorted(RUNTIME_BY_GENERATION))}. Pass --version=RUNTIME_VERSION explicitly."
+        )
+    return RUNTIME_BY_GENERATION[generation]
+
+
+def create(
+    target: Target, accelerator_type: str, version: str | None, *, spot: bool, preemptible: bool, queued: bool
+) -> list[Command]:
+    """Create the TPU VM / slice; `queued` goes through a queued resource (Cloud TPU's advice for spot capacity)."""
+    if spot and preemptible:
+        raise LaunchError("--spot and --preemptible are exclusive: spot VMs are the newer form of preemptible ones")
+    if queued and preemptible:
+        raise LaunchError("--queued supports --spot, not --preemptible (queued resources have no preemptible mode)")
+    runtime = runtime_version(accelerator_type, version)
+    capacity = ["--spot"] if spot else ["--preemptible"] if preemptible else []
+    if queued:
+        argv = ["gcloud", "compute", "tpus", "queued-resources", "create", target.name, f"--node-id={target.name}"]
+        argv += target.location_flags()
+        argv += [f"--accelerator-type={accelerator_type}", f"--runtime-version={runtime}", *capacity]
+        return [Command(f"queue a request for {accelerator_type} (TPU {target.name})", argv)]
+    argv = ["gcloud", "compute", "tpus", "tpu-vm", "create", target.name, *target.location_flags()]
+    argv += [f"--accelerator-type={accelerator_type}", f"--version={runtime}", *capacity]
+    return [Command(f"create TPU {target.name} ({accelerator_type}, {runtime})", argv)]
+
+
+def on_all_workers(target: Target, remote_command: str, purpose: str, worker: str = "all") -> Command:
+    """`remote_command` (a bash command line) run by every worker of the slice at once."""
+    argv = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", target.name, *target.location_flags()]
+    argv += [f"--worker={worker}", f"--command={remote_command}"]
+    return Command(purpose, argv)
+
+
+def install_command(remote_dir: str, extras: str, python: str) -> str:
+    """Bash run in `remote_dir` on each worker: a uv-managed virtual env with the package installed editable."""
+    venv_python = shlex.quote(".venv/bin/python")
+    package = shlex.quote(f".[{extras}]") if extras else "."
+    return " && ".join(
+        [
+            f"cd {shlex.quote(remote_dir)}",
+            INSTALL_UV,
+            'export PATH="$HOME/.local/bin:$PATH"',
+            f"uv venv --allow-existing --python {shlex.quote(python)} .venv",
+            f"uv pip install --python {venv_python} -e {package}",
+            f"{venv_python} -c {shlex.quote(VERSION_CHECK)}",
+        ]
+    )
+
+
+def setup_from_checkout(
+    target: Target, repo: str, archive: str, remote_dir: str, extras: str, python: str, commit: str = "HEAD"
+) -> list[Command]:
+    """Copy `commit` of the local checkout to every worker (git archive + scp) and install it there."""
+    pack = Command(
+        f"pack {commit} of {repo} (committed files only)",
+        ["git", "-C", repo, "archive", "--format=tar.gz", f"--output={archive}", commit],
+    )
+    copy = Command(
+        "copy it to every worker",
+        ["gcloud", "compute", "tpus", "tpu-vm", "scp", archive, f"{target.name}:{ARCHIVE_ON_WORKER}", "--worker=all"]
+        + target.location_flags(),
+    )
+    # Unpacked over the folder, not into a fresh one: files a user added there (a .venv, notes) stay.
+    unpack = f"mkdir -p {shlex.quote(remote_dir)} && tar -xzf {ARCHIVE_ON_WORKER} -C {shlex.quote(remote_dir)}"
+    install_there = f"set -e; {unpack} && {install_command(remote_dir, extras, python)}"
+    install = on_all_workers(target, install_there, "unpack and install on every worker")
+    return [pack, copy, install]
+
+
+def setup_from_git(
+    target: Target, git_url: str, ref: str, remote_dir: str, extras: str, python: str
+) -> list[Command]:
+    """Clone (or update) `git_url` at `ref` on every worker and install it there."""
+    folder, url, ref_q = shlex.quote(remote_dir), shlex.quote(git_url), shlex.quote(ref)
+    checkout = (
+        f"if [ -d {folder}/.git ]; then git -C {folder} fetch --tags origin; else git clone {url} {folder}; fi"
+        f" && git -C {folder} checkout --force {ref_q}"
+    )
+    return [
+        on_all_workers(
+            target, f"set -e; {checkout} && {install_command(remote_dir, extras, python)}",
+            f"clone {git_url} at {ref} and install on every worker",
+        )
+    ]
+
+
+def parse_env(assignments: Sequence[str]) -> dict[str, str]:
+    """KEY=VALUE strings (from --env) as a dict; a malformed one is named."""
+    env = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise LaunchError(f"--env {assignment!r} is not KEY=VALUE with KEY a shell variable name (e.g. --env "
+                              "JAX_LOG_COMPILES=1)")
+        env[key] = value
+    return env
+
+
+def run_everywhere(
+    target: Target,
+    command: Sequence[str],
+    remote_dir: str,
+    env: dict[str, str],
+    log: str | None,
+    worker: str = "all",
+) -> list[Command]:
+    """Run `command` (an argv) in the installed package's env on every worker; with `log`, detached into that file.
+
+    Every worker starts the same command: on a pod slice `jax.distributed.initialize()` then finds its peers from
+    the TPU metadata.
+    """
+    if not command:
+        raise LaunchError(
+            "no command to run: give it after `--`, e.g. `python -m launch.tpu run --name=N --zone=Z -- python -m "
+            "embed_jax.main --config=configs/jasper.py --workdir=gs://BUCKET/run`"
+        )
+    exports = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    program = shlex.join(command)
+    if log:
+        # nohup + redirections: the run outlives the ssh session; `< /dev/null` lets ssh return at once.
+        program = f"nohup {program} > {shlex.quote(log)} 2>&1 < /dev/null &"
+    remote = " && ".join([f"cd {shlex.quote(remote_dir)}", "source .venv/bin/activate", *exports, program])
+    where = f"detached, output in {remote_dir}/{log} on each worker" if log else "attached"
+    return [on_all_workers(target, remote, f"run on workers {worker} ({where})", worker=worker)]
+
+
+def delete(target: Target, *, queued: bool, yes: bool) -> list[Command]:
+    """Delete the TPU (or its queued resource, which deletes the TPU with it); gcloud asks first unless `yes`."""
+    if queued:
+        argv = ["gcloud", "compute", "tpus", "queued-resources", "delete", target.name, *target.location_flags()]
+        argv.append("--force")  # also deletes the TPU the request created
+    else:
+        argv = ["gcloud", "compute", "tpus", "tpu-vm", "delete", target.name, *target.location_flags()]
+    if yes:
+        argv.append("--quiet")
+    return [Command(f"delete TPU {target.name}", argv)]
+
+
+def describe(target: Target) -> list[Command]:
+    argv = ["gcloud", "compute", "tpus", "tpu-vm", "describe", target.name, *target.location_flags()]
+    return [Command(f"describe TPU {target.name}", argv)]
