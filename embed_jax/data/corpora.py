@@ -33,6 +33,7 @@ import bz2
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -126,12 +127,17 @@ def wordnet_texts(wordnet_dir: Path = WORDNET_DIR) -> Iterator[Text]:
 
 
 def _gensim_file(name: str) -> Path:
-    try:
-        from gensim.test.utils import datapath
-    except ImportError as error:
+    """A file of gensim's bundled test data, found without importing gensim.test.utils (which builds test models
+    and logs on import)."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
         raise CorpusMissingError(f"the built-in corpus file {name} ships with gensim; install it with "
-                                 f"`pip install gensim==4.4.0`.") from error
-    return Path(datapath(name))
+                                 f"`pip install gensim==4.4.0`.")
+    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / name
+    if not path.is_file():
+        raise CorpusMissingError(f"{path} not found: this gensim install lacks its test data; reinstall "
+                                 f"`pip install --force-reinstall gensim==4.4.0`.")
+    return path
 
 
 def lee_holdout() -> tuple[Text, ...]:

@@ -251,8 +251,8 @@ def count_shard_records(path: Path) -> int:
 # ------------------------------------------------------------------------------------- writing a records folder
 
 
-def prepare_output_folder(folder: Path, manifest: Manifest) -> list[ShardInfo]:
-    """Make `folder` ready for `manifest`'s export and return the shards a previous run of it already wrote.
+def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardInfo], Manifest | None]:
+    """Make `folder` ready for `manifest`'s export: (shards a previous run of it wrote, that run's manifest).
 
     Refuses a folder that holds anything else: another export's records, or files that are not ours. Removes only
     our own leftovers of an interrupted run (temporary files, a shard whose sidecar never appeared).
@@ -267,7 +267,7 @@ def prepare_output_folder(folder: Path, manifest: Manifest) -> list[ShardInfo]:
                 f"{MANIFEST_NAME}: refusing to write records beside files that are not an embed_jax export. "
                 f"Choose an empty or new output folder (--config.output_dir=...).")
         _write_json_atomically(manifest_path, manifest.to_json())
-        return []
+        return [], None
     existing = read_manifest_file(manifest_path)
     if existing.export_id != manifest.export_id:
         raise RecordsError(
@@ -275,7 +275,10 @@ def prepare_output_folder(folder: Path, manifest: Manifest) -> list[ShardInfo]:
             f"{'; '.join(describe_export_differences(existing, manifest))}). Nothing was changed. To keep those "
             f"records, choose another output folder (--config.output_dir=...); to replace them, delete {folder} "
             f"first.")
-    return _resume_state(folder, existing)
+    if existing.status == STATUS_COMPLETE:
+        read_manifest(folder)  # checks the shards are still all there
+        return list(existing.shards), existing
+    return _resume_state(folder, existing), existing
 
 
 def describe_export_differences(old: Manifest, new: Manifest) -> list[str]:
