@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.util
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -211,6 +212,15 @@ def _check_data_iterator(data_iterator: Any) -> None:
         )
 
 
+def _check_storage_support(directory: str) -> None:
+    """Orbax reaches gs:// folders through etils.epath, which needs gcsfs; say so before any step runs."""
+    if directory.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
+        raise ImportError(
+            f"checkpoint folder {directory} is on Google Cloud Storage, which needs the gcsfs package: "
+            "pip install gcsfs."
+        )
+
+
 class CheckpointManager:
     """Periodic asynchronous checkpoints of one run in `directory` (local path or gs://), keeping the last `keep`.
 
@@ -234,6 +244,7 @@ class CheckpointManager:
             raise ValueError(f"save_every must be >= 1 (steps between checkpoints), got {save_every}")
         if keep < 1:
             raise ValueError(f"keep must be >= 1 (checkpoints kept), got {keep}")
+        _check_storage_support(str(directory))
         self.identity = _as_json(dict(identity))
         self.shape_config = _as_json(dict(shape_config))
         self.directory = epath.Path(directory)

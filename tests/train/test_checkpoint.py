@@ -8,6 +8,7 @@ final parameters.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -342,6 +343,12 @@ def test_data_position_saved_by_another_process_count_is_refused(tmp_path):
             checkpoints.restore(None, abstract_targets(state, mesh), data_iterator())
         # The documented way out: restart the data stream.
         assert checkpoints.restore(None, abstract_targets(state, mesh)).step == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed here")
+def test_cloud_storage_folder_without_gcsfs_says_what_to_install():
+    with pytest.raises(ImportError, match="gs://bucket/run/checkpoints is on Google Cloud Storage.*pip install gcsfs"):
+        manager("gs://bucket/run/checkpoints")
 
 
 def test_bad_arguments_are_named(tmp_path):
