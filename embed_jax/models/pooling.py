@@ -20,18 +20,26 @@ def masked_mean(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
     return summed / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
 
 
-def first_token(hidden: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-    """State of position 0 ([CLS] for BERT-style right-padded batches)."""
-    return hidden[:, 0].astype(jnp.float32)
+def first_token(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """State of each row's first real token: [CLS] for BERT-style batches, right- or left-padded (as
+    sentence-transformers' 'cls' pooling picks it)."""
+    first_index = jnp.argmax(attention_mask.astype(jnp.int32), axis=1)
+    return _gather_positions(hidden, first_index)
 
 
 def last_token(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-    """State of each row's last real token (decoder-style pooling); right or left padding both work, because the
-    position is the last index whose mask is 1. An all-padding row gives position 0."""
-    length = attention_mask.shape[1]
-    positions = jnp.arange(length)[None, :]
-    last_index = jnp.max(jnp.where(attention_mask.astype(bool), positions, 0), axis=1)
-    return jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+    """State of each row's last real token (decoder-style pooling), right- or left-padded: the last index whose mask
+    is 1. An all-padding row gives zeros (as sentence-transformers' 'lasttoken' pooling)."""
+    mask = attention_mask.astype(jnp.int32)
+    length = mask.shape[1]
+    last_index = length - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+    has_tokens = jnp.any(mask > 0, axis=1, keepdims=True)
+    return jnp.where(has_tokens, _gather_positions(hidden, last_index), 0.0)
+
+
+def _gather_positions(hidden: jax.Array, positions: jax.Array) -> jax.Array:
+    """hidden[b, positions[b]] for each row b, in fp32."""
+    return jnp.take_along_axis(hidden, positions[:, None, None], axis=1)[:, 0].astype(jnp.float32)
 
 
 POOLINGS = {"mean": masked_mean, "first": first_token, "cls": first_token, "last": last_token}
