@@ -1,0 +1,85 @@
+"""The config schema every training config starts from, with the paper's defaults (SPEC §3–4).
+
+Keys (override any with --config.section.key=value):
+  seed
+  model.init_from        HF / sentence-transformers folder of the student's encoder ("asset:NAME" for bundled ones)
+  model.teacher_dim      FC1's width = the records' concatenated teacher dim (checked against the manifest)
+  model.reduction_dims   extra independent heads, added in the stages with reduction_heads=True
+  model.pooling          "" = the folder's own (1_Pooling), else mean | cls | last
+  model.dtype / param_dtype, model.text_options (scan_layers, remat, ...)
+  data.records_dir, data.tokenizer ("" = model.init_from), data.max_length, data.length_buckets,
+  data.global_batch_size
+  loss.*                 weights 10/200/20 and margin 0.015 (SPEC §3), reduction_target teacher | main_head
+  optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
+  mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
+  train.log_every, checkpoint_every, keep_checkpoints
+  stage_order            which stage sections run, in order; each stage: trainable, learning_rate, num_steps, ...
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.init_from = ""
+    config.model.teacher_dim = 0
+    config.model.reduction_dims = ()
+    config.model.pooling = "mean"  # SPEC §1: masked mean
+    config.model.dtype = "float32"
+    config.model.param_dtype = "float32"
+    config.model.text_options = ml_collections.ConfigDict()
+
+    config.data = ml_collections.ConfigDict()
+    config.data.records_dir = ""
+    config.data.tokenizer = ""
+    config.data.max_length = 512  # SPEC §4
+    config.data.length_buckets = (64, 128, 256, 512)
+    config.data.global_batch_size = 128  # SPEC §4
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.cosine_weight = 10.0  # SPEC §3.4
+    config.loss.similarity_weight = 200.0
+    config.loss.relative_similarity_weight = 20.0
+    config.loss.margin = 0.015  # SPEC §3.3
+    config.loss.reduction_target = "teacher"
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.weight_decay = 0.01  # public code (SPEC §4), not on biases and norms
+    config.optimizer.warmup_fraction = 0.05  # public code: 5% warm-up, then cosine
+    config.optimizer.clip_norm = 1.0
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
+    config.mesh.tensor = 1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.log_every = 50
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 2
+
+    config.stage_order = ("stage1", "stage2", "stage3")
+    # SPEC §4: learning rates and steps of the paper.
+    config.stage1 = ml_collections.ConfigDict(
+        {"trainable": "heads", "learning_rate": 1e-4, "num_steps": 4000, "reduction_heads": False})
+    config.stage2 = ml_collections.ConfigDict(
+        {"trainable": "heads+last_layers", "last_layers": 3, "learning_rate": 8e-5, "num_steps": 7000,
+         "reduction_heads": False})
+    config.stage3 = ml_collections.ConfigDict(
+        {"trainable": "all", "learning_rate": 7e-5, "num_steps": 2200, "reduction_heads": True})
+    return config
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
+    """big_vision's `:runlocal` idea: the same config, a few steps per stage, for a quick end-to-end check."""
+    config.data.global_batch_size = 8
+    config.data.max_length = 32
+    config.data.length_buckets = (16, 32)
+    for stage in config.stage_order:
+        config[stage].num_steps = 3
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2

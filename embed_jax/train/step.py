@@ -1,0 +1,100 @@
+"""The pure train and eval steps: one global batch in, new trainable parameters, optimizer state and metrics out.
+
+    loss(trainable) = distillation_loss(student(batch; trainable ∪ frozen).heads, batch.teacher)
+
+The student is an NNX module split into (graphdef, trainable, frozen); only `trainable` is differentiated and only
+it has optimizer state (embed_jax/train/stages.py decides the split). The loss sees the *global* batch: under
+`jax.jit` with the batch sharded along the data axes, XLA gathers the (m, d) head outputs for the Gram matrices, so
+the value does not depend on the device count (SPEC §3; tests/train/test_step.py checks 1 vs 8 devices).
+
+`make_train_step` returns the step compiled with explicit in/out shardings and the trainable parameters and
+optimizer state donated (their buffers are reused for the new values: one copy of the weights, not two).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from embed_jax import losses
+from embed_jax.models.heads import head_name
+
+Batch = Mapping[str, jax.Array]
+
+
+def student_heads(outputs: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """The student's {dim: vectors} as {'dense_{dim}': vectors}, the names the loss config refers to."""
+    return {head_name(dim): vectors for dim, vectors in outputs["embeddings"].items()}
+
+
+def compute_loss(
+    trainable: nnx.State, frozen: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, loss_config: losses.LossConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The weighted total and every unweighted term, for one global batch."""
+    student = nnx.merge(graphdef, trainable, frozen)
+    outputs = student(batch["input_ids"], batch["attention_mask"])
+    return losses.distillation_loss(student_heads(outputs), batch["teacher"], loss_config)
+
+
+def train_step(
+    trainable: nnx.State,
+    frozen: nnx.State,
+    opt_state: optax.OptState,
+    batch: Batch,
+    *,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    loss_config: losses.LossConfig,
+) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
+    """One optimizer update on one global batch; metrics hold the total loss, each term and the gradient norm."""
+    loss_fn = functools.partial(compute_loss, graphdef=graphdef, loss_config=loss_config)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
+    return trainable, opt_state, metrics
+
+
+def eval_step(trainable: nnx.State, frozen: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef,
+              loss_config: losses.LossConfig) -> dict[str, jax.Array]:
+    loss, terms = compute_loss(trainable, frozen, batch, graphdef=graphdef, loss_config=loss_config)
+    return {"loss": loss, **terms}
+
+
+def make_train_step(
+    *,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    loss_config: losses.LossConfig,
+    trainable_sharding: Any,
+    frozen_sharding: Any,
+    opt_state_sharding: Any,
+    batch_sharding: Any,
+) -> Callable:
+    """`train_step` under `jax.jit` with explicit shardings; trainable params and optimizer state are donated."""
+    step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, loss_config=loss_config)
+    return jax.jit(
+        step,
+        in_shardings=(trainable_sharding, frozen_sharding, opt_state_sharding, batch_sharding),
+        out_shardings=(trainable_sharding, opt_state_sharding, None),
+        donate_argnums=(0, 2),
+    )
+
+
+def make_eval_step(*, graphdef: nnx.GraphDef, loss_config: losses.LossConfig, trainable_sharding: Any,
+                   frozen_sharding: Any, batch_sharding: Any) -> Callable:
+    step = functools.partial(eval_step, graphdef=graphdef, loss_config=loss_config)
+    return jax.jit(step, in_shardings=(trainable_sharding, frozen_sharding, batch_sharding))
+
+
+def first_nonfinite(metrics: Mapping[str, Any]) -> str | None:
+    """The name of the first metric that is NaN or ±inf (the loss term to blame), None if all are finite."""
+    for name, value in metrics.items():
+        if not bool(jnp.all(jnp.isfinite(jnp.asarray(value)))):
+            return name
+    return None
