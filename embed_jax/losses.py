@@ -1,0 +1,368 @@
+"""The three distillation losses of Jasper & Stella (SPEC §3), on the global batch, in fp32.
+
+Every function takes L2-normalised (m, d) arrays: the student's vectors S of one head and the teacher's vectors T
+of the same m texts, in the same row order. The whole *global* batch goes in (under `jax.jit` its rows may be
+sharded over devices; XLA gathers what it needs), so the value of a batch's loss does not depend on how many devices
+share it (SPEC §3, last paragraph).
+
+fp32 whatever the input dtype: the relative-similarity margin 0.015 is about four bf16 rounding steps near cosine
+0.5-1 (SPEC §3 "Numerics"), so every input is cast to fp32 and every Gram matrix is a HIGHEST-precision matmul (a
+plain fp32 matmul on TPU runs as one bf16 pass by default).
+
+The relative-similarity loss is computed exactly without the P x P comparison matrix (P = m(m-1)/2): see
+`pairwise_hinge_sum` and docs/losses.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+# SPEC §3.3: the public code's `triplet_margin`.
+DEFAULT_MARGIN = 0.015
+LOSS_TERMS = ("cosine", "similarity", "relative_similarity")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Weights and options of `distillation_loss` (SPEC §3.4 defaults: 10·cos + 200·sim + 20·resim).
+
+    main_head: the head trained with all three losses (FC1, dim = the teacher's dim); every other head is a
+      reduction head trained with similarity + relative similarity only (SPEC §4, stage 3).
+    reduction_target: "teacher" (the records' vectors, as the paper) or "main_head" (self-distillation, SPEC §4: the
+      reduction heads learn the Gram matrix of the student's own main-head vectors, held constant by stop_gradient).
+    """
+
+    cosine_weight: float = 10.0
+    similarity_weight: float = 200.0
+    relative_similarity_weight: float = 20.0
+    margin: float = DEFAULT_MARGIN
+    main_head: str = "fc1"
+    reduction_target: str = "teacher"
+
+    def __post_init__(self):
+        for key in ("cosine_weight", "similarity_weight", "relative_similarity_weight", "margin"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"loss config key {key!r} must be a finite number >= 0, got {value!r}")
+        if self.reduction_target not in ("teacher", "main_head"):
+            raise ValueError(
+                f"loss config key 'reduction_target' must be 'teacher' or 'main_head', got {self.reduction_target!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> "LossConfig":
+        """Builds from a dict / ml_collections ConfigDict, naming any unknown key."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown loss config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**dict(values))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _as_fp32_rows(x: jax.Array, name: str) -> jax.Array:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be an (m, d) array of vectors, got shape {tuple(x.shape)}")
+    return jnp.asarray(x, jnp.float32)
+
+
+def _check_same_rows(student: jax.Array, teacher: jax.Array) -> None:
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(
+            f"student has {student.shape[0]} rows but teacher has {teacher.shape[0]}: both must hold the same texts "
+            "in the same order"
+        )
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """Row-wise L2 normalisation in fp32 (eps guards all-zero rows, like torch's F.normalize)."""
+    x = jnp.asarray(x, jnp.float32)
+    norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+    return x / jnp.maximum(norm, eps)
+
+
+def gram(x: jax.Array) -> jax.Array:
+    """x xᵀ in full fp32 precision: (m, d) -> (m, m)."""
+    x = jnp.asarray(x, jnp.float32)
+    return jnp.matmul(x, x.T, precision=lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+
+
+def upper_triangle(matrix: jax.Array) -> jax.Array:
+    """Entries i < j of an (m, m) matrix, row-major: pair index order (0,1), (0,2), …, (1,2), … as the public code's
+    boolean triu mask (so that ties break the same way, see `teacher_pair_order`)."""
+    rows, cols = np.triu_indices(matrix.shape[0], k=1)
+    return matrix[rows, cols]
+
+
+def num_pairs(m: int) -> int:
+    return m * (m - 1) // 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Cosine and 2. similarity
+
+
+def cosine_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
+    """SPEC §3.1: mean over texts of 1 − s·t. Needs d_student = d_teacher (FC1)."""
+    student = _as_fp32_rows(student, "student")
+    teacher = _as_fp32_rows(teacher, "teacher")
+    _check_same_rows(student, teacher)
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(
+            f"cosine loss needs student and teacher vectors of the same dim (SPEC §3.1), got student dim "
+            f"{student.shape[1]} and teacher dim {teacher.shape[1]}: use it on the head whose dim is the teacher's"
+        )
+    return jnp.mean(1.0 - jnp.sum(student * teacher, axis=-1))
+
+
+def similarity_loss_from_gram(student_gram: jax.Array, teacher_gram: jax.Array) -> jax.Array:
+    """MSE of two (m, m) Gram matrices, mean over all m² entries (diagonal included, as torch's F.mse_loss)."""
+    return jnp.mean(jnp.square(student_gram - teacher_gram))
+
+
+def similarity_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
+    """SPEC §3.2: MSE(S Sᵀ, T Tᵀ). Any student dim."""
+    student = _as_fp32_rows(student, "student")
+    teacher = _as_fp32_rows(teacher, "teacher")
+    _check_same_rows(student, teacher)
+    return similarity_loss_from_gram(gram(student), gram(teacher))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. Relative similarity
+#
+# The public code (RAG-Retrieval model_distill.py, `get_score_diff`) takes the P upper-triangle scores in row-major
+# order, forms diff[a, b] = score_b − score_a and keeps a < b (strict upper triangle of the P × P matrix): each
+# *unordered* pair of pairs once, P(P−1)/2 terms, and `.mean()` divides by P(P−1)/2, as SPEC §3.3 states. Its label
+# is +1 where q_b − q_a < 0 (q_a > q_b), else −1, so the term for a < b is
+#     relu(p_b − p_a + margin)   if q_a > q_b  (pair a should score higher),
+#     relu(p_a − p_b + margin)   otherwise     (ties included: then pair b counts as the higher one).
+# Both cases say: "the pair that ranks higher in the strict total order (q, pair index) should score higher".
+# So sort the pairs by (q, index) ascending — a stable argsort of q — and call the student scores in that order
+# v_1 … v_P; the loss is  Σ_{i<j} relu(v_i − v_j + margin) / (P(P−1)/2),  a hinge over one ordered sequence.
+
+
+def teacher_pair_order(teacher_pair_scores: jax.Array) -> jax.Array:
+    """Pair indices sorted by (teacher score, pair index) ascending: the stable sort breaks ties by pair index,
+    which reproduces the public code's tie rule (y = −1 for a < b), see the comment above."""
+    return jnp.argsort(teacher_pair_scores, stable=True)
+
+
+def _pow2_at_least(n: int) -> int:
+    return max(2, 1 << (n - 1).bit_length())
+
+
+def _segmented_suffix_sums(values: jax.Array, log2_segment: jax.Array) -> jax.Array:
+    """out[i] = Σ values[i … end of i's aligned segment of 2**log2_segment elements], by doubling: after step t
+    each entry holds the sum of the next 2**(t+1) entries of its segment. A tree of additions, so the fp32 error
+    grows with log(segment), not with its length as a running cumsum's would."""
+    size = values.shape[0]
+    index = jnp.arange(size)
+    segment_end = ((index >> log2_segment) + 1) << log2_segment
+
+    def add_next(step, sums):
+        distance = 1 << step
+        shifted = lax.dynamic_slice(jnp.concatenate([sums, jnp.zeros_like(sums)]), (distance,), (size,))
+        return jnp.where(index + distance < segment_end, sums + shifted, sums)
+
+    return lax.fori_loop(0, log2_segment, add_next, values)
+
+
+def _search_segments(sorted_values, start, length, queries, inclusive, steps):
+    """Per query, a binary search in its own sorted range sorted_values[start : start + length]: the first position
+    whose value is > query (inclusive) or ≥ query (not inclusive), i.e. start + the count of values ≤ / < query.
+    `steps` = log2(length) + 1 halvings always suffice; finished searches (lo == hi) stay put."""
+    last = sorted_values.shape[0] - 1
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) >> 1
+        value = sorted_values[jnp.minimum(mid, last)]
+        searching = lo < hi
+        go_right = searching & jnp.where(inclusive, value <= queries, value < queries)
+        go_left = searching & ~go_right
+        return jnp.where(go_right, mid + 1, lo), jnp.where(go_left, mid, hi)
+
+    lo, _ = lax.fori_loop(0, steps, halve, (start, start + length))
+    return lo
+
+
+def _hinge_sum_and_counts(values: jax.Array, margin: float) -> tuple[jax.Array, jax.Array]:
+    """Σ_{i<j} relu(v_i − v_j + margin) and its gradient, exactly, in O(P log² P) time and O(P) memory.
+
+    A bottom-up merge sort that counts, like the classic inversion count. At level k the array is cut into aligned
+    segments of 2**k original positions, each already sorted by value; a segment and its sibling form a block of
+    2**(k+1), and every pair i < j is split between a left and a right sibling at exactly one level. There, for a
+    right element j, the active i (hinge > 0) are the left values above the threshold v_j − margin: a binary search
+    in the sorted left sibling gives their count, and the left sibling's suffix sums give their sum, so their hinge
+    sum is `sum − count · threshold`. No comparison matrix is formed. Then the two siblings are merged (each
+    element's new place = its rank in its own segment + its rank in the sibling) and the next level starts.
+
+    The gradient is an integer count per element: +1 for each active pair in which it is the left (lower-ranked)
+    element, −1 for each in which it is the right one; it is accumulated alongside and moved with each merge.
+    Padding to a power of two appends +inf values; real elements never find them active, and they are masked as
+    right elements. One `fori_loop` over the levels keeps the compiled program small whatever P is.
+    """
+    num_values = values.shape[0]
+    size = _pow2_at_least(num_values)
+    # Centering changes no difference v_i − v_j but keeps the suffix sums small, so fp32 cancels less.
+    padded = jnp.concatenate([values - jnp.mean(values), jnp.full((size - num_values,), jnp.inf, jnp.float32)])
+    place = jnp.arange(size, dtype=jnp.int32)
+
+    def merge_level(k, carry):
+        total, sorted_values, original_index, counts = carry
+        half = 1 << k
+        segment = place >> k
+        is_right = (segment & 1) == 1
+        sibling_start = jnp.where(is_right, (segment - 1) << k, (segment + 1) << k)
+
+        # Right element j: left values ≤ v_j − margin are inactive. Left element i: right values < v_i + margin
+        # are active. Both are the same comparison v_i > v_j − margin, seen from either side.
+        thresholds = jnp.where(is_right, sorted_values - margin, sorted_values + margin)
+        found = _search_segments(sorted_values, sibling_start, half, thresholds, is_right, k + 1)
+        in_sibling_below = found - sibling_start
+        active_left = half - in_sibling_below
+        suffix_sums = _segmented_suffix_sums(sorted_values, k)
+        active_left_sum = jnp.where(active_left > 0, suffix_sums[jnp.minimum(found, size - 1)], 0.0)
+        is_real_right = is_right & (original_index < num_values)
+        hinge = active_left_sum - active_left.astype(jnp.float32) * thresholds
+        total = total + jnp.sum(jnp.where(is_real_right, hinge, 0.0))
+        counts = counts + jnp.where(is_right, -jnp.where(is_real_right, active_left, 0), in_sibling_below)
+
+        # Merge: equal values put the left sibling's first (strict count for left, inclusive for right), so the
+        # new places are a permutation.
+        rank_in_sibling = _search_segments(sorted_values, sibling_start, half, sorted_values, is_right, k + 1)
+        new_place = ((segment >> 1) << (k + 1)) + (place & (half - 1)) + rank_in_sibling - sibling_start
+
+        def move(array):
+            return jnp.zeros_like(array).at[new_place].set(array, unique_indices=True)
+
+        return total, move(sorted_values), move(original_index), move(counts)
+
+    initial = (jnp.zeros((), jnp.float32), padded, place, jnp.zeros((size,), jnp.int32))
+    num_levels = size.bit_length() - 1
+    total, _, original_index, counts = lax.fori_loop(0, num_levels, merge_level, initial)
+    counts_by_original = jnp.zeros((size,), jnp.int32).at[original_index].set(counts, unique_indices=True)
+    return total, counts_by_original[:num_values]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def pairwise_hinge_sum(values: jax.Array, margin: float) -> jax.Array:
+    """Σ_{i<j} relu(values_i − values_j + margin) over a 1-D fp32 array, with an exact gradient.
+
+    A custom VJP: the forward pass already yields the gradient (integer counts), so the backward pass keeps
+    P int32 and does no work (reverse-mode autodiff cannot go through the merge loop's searches anyway).
+    """
+    total, _ = _hinge_sum_and_counts(values, margin)
+    return total
+
+
+def _pairwise_hinge_sum_fwd(values, margin):
+    total, counts = _hinge_sum_and_counts(values, margin)
+    return total, counts
+
+
+def _pairwise_hinge_sum_bwd(margin, counts, cotangent):
+    del margin
+    return (cotangent * counts.astype(jnp.float32),)
+
+
+pairwise_hinge_sum.defvjp(_pairwise_hinge_sum_fwd, _pairwise_hinge_sum_bwd)
+
+
+def relative_similarity_loss_from_pairs(
+    student_pair_scores: jax.Array, teacher_order: jax.Array, margin: float = DEFAULT_MARGIN
+) -> jax.Array:
+    """The loss from the P student pair scores and the teacher's pair order (`teacher_pair_order`)."""
+    num = student_pair_scores.shape[0]
+    if num < 2:
+        raise ValueError(
+            f"relative similarity compares pairs of text pairs: it needs at least 3 texts in the global batch "
+            f"(got {num} pair(s))"
+        )
+    ranked = jnp.asarray(student_pair_scores, jnp.float32)[teacher_order]
+    # The count of pairs-of-pairs is an exact Python int; as fp32 it is within 1 ulp (8.6e9 at m = 512).
+    return pairwise_hinge_sum(ranked, float(margin)) / float(num * (num - 1) // 2)
+
+
+def relative_similarity_loss(student: jax.Array, teacher: jax.Array, margin: float = DEFAULT_MARGIN) -> jax.Array:
+    """SPEC §3.3: mean over all P(P−1)/2 unordered pairs of text pairs of relu(y·(p_b − p_a) + margin).
+
+    Exact (ties included, as the public code) and without the P × P matrix: O(P) memory, O(P log² P) time.
+    The teacher side gets no gradient (the loss is piecewise constant in it).
+    """
+    student = _as_fp32_rows(student, "student")
+    teacher = _as_fp32_rows(teacher, "teacher")
+    _check_same_rows(student, teacher)
+    teacher_order = teacher_pair_order(upper_triangle(lax.stop_gradient(gram(teacher))))
+    return relative_similarity_loss_from_pairs(upper_triangle(gram(student)), teacher_order, margin)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The combination per head
+
+
+def distillation_loss(
+    student_heads: Mapping[str, jax.Array], teacher: jax.Array, config: LossConfig | Mapping | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss and each unweighted term, per head: {"fc1/cosine": …, "fc1/similarity": …, "fc2/…": …}.
+
+    The main head (config.main_head, FC1) gets cosine + similarity + relative similarity against the teacher;
+    every other head gets similarity + relative similarity against the reduction target (SPEC §4, stage 3).
+    Head outputs and teacher vectors are (re-)normalised here in fp32, so raw or normalised inputs both work.
+    The total sums the heads' weighted terms: each head's terms keep the paper's weights whatever heads train
+    (the public code instead averages prefix dims of one Matryoshka head; the paper's heads are independent).
+    """
+    if config is None:
+        config = LossConfig()
+    elif not isinstance(config, LossConfig):
+        config = LossConfig.from_mapping(config)
+    if not student_heads:
+        raise ValueError("distillation_loss got no student heads")
+    if config.main_head not in student_heads:
+        raise ValueError(
+            f"loss config key 'main_head' is {config.main_head!r} but the student's heads are "
+            f"{sorted(student_heads)}: set it to the head whose dim is the teacher's"
+        )
+    teacher_vectors = l2_normalize(_as_fp32_rows(teacher, "teacher"))
+    heads = {name: l2_normalize(_as_fp32_rows(x, f"head {name!r}")) for name, x in student_heads.items()}
+    for name, vectors in heads.items():
+        _check_same_rows(vectors, teacher_vectors)
+
+    main = heads[config.main_head]
+    teacher_gram = lax.stop_gradient(gram(teacher_vectors))
+    if config.reduction_target == "main_head":
+        reduction_gram = lax.stop_gradient(gram(main))
+    else:
+        reduction_gram = teacher_gram
+    teacher_order = teacher_pair_order(upper_triangle(teacher_gram))
+    reduction_order = teacher_order if reduction_gram is teacher_gram else teacher_pair_order(
+        upper_triangle(reduction_gram)
+    )
+
+    terms: dict[str, jax.Array] = {}
+    total = jnp.zeros((), jnp.float32)
+    for name, vectors in heads.items():
+        is_main = name == config.main_head
+        target_gram, target_order = (teacher_gram, teacher_order) if is_main else (reduction_gram, reduction_order)
+        student_gram = gram(vectors)
+        if is_main:
+            terms[f"{name}/cosine"] = cosine_loss(vectors, teacher_vectors)
+        terms[f"{name}/similarity"] = similarity_loss_from_gram(student_gram, target_gram)
+        terms[f"{name}/relative_similarity"] = relative_similarity_loss_from_pairs(
+            upper_triangle(student_gram), target_order, config.margin
+        )
+        if is_main:
+            total = total + config.cosine_weight * terms[f"{name}/cosine"]
+        total = total + config.similarity_weight * terms[f"{name}/similarity"]
+        total = total + config.relative_similarity_weight * terms[f"{name}/relative_similarity"]
+    return total, terms
