@@ -265,6 +265,9 @@ class CheckpointManager:
         # No item handlers named: each item's args type picks its handler (grain registers its CheckpointSave /
         # CheckpointRestore with Orbax on import), so the state dict's item names need not be known here.
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # Whether the folder's existing checkpoints are known to be this run's. Until then the first save checks: Orbax
+        # deletes the oldest steps beyond `keep`, and those must never be another run's.
+        self._folder_checked = self.latest_step() is None
 
     # --- saving -----------------------------------------------------------------------------------------------------
 
@@ -278,11 +281,25 @@ class CheckpointManager:
         _check_data_iterator(data_iterator)
         if step == self.latest_step():
             return False
+        if not self._folder_checked:
+            self._check_folder_is_this_runs(state)
         items = {name: ocp.args.StandardSave(tree) for name, tree in state.items()}
         items[METADATA_ITEM] = ocp.args.JsonSave(run_metadata(self.identity, self.shape_config, state))
         if data_iterator is not None:
             items[DATA_ITERATOR_ITEM] = grain.checkpoint.CheckpointSave(data_iterator)
         return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def _check_folder_is_this_runs(self, state: Mapping[str, Any]) -> None:
+        """Before the first save into a folder that already has checkpoints this manager did not restore."""
+        latest = self.latest_step()
+        check_compatible(
+            self.metadata(latest),
+            identity=self.identity,
+            shape_config=self.shape_config,
+            targets=state,
+            where=f"checkpoint folder {self.directory} (step {latest})",
+        )
+        self._folder_checked = True
 
     def wait_until_finished(self) -> None:
         """Blocks until the asynchronous save in flight, if any, is committed."""
@@ -338,6 +355,7 @@ class CheckpointManager:
         """
         _check_state_dict(targets, "targets")
         _check_data_iterator(data_iterator)
+        self.wait_until_finished()  # never read a step this process is still writing
         if step is None:
             step = self.latest_step()
             if step is None:
@@ -356,6 +374,7 @@ class CheckpointManager:
             self._check_iterator_files(step, saved)
             items[DATA_ITERATOR_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        self._folder_checked = self._folder_checked or check_identity
         return Restored(step=step, state={name: restored[name] for name in targets}, metadata=saved)
 
     def _check_iterator_files(self, step: int, saved: Mapping[str, Any]) -> None:

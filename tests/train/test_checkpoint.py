@@ -323,6 +323,18 @@ def test_folder_of_another_run_is_refused(tmp_path):
             checkpoints.restore(None, abstract_targets(state, mesh))
 
 
+def test_saving_into_another_runs_folder_is_refused_and_its_checkpoints_stay(tmp_path):
+    """Without a restore first, the first save checks the folder: keeping the last N must not delete another run's."""
+    mesh = make_mesh((8, 1))
+    state = saved_run(tmp_path, mesh)
+    with manager(tmp_path, identity={**IDENTITY, "student": "another"}, keep=1) as checkpoints:
+        with pytest.raises(checkpoint.ForeignCheckpointError, match="student: checkpoint 'mlp-test', this run"):
+            checkpoints.save(10, state, force=True)
+    with manager(tmp_path) as checkpoints:
+        assert checkpoints.all_steps() == [3]
+        assert checkpoints.save(10, state, force=True)  # the run that wrote it may go on
+
+
 def test_folder_not_written_by_this_module_is_refused(tmp_path):
     mesh = make_mesh((8, 1))
     state, _ = trained_state(mesh)
@@ -331,6 +343,8 @@ def test_folder_not_written_by_this_module_is_refused(tmp_path):
     with manager(tmp_path) as checkpoints:
         with pytest.raises(checkpoint.ForeignCheckpointError, match="has no run_metadata item"):
             checkpoints.restore(None, abstract_targets(state, mesh))
+        with pytest.raises(checkpoint.ForeignCheckpointError, match="has no run_metadata item"):
+            checkpoints.save(2, state, force=True)
 
 
 def test_data_position_saved_by_another_process_count_is_refused(tmp_path):
