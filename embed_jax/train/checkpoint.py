@@ -10,7 +10,8 @@ One Orbax `CheckpointManager` step folder holds three kinds of item:
 - ``run_metadata``: a small JSON naming the run (its identity and the config values that fix array shapes, plus the
   shape of every saved array). A resume compares it with the current run before any array is read, so that a
   changed teacher dim or a folder left by another run is refused with the difference named, instead of failing deep
-  inside Orbax or, worse, silently training on mismatched weights.
+  inside Orbax or, worse, silently training on mismatched weights. A manager that saves into a folder it did not
+  restore from checks it the same way first, so that keeping the last N never deletes another run's checkpoints.
 
 Arrays are restored with the shardings of the abstract targets the caller gives, so a run saved on one mesh resumes on
 another (a different slice size, or one CPU for inspection): Orbax reads each target shard from the stored chunks.
