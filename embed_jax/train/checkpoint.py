@@ -170,8 +170,8 @@ def check_compatible(
 ) -> None:
     """Raises a `CheckpointMismatchError` naming every difference between a checkpoint's metadata and this run.
 
-    `identity=None` skips the identity check: used when a run starts from another run's weights on purpose (the
-    next distillation stage), where only shapes must agree.
+    `identity=None` is for starting from another run's weights on purpose (the next distillation stage): that run's
+    config may differ in anything, so only the arrays being read must have the shapes the targets expect.
     """
     if saved.get("format") != FORMAT:
         raise ForeignCheckpointError(
@@ -187,7 +187,7 @@ def check_compatible(
                 "Resume with the config that wrote it, or point --workdir at a new folder (nothing there is "
                 "overwritten)."
             )
-    differences = mapping_differences(saved.get("shape_config", {}), shape_config)
+    differences = [] if identity is None else mapping_differences(saved.get("shape_config", {}), shape_config)
     differences += shape_differences(saved.get("array_shapes", {}), array_shapes(targets))
     if differences:
         raise ShapeMismatchError(

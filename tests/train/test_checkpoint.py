@@ -282,10 +282,13 @@ def test_params_alone_can_start_the_next_stage(tmp_path):
     state, batches = trained_state(mesh)
     with manager(tmp_path) as checkpoints:
         checkpoints.save(3, state, batches, force=True)
-    next_stage = manager(tmp_path, identity={**IDENTITY, "stage": 2})
+    # The reader knows nothing of the previous stage's config (empty identity and shape config), as in the loop.
     targets = {"params": abstract_targets(state, mesh)["params"]}
-    with next_stage:
-        restored = next_stage.restore(3, targets, check_identity=False)
+    wider = {"params": abstract_targets(initial_state(mesh, out_dim=16), mesh)["params"]}
+    with checkpoint.CheckpointManager(tmp_path, save_every=1, keep=1, identity={}, shape_config={}) as previous_stage:
+        restored = previous_stage.restore(3, targets, check_identity=False)
+        with pytest.raises(checkpoint.ShapeMismatchError, match=r"params/head/kernel: checkpoint shape"):
+            previous_stage.restore(3, wider, check_identity=False)
     assert list(restored.state) == ["params"]
     assert_trees_equal(restored.state["params"], state["params"])
 
