@@ -93,9 +93,10 @@ def test_bf16_compute_within_stated_tolerance_of_fp32(minilm_folder, tokenizer, 
     ids, mask = tokenize(tokenizer, lee_texts())
     fp32_out, bf16_out = run(minilm_student, ids, mask), run(bf16, ids, mask)
     assert bf16_out["last_hidden_state"].dtype == jnp.bfloat16 and bf16_out["pooled"].dtype == jnp.float32
-    # Stated tolerance: cosine ≥ 0.999 between bf16-compute and fp32 vectors (measured on these texts: ≥ 0.9995 for
-    # the pooled vector; bf16 keeps 8 mantissa bits through 6 layers).
-    assert cosines(bf16_out["pooled"], fp32_out["pooled"]).min() >= 0.999
+    # Stated tolerance, bf16 compute vs fp32: cosine ≥ 0.9999 for the pooled vector and ≥ 0.999 for every head.
+    # Measured on 128 Lee documents and first sentences: pooled ≥ 0.99993, heads ≥ 0.99976 (the 8-d head is the
+    # least precise: bf16 keeps 8 mantissa bits and a short vector averages fewer roundings).
+    assert cosines(bf16_out["pooled"], fp32_out["pooled"]).min() >= 0.9999
     # Same heads (same seed), so each head's vectors are comparable too.
     for dim in (48, 16, 8):
         assert cosines(bf16_out["embeddings"][dim], fp32_out["embeddings"][dim]).min() >= 0.999
