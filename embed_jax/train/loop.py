@@ -159,17 +159,56 @@ def shape_config(config: ml_collections.ConfigDict, student: Student, manifest: 
     }
 
 
-def restore_previous_stage(previous: StageResult, student: Student, mesh: jax.sharding.Mesh,
-                           log) -> None:
-    """Loads the previous stage's final weights (read with this mesh's shardings) into the new stage's student."""
-    previous_student = nnx.eval_shape(lambda: Student.from_config(previous.student_config, rngs=nnx.Rngs(0)))
-    abstract = param_state(previous_student)
+def restore_stage_params(stage_dir: Path, student_config: Mapping[str, Any], mesh: jax.sharding.Mesh,
+                         step: int | None = None) -> nnx.State:
+    """A stage's trained parameters (its latest checkpoint, or `step`), read straight into `mesh`'s shardings."""
+    abstract_student = nnx.eval_shape(lambda: Student.from_config(student_config, rngs=nnx.Rngs(0)))
+    abstract = param_state(abstract_student)
     targets = checkpoint.abstract_with_shardings(abstract, sharding.state_sharding(abstract, mesh))
-    manager = checkpoint.CheckpointManager(previous.workdir / "checkpoints", save_every=1, keep=1, identity={},
+    manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity={},
                                            shape_config={})
-    restored = manager.restore(previous.final_step, {PARAMS_ITEM: targets}, check_identity=False)
-    manager.close()
-    copied, new = copy_matching_params(student, restored.state[PARAMS_ITEM])
+    try:
+        restored = manager.restore(step, {PARAMS_ITEM: targets}, check_identity=False)
+    finally:
+        manager.close()
+    if restored is None:
+        raise FileNotFoundError(f"{stage_dir / 'checkpoints'} holds no checkpoint; train this stage first")
+    return restored.state[PARAMS_ITEM]
+
+
+def load_trained_student(stage_dir: str | Path, step: int | None = None) -> Student:
+    """The student a stage trained, on one device: the start of export and evaluation."""
+    stage_dir = Path(stage_dir)
+    config_file = stage_dir / STUDENT_CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing: {stage_dir} is not a stage folder written by "
+                                "embed_jax.main (pass --workdir/<stage>, e.g. runs/default/train/stage3)")
+    student_config = json.loads(config_file.read_text())
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    student = Student.from_config(student_config, rngs=nnx.Rngs(0))
+    nnx.update(student, restore_stage_params(stage_dir, student_config, mesh, step))
+    return student
+
+
+def flat_params(student: Student) -> dict[str, np.ndarray]:
+    """{'text_encoder/encoder/layer/0/...': array} of every parameter, on the host."""
+    return {stages.path_name(path): np.asarray(variable.get_value())
+            for path, variable in nnx.to_flat_state(param_state(student))}
+
+
+def load_stage_params(result: StageResult) -> dict[str, np.ndarray]:
+    return flat_params(load_trained_student(result.workdir, result.final_step))
+
+
+def load_init_params(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """The parameters a first stage starts from (the init folder's encoder; heads at their seeded init)."""
+    return flat_params(build_student(config, config[config.stage_order[0]], seed=int(config.seed)))
+
+
+def restore_previous_stage(previous: StageResult, student: Student, mesh: jax.sharding.Mesh, log) -> None:
+    """Loads the previous stage's final weights (read with this mesh's shardings) into the new stage's student."""
+    trained = restore_stage_params(previous.workdir, previous.student_config, mesh, previous.final_step)
+    copied, new = copy_matching_params(student, trained)
     log(f"[{previous.name} → next] {len(copied)} tensors from {previous.name}; new: {', '.join(new) or 'none'}")
 
 

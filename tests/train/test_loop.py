@@ -1,0 +1,87 @@
+"""The staged training loop end to end on real records: stages chain, checkpoints resume, faults stop clearly."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from embed_jax.data.pipeline import PipelineConfigError
+from embed_jax.train import checkpoint, loop
+from embed_jax.train.metrics import read_metrics
+
+
+def test_three_stages_run_chain_and_write_their_outputs(smoke_config, tmp_path):
+    results = loop.train_and_evaluate(smoke_config, tmp_path)
+    assert [result.name for result in results] == ["stage1", "stage2", "stage3"]
+    for result in results:
+        rows = read_metrics(result.workdir / "metrics.jsonl")
+        assert [row["step"] for row in rows][-1] == smoke_config[result.name].num_steps
+        assert (result.workdir / "loss_curves.png").stat().st_size > 0
+        assert list((result.workdir / "tensorboard").iterdir())
+        assert all(np.isfinite(row["loss"]) for row in rows)
+    # Stage 3 adds the reduction head: its losses appear, and FC1 keeps all three terms.
+    last = read_metrics(results[2].workdir / "metrics.jsonl")[-1]
+    assert {"dense_384/cosine", "dense_16/similarity", "dense_16/relative_similarity"} <= set(last)
+    assert "dense_16/cosine" not in last
+    assert json.loads((results[2].workdir / loop.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
+
+
+def test_each_stage_trains_only_its_parameters(smoke_config, tmp_path):
+    results = loop.train_and_evaluate(smoke_config, tmp_path)
+    params = [loop.load_stage_params(result) for result in results]
+    encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
+    encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
+    fc1 = "heads/dense/dense_384/kernel"
+    init = loop.load_init_params(smoke_config)
+    # Stage 1: FC1 moves, the encoder does not.
+    assert not np.allclose(params[0][fc1], params[1][fc1])
+    np.testing.assert_array_equal(params[0][encoder_layer3], init[encoder_layer3])
+    # Stage 2: the last layers move, the first ones do not.
+    assert not np.allclose(params[1][encoder_layer3], params[0][encoder_layer3])
+    np.testing.assert_array_equal(params[1][encoder_layer0], init[encoder_layer0])
+    # Stage 3: everything moves.
+    assert not np.allclose(params[2][encoder_layer0], params[1][encoder_layer0])
+
+
+def test_rerun_resumes_instead_of_starting_over(smoke_config, tmp_path):
+    smoke_config.stage_order = ("stage1",)
+    smoke_config.stage1.num_steps = 4
+    first = loop.train_and_evaluate(smoke_config, tmp_path)[0]
+    smoke_config.stage1.num_steps = 6  # a longer run on the same workdir continues from step 4
+    second = loop.train_and_evaluate(smoke_config, tmp_path)[0]
+    steps = [row["step"] for row in read_metrics(second.workdir / "metrics.jsonl")]
+    assert first.final_step == 4 and second.final_step == 6
+    assert steps.count(1) == 1 and 5 in steps  # step 1 logged once: the second run did not start over
+
+
+def test_teacher_dim_that_does_not_match_the_records_is_refused(smoke_config, tmp_path):
+    smoke_config.model.teacher_dim = 1152
+    with pytest.raises(PipelineConfigError, match="model.teacher_dim=1152.*384"):
+        loop.train_and_evaluate(smoke_config, tmp_path)
+
+
+def test_resume_that_changes_shapes_names_the_difference(smoke_config, tmp_path):
+    smoke_config.stage_order = ("stage1",)
+    smoke_config.stage1.num_steps = 2
+    loop.train_and_evaluate(smoke_config, tmp_path)
+    smoke_config.stage1.num_steps = 4
+    smoke_config.stage1.reduction_heads = True
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="head_dims"):
+        loop.train_and_evaluate(smoke_config, tmp_path)
+
+
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkpoint(smoke_config, tmp_path):
+    smoke_config.stage_order = ("stage1",)
+    smoke_config.stage1.num_steps = 6
+    smoke_config.stage1.learning_rate = 1e38  # the first update overflows FC1 to inf
+    smoke_config.optimizer.clip_norm = 0.0
+    smoke_config.optimizer.warmup_fraction = 0.0
+    with pytest.raises(loop.NonFiniteLossError, match=r"step \d+: loss term 'dense_384/\w+'"):
+        loop.train_and_evaluate(smoke_config, tmp_path)
+
+
+def test_global_batch_not_divisible_by_data_parallel_size_is_refused(smoke_config, tmp_path):
+    smoke_config.mesh.data = 8
+    smoke_config.data.global_batch_size = 12
+    with pytest.raises(ValueError, match="data.global_batch_size"):
+        loop.train_and_evaluate(smoke_config, tmp_path)
