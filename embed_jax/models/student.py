@@ -47,6 +47,8 @@ VISION_KEYS = ("tower", "tower_options", "pool", "placeholders")
 POOL_KEYS = ("mode", "num_tokens")
 PLACEHOLDER_KEYS = ("start_id", "token_id", "end_id")
 
+NO_VISION_TOWER = "this student has no vision tower: build it with a 'vision' config to pass pixel_values"
+
 # sentence-transformers 1_Pooling/config.json flags → embed_jax pooling names.
 SENTENCE_TRANSFORMERS_POOLING = {
     "pooling_mode_mean_tokens": "mean",
@@ -190,7 +192,7 @@ class Student(nnx.Module):
     def encode_image(self, pixel_values: jax.Array) -> jax.Array:
         """Images (B, H, W, C) → image tokens (B, num_image_tokens, hidden) at the text encoder's width."""
         if self.vision is None:
-            raise ValueError("this student has no vision tower: build it with a 'vision' config to pass pixel_values")
+            raise ValueError(NO_VISION_TOWER)
         return self.projection_pool(self.vision(pixel_values)["last_hidden_state"])
 
     def __call__(
@@ -223,7 +225,7 @@ class Student(nnx.Module):
 
     def _check_image_batch(self, input_ids: jax.Array, pixel_values: jax.Array) -> None:
         if self.vision is None:
-            raise ValueError("this student has no vision tower: build it with a 'vision' config to pass pixel_values")
+            raise ValueError(NO_VISION_TOWER)
         if pixel_values.shape[0] != input_ids.shape[0]:
             raise ValueError(
                 f"pixel_values holds {pixel_values.shape[0]} images for {input_ids.shape[0]} token rows; each row "
@@ -276,6 +278,9 @@ class Student(nnx.Module):
         """
         from embed_jax.convert import hf_import
 
+        if vision is not None and "folder" in vision and "tower" in vision:
+            raise ValueError("vision takes either 'folder' (load a SigLIP checkpoint) or 'tower' (a config to "
+                             "initialise randomly), not both")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         options = dict(text_options or {})
         text_encoder, hf_config = hf_import.load_text_encoder(folder, dtype=dtype, param_dtype=param_dtype, **options)

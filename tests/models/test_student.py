@@ -328,6 +328,21 @@ def test_validate_config_fills_defaults_without_touching_the_input():
     assert "pooling" not in config and "text_options" not in config
 
 
+def test_ml_collections_config_is_accepted():
+    import ml_collections
+
+    validated = validate_config(ml_collections.ConfigDict(tiny_config()))
+    assert validated["vision"]["pool"] == {"mode": "linear", "num_tokens": IMAGE_TOKENS}
+    assert validated["heads"]["reduction_dims"] == [16, 8]
+
+
+def test_vision_folder_and_tower_together_are_refused(minilm_folder, tiny_siglip_folder):
+    vision = {"folder": tiny_siglip_folder[0], "tower": TINY_SIGLIP, "pool": {"num_tokens": 4},
+              "placeholders": {"start_id": 1, "token_id": 2, "end_id": 3}}
+    with pytest.raises(ValueError, match="either 'folder'.*or 'tower'"):
+        Student.from_pretrained(minilm_folder, heads=HEADS, vision=vision)
+
+
 def test_ambiguous_sentence_transformers_pooling_is_named(tmp_path):
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "modules.json").write_text(
