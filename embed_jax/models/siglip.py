@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from embed_jax.convert import hf_import
+from embed_jax.convert.tables.siglip import TABLE
 from embed_jax.models import attention, layers
 from embed_jax.models.config_utils import build_config
 
@@ -318,10 +320,6 @@ def load(
     Returns (module, the vision part of config.json). Weight problems raise hf_import.WeightMismatchError, naming
     every missing, unexpected and mis-shaped tensor at once.
     """
-    # Imported here: the model zoo must not need the importer to build a tower from a config.
-    from embed_jax.convert import hf_import
-    from embed_jax.convert.tables.siglip import TABLE
-
     model_folder = hf_import.resolve_model_folder(folder)
     hf_config = hf_import.read_config(model_folder)
     source = str(model_folder / "config.json")

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from embed_jax.convert import hf_import
 from embed_jax.models import layers, pooling, siglip
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.models.projection_pool import ProjectionPool
@@ -241,8 +242,6 @@ class Student(nnx.Module):
         """A randomly initialised student from a plain / ml_collections config (see `validate_config`)."""
         config = validate_config(config)
         dtype, param_dtype = jnp.dtype(config["dtype"]), jnp.dtype(config["param_dtype"])
-        from embed_jax.convert import hf_import  # the family dispatch lives with the importer's name tables
-
         family, _ = hf_import.text_encoder_family(config["text_encoder"], source="student config key text_encoder")
         text_encoder = family.from_hf_config(
             config["text_encoder"], dtype=dtype, param_dtype=param_dtype, rngs=rngs,
@@ -276,8 +275,6 @@ class Student(nnx.Module):
             "pool": {"mode", "num_tokens"}, "placeholders": {"start_id", "token_id", "end_id"}, "tower_options".
         pooling_method: None takes the folder's sentence-transformers pooling (1_Pooling/config.json), else mean.
         """
-        from embed_jax.convert import hf_import
-
         if vision is not None and "folder" in vision and "tower" in vision:
             raise ValueError("vision takes either 'folder' (load a SigLIP checkpoint) or 'tower' (a config to "
                              "initialise randomly), not both")
