@@ -228,7 +228,20 @@ def _hinge_sum_and_counts(values: jax.Array, margin: float) -> tuple[jax.Array, 
         # Right element j: left values ≤ v_j − margin are inactive. Left element i: right values < v_i + margin
         # are active. Both are the same comparison v_i > v_j − margin, seen from either side.
         thresholds = jnp.where(is_right, sorted_values - margin, sorted_values + margin)
-        found = _search_segments(sorted_values, sibling_start, half, thresholds, is_right, k + 1)
+        # One search for two questions (one loop to compile): the thresholds, and the values themselves for the
+        # merge below, where equal values put the left sibling's first (strict count for left, inclusive for
+        # right), so that the new places form a permutation.
+        found, merge_found = jnp.split(
+            _search_segments(
+                sorted_values,
+                jnp.tile(sibling_start, 2),
+                half,
+                jnp.concatenate([thresholds, sorted_values]),
+                jnp.tile(is_right, 2),
+                k + 1,
+            ),
+            2,
+        )
         in_sibling_below = found - sibling_start
         active_left = half - in_sibling_below
         suffix_sums = _segmented_suffix_sums(sorted_values, k)
@@ -238,10 +251,8 @@ def _hinge_sum_and_counts(values: jax.Array, margin: float) -> tuple[jax.Array, 
         total = total + jnp.sum(jnp.where(is_real_right, hinge, 0.0))
         counts = counts + jnp.where(is_right, -jnp.where(is_real_right, active_left, 0), in_sibling_below)
 
-        # Merge: equal values put the left sibling's first (strict count for left, inclusive for right), so the
-        # new places are a permutation.
-        rank_in_sibling = _search_segments(sorted_values, sibling_start, half, sorted_values, is_right, k + 1)
-        new_place = ((segment >> 1) << (k + 1)) + (place & (half - 1)) + rank_in_sibling - sibling_start
+        # Merge: each element's place in the merged block = its rank in its own segment + its rank in the sibling.
+        new_place = ((segment >> 1) << (k + 1)) + (place & (half - 1)) + merge_found - sibling_start
 
         def move(array):
             return jnp.zeros_like(array).at[new_place].set(array, unique_indices=True)
@@ -282,16 +293,25 @@ pairwise_hinge_sum.defvjp(_pairwise_hinge_sum_fwd, _pairwise_hinge_sum_bwd)
 def relative_similarity_loss_from_pairs(
     student_pair_scores: jax.Array, teacher_order: jax.Array, margin: float = DEFAULT_MARGIN
 ) -> jax.Array:
-    """The loss from the P student pair scores and the teacher's pair order (`teacher_pair_order`)."""
-    num = student_pair_scores.shape[0]
+    """The loss from student pair scores (P,) — or (H, P) for H heads at once — and the teacher's pair order(s)
+    (`teacher_pair_order`, same leading shape). Several heads share one compiled merge loop (vmap), so a student
+    with four heads compiles it once, not four times."""
+    num = student_pair_scores.shape[-1]
     if num < 2:
         raise ValueError(
             f"relative similarity compares pairs of text pairs: it needs at least 3 texts in the global batch "
             f"(got {num} pair(s))"
         )
-    ranked = jnp.asarray(student_pair_scores, jnp.float32)[teacher_order]
+    ranked = jnp.take_along_axis(jnp.asarray(student_pair_scores, jnp.float32), teacher_order, axis=-1)
+    margin = float(margin)
+
+    def hinge_sum(values):
+        return pairwise_hinge_sum(values, margin)
+
+    for _ in range(ranked.ndim - 1):
+        hinge_sum = jax.vmap(hinge_sum)
     # The count of pairs-of-pairs is an exact Python int; as fp32 it is within 1 ulp (8.6e9 at m = 512).
-    return pairwise_hinge_sum(ranked, float(margin)) / float(num * (num - 1) // 2)
+    return hinge_sum(ranked) / float(num * (num - 1) // 2)
 
 
 def relative_similarity_loss(student: jax.Array, teacher: jax.Array, margin: float = DEFAULT_MARGIN) -> jax.Array:
@@ -349,20 +369,24 @@ def distillation_loss(
         upper_triangle(reduction_gram)
     )
 
+    names = list(heads)
+    student_grams = {name: gram(heads[name]) for name in names}
+    orders = [teacher_order if name == config.main_head else reduction_order for name in names]
+    relative = relative_similarity_loss_from_pairs(
+        jnp.stack([upper_triangle(student_grams[name]) for name in names]), jnp.stack(orders), config.margin
+    )
+
     terms: dict[str, jax.Array] = {}
     total = jnp.zeros((), jnp.float32)
-    for name, vectors in heads.items():
+    for index, name in enumerate(names):
         is_main = name == config.main_head
-        target_gram, target_order = (teacher_gram, teacher_order) if is_main else (reduction_gram, reduction_order)
-        student_gram = gram(vectors)
         if is_main:
-            terms[f"{name}/cosine"] = cosine_loss(vectors, teacher_vectors)
-        terms[f"{name}/similarity"] = similarity_loss_from_gram(student_gram, target_gram)
-        terms[f"{name}/relative_similarity"] = relative_similarity_loss_from_pairs(
-            upper_triangle(student_gram), target_order, config.margin
-        )
-        if is_main:
+            terms[f"{name}/cosine"] = cosine_loss(heads[name], teacher_vectors)
             total = total + config.cosine_weight * terms[f"{name}/cosine"]
+        terms[f"{name}/similarity"] = similarity_loss_from_gram(
+            student_grams[name], teacher_gram if is_main else reduction_gram
+        )
+        terms[f"{name}/relative_similarity"] = relative[index]
         total = total + config.similarity_weight * terms[f"{name}/similarity"]
         total = total + config.relative_similarity_weight * terms[f"{name}/relative_similarity"]
     return total, terms

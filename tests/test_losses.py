@@ -222,15 +222,31 @@ def test_distillation_loss_terms_and_total():
         "fc1/cosine", "fc1/relative_similarity", "fc1/similarity", "fc2/relative_similarity", "fc2/similarity"
     ]
     np.testing.assert_allclose(float(terms["fc1/cosine"]), float(losses.cosine_loss(heads["fc1"], teacher)), rtol=1e-6)
-    np.testing.assert_allclose(
-        float(terms["fc2/relative_similarity"]), resim_reference_loops(heads["fc2"], teacher), rtol=2e-6
-    )
+    for name in heads:
+        np.testing.assert_allclose(
+            float(terms[f"{name}/relative_similarity"]), resim_reference_loops(heads[name], teacher), rtol=2e-6
+        )
     expected = (
         1.5 * terms["fc1/cosine"]
         + 3.0 * (terms["fc1/similarity"] + terms["fc2/similarity"])
         + 7.0 * (terms["fc1/relative_similarity"] + terms["fc2/relative_similarity"])
     )
     np.testing.assert_allclose(float(total), float(expected), rtol=1e-6)
+
+
+def test_distillation_loss_gradient_over_several_heads_matches_bruteforce():
+    """All heads' relative-similarity terms share one batched merge loop: its gradient is each head's own."""
+    rng = np.random.default_rng(13)
+    teacher = tied_teacher(rng, 9, 12)
+    heads = {"fc1": normalized(rng, 9, 12), "fc2": normalized(rng, 9, 4), "fc3": normalized(rng, 9, 6)}
+    config = losses.LossConfig(cosine_weight=0.0, similarity_weight=0.0, relative_similarity_weight=1.0)
+    ours = jax.jit(jax.grad(lambda heads: losses.distillation_loss(heads, teacher, config)[0]))(heads)
+
+    def reference(heads):
+        return sum(resim_bruteforce_jnp(losses.l2_normalize(x), jnp.asarray(teacher)) for x in heads.values())
+
+    expected = jax.grad(reference)(heads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ours, expected)
 
 
 def test_distillation_loss_normalises_raw_inputs():
