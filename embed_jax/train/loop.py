@@ -239,8 +239,9 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     frozen_sharding = sharding.state_sharding(frozen, mesh)
     trainable = jax.device_put(trainable, trainable_sharding)
     frozen = jax.device_put(frozen, frozen_sharding)
-    opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,))(trainable)
-    opt_state_sharding = jax.tree.map(lambda leaf: leaf.sharding, opt_state)
+    # The optimizer state mirrors the trainable parameters (same logical axes); its step counters are replicated.
+    opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
+    opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
     batch_sharding = sharding.batch_sharding(mesh)
 
     batches = make_batches(config, source, seed=seed + int(stage.get("data_seed_offset", 0)))

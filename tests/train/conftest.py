@@ -56,8 +56,7 @@ def teacher_records(tmp_path_factory) -> Path:
     return Path(config.output_dir)
 
 
-@pytest.fixture
-def smoke_config(tiny_student, teacher_records):
+def make_smoke_config(tiny_student: Path, teacher_records: Path):
     """configs/distill.py:smoke pointed at the tiny student and the fixture records."""
     config = load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_student)
@@ -66,3 +65,14 @@ def smoke_config(tiny_student, teacher_records):
     config.data.records_dir = str(teacher_records)
     config.stage2.last_layers = 2
     return config
+
+
+@pytest.fixture(scope="session")
+def new_smoke_config(tiny_student, teacher_records):
+    """A factory of fresh smoke configs (for fixtures wider than one test)."""
+    return lambda: make_smoke_config(tiny_student, teacher_records)
+
+
+@pytest.fixture
+def smoke_config(new_smoke_config):
+    return new_smoke_config()

@@ -10,8 +10,15 @@ from embed_jax.train import checkpoint, loop
 from embed_jax.train.metrics import read_metrics
 
 
-def test_three_stages_run_chain_and_write_their_outputs(smoke_config, tmp_path):
-    results = loop.train_and_evaluate(smoke_config, tmp_path)
+@pytest.fixture(scope="module")
+def three_stages(new_smoke_config, tmp_path_factory):
+    """One run of all three stages, shared by the tests that inspect it (compiling three steps takes a while)."""
+    config = new_smoke_config()
+    return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("three_stages"))
+
+
+def test_three_stages_run_chain_and_write_their_outputs(three_stages):
+    smoke_config, results = three_stages
     assert [result.name for result in results] == ["stage1", "stage2", "stage3"]
     for result in results:
         rows = read_metrics(result.workdir / "metrics.jsonl")
@@ -26,8 +33,8 @@ def test_three_stages_run_chain_and_write_their_outputs(smoke_config, tmp_path):
     assert json.loads((results[2].workdir / loop.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
 
 
-def test_each_stage_trains_only_its_parameters(smoke_config, tmp_path):
-    results = loop.train_and_evaluate(smoke_config, tmp_path)
+def test_each_stage_trains_only_its_parameters(three_stages):
+    smoke_config, results = three_stages
     params = [loop.load_stage_params(result) for result in results]
     encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
     encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
