@@ -1,0 +1,277 @@
+"""Relative-similarity loss (SPEC §3.3), forward + backward: embed_jax's exact merge-sort formulation against the
+naive P x P formulation that the public code uses (torch), and the same naive formulation in JAX.
+
+    python benchmarks/relative_similarity.py                 # m = 128 and 512, d = 1152 (the demo teacher's dim)
+    python benchmarks/relative_similarity.py --sizes 64 128 512 1024 --repeats 10
+    python benchmarks/relative_similarity.py --gpu           # torch on CUDA, JAX on its GPU backend
+
+Each (implementation, m) runs in its own subprocess, so that peak memory is that case's alone:
+  peak added    on CPU, how far the process's resident memory rose above its level just before the timed calls
+                (Linux VmHWM, reset through /proc/self/clear_refs); on GPU, how far the framework's device
+                allocator's peak rose above what was in use before them (torch.cuda / jax memory_stats). JAX
+                compiles before that point; the host memory its compiler needed is reported apart (compile RSS);
+  XLA bytes     for the JAX rows, the compiled program's own figure (arguments + outputs + temporaries,
+                `compiled.memory_analysis()`), known without running — so it also says what the naive JAX program
+                would need where it cannot run.
+The naive runs at sizes that cannot fit fail at their first P x P allocation, and the error is reported (on CPU,
+torch runs under an address-space limit so that it fails at once instead of pushing the machine into swap).
+Inputs: unit vectors like real sentence embeddings (a shared direction gives cosines ≈ 0.3 ± 0.1) for the teacher,
+and a noisy copy for the student. Times are the median of --repeats calls after one warm-up call.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+DIM = 1152
+MARGIN = 0.015
+IMPLEMENTATIONS = ("embed_jax", "naive_jax", "naive_torch")
+NAIVE_ADDRESS_LIMIT_GB = 16
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory probes
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+class HostMemory:
+    """Peak resident memory added since `start` (Linux ≥ 4.0: writing 5 to clear_refs resets VmHWM)."""
+
+    def start(self) -> None:
+        self.baseline = _status_mb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+    def added_mb(self) -> float:
+        return _status_mb("VmHWM") - self.baseline
+
+
+class TorchCudaMemory:
+    def start(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        self.baseline = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+
+    def added_mb(self) -> float:
+        import torch
+
+        return (torch.cuda.max_memory_allocated() - self.baseline) / 2**20
+
+
+class JaxDeviceMemory:
+    """JAX's allocator keeps a peak but cannot reset it: the peak may include compile-time autotuning buffers,
+    which can only overstate the JAX rows."""
+
+    def start(self) -> None:
+        import jax
+
+        self.device = jax.devices()[0]
+        self.baseline = self.device.memory_stats()["bytes_in_use"]
+
+    def added_mb(self) -> float:
+        return (self.device.memory_stats()["peak_bytes_in_use"] - self.baseline) / 2**20
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The cases (each runs inside its own worker process)
+
+
+def make_inputs(m: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=DIM)
+    shared /= np.linalg.norm(shared)
+    teacher = 0.55 * shared + rng.normal(size=(m, DIM)) / np.sqrt(DIM)
+    teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+    student = teacher + 0.5 * rng.normal(size=(m, DIM)) / np.sqrt(DIM)
+    student /= np.linalg.norm(student, axis=1, keepdims=True)
+    return student.astype(np.float32), teacher.astype(np.float32)
+
+
+def time_calls(run, repeats: int, memory) -> dict:
+    """Median seconds over `repeats` calls after one warm-up call, the last loss, and the memory they added."""
+    memory.start()
+    loss = run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loss = run()
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "loss": loss, "added_mb": memory.added_mb()}
+
+
+def naive_jax_loss(student, teacher):
+    """The P x P formulation, written in jnp as the public code writes it in torch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rows, cols = np.triu_indices(student.shape[0], k=1)
+    p = (student @ student.T)[rows, cols]
+    q = (teacher @ teacher.T)[rows, cols]
+    p_diff = p[None, :] - p[:, None]
+    q_diff = q[None, :] - q[:, None]
+    upper = jnp.triu(jnp.ones_like(p_diff, dtype=bool), k=1)
+    label = jnp.where(q_diff < 0, 1.0, -1.0)
+    return jnp.sum(jnp.where(upper, jax.nn.relu(p_diff * label + MARGIN), 0.0)) / upper.sum()
+
+
+def run_jax(implementation: str, m: int, repeats: int) -> dict:
+    import jax
+
+    from embed_jax import losses
+
+    on_gpu = jax.default_backend() == "gpu"
+    loss_fn = losses.relative_similarity_loss if implementation == "embed_jax" else naive_jax_loss
+    student, teacher = jax.device_put(make_inputs(m))
+    compile_memory = HostMemory()
+    compile_memory.start()
+    compiled = jax.jit(jax.value_and_grad(loss_fn)).lower(student, teacher).compile()
+    analysis = compiled.memory_analysis()
+    xla_bytes = analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+    result = {"xla_mb": xla_bytes / 2**20, "compile_rss_mb": compile_memory.added_mb()}
+    if on_gpu:
+        capacity = jax.devices()[0].memory_stats().get("bytes_limit", 0)
+    else:
+        capacity = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if xla_bytes > 0.9 * capacity:
+        result["error"] = f"would need {xla_bytes / 2**30:,.0f} GiB (XLA's own estimate); not run"
+        return result
+
+    def run():
+        loss, grad = compiled(student, teacher)
+        jax.block_until_ready(grad)
+        return float(loss)
+
+    result.update(time_calls(run, repeats, JaxDeviceMemory() if on_gpu else HostMemory()))
+    return result
+
+
+def run_torch(m: int, repeats: int, on_gpu: bool) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(os.cpu_count())  # the threads XLA's CPU client uses
+    device = "cuda" if on_gpu else "cpu"
+    student_np, teacher_np = make_inputs(m)
+    teacher = torch.from_numpy(teacher_np).to(device)
+
+    def score_diff(embedding):  # RAG-Retrieval model_distill.py, get_score_diff
+        scores = torch.matmul(embedding, embedding.T)
+        scores = scores[torch.triu(torch.ones_like(scores), diagonal=1).bool()]
+        diff = scores.reshape((1, -1)) - scores.reshape((-1, 1))
+        return diff[torch.triu(torch.ones_like(diff), diagonal=1).bool()]
+
+    def run():
+        student = torch.from_numpy(student_np).to(device).requires_grad_(True)
+        with torch.no_grad():
+            label = torch.where(score_diff(teacher) < 0, 1, -1)
+        loss = F.relu(score_diff(student) * label + MARGIN).mean()
+        loss.backward()
+        return float(loss)  # waits for the device
+
+    try:
+        return time_calls(run, repeats, TorchCudaMemory() if on_gpu else HostMemory())
+    except (RuntimeError, MemoryError) as error:  # the allocator refusing the P x P tensors
+        needed = (m * (m - 1) // 2) ** 2 * 4 / 2**30
+        return {"error": f"{str(error).splitlines()[0][:200]} (one P x P fp32 tensor is {needed:,.0f} GiB)"}
+
+
+def worker(implementation: str, m: int, repeats: int, on_gpu: bool) -> None:
+    if implementation == "naive_torch":
+        if not on_gpu:  # CUDA reserves a huge address space: the limit is for the CPU run only
+            limit = NAIVE_ADDRESS_LIMIT_GB * 2**30
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        result = run_torch(m, repeats, on_gpu)
+    else:
+        if not on_gpu:
+            os.environ["JAX_PLATFORMS"] = "cpu"
+        result = run_jax(implementation, m, repeats)
+    print(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The driver
+
+
+def measure(implementation: str, m: int, repeats: int, on_gpu: bool) -> dict:
+    command = [sys.executable, __file__, "--worker", implementation, "--sizes", str(m), "--repeats", str(repeats)]
+    environment = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # JAX takes GPU memory as it needs it
+    done = subprocess.run(command + (["--gpu"] if on_gpu else []), capture_output=True, text=True, env=environment)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        reason = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        return {"error": f"worker failed: {reason[0][:200]}"}
+    return json.loads(lines[-1])
+
+
+def table(results: dict[tuple[str, int], dict], sizes: list[int], memory_kind: str) -> str:
+    rows = [
+        f"| m | P = m(m-1)/2 | implementation | fwd+bwd time | vs naive torch | peak {memory_kind} added "
+        "| vs naive torch | XLA bytes | compile RSS | loss |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in sizes:
+        reference = results[("naive_torch", m)]
+        for implementation in IMPLEMENTATIONS:
+            r = results[(implementation, m)]
+            ran = "seconds" in r
+            compare = ran and "seconds" in reference and implementation != "naive_torch"
+            cells = [
+                str(m),
+                f"{m * (m - 1) // 2:,}",
+                implementation,
+                f"{r['seconds'] * 1e3:,.1f} ms" if ran else "—",
+                f"{reference['seconds'] / r['seconds']:,.1f}x faster" if compare else "",
+                f"{r['added_mb']:,.1f} MB" if ran else "—",
+                f"{reference['added_mb'] / max(r['added_mb'], 0.1):,.0f}x less" if compare else "",
+                f"{r['xla_mb']:,.1f} MB" if "xla_mb" in r else "",
+                f"{r['compile_rss_mb']:.0f} MB" if "compile_rss_mb" in r else "",
+                f"{r['loss']:.6f}" if "loss" in r else r.get("error", ""),
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gpu", action="store_true", help="torch on CUDA and JAX on its GPU backend")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.sizes[0], args.repeats, args.gpu)
+        return
+
+    import platform
+
+    results = {}
+    for m in args.sizes:
+        for implementation in IMPLEMENTATIONS:
+            results[(implementation, m)] = measure(implementation, m, args.repeats, args.gpu)
+            print(f"m={m} {implementation}: {results[(implementation, m)]}", file=sys.stderr, flush=True)
+    where = "GPU (torch CUDA, JAX GPU)" if args.gpu else (
+        f"CPU, {os.cpu_count()} threads ({platform.processor() or platform.machine()})")
+    print(f"\nRelative-similarity loss, forward + backward, d = {DIM}, fp32, {where}, median of {args.repeats}\n")
+    print(table(results, args.sizes, "device memory" if args.gpu else "RSS"))
+
+
+if __name__ == "__main__":
+    main()
