@@ -42,6 +42,9 @@ def main(argv: list[str]) -> int:
     import jax
 
     if wants_distributed():
+        # CPU processes need a collectives backend to exchange arrays (TPU and GPU bring their own; this setting
+        # only concerns the CPU client).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
     from embed_jax.train import loop

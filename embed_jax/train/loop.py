@@ -30,6 +30,7 @@ from embed_jax.models.heads import head_name
 from embed_jax.models.student import Student
 from embed_jax.teachers.assets import resolve_model_path
 from embed_jax.train import checkpoint, metrics, optimizer as optimizers, sharding, stages, step as steps
+from embed_jax.train.metrics import read_metrics
 from embed_jax.train.preemption import PreemptionGuard
 
 STUDENT_CONFIG_FILE = "student_config.json"
