@@ -63,6 +63,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.max_tokens_per_batch = 4096
     config.max_batch_size = 256
     config.progress_every_s = 10.0
+    # PyTorch CPU threads for the teachers; 0 keeps torch's default (one per core). On a machine shared with other
+    # jobs, 1 can be several times faster: OpenMP threads spin-wait for busy cores (measured 5× per MiniLM forward
+    # on this 2-core CPU under load).
+    config.torch_threads = 0
     return config
 
 

@@ -83,7 +83,7 @@ def decode_line(raw: bytes, *, file: Path, line_number: int, policy: str) -> str
         if policy == "replace":
             return raw.decode("utf-8", errors="replace")
         raise CorpusError(
-            f"{file}:{line_number}: bytes that are not UTF-8 at column {error.start + 1} ({raw[error.start:error.end]!r})."
+            f"{file}:{line_number}: bytes that are not UTF-8 at byte column {error.start + 1} ({raw[error.start:error.end]!r})."
             f" Convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or set "
             f"--config.corpus.on_decode_error=replace to replace such bytes with U+FFFD.") from None
 
@@ -135,7 +135,8 @@ def record_id(record: dict[str, Any], id_field: str, fallback: str, *, where: st
     if id_field not in record or record[id_field] is None:
         raise CorpusError(f"{where}: no {id_field!r} field (corpus.id_field). Add ids to every record, or set "
                           f"--config.corpus.id_field='' to use positions as ids.")
-    return str(record[id_field])
+    value = record[id_field]
+    return value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def record_text(record: dict[str, Any], text_field: str, *, where: str) -> str:
@@ -229,6 +230,12 @@ class ParquetFiles:
 # -------------------------------------------------------------------------------------------------------- tfds
 
 
+def first_line(error: Exception) -> str:
+    """tfds errors append the whole list of its datasets; the first line is the part that helps."""
+    return (str(error).strip().splitlines() or [""])[0][:300]
+
+
+
 class TfdsCorpus:
     """A prepared tfds dataset read through `tfds.data_source` (random access, no TensorFlow)."""
 
@@ -245,7 +252,7 @@ class TfdsCorpus:
         except Exception as error:  # tfds raises its own DatasetNotFoundError/AssertionError/ValueError family
             raise CorpusError(
                 f"corpus.tfds_name={self.name!r}, corpus.tfds_split={self.split!r}, corpus.tfds_data_dir="
-                f"{self.data_dir!r}: cannot open it ({type(error).__name__}: {str(error)[:300]}). Prepare the "
+                f"{self.data_dir!r}: cannot open it ({type(error).__name__}: {first_line(error)}). Prepare the "
                 f"dataset (array_record format) under that data_dir first; no download is attempted.") from error
 
     def describe(self) -> dict[str, Any]:

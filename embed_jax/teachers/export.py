@@ -41,6 +41,7 @@ class ExportSettings:
     max_tokens_per_batch: int
     max_batch_size: int
     progress_every_s: float
+    torch_threads: int
 
 
 def settings_from_config(config) -> ExportSettings:
@@ -53,6 +54,8 @@ def settings_from_config(config) -> ExportSettings:
     for key in ("shard_size", "max_tokens_per_batch", "max_batch_size"):
         if int(config[key]) <= 0:
             raise ExportError(f"{key}={config[key]} must be positive.")
+    if int(config.get("torch_threads", 0)) < 0:
+        raise ExportError(f"torch_threads={config.torch_threads} must be ≥ 0 (0: one per core).")
     order = [name.strip() for name in config.teacher_order.split(",") if name.strip()]
     if not order:
         raise ExportError("teacher_order is empty; list the teachers to run, e.g. --config.teacher_order=minilm,mpnet.")
@@ -71,7 +74,8 @@ def settings_from_config(config) -> ExportSettings:
                           storage_dtype=config.storage_dtype, shard_size=int(config.shard_size),
                           max_tokens_per_batch=int(config.max_tokens_per_batch),
                           max_batch_size=int(config.max_batch_size),
-                          progress_every_s=float(config.get("progress_every_s", 10.0)))
+                          progress_every_s=float(config.get("progress_every_s", 10.0)),
+                          torch_threads=int(config.get("torch_threads", 0)))
 
 
 def teacher_info(teacher: encoders.Teacher, order: int) -> TeacherInfo:
@@ -148,6 +152,10 @@ class ShardedCorpus:
 def run_export(config) -> Manifest:
     """Export (or resume, or confirm) the records `config` describes; returns the finished manifest."""
     settings = settings_from_config(config)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     corpus = sources.open_corpus(config.corpus)
     log(f"corpus: {corpus.describe()['kind']} · teachers: {', '.join(spec.name for spec in settings.teacher_specs)}")
     teachers = [encoders.load_teacher(spec) for spec in settings.teacher_specs]

@@ -95,7 +95,7 @@ def edit_manifest(folder, **fields):
 def test_unfinished_and_future_exports_are_refused(records_folder, tmp_path):
     folder = copy_of(records_folder, tmp_path)
     edit_manifest(folder, status=records.STATUS_IN_PROGRESS)
-    with pytest.raises(RecordsError, match=r"not finished .* run the same export command again"):
+    with pytest.raises(RecordsError, match=r"not finished .* Run the same export command again"):
         records.read_manifest(folder)
     edit_manifest(folder, schema_version=2)
     with pytest.raises(RecordsError, match=r"schema version 2, this embed_jax reads 1"):

@@ -14,6 +14,10 @@ from transformers import BertConfig, BertModel
 
 from embed_jax.teachers.assets import minilm_path
 
+# Other test processes share this machine's two cores; OpenMP threads spin-waiting for busy cores made each MiniLM
+# forward ~5× slower than one thread does (measured here), so the teachers run single-threaded in tests.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

