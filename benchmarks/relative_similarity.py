@@ -123,13 +123,14 @@ def naive_jax_loss(student, teacher):
     import numpy as np
 
     rows, cols = np.triu_indices(student.shape[0], k=1)
-    p = (student @ student.T)[rows, cols]
-    q = (teacher @ teacher.T)[rows, cols]
+    p = jnp.matmul(student, student.T, precision="highest")[rows, cols]
+    q = jnp.matmul(teacher, teacher.T, precision="highest")[rows, cols]
     p_diff = p[None, :] - p[:, None]
     q_diff = q[None, :] - q[:, None]
     upper = jnp.triu(jnp.ones_like(p_diff, dtype=bool), k=1)
     label = jnp.where(q_diff < 0, 1.0, -1.0)
-    return jnp.sum(jnp.where(upper, jax.nn.relu(p_diff * label + MARGIN), 0.0)) / upper.sum()
+    num_pairs = len(rows)  # a Python int: the count of pairs of pairs overflows int32 from m = 304
+    return jnp.sum(jnp.where(upper, jax.nn.relu(p_diff * label + MARGIN), 0.0)) / (num_pairs * (num_pairs - 1) / 2)
 
 
 def run_jax(implementation: str, m: int, repeats: int) -> dict:

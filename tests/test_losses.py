@@ -67,11 +67,12 @@ def resim_reference_public_code(student, teacher, margin=MARGIN):
 
 
 def resim_bruteforce_jnp(student, teacher, margin=MARGIN):
-    """The P x P formulation in jnp, for autodiff gradients to compare against."""
+    """The P x P formulation in jnp, for autodiff gradients to compare against. Full-precision matmuls: a GPU's
+    default (TF32) or a TPU's (bf16 passes) would move scores across the hinge and make the reference the wrong one."""
     m = student.shape[0]
     rows, cols = np.triu_indices(m, k=1)
-    p = (student @ student.T)[rows, cols]
-    q = (teacher @ teacher.T)[rows, cols]
+    p = jnp.matmul(student, student.T, precision="highest")[rows, cols]
+    q = jnp.matmul(teacher, teacher.T, precision="highest")[rows, cols]
     a, b = np.triu_indices(p.shape[0], k=1)
     y = jnp.where(q[a] > q[b], 1.0, -1.0)
     return jnp.mean(jax.nn.relu(y * (p[b] - p[a]) + margin))
