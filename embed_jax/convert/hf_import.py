@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -253,6 +252,9 @@ def assign_weights(
         expected = full_shape if row is None else full_shape[1:]
         hf_array = np.asarray(tensors[name])
         array = transform.to_flax(hf_array, expected)
+        if location in claimed:
+            unexpected.append(f"{name} → {path} (a second tensor for the same parameter)")
+            continue
         claimed.add(location)
         if tuple(array.shape) != expected:
             misshaped.append(f"{name} {tuple(hf_array.shape)} → {path}: model expects {expected}")

@@ -66,6 +66,14 @@ def test_missing_unexpected_and_misshaped_are_reported_together(tiny_bert_folder
         assert str(tiny_bert_folder) in message and "Check that config.json belongs to these weights" in message
 
 
+def test_two_tensors_for_one_parameter_are_refused(tiny_bert_folder):
+    # An old-style name (LayerNorm.gamma) beside the new one (LayerNorm.weight) would otherwise silently overwrite it.
+    rewrite_weights(tiny_bert_folder, lambda t: t.update({"embeddings.LayerNorm.gamma": np.ones(8, np.float32)}))
+    with pytest.raises(WeightMismatchError) as error:
+        load_text_encoder(tiny_bert_folder)
+    assert any("a second tensor for the same parameter" in entry for entry in error.value.unexpected)
+
+
 def test_a_failed_import_leaves_the_module_untouched(tiny_bert_folder):
     module = bert.from_hf_config(json.loads((tiny_bert_folder / "config.json").read_text()), rngs=nnx.Rngs(0))
     before = np.asarray(module.embeddings.word_embeddings.embedding[...]).copy()
