@@ -173,7 +173,12 @@ def state_sharding(
 ) -> Any:
     """NamedShardings with the structure of `state` (an NNX State, abstract or concrete, or an optimizer state built
     on one): each Variable with logical axes is split by `rules`; other Variables and plain leaves are replicated.
-    Feed it to `jax.device_put`, `jax.jit(in_shardings=/out_shardings=)` or an Orbax restore target."""
+    Feed it to `jax.device_put`, `jax.jit(in_shardings=/out_shardings=)` or an Orbax restore target.
+
+    Optimizer state: optax builds Adam's moments as copies of the parameter Variables, logical axes included, so
+        opt_sharding = state_sharding(jax.eval_shape(tx.init, params), mesh)
+        opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
+    splits them like the parameters (without out_shardings, jit puts the zero moments on one device)."""
     notes: list[str] = []
 
     def for_variable(path: tuple, variable: nnx.Variable) -> nnx.Variable:

@@ -220,6 +220,22 @@ def test_sharded_train_step_equals_one_device(shape, reference_step):
     assert mu["up"]["kernel"].sharding.spec == params["up"]["kernel"].sharding.spec
 
 
+def test_optimizer_state_initialised_under_jit_is_split_like_the_parameters():
+    """The recipe for a sharded optimizer state: out_shardings from `state_sharding` of its abstract shape. Without
+    them, jax 0.10.2's jit leaves Adam's zero moments (which depend on no input) on a single device."""
+    mesh = mesh_of((1, 4, 2))
+    _, params = nnx.split(TinyEncoder(nnx.Rngs(0)), nnx.Param)
+    tx, _ = optimizer.make_optimizer({}, learning_rate=1e-3, total_steps=10)
+    param_sharding = sharding.state_sharding(params, mesh)
+    params = jax.device_put(params, param_sharding)
+    opt_sharding = sharding.state_sharding(jax.eval_shape(tx.init, params), mesh)
+    opt_state = jax.jit(tx.init, in_shardings=(param_sharding,), out_shardings=opt_sharding)(params)
+    adam = opt_state[1][0]
+    assert adam.mu["up"]["kernel"].sharding.spec == PartitionSpec("fsdp", "tensor")
+    assert adam.nu["embed"]["embedding"].sharding.shard_shape((32, 16)) == (32 // 2, 16 // 4)
+    assert adam.count.sharding.spec == PartitionSpec() and len(adam.count.sharding.device_set) == 8
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A real (tiny, random) BERT from a Hugging Face folder
 
