@@ -6,7 +6,7 @@ Keys (override any with --config.section.key=value):
   model.teacher_dim      FC1's width = the records' concatenated teacher dim (checked against the manifest)
   model.reduction_dims   extra independent heads, added in the stages with reduction_heads=True
   model.pooling          "" = the folder's own (1_Pooling), else mean | cls | last
-  model.dtype / param_dtype, model.text_options (scan_layers, remat, ...)
+  model.dtype / param_dtype, model.text_options (scan, remat, causal, ...)
   data.records_dir, data.tokenizer ("" = model.init_from), data.max_length, data.length_buckets,
   data.global_batch_size
   loss.*                 weights 10/200/20 and margin 0.015 (SPEC §3), reduction_target teacher | main_head

@@ -82,7 +82,7 @@ def trainable_filter(trainable: str, param_paths: list[tuple], *, last_layers: i
     if has_scanned_layers(param_paths):
         raise ValueError(
             f"config key {config_key}='heads+last_layers' unfreezes single layers, but this student scans its layers "
-            "(one stacked array for all of them). Set model.text_options.scan_layers=False for this stage."
+            "(one stacked array for all of them). Set model.text_options.scan=False for this stage."
         )
     num_layers = count_encoder_layers(param_paths)
     if not 1 <= last_layers <= num_layers:

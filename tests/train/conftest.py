@@ -76,3 +76,8 @@ def new_smoke_config(tiny_student, teacher_records):
 @pytest.fixture
 def smoke_config(new_smoke_config):
     return new_smoke_config()
+
+
+@pytest.fixture
+def load_config():
+    return load_config_file
