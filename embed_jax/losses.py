@@ -33,7 +33,8 @@ class LossConfig:
     """Weights and options of `distillation_loss` (SPEC §3.4 defaults: 10·cos + 200·sim + 20·resim).
 
     main_head: the head trained with all three losses (FC1, dim = the teacher's dim); every other head is a
-      reduction head trained with similarity + relative similarity only (SPEC §4, stage 3).
+      reduction head trained with similarity + relative similarity only (SPEC §4, stage 3). None: every head is a
+      reduction head of the given target vectors (shrinking a model with its own vectors as the target).
     reduction_target: "teacher" (the records' vectors, as the paper) or "main_head" (self-distillation, SPEC §4: the
       reduction heads learn the Gram matrix of the student's own main-head vectors, held constant by stop_gradient).
     """
@@ -42,7 +43,7 @@ class LossConfig:
     similarity_weight: float = 200.0
     relative_similarity_weight: float = 20.0
     margin: float = DEFAULT_MARGIN
-    main_head: str = "fc1"
+    main_head: str | None = "fc1"
     reduction_target: str = "teacher"
 
     def __post_init__(self):
@@ -348,7 +349,10 @@ def distillation_loss(
         config = LossConfig.from_mapping(config)
     if not student_heads:
         raise ValueError("distillation_loss got no student heads")
-    if config.main_head not in student_heads:
+    if config.main_head is None and config.reduction_target != "teacher":
+        raise ValueError("loss config: with no main head (main_head=None: every head is a reduction head) the "
+                         "reduction target must be 'teacher' (the given target vectors)")
+    if config.main_head is not None and config.main_head not in student_heads:
         raise ValueError(
             f"loss config key 'main_head' is {config.main_head!r} but the student's heads are "
             f"{sorted(student_heads)}: set it to the head whose dim is the teacher's"
@@ -358,10 +362,9 @@ def distillation_loss(
     for name, vectors in heads.items():
         _check_same_rows(vectors, teacher_vectors)
 
-    main = heads[config.main_head]
     teacher_gram = lax.stop_gradient(gram(teacher_vectors))
     if config.reduction_target == "main_head":
-        reduction_gram = lax.stop_gradient(gram(main))
+        reduction_gram = lax.stop_gradient(gram(heads[config.main_head]))
     else:
         reduction_gram = teacher_gram
     teacher_order = teacher_pair_order(upper_triangle(teacher_gram))

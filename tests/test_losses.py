@@ -301,3 +301,18 @@ def test_distillation_loss_bad_input(heads, config, message):
     heads = {name: jnp.ones(shape) for name, shape in heads.items()}
     with pytest.raises(ValueError, match=message):
         losses.distillation_loss(heads, jnp.ones((5, 6)), config)
+
+
+def test_without_a_main_head_every_head_is_a_reduction_head_of_the_target():
+    rng = np.random.default_rng(3)
+    target = rng.normal(size=(10, 12)).astype(np.float32)
+    heads = {"dense_6": rng.normal(size=(10, 6)).astype(np.float32),
+             "dense_4": rng.normal(size=(10, 4)).astype(np.float32)}
+    total, terms = losses.distillation_loss(heads, target, losses.LossConfig(main_head=None))
+    assert set(terms) == {f"{name}/{term}" for name in heads for term in ("similarity", "relative_similarity")}
+    for name, vectors in heads.items():
+        np.testing.assert_allclose(terms[f"{name}/similarity"],
+                                   losses.similarity_loss(losses.l2_normalize(vectors), losses.l2_normalize(target)),
+                                   rtol=1e-6)
+    with pytest.raises(ValueError, match="reduction target must be 'teacher'"):
+        losses.distillation_loss(heads, target, losses.LossConfig(main_head=None, reduction_target="main_head"))

@@ -12,6 +12,7 @@ Keys (override any with --config.section.key=value):
   loss.*                 weights 10/200/20 and margin 0.015 (SPEC §3), reduction_target teacher | main_head
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
   mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
+  data.eval_records_dir, train.eval_every, train.eval_batches   held-out loss, logged as eval/<term>
   train.log_every, checkpoint_every, keep_checkpoints
   stage_order            which stage sections run, in order; each stage: trainable, learning_rate, num_steps, ...
 """
@@ -34,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.records_dir = ""
     config.data.tokenizer = ""
+    config.data.eval_records_dir = ""  # held-out records for the periodic evaluation (train.eval_every)
     config.data.max_length = 512  # SPEC §4
     config.data.length_buckets = (64, 128, 256, 512)
     config.data.global_batch_size = 128  # SPEC §4
@@ -61,6 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
+    config.train.eval_every = 0  # steps between evaluations on data.eval_records_dir (0: off); must be a multiple
+    config.train.eval_batches = 8  # of log_every, since evaluation rides on the logging step
 
     config.stage_order = ("stage1", "stage2", "stage3")
     # SPEC §4: learning rates and steps of the paper.

@@ -127,12 +127,59 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
     )
 
 
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def make_evaluator(config: ml_collections.ConfigDict, *, graphdef, loss_config, trainable_sharding, frozen_sharding,
+                   batch_sharding, pad_token_id: int):
+    """The periodic evaluation hook: mean loss terms over the first `train.eval_batches` batches of held-out records
+    (data.eval_records_dir, exported like the training records from texts training never sees). None when off."""
+    if not int(config.train.eval_every) or not config.data.eval_records_dir:
+        return None
+    if int(config.train.eval_every) % int(config.train.log_every):
+        raise ValueError(f"config key train.eval_every={config.train.eval_every} must be a multiple of "
+                         f"train.log_every={config.train.log_every}: evaluations are written with the logged metrics")
+    source = open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+    eval_step = steps.make_eval_step(graphdef=graphdef, loss_config=loss_config,
+                                     trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
+                                     batch_sharding=batch_sharding, target=loss_target(config))
+
+    def evaluate(trainable: nnx.State, frozen: nnx.State) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        count = 0
+        for local in make_batches(config, source, seed=0, shuffle=False, num_epochs=1):
+            batch = global_batch(local, batch_sharding, pad_token_id=pad_token_id)
+            for name, value in jax.device_get(eval_step(trainable, frozen, batch)).items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            count += 1
+            if count == int(config.train.eval_batches):
+                break
+        return {f"eval/{name}": total / count for name, total in totals.items()}
+
+    return evaluate
+
+
 # ---------------------------------------------------------------------------------------------------- one stage
+
+
+def loss_target(config: ml_collections.ConfigDict) -> str:
+    """'records' (teacher vectors, SPEC §2) or 'pooled' (the student's own vectors: loss.reduction_target='pooled')."""
+    if config.loss.reduction_target != "pooled":
+        return "records"
+    if config.model.teacher_dim:
+        raise ValueError(f"config key loss.reduction_target='pooled' shrinks a model with its own vectors: it has no "
+                         f"FC1, so set model.teacher_dim=0 (got {config.model.teacher_dim})")
+    if not tuple(config.model.reduction_dims):
+        raise ValueError("config key loss.reduction_target='pooled' needs model.reduction_dims, e.g. (128, 64)")
+    return "pooled"
 
 
 def loss_config_for(config: ml_collections.ConfigDict, student: Student) -> losses.LossConfig:
     values = dict(config.loss)
     main_dim = config.model.teacher_dim
+    if loss_target(config) == "pooled":
+        values["main_head"], values["reduction_target"] = None, "teacher"
+        return losses.LossConfig.from_mapping(values)
     values["main_head"] = head_name(main_dim)
     if main_dim not in student.heads.dims:
         raise ValueError(f"model.teacher_dim={main_dim} names no head of the student (heads {student.heads.dims})")
@@ -276,14 +323,19 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     loss_config = loss_config_for(config, student)
     train_step = steps.make_train_step(
         graphdef=graphdef, optimizer=tx, loss_config=loss_config, trainable_sharding=trainable_sharding,
-        frozen_sharding=frozen_sharding, opt_state_sharding=opt_state_sharding, batch_sharding=batch_sharding)
+        frozen_sharding=frozen_sharding, opt_state_sharding=opt_state_sharding, batch_sharding=batch_sharding,
+        target=loss_target(config))
 
     writer = metrics.MetricsWriter(stage_dir, total_steps=num_steps, start_step=start_step,
                                    title=f"{stage_name}: {stage.trainable}")
     throughput = metrics.Throughput()
     log_every = int(config.train.log_every)
+    eval_every = int(config.train.eval_every)
     last_metrics: dict[str, float] = {}
     _, pad_id = pipeline.load_tokenizer(config.data.tokenizer or config.model.init_from, config.data.max_length)
+    evaluate = make_evaluator(config, graphdef=graphdef, loss_config=loss_config,
+                              trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
+                              batch_sharding=batch_sharding, pad_token_id=pad_id)
     step_number = start_step
     try:
         with PreemptionGuard() as guard:
@@ -299,6 +351,8 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
                     check_finite(host, step_number, stage_name, manager)
                     host["learning_rate"] = float(schedule(step_number - 1))
                     host.update(throughput.read_and_reset())
+                    if evaluate is not None and (step_number % eval_every == 0 or step_number == num_steps):
+                        host.update(evaluate(trainable, frozen))
                     writer.write(step_number, host)
                     last_metrics = host
                 if guard.should_stop(step_number):

@@ -32,13 +32,21 @@ def student_heads(outputs: Mapping[str, Any]) -> dict[str, jax.Array]:
     return {head_name(dim): vectors for dim, vectors in outputs["embeddings"].items()}
 
 
+# Where the target vectors come from: the records' teacher vectors (SPEC §2), or the student's own pooled vector
+# (self-distillation for dimension reduction, SPEC §4: with the encoder frozen, the heads learn to shrink the
+# model's own embedding space using unlabeled text and the model alone).
+TARGETS = ("records", "pooled")
+
+
 def compute_loss(
-    trainable: nnx.State, frozen: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, loss_config: losses.LossConfig
+    trainable: nnx.State, frozen: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, loss_config: losses.LossConfig,
+    target: str = "records",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The weighted total and every unweighted term, for one global batch."""
     student = nnx.merge(graphdef, trainable, frozen)
     outputs = student(batch["input_ids"], batch["attention_mask"])
-    return losses.distillation_loss(student_heads(outputs), batch["teacher"], loss_config)
+    vectors = batch["teacher"] if target == "records" else jax.lax.stop_gradient(outputs["pooled"])
+    return losses.distillation_loss(student_heads(outputs), vectors, loss_config)
 
 
 def train_step(
@@ -50,9 +58,10 @@ def train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
     loss_config: losses.LossConfig,
+    target: str = "records",
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
     """One optimizer update on one global batch; metrics hold the total loss, each term and the gradient norm."""
-    loss_fn = functools.partial(compute_loss, graphdef=graphdef, loss_config=loss_config)
+    loss_fn = functools.partial(compute_loss, graphdef=graphdef, loss_config=loss_config, target=target)
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
@@ -61,8 +70,8 @@ def train_step(
 
 
 def eval_step(trainable: nnx.State, frozen: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef,
-              loss_config: losses.LossConfig) -> dict[str, jax.Array]:
-    loss, terms = compute_loss(trainable, frozen, batch, graphdef=graphdef, loss_config=loss_config)
+              loss_config: losses.LossConfig, target: str = "records") -> dict[str, jax.Array]:
+    loss, terms = compute_loss(trainable, frozen, batch, graphdef=graphdef, loss_config=loss_config, target=target)
     return {"loss": loss, **terms}
 
 
@@ -75,9 +84,11 @@ def make_train_step(
     frozen_sharding: Any,
     opt_state_sharding: Any,
     batch_sharding: Any,
+    target: str = "records",
 ) -> Callable:
     """`train_step` under `jax.jit` with explicit shardings; trainable params and optimizer state are donated."""
-    step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, loss_config=loss_config)
+    step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, loss_config=loss_config,
+                             target=target)
     return jax.jit(
         step,
         in_shardings=(trainable_sharding, frozen_sharding, opt_state_sharding, batch_sharding),
@@ -87,8 +98,8 @@ def make_train_step(
 
 
 def make_eval_step(*, graphdef: nnx.GraphDef, loss_config: losses.LossConfig, trainable_sharding: Any,
-                   frozen_sharding: Any, batch_sharding: Any) -> Callable:
-    step = functools.partial(eval_step, graphdef=graphdef, loss_config=loss_config)
+                   frozen_sharding: Any, batch_sharding: Any, target: str = "records") -> Callable:
+    step = functools.partial(eval_step, graphdef=graphdef, loss_config=loss_config, target=target)
     return jax.jit(step, in_shardings=(trainable_sharding, frozen_sharding, batch_sharding))
 
 

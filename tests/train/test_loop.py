@@ -14,6 +14,9 @@ from embed_jax.train.metrics import read_metrics
 def three_stages(new_smoke_config, tmp_path_factory):
     """One run of all three stages, shared by the tests that inspect it (compiling three steps takes a while)."""
     config = new_smoke_config()
+    config.data.eval_records_dir = config.data.records_dir  # exercises the evaluation hook (held-out in real runs)
+    config.train.eval_every = 1
+    config.train.eval_batches = 2
     return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("three_stages"))
 
 
@@ -30,6 +33,7 @@ def test_three_stages_run_chain_and_write_their_outputs(three_stages):
     last = read_metrics(results[2].workdir / "metrics.jsonl")[-1]
     assert {"dense_384/cosine", "dense_16/similarity", "dense_16/relative_similarity"} <= set(last)
     assert "dense_16/cosine" not in last
+    assert {"eval/loss", "eval/dense_384/cosine", "eval/dense_16/similarity"} <= set(last)
     assert json.loads((results[2].workdir / loop.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
 
 
@@ -91,4 +95,34 @@ def test_global_batch_not_divisible_by_data_parallel_size_is_refused(smoke_confi
     smoke_config.mesh.data = 8
     smoke_config.data.global_batch_size = 12
     with pytest.raises(ValueError, match="data.global_batch_size"):
+        loop.train_and_evaluate(smoke_config, tmp_path)
+
+
+def test_evaluation_must_ride_on_logged_steps(smoke_config, tmp_path):
+    smoke_config.data.eval_records_dir = smoke_config.data.records_dir
+    smoke_config.train.log_every = 2
+    smoke_config.train.eval_every = 3
+    with pytest.raises(ValueError, match="train.eval_every=3 must be a multiple of train.log_every=2"):
+        loop.train_and_evaluate(smoke_config, tmp_path)
+
+
+def test_self_distillation_shrinks_with_the_models_own_vectors(smoke_config, tmp_path):
+    """No FC1, frozen encoder, reduction heads trained against the student's own pooled vectors."""
+    smoke_config.model.teacher_dim = 0
+    smoke_config.loss.reduction_target = "pooled"
+    smoke_config.stage_order = ("stage1",)
+    smoke_config.stage1.reduction_heads = True
+    smoke_config.stage1.num_steps = 12
+    smoke_config.stage1.learning_rate = 1e-2
+    smoke_config.optimizer.warmup_fraction = 0.0
+    result = loop.train_and_evaluate(smoke_config, tmp_path)[0]
+    rows = read_metrics(result.workdir / "metrics.jsonl")
+    assert {"dense_16/similarity", "dense_16/relative_similarity"} <= set(rows[-1])
+    assert not any("cosine" in name for name in rows[-1])
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_self_distillation_with_an_fc1_is_refused(smoke_config, tmp_path):
+    smoke_config.loss.reduction_target = "pooled"
+    with pytest.raises(ValueError, match="model.teacher_dim=0"):
         loop.train_and_evaluate(smoke_config, tmp_path)
