@@ -226,7 +226,7 @@ def restore_stage_params(stage_dir: Path, student_config: Mapping[str, Any], mes
 
 def load_trained_student(stage_dir: str | Path, step: int | None = None) -> Student:
     """The student a stage trained, on one device: the start of export and evaluation."""
-    stage_dir = Path(stage_dir)
+    stage_dir = absolute_workdir(stage_dir)
     config_file = stage_dir / STUDENT_CONFIG_FILE
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} is missing: {stage_dir} is not a stage folder written by "
@@ -410,8 +410,14 @@ def check_finite_now(step_metrics: Mapping[str, jax.Array], step_number: int, st
 # ---------------------------------------------------------------------------------------------------- all stages
 
 
+def absolute_workdir(workdir: str | Path) -> Path:
+    """Orbax needs absolute checkpoint paths; a relative local workdir is taken from the current folder. (Cloud
+    Storage workdirs, gs://..., are already absolute and are passed through untouched.)"""
+    return Path(workdir) if str(workdir).startswith("gs://") else Path(workdir).resolve()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> list[StageResult]:
-    workdir = Path(workdir)
+    workdir = absolute_workdir(workdir)
     results: list[StageResult] = []
     previous = None
     for stage_name in config.stage_order:
