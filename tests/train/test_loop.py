@@ -54,12 +54,13 @@ def test_each_stage_trains_only_its_parameters(three_stages):
     assert not np.allclose(params[2][encoder_layer0], params[1][encoder_layer0])
 
 
-def test_rerun_resumes_instead_of_starting_over(smoke_config, tmp_path):
+def test_rerun_resumes_instead_of_starting_over(smoke_config, tmp_path, monkeypatch):
     smoke_config.stage_order = ("stage1",)
     smoke_config.stage1.num_steps = 4
-    first = loop.train_and_evaluate(smoke_config, tmp_path)[0]
+    monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it (Orbax itself needs absolute paths)
+    first = loop.train_and_evaluate(smoke_config, "runs/relative")[0]
     smoke_config.stage1.num_steps = 6  # a longer run on the same workdir continues from step 4
-    second = loop.train_and_evaluate(smoke_config, tmp_path)[0]
+    second = loop.train_and_evaluate(smoke_config, "runs/relative")[0]
     steps = [row["step"] for row in read_metrics(second.workdir / "metrics.jsonl")]
     assert first.final_step == 4 and second.final_step == 6
     assert steps.count(1) == 1 and 5 in steps  # step 1 logged once: the second run did not start over
