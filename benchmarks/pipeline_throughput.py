@@ -9,12 +9,14 @@ teacher vectors) with the student's tokenizer (all-MiniLM-L6-v2's), shuffled:
 
 - PyTorch DataLoader: what a PyTorch user writes — a map-style Dataset over the decoded records, `shuffle=True`,
   a collate_fn calling the Hugging Face tokenizer with `padding="max_length"` (fixed shapes, as a jit-compiled step
-  wants), `num_workers` worker processes.
-- embed_jax: `pipeline.make_dataset` — grain index shuffle, batch, one Rust `encode_batch` per batch, padding to the
-  smallest of the length buckets, `read_threads` threads of prefetch.
+  wants), `num_workers` worker processes (started by spawn: ArrayRecord readers do not survive fork).
+- embed_jax: `pipeline.make_dataset` — grain index shuffle, one ArrayRecord read and one Rust `encode_batch` per
+  batch, padding to the smallest of the length buckets, `read_threads` threads of prefetch; once with random
+  batches (as the paper), once grouped by length over a window of `--window` batches.
 
 It reports global batches/s and real tokens/s after a warm-up, the share of padding in the produced tensors (what
-the train step computes on for nothing), and peak resident memory (each side in its own child process).
+the train step computes on for nothing: the student's step cost grows with the padded length), and peak resident
+memory (each side in its own child process).
 """
 from __future__ import annotations
 
@@ -55,38 +57,58 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
     source = pipeline.RecordDataSource(args.records)
     dataset = pipeline.make_dataset(source, tokenizer=TOKENIZER, global_batch_size=args.batch,
                                     max_length=args.max_length, length_buckets=args.buckets, seed=0,
-                                    read_threads=args.workers)
+                                    length_grouping_window=args.window, read_threads=args.workers)
     return measure(dataset, args.batches, args.warmup)
 
 
-def run_torch(args: argparse.Namespace) -> dict:
-    import numpy as np
-    import torch
-    from transformers import AutoTokenizer
+class RecordsDataset:
+    """torch map-style dataset over the same shards, decoded the same way. Workers start by spawn and open their own
+    readers: ArrayRecord's reader threads do not survive fork (a forked worker segfaults)."""
 
-    from embed_jax.data import pipeline
-    from embed_jax.teachers.assets import resolve_model_path
+    def __init__(self, folder: str):
+        from embed_jax.data import records
 
-    source = pipeline.RecordDataSource(args.records)  # the same shards, decoded the same way
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(TOKENIZER)))
+        self.folder, self.length, self.source = folder, records.read_manifest(folder).num_records, None
 
-    class Records(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(source)
+    def __len__(self):
+        return self.length
 
-        def __getitem__(self, index):
-            return source[index]
+    def __getitem__(self, index):
+        if self.source is None:
+            from embed_jax.data import pipeline
 
-    def collate(records):
-        encoded = tokenizer([record["text"] for record in records], truncation=True, max_length=args.max_length,
-                            padding="max_length", return_tensors="np")
+            self.source = pipeline.RecordDataSource(self.folder)
+        return self.source[index]
+
+
+class Collate:
+    """The Hugging Face tokenizer, padding to max_length (fixed shapes, as a jit-compiled step wants)."""
+
+    def __init__(self, max_length: int):
+        from transformers import AutoTokenizer
+
+        from embed_jax.teachers.assets import resolve_model_path
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(TOKENIZER)))
+        self.max_length = max_length
+
+    def __call__(self, batch):
+        import numpy as np
+
+        encoded = self.tokenizer([record["text"] for record in batch], truncation=True, max_length=self.max_length,
+                                 padding="max_length", return_tensors="np")
         return {"input_ids": encoded["input_ids"].astype(np.int32),
                 "attention_mask": encoded["attention_mask"].astype(np.int32),
-                "teacher": np.stack([record["teacher"] for record in records])}
+                "teacher": np.stack([record["teacher"] for record in batch])}
 
-    loader = torch.utils.data.DataLoader(Records(), batch_size=args.batch, shuffle=True, drop_last=True,
-                                         collate_fn=collate, num_workers=args.workers,
-                                         persistent_workers=args.workers > 0,
+
+def run_torch(args: argparse.Namespace) -> dict:
+    import torch
+
+    loader = torch.utils.data.DataLoader(RecordsDataset(args.records), batch_size=args.batch, shuffle=True,
+                                         drop_last=True, collate_fn=Collate(args.max_length),
+                                         num_workers=args.workers, persistent_workers=args.workers > 0,
+                                         multiprocessing_context="spawn" if args.workers else None,
                                          generator=torch.Generator().manual_seed(0))
 
     def forever():
@@ -105,14 +127,20 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="grain read threads / DataLoader worker processes")
-    parser.add_argument("--child", choices=("torch", "embed_jax"))
+    parser.add_argument("--window", type=int, default=8, help="length-grouping window of the grouped embed_jax row")
+    parser.add_argument("--child", choices=("torch", "embed_jax", "embed_jax_grouped"))
     args = parser.parse_args()
     if args.child:
+        if args.child == "embed_jax":
+            args.window = 1
         print(json.dumps((run_torch if args.child == "torch" else run_embed_jax)(args)))
         return
 
     results = {}
-    for side in ("torch", "embed_jax"):
+    sides = {"torch": "PyTorch DataLoader + HF tokenizer, padded to max length",
+             "embed_jax": "embed_jax grain pipeline, random batches",
+             "embed_jax_grouped": f"embed_jax grain pipeline, length-grouped (window {args.window})"}
+    for side in sides:
         command = [sys.executable, __file__, "--child", side] + sys.argv[1:]
         environment = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
         result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
@@ -125,7 +153,7 @@ def main() -> None:
           f"{args.warmup} warm-up\n")
     print("| side | global batches/s | real tokens/s | padding share | ratio | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for side, label in (("torch", "PyTorch DataLoader + HF tokenizer"), ("embed_jax", "embed_jax grain pipeline")):
+    for side, label in sides.items():
         result = results[side]
         print(f"| {label} | {result['batches_per_s']:.1f} | {result['real_tokens_per_s']:,.0f} | "
               f"{100 * result['padding']:.0f}% | {result['batches_per_s'] / baseline:.2f}× | "

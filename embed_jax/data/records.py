@@ -129,8 +129,14 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
 
 
 def export_id(fields: dict[str, Any]) -> str:
-    """Hash of the identity fields (IDENTITY_FIELDS) of a manifest being built."""
+    """Hash of the identity fields (IDENTITY_FIELDS) of a manifest being built.
+
+    A teacher is identified by the fingerprint of its files, not by its path, so that the same model reached by
+    another path (a moved cache, a relative path from another folder) resumes the same export.
+    """
     identity = {field: fields[field] for field in IDENTITY_FIELDS}
+    identity["teachers"] = [{key: value for key, value in teacher.items() if key != "path"}
+                            for teacher in identity["teachers"]]
     canonical = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=list)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

@@ -177,6 +177,7 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
     stream = ShardedCorpus(corpus, settings.shard_size)
     shards: list[ShardInfo] = []
     started = time.monotonic()
+    kept = 0
     for index, (texts, corpus_hash) in enumerate(stream):
         before = progress.done
         if index < len(done):
@@ -186,14 +187,14 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
             vectors = encode_shard(texts, teachers, settings)
             rows = [(item.id, item.text, vector) for item, vector in zip(texts, vectors)]
             shards.append(records.write_shard(folder, index, rows, draft, corpus_hash))
-        # Texts seen so far = kept in earlier shards + this shard + skipped empties.
-        seen = sum(shard.num_records for shard in shards) + stream.skipped_empty
-        (progress.skip if index < len(done) else progress.advance)(seen - before)
+        kept += len(texts)
+        # Texts the corpus yielded so far: the kept ones and the skipped empty ones.
+        (progress.skip if index < len(done) else progress.advance)(kept + stream.skipped_empty - before)
     if len(shards) < len(done):
         raise ExportError(f"{folder}: the corpus now yields {len(shards)} shards, but an earlier run of this export "
                           f"wrote {len(done)}: the corpus changed. Restore it, or export into a new folder.")
     manifest = dataclasses.replace(
-        draft, status=records.STATUS_COMPLETE, num_records=sum(shard.num_records for shard in shards),
+        draft, status=records.STATUS_COMPLETE, num_records=kept,
         skipped_empty=stream.skipped_empty, corpus_fingerprint=stream.hasher.hexdigest(), shards=tuple(shards))
     records.finish_output_folder(folder, manifest)
     progress.finish()
@@ -229,7 +230,23 @@ def cli() -> None:
     config = config_flags.DEFINE_config_file("config", None, "export config, e.g. configs/teachers.py",
                                              lock_config=True)
     flags.mark_flag_as_required("config")
-    app.run(lambda argv: sys.exit(main(config.value)))
+
+    def run(argv: Sequence[str]) -> None:
+        del argv
+        quiet_libraries()
+        sys.exit(main(config.value))
+
+    app.run(run)
+
+
+def quiet_libraries() -> None:
+    """Our progress lines are the log: silence absl's INFO echo of library loggers and the weight-loading bars."""
+    from absl import logging as absl_logging
+    from transformers.utils import logging as transformers_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

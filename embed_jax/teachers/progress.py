@@ -30,8 +30,9 @@ class Progress:
         self.last_reported = -1
 
     def skip(self, count: int) -> None:
-        """Work a previous run already did."""
+        """Work a previous run already did; the rate's clock restarts after it (skipping comes first)."""
         self.done += count
+        self.started = self.clock()
 
     def advance(self, count: int, *, note: str = "") -> None:
         self.done += count

@@ -160,3 +160,40 @@ def test_training_path_imports_no_torch():
             "bad = [name for name in ('torch', 'sentence_transformers', 'transformers') if name in sys.modules]; "
             "sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def padding_share(batches) -> float:
+    masks = [batch["attention_mask"] for batch in batches]
+    return 1 - sum(int(mask.sum()) for mask in masks) / sum(mask.size for mask in masks)
+
+
+def test_length_grouping_cuts_padding_and_keeps_the_epoch(source):
+    buckets = (8, 12, 16, 24, 32, 64, 128)
+    plain = take(make(source, max_length=256, length_buckets=buckets), 10)
+    grouped = take(make(source, max_length=256, length_buckets=buckets, length_grouping_window=5), 10)
+    ids = lambda batches: sorted(str(record_id) for batch in batches for record_id in batch["id"])  # noqa: E731
+    assert ids(grouped) == ids(plain)  # the same records each epoch, only grouped differently
+    # Measured here: 60% padding grouped vs 79% plain (six 256-token documents among 84 short definitions).
+    assert padding_share(grouped) < 0.8 * padding_share(plain)
+    # Within a window, batches are cut from the length-sorted records: lengths do not overlap between batches.
+    for window in (grouped[:5], grouped[5:]):
+        spans = sorted((int(b["attention_mask"].sum(1).min()), int(b["attention_mask"].sum(1).max())) for b in window)
+        assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))
+    for batch in grouped:
+        by_id = {source[index]["id"]: source[index]["teacher"] for index in range(len(source))}
+        for row, record_id in enumerate(batch["id"]):
+            np.testing.assert_array_equal(batch["teacher"][row], by_id[str(record_id)])
+
+
+def test_grouped_stream_resumes_exactly(source):
+    iterator = iter(make(source, length_grouping_window=4))
+    take(iterator, 7)  # mid-window, into the second window of the first epoch
+    state = iterator.get_state()
+    expected = take(iterator, 8)
+    fresh = iter(make(source, length_grouping_window=4))
+    fresh.set_state(state)
+    for batch, again in zip(expected, take(fresh, 8)):
+        for key in batch:
+            np.testing.assert_array_equal(batch[key], again[key])
+    with pytest.raises(PipelineConfigError, match=r"data.length_grouping_window=0 must be ≥ 1"):
+        make(source, length_grouping_window=0)

@@ -247,3 +247,12 @@ def test_cli_prints_one_line_errors(make_config, tmp_path, capsys):
     config = make_config(tmp_path / "out", tmp_path / "missing.txt")
     assert export.main(config) == 2
     assert capsys.readouterr().err.startswith("error: corpus.paths: ")
+
+
+def test_same_teacher_at_another_path_is_the_same_export(make_config, corpus_file, tmp_path, tiny_bert, capsys):
+    import shutil
+
+    export.run_export(make_config(tmp_path / "out", corpus_file))
+    moved = shutil.copytree(tiny_bert, tmp_path / "moved_teacher")
+    export.run_export(make_config(tmp_path / "out", corpus_file, **{"teachers.tiny.path": str(moved)}))
+    assert "nothing to do" in capsys.readouterr().err
