@@ -58,4 +58,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
+    # Orbax and jax log every checkpoint step at INFO through absl; the progress bar says what matters.
+    # --verbosity=0 brings those lines back.
+    flags.FLAGS.set_default("verbosity", -1)
     app.run(main)
