@@ -6,9 +6,10 @@ all-mpnet-base-v2 (768-d), concatenated into a 1152-d target (SPEC §2), on a mi
 
     python -m embed_jax.teachers.export --config=configs/teachers.py
 
-takes about 3 minutes on a 2-core CPU (4,000 texts; docs/data.md has the measured rate). Variants:
+takes about 6 minutes of one CPU core (4,000 texts; measured 12 texts/s for the pair on one thread, mpnet being
+seven times MiniLM's cost; docs/data.md), less with both cores of an otherwise idle 2-core machine. Variants:
 
-    --config=configs/teachers.py:full     all 156,707 built-in training texts (about 2 hours on the same CPU)
+    --config=configs/teachers.py:full     all 156,707 built-in training texts (about 3.5 hours of one core)
     --config=configs/teachers.py:smoke    300 texts, a one-minute check of the whole path
 
 Any field is overridable, e.g.
@@ -24,7 +25,7 @@ Killed at any point, the same command resumes and ends with exactly the records 
 import ml_collections
 from ml_collections import config_dict
 
-# Rough sizes for a 2-core CPU: see docs/data.md for the measured texts/s of each teacher pair.
+# Corpus sizes: the default is the largest a few minutes allow on this CPU (docs/data.md, "Measured").
 _SIZES = {"": 4000, "smoke": 300, "full": None}
 
 
@@ -57,7 +58,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # float16 halves the storage (SPEC §2: 8M × 12288 fp32 would be ~393 GB); its rounding (≤ 2^-11 relative) is far
     # below the losses' resolution. float32 when records must equal the teachers bit for bit.
     config.storage_dtype = "float16"
-    # Records per shard: the unit of resumption (a kill loses at most one shard's work; ~20 s at the default size).
+    # Records per shard: the unit of resumption (a kill loses at most one shard's work, ~90 s of one core here).
     config.shard_size = 1024
     # Length-bucketed batches (embed_jax/teachers/batching.py): padded-token budget and row cap per forward.
     config.max_tokens_per_batch = 4096

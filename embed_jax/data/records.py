@@ -293,9 +293,25 @@ def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardI
 
 
 def describe_export_differences(old: Manifest, new: Manifest) -> list[str]:
+    """`key: old → new` for each identity leaf that differs, e.g. `corpus.max_texts: 50 → 60`."""
     old_dict, new_dict = manifest_to_dict(old), manifest_to_dict(new)
-    differences = [field for field in IDENTITY_FIELDS if old_dict[field] != new_dict[field]]
-    return [f"{field}: {old_dict[field]!r} → {new_dict[field]!r}" for field in differences] or ["export id"]
+    old_leaves = dict(_leaves({field: old_dict[field] for field in IDENTITY_FIELDS}))
+    new_leaves = dict(_leaves({field: new_dict[field] for field in IDENTITY_FIELDS}))
+    return [f"{key}: {old_leaves.get(key, '(none)')!r} → {new_leaves.get(key, '(none)')!r}"
+            for key in sorted(set(old_leaves) | set(new_leaves)) if old_leaves.get(key) != new_leaves.get(key)
+            ] or ["export id"]
+
+
+def _leaves(value: Any, prefix: str = ""):
+    """(dotted key, value) for every non-container value of nested dicts and lists (list items as key[i])."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{prefix}[{index}]")
+    else:
+        yield prefix, value
 
 
 def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:

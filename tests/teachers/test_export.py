@@ -175,9 +175,11 @@ def test_rerun_of_a_finished_export_changes_nothing(make_config, corpus_file, tm
 def test_folder_of_another_configuration_is_refused_and_untouched(make_config, corpus_file, tmp_path):
     export.run_export(make_config(tmp_path / "out", corpus_file))
     before = folder_bytes(tmp_path / "out")
-    with pytest.raises(RecordsError, match=r"another configuration.*dtype.*float32.*float16.*output_dir"):
+    with pytest.raises(RecordsError, match=r"another configuration \(differences: dtype: 'float32' → 'float16'\)\. "
+                                           r"Nothing was changed.*output_dir"):
         export.run_export(make_config(tmp_path / "out", corpus_file, storage_dtype="float16"))
-    with pytest.raises(RecordsError, match=r"another configuration.*prompt"):
+    with pytest.raises(RecordsError, match=r"another configuration \(differences: teachers\[0\]\.prompt: '' → "
+                                           r"'query: '\)"):
         export.run_export(make_config(tmp_path / "out", corpus_file, **{"teachers.minilm.prompt": "query: "}))
     assert folder_bytes(tmp_path / "out") == before
 
@@ -204,7 +206,7 @@ def test_corpus_changed_between_runs_is_refused(make_config, corpus_file, tmp_pa
         export.run_export(make_config(folder, corpus_file))
     # Another size: refused up front as another configuration.
     corpus_file.write_text(original + "one more line\n", encoding="utf-8")
-    with pytest.raises(RecordsError, match=r"another configuration \(differences: corpus: .*'bytes'"):
+    with pytest.raises(RecordsError, match=r"another configuration \(differences: corpus\.files\[0\]\.bytes: "):
         export.run_export(make_config(folder, corpus_file))
 
 
