@@ -126,10 +126,9 @@ def main() -> None:
         vectors = {side: np.load(os.path.join(scratch, f"{side}.npy")) for side in sides}
     difference = float(np.abs(vectors["embed_jax"] - vectors["sentence-transformers"]).max())
     baseline = best["sentence-transformers"]["seconds"]
-    lengths = corpus_texts(args.corpus, args.texts)
-    print(f"\n{args.texts} texts of built-in corpus '{args.corpus}' (mean {np.mean([len(t.split()) for t in lengths]):.0f}"
-          f" words), teachers all-MiniLM-L6-v2 + all-mpnet-base-v2 → 1152-d, {args.threads} CPU threads, best of "
-          f"{args.repeats}\n")
+    mean_words = np.mean([len(text.split()) for text in corpus_texts(args.corpus, args.texts)])
+    print(f"\n{args.texts} texts of built-in corpus '{args.corpus}' (mean {mean_words:.0f} words), teachers "
+          f"all-MiniLM-L6-v2 + all-mpnet-base-v2 → 1152-d, {args.threads} CPU threads, best of {args.repeats}\n")
     print("| side | texts/s | seconds | ratio | peak RSS (MiB) | max abs diff vs ST |")
     print("|---|---:|---:|---:|---:|---:|")
     for side in sides:

@@ -3,14 +3,14 @@
 Every reader yields `records.Text(id, text)` in a fixed order and says what it is (`describe()`, stored in the
 manifest and compared when an export resumes) and, cheaply, how many texts it holds (`count()`, for the ETA).
 
-| kind      | config keys (under `corpus.`)                      | one text is                 | id when no id field     |
-|-----------|----------------------------------------------------|-----------------------------|-------------------------|
-| `text`    | paths                                              | a line                      | `<file>:<line>`         |
-| `jsonl`   | paths, text_field, id_field                        | the text field of a line    | `<file>:<line>`         |
-| `parquet` | paths, text_field, id_field                        | the text column of a row    | `<file>#<row>`          |
-| `tfds`    | tfds_name, tfds_split, tfds_data_dir, text_field,  | the text feature of an      | `<name>/<split>/<index>`|
-|           | id_field                                           | example (`tfds.data_source`, no TensorFlow)           |
-| `builtin` | builtin, max_texts                                 | see `corpora`               | see `corpora`           |
+| kind      | config keys (under `corpus.`)                  | one text is                  | id when no id field      |
+|-----------|------------------------------------------------|------------------------------|--------------------------|
+| `text`    | paths                                          | a line                       | `<file>:<line>`          |
+| `jsonl`   | paths, text_field, id_field                    | the text field of a line     | `<file>:<line>`          |
+| `parquet` | paths, text_field, id_field                    | the text column of a row     | `<file>#<row>`           |
+| `tfds`    | tfds_name, tfds_split, tfds_data_dir,          | the text feature of an       | `<name>/<split>/<index>` |
+|           | text_field, id_field                           | example (no TensorFlow)      |                          |
+| `builtin` | builtin, max_texts                             | see `corpora`                | see `corpora`            |
 
 `paths` is a comma-separated list of files or glob patterns, matched in sorted order. `<file>` is the file's path
 relative to the folder that holds all matched files. Lines and rows count from 1 and 0 respectively.
@@ -83,7 +83,8 @@ def decode_line(raw: bytes, *, file: Path, line_number: int, policy: str) -> str
         if policy == "replace":
             return raw.decode("utf-8", errors="replace")
         raise CorpusError(
-            f"{file}:{line_number}: bytes that are not UTF-8 at byte column {error.start + 1} ({raw[error.start:error.end]!r})."
+            f"{file}:{line_number}: bytes that are not UTF-8 at byte column {error.start + 1} "
+            f"({raw[error.start:error.end]!r})."
             f" Convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or set "
             f"--config.corpus.on_decode_error=replace to replace such bytes with U+FFFD.") from None
 
@@ -181,7 +182,8 @@ class JsonlFiles:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise CorpusError(f"{file}:{line_number}: not JSON ({error.msg} at column {error.colno}).") from None
+                    raise CorpusError(f"{file}:{line_number}: not JSON ({error.msg} at column {error.colno})."
+                                      ) from None
                 if not isinstance(record, dict):
                     raise CorpusError(f"{file}:{line_number}: a JSON {type(record).__name__}, expected an object.")
                 where = f"{file}:{line_number}"
@@ -314,7 +316,8 @@ def open_corpus(config) -> Corpus:
         return BuiltinCorpus(config.builtin, config.get("max_texts"))
     if kind == "tfds":
         if not config.tfds_name:
-            raise CorpusError("corpus.tfds_name is empty; name the tfds dataset, e.g. --config.corpus.tfds_name=ag_news_subset.")
+            raise CorpusError("corpus.tfds_name is empty; name the tfds dataset, e.g. "
+                              "--config.corpus.tfds_name=ag_news_subset.")
         return TfdsCorpus(config.tfds_name, config.tfds_split, config.tfds_data_dir, config.text_field,
                           config.id_field)
     files = expand_paths(config.paths)

@@ -85,7 +85,8 @@ def teacher_info(teacher: encoders.Teacher, order: int) -> TeacherInfo:
                        weights_sha256=encoders.folder_fingerprint(teacher.folder), order=order)
 
 
-def draft_manifest(settings: ExportSettings, teachers: Sequence[encoders.Teacher], corpus_description: dict) -> Manifest:
+def draft_manifest(settings: ExportSettings, teachers: Sequence[encoders.Teacher],
+                   corpus_description: dict) -> Manifest:
     infos = tuple(teacher_info(teacher, order) for order, teacher in enumerate(teachers))
     fields = {"schema_version": records.SCHEMA_VERSION, "teachers": [dataclasses.asdict(info) for info in infos],
               "dtype": settings.storage_dtype, "normalisation": records.NORMALISATION,

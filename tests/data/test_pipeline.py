@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from embed_jax.data import pipeline, records
+from embed_jax.data import pipeline
 from embed_jax.data.pipeline import PipelineConfigError
 from embed_jax.data.records import RecordsError
 

@@ -60,7 +60,8 @@ def test_jsonl_fields_ids_and_errors(tmp_path):
     assert [item.id for item in positional] == ["docs.jsonl:1", "docs.jsonl:2", "docs.jsonl:3"]
     for content, message in [('{"body": "x"}\n{"body": \n', r"docs.jsonl:2: not JSON"),
                              ('["a list"]\n', r"docs.jsonl:1: a JSON list, expected an object"),
-                             ('{"text": "x"}\n', r"docs.jsonl:1: no 'body' field \(corpus.text_field\); fields are 'text'"),
+                             ('{"text": "x"}\n',
+                              r"docs.jsonl:1: no 'body' field \(corpus.text_field\); fields are 'text'"),
                              ('{"body": 3}\n', r"field 'body' is int, not text"),
                              ('{"body": "x"}\n', r"docs.jsonl:1: no 'doc' field \(corpus.id_field\)")]:
         path.write_text(content)
