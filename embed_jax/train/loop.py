@@ -337,17 +337,21 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
                               trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
                               batch_sharding=batch_sharding, pad_token_id=pad_id)
     step_number = start_step
+    since_last_log: list[dict[str, jax.Array]] = []
     try:
         with PreemptionGuard() as guard:
             while step_number < num_steps:
                 local = next(iterator)
                 batch = global_batch(local, batch_sharding, pad_token_id=pad_id)
                 trainable, opt_state, step_metrics = train_step(trainable, frozen, opt_state, batch)
+                since_last_log.append(step_metrics)
                 step_number += 1
                 throughput.add(int(batch["input_ids"].shape[0]), int(local["attention_mask"].sum()) * jax.process_count())
                 writer.advance()
                 if step_number % log_every == 0 or step_number == num_steps or step_number == start_step + 1:
-                    host = {name: float(value) for name, value in jax.device_get(step_metrics).items()}
+                    # The mean over the steps since the last log: one batch's loss is too noisy to read a trend from.
+                    host = mean_metrics(jax.device_get(since_last_log))
+                    since_last_log = []
                     check_finite(host, step_number, stage_name, manager)
                     host["learning_rate"] = float(schedule(step_number - 1))
                     host.update(throughput.read_and_reset())
@@ -379,6 +383,11 @@ class Preempted(Exception):
     def __init__(self, step: int):
         super().__init__(f"stopped at step {step} on request")
         self.step = step
+
+
+def mean_metrics(rows: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Per-name mean of several steps' metrics (NaN/inf propagate, so `check_finite` still sees them)."""
+    return {name: float(np.mean([float(row[name]) for row in rows])) for name in rows[0]}
 
 
 def merged_params(graphdef: nnx.GraphDef, trainable: nnx.State, frozen: nnx.State) -> nnx.State:
