@@ -11,6 +11,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (a get_config() module).",
@@ -39,6 +40,10 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; settings go in --config.key=value")
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required: the folder for checkpoints and metrics (reused to resume)")
+    if not flags.FLAGS["verbosity"].present:
+        # Orbax and jax log every checkpoint step at INFO through absl; the progress bar says what matters.
+        # --verbosity=0 brings those lines back.
+        absl_logging.set_verbosity(absl_logging.WARNING)
     import jax
 
     if wants_distributed():
@@ -58,7 +63,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    # Orbax and jax log every checkpoint step at INFO through absl; the progress bar says what matters.
-    # --verbosity=0 brings those lines back.
-    flags.FLAGS.set_default("verbosity", -1)
     app.run(main)
