@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers: most of the suite is single-threaded XLA compilation (measured: 396 tests in 15.5 min with -n 2
+# on the 2-core machine while another job ran).
+exec .venv/bin/python -m pytest -q -n 2 "$@"
