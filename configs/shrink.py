@@ -5,7 +5,9 @@ similarity structure (similarity + relative similarity) of the model's own poole
     python -m embed_jax.main --config=configs/shrink.py --workdir=runs/shrink \
         --config.data.records_dir=runs/default/records        # any records: only their texts are used
 
-Default: all-mpnet-base-v2 (768-d) → 128-d and 64-d heads. The records' teacher vectors are ignored.
+Default: all-MiniLM-L6-v2 (384-d) → 128-d and 64-d heads. The records' teacher vectors are ignored. Any BERT /
+XLM-R / GPT-2 / Qwen2 folder works (--config.model.init_from=...); all-mpnet-base-v2 needs an MPNet encoder, which
+embed_jax does not have yet (its model_type is refused with the supported list).
 """
 import ml_collections
 
@@ -14,7 +16,7 @@ from embed_jax.train import config as train_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = train_config.base_config()
-    config.model.init_from = "asset:all-mpnet-base-v2"
+    config.model.init_from = "asset:all-MiniLM-L6-v2"
     config.model.teacher_dim = 0  # no FC1: the target is the model's own pooled vector
     config.model.reduction_dims = (128, 64)
     config.loss.reduction_target = "pooled"
