@@ -119,6 +119,7 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
         global_batch_size=config.data.global_batch_size,
         max_length=config.data.max_length,
         length_buckets=tuple(config.data.length_buckets),
+        length_grouping_window=int(config.data.get("length_grouping_window", 1)),
         seed=seed,
         shuffle=shuffle,
         num_epochs=num_epochs,

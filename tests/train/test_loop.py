@@ -57,6 +57,7 @@ def test_each_stage_trains_only_its_parameters(three_stages):
 def test_rerun_resumes_instead_of_starting_over(smoke_config, tmp_path, monkeypatch):
     smoke_config.stage_order = ("stage1",)
     smoke_config.stage1.num_steps = 4
+    smoke_config.data.length_grouping_window = 2  # length-grouped batches resume like random ones
     monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it (Orbax itself needs absolute paths)
     first = loop.train_and_evaluate(smoke_config, "runs/relative")[0]
     smoke_config.stage1.num_steps = 6  # a longer run on the same workdir continues from step 4
