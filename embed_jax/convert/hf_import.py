@@ -45,6 +45,7 @@ _TEXT_FAMILIES: dict[str, tuple[str, str]] = {
     "roberta": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
     "xlm-roberta": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
     "gpt2": ("embed_jax.models.gpt2", "embed_jax.convert.tables.gpt2"),
+    "mpnet": ("embed_jax.models.mpnet", "embed_jax.convert.tables.mpnet"),
     "qwen2": ("embed_jax.models.qwen2", "embed_jax.convert.tables.qwen2"),
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_TEXT_FAMILIES))
