@@ -7,7 +7,8 @@ Each framework runs in its own subprocess, so peak memory (RSS on CPU, allocator
 
     python benchmarks/train_step.py                          # CPU: real all-MiniLM-L6-v2, stage 3 (all params)
     python benchmarks/train_step.py --stage heads            # stage 1 (FC1 only)
-    python benchmarks/train_step.py --gpu --model bert-base --batch 128 --length 512 --dtype bfloat16
+    python benchmarks/train_step.py --gpu --model bert-base --batch 128 --length 512 --dtype bfloat16 \
+        --attention xla,cudnn                                # one JAX row per attention implementation
 
 Prints a Markdown table: steps/s, ratio, peak memory, and (analytic) TFLOP/s and MFU when --peak-tflops is given.
 """
@@ -83,7 +84,8 @@ def run_jax(args) -> dict:
 
     folder = model_folder(args.model, Path(args.scratch))
     student = Student.from_pretrained(folder, heads={"teacher_dim": args.teacher_dim, "reduction_dims": []},
-                                      pooling_method="mean", dtype=jnp.dtype(args.dtype))
+                                      pooling_method="mean", dtype=jnp.dtype(args.dtype),
+                                      text_options={"attention": args.jax_attention})
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
     select = stages.trainable_filter(args.stage, paths, last_layers=3)
     graphdef, trainable, frozen = stages.split_trainable(student, select)
@@ -119,7 +121,7 @@ def run_jax(args) -> dict:
     gpu_peak = None
     if args.gpu:
         gpu_peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
-    return {"framework": "embed_jax (JAX jit)", "step_s": seconds, "compile_s": compile_s,
+    return {"framework": f"embed_jax (JAX jit, {args.jax_attention} attention)", "step_s": seconds, "compile_s": compile_s,
             "loss": float(metrics["loss"]), "flops": step_flops, "peak_mb": peak_memory_mb(gpu_peak),
             "device": str(jax.devices()[0].device_kind)}
 
@@ -215,6 +217,9 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for MFU")
     parser.add_argument("--frameworks", default="jax,torch")
+    parser.add_argument("--attention", default="xla", help="JAX attention implementation(s), comma-separated: one "
+                        "row each (embed_jax/models/attention.py; 'cudnn' needs a GPU and bfloat16)")
+    parser.add_argument("--jax-attention", default="xla", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default="/tmp/embed_jax_bench")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -222,28 +227,33 @@ def main() -> None:
         print(json.dumps((run_jax if args.worker == "jax" else run_torch)(args)))
         return
     rows = []
-    for framework in args.frameworks.split(","):
-        command = [sys.executable, __file__, *sys.argv[1:], f"--worker={framework}"]
+    workers = [(framework, implementation) for framework in args.frameworks.split(",")
+               for implementation in (args.attention.split(",") if framework == "jax" else ["-"])]
+    for framework, implementation in workers:
+        command = [sys.executable, __file__, *sys.argv[1:], f"--worker={framework}", f"--jax-attention={implementation}"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            rows.append({"framework": framework, "error": done.stderr.strip().splitlines()[-1][:200]})
+            lines = done.stderr.strip().splitlines() or ["(no output)"]
+            error = next((line for line in reversed(lines) if "Error" in line), lines[-1])
+            rows.append({"framework": f"{framework} ({implementation} attention)", "error": error[:200]})
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"\nTrain step, {args.model}, stage '{args.stage}', batch {args.batch} × length {args.length}, "
           f"teacher dim {args.teacher_dim}, {args.dtype}, {rows[0].get('device', '?')} ({os.cpu_count()} CPU threads)\n")
-    print("| framework | step (s) | steps/s | vs PyTorch | first step / compile (s) | peak memory (MB) | TFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| framework | step (s) | steps/s | vs PyTorch | first step / compile (s) | peak memory (MB) | TFLOP/s | MFU "
+          "| loss after the timed steps |")
+    print("|---|---|---|---|---|---|---|---|---|")
     torch_row = next((row for row in rows if row.get("framework", "").startswith("PyTorch")), None)
     flops_per_step = next((row["flops"] for row in rows if "flops" in row), None)
     for row in rows:
         if "error" in row:
-            print(f"| {row['framework']} | failed: {row['error']} | | | | | | |")
+            print(f"| {row['framework']} | failed: {row['error']} | | | | | | | |")
             continue
         ratio = torch_row["step_s"] / row["step_s"] if torch_row and "step_s" in torch_row else float("nan")
         tflops = flops_per_step / row["step_s"] / 1e12 if flops_per_step else float("nan")
         mfu = f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "–"
         print(f"| {row['framework']} | {row['step_s']:.3f} | {1 / row['step_s']:.2f} | {ratio:.2f}× | "
-              f"{row['compile_s']:.1f} | {row['peak_mb']:.0f} | {tflops:.2f} | {mfu} |")
+              f"{row['compile_s']:.1f} | {row['peak_mb']:.0f} | {tflops:.2f} | {mfu} | {row['loss']:.5f} |")
     if flops_per_step:
         print(f"\nAnalytic FLOPs per step (embed_jax/train/flops.py): {flops_per_step / 1e9:.1f} GFLOP")
 

@@ -47,6 +47,7 @@ class BertConfig:
     scan: bool = False
     remat: bool = False
     truncate_long_inputs: bool = False
+    attention: str = "xla"  # embed_jax/models/attention.py IMPLEMENTATIONS
 
     @property
     def head_dim(self) -> int:
@@ -60,7 +61,7 @@ class BertConfig:
         return self.max_position_embeddings
 
 
-OPTIONS = ("scan", "remat", "truncate_long_inputs")
+OPTIONS = ("scan", "remat", "truncate_long_inputs", "attention")
 ARCHITECTURE_KEYS = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
     "max_position_embeddings", "hidden_act", "type_vocab_size", "layer_norm_eps", "pad_token_id", "initializer_range",
@@ -87,6 +88,7 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "config.json",
             f"num_attention_heads={config.num_attention_heads}"
         )
     layers.activation(config.hidden_act, config_key=f"{source}: hidden_act")
+    attention.check_implementation(config.attention)
     return config
 
 
@@ -113,6 +115,7 @@ class BertSelfAttention(nnx.Module):
     def __init__(self, config: BertConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         kwargs = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range)
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.implementation = config.attention
         self.query = layers.dense(config.hidden_size, config.hidden_size, kernel_axes=("embed", "heads"), **kwargs)
         self.key = layers.dense(config.hidden_size, config.hidden_size, kernel_axes=("embed", "heads"), **kwargs)
         self.value = layers.dense(config.hidden_size, config.hidden_size, kernel_axes=("embed", "heads"), **kwargs)
@@ -122,7 +125,8 @@ class BertSelfAttention(nnx.Module):
             attention.split_heads(projection(hidden), self.num_heads, self.head_dim)
             for projection in (self.query, self.key, self.value)
         )
-        return attention.merge_heads(attention.dot_product_attention(query, key, value, mask))
+        return attention.merge_heads(attention.dot_product_attention(query, key, value, mask,
+                                                                   implementation=self.implementation))
 
 
 class BertSelfOutput(nnx.Module):
@@ -249,7 +253,7 @@ class BertModel(nnx.Module):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         hidden = self.embeddings(inputs_embeds, position_ids, token_type_ids)
-        mask = attention.attention_bias_mask(attention_mask, causal=False)
+        mask = attention.attention_mask_for(attention_mask, causal=False, implementation=self.config.attention)
         return self.encoder(hidden, mask)
 
     def _position_ids(self, input_ids: jax.Array | None, batch: int, length: int) -> jax.Array:

@@ -42,6 +42,7 @@ class GPT2Config:
     scan: bool = False
     remat: bool = False
     truncate_long_inputs: bool = False
+    attention: str = "xla"  # embed_jax/models/attention.py IMPLEMENTATIONS
 
     @property
     def head_dim(self) -> int:
@@ -52,7 +53,7 @@ class GPT2Config:
         return self.intermediate_size or 4 * self.hidden_size
 
 
-OPTIONS = ("causal", "scan", "remat", "truncate_long_inputs")
+OPTIONS = ("causal", "scan", "remat", "truncate_long_inputs", "attention")
 ARCHITECTURE_KEYS = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
     "intermediate_size", "activation_function", "layer_norm_epsilon", "scale_attn_weights", "initializer_range",
@@ -72,6 +73,7 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "config.json",
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(f"{source}: n_embd={config.hidden_size} is not a multiple of n_head={config.num_attention_heads}")
     layers.activation(config.activation_function, config_key=f"{source}: activation_function")
+    attention.check_implementation(config.attention)
     return config
 
 
@@ -79,6 +81,7 @@ class GPT2Attention(nnx.Module):
     def __init__(self, config: GPT2Config, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.scale = 1.0 / config.head_dim**0.5 if config.scale_attn_weights else 1.0
+        self.implementation, self.causal = config.attention, config.causal
         self.c_attn = nnx.LinearGeneral(
             config.hidden_size, (3, config.hidden_size),
             dtype=dtype, param_dtype=param_dtype,
@@ -96,7 +99,8 @@ class GPT2Attention(nnx.Module):
         query, key, value = (
             attention.split_heads(fused[:, :, index], self.num_heads, self.head_dim) for index in range(3)
         )
-        attended = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=self.scale)
+        attended = attention.dot_product_attention(query, key, value, mask, implementation=self.implementation,
+                                                  causal=self.causal, scale=self.scale)
         return self.c_proj(attention.merge_heads(attended))
 
 
@@ -169,7 +173,8 @@ class GPT2Model(nnx.Module):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         hidden = inputs_embeds + self.wpe(jnp.arange(length, dtype=jnp.int32))[None]
-        mask = attention.attention_bias_mask(attention_mask, causal=self.config.causal)
+        mask = attention.attention_mask_for(attention_mask, causal=self.config.causal,
+                                           implementation=self.config.attention)
         hidden = layers.run_layers(self.h, hidden, mask, scan=self.config.scan, remat=self.config.remat)
         return self.ln_f(hidden)
 

@@ -46,9 +46,10 @@ class Qwen2Config:
     scan: bool = False
     remat: bool = False
     truncate_long_inputs: bool = False
+    attention: str = "xla"  # embed_jax/models/attention.py IMPLEMENTATIONS
 
 
-OPTIONS = ("causal", "scan", "remat", "truncate_long_inputs")
+OPTIONS = ("causal", "scan", "remat", "truncate_long_inputs", "attention")
 ARCHITECTURE_KEYS = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
     "max_position_embeddings", "hidden_act", "rms_norm_eps", "initializer_range",
@@ -93,6 +94,7 @@ def config_from_hf(hf_config: Mapping[str, Any], *, source: str = "config.json",
     if config.head_dim % 2:
         raise ValueError(f"{source}: head_dim={config.head_dim} is odd; rotary embeddings rotate pairs of dimensions")
     layers.activation(config.hidden_act, config_key=f"{source}: hidden_act")
+    attention.check_implementation(config.attention)
     return config
 
 
@@ -123,13 +125,15 @@ class Qwen2Attention(nnx.Module):
         self.q_proj = layers.dense(config.hidden_size, query_width, kernel_axes=("embed", "heads"), **kwargs)
         self.k_proj = layers.dense(config.hidden_size, kv_width, kernel_axes=("embed", "kv"), **kwargs)
         self.v_proj = layers.dense(config.hidden_size, kv_width, kernel_axes=("embed", "kv"), **kwargs)
+        self.implementation, self.causal = config.attention, config.causal
         self.o_proj = layers.dense(query_width, config.hidden_size, kernel_axes=("heads", "embed"), use_bias=False, **kwargs)
 
     def __call__(self, hidden: jax.Array, mask: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
         query = apply_rotary(attention.split_heads(self.q_proj(hidden), self.num_heads, self.head_dim), cos, sin)
         key = apply_rotary(attention.split_heads(self.k_proj(hidden), self.num_kv_heads, self.head_dim), cos, sin)
         value = attention.split_heads(self.v_proj(hidden), self.num_kv_heads, self.head_dim)
-        return self.o_proj(attention.merge_heads(attention.dot_product_attention(query, key, value, mask)))
+        return self.o_proj(attention.merge_heads(attention.dot_product_attention(
+            query, key, value, mask, implementation=self.implementation, causal=self.causal)))
 
 
 class Qwen2MLP(nnx.Module):
@@ -203,7 +207,8 @@ class Qwen2Model(nnx.Module):
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        mask = attention.attention_bias_mask(attention_mask, causal=self.config.causal)
+        mask = attention.attention_mask_for(attention_mask, causal=self.config.causal,
+                                           implementation=self.config.attention)
         cos, sin = rotary_cos_sin(length, self.config.head_dim, self.config.rope_theta)
         hidden = layers.run_layers(
             self.layers, hidden, mask, cos, sin, scan=self.config.scan, remat=self.config.remat
