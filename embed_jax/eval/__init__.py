@@ -1,0 +1,10 @@
+"""Evaluation on the hold-out that training never sees: `python -m embed_jax.eval` (docs/eval.md).
+
+    tasks.py      what a task is, and the registry (lee.py, wordnet.py: the text suite)
+    metrics.py    correlations, nDCG, recall and MRR on unit vectors
+    specs.py      --model specs → models: st_model.py (sentence-transformers), flax_model.py (a trained stage),
+                  derived.py (concat:, pca:)
+    encoding.py   the model interface and the per-model vector cache
+    overlap.py    refuse models whose training records contain the hold-out
+    runner.py     the suite over models × heads; report.py: results.json and results.md
+"""

@@ -1,0 +1,101 @@
+"""Models built from other models' vectors: the concatenated teacher and the PCA baseline.
+
+* `concat:A+B+...`: each part's default head, L2-normalised, concatenated in the given order, renormalised: the
+  distillation target of SPEC §2, computed by the same function as the teacher export
+  (`embed_jax.teachers.targets.concatenated_target`).
+* `pca:SPEC@DIM`: SPEC's default head projected on its DIM leading principal directions, then renormalised. The
+  directions are fitted on SPEC's unit vectors of the first N built-in training texts (`corpora.builtin_texts("all",
+  N)`, N = --pca_fit_texts, default 10,000): unlabeled text that excludes the hold-out, in the fixed pseudo-random
+  order that mixes Wikipedia, ABC news and WordNet. The vectors are centred on the fit texts' mean before projecting
+  (the standard PCA; the mean is part of the fitted map). This is the baseline of issue 5 item 4: a 768-d model
+  reduced to 128-d without training.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from embed_jax.eval import overlap
+from embed_jax.eval.encoding import EncodeContext, EvalModel, encode
+from embed_jax.teachers.targets import concatenated_target
+
+CONCAT_HEAD = "concat"
+PCA_FIT_CORPUS = "all"
+
+
+class ConcatenatedModel(EvalModel):
+    kind = "concat"
+    cacheable = False  # its parts are cached; concatenating is instant
+
+    def __init__(self, spec: str, parts: Sequence[EvalModel]):
+        self.spec, self.parts = spec, list(parts)
+        self.heads = {CONCAT_HEAD: sum(part.heads[part.default_head] for part in self.parts)}
+        self.default_head = CONCAT_HEAD
+        self.holdout = overlap.combine([part.holdout for part in self.parts], "concatenation of its parts")
+        self.source = {"parts": [{"spec": part.spec, "head": part.default_head,
+                                  "dim": part.heads[part.default_head]} for part in self.parts],
+                       "normalisation": "per part L2, concatenated in order, L2 again (SPEC §2)"}
+
+    def fingerprint(self) -> str:
+        return "+".join(part.fingerprint() for part in self.parts)
+
+    def encode_uncached(self, texts: Sequence[str], context: EncodeContext) -> dict[str, np.ndarray]:
+        per_part = [encode(part, texts, context)[part.default_head] for part in self.parts]
+        ids = [f"text {index}" for index in range(len(texts))]
+        return {CONCAT_HEAD: concatenated_target(per_part, [part.spec for part in self.parts], ids)}
+
+
+def fit_pca(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean (d,), components (dim, d), share of the variance they keep) of the rows of `vectors`."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    mean = vectors.mean(axis=0)
+    _, singular_values, components = np.linalg.svd(vectors - mean, full_matrices=False)
+    variance = singular_values ** 2
+    return mean, components[:dim], float(variance[:dim].sum() / variance.sum())
+
+
+class PcaModel(EvalModel):
+    kind = "pca"
+    cacheable = False  # the base model's vectors are cached; projecting is instant
+
+    def __init__(self, spec: str, base: EvalModel, dim: int, fit_texts: int):
+        from embed_jax.eval.encoding import ModelSpecError
+
+        base_dim = base.heads[base.default_head]
+        if not 0 < dim < base_dim:
+            raise ModelSpecError(f"model spec {spec!r}: DIM={dim} must be between 1 and the base model's "
+                                 f"{base_dim} (its head {base.default_head!r}).")
+        if fit_texts < dim:
+            raise ModelSpecError(f"model spec {spec!r}: --pca_fit_texts={fit_texts} is fewer than DIM={dim}; "
+                                 f"PCA needs at least as many texts as directions (use thousands).")
+        self.spec, self.base, self.dim, self.fit_texts = spec, base, dim, fit_texts
+        self.head = f"pca{dim}"
+        self.heads = {self.head: dim}
+        self.default_head = self.head
+        self.holdout = overlap.combine([base.holdout], "PCA of its base model (fitted on built-in training texts)")
+        self.source = {"base": base.spec, "base_head": base.default_head, "base_dim": base_dim,
+                       "fit_corpus": f"builtin:{PCA_FIT_CORPUS}", "fit_texts": fit_texts, "centred": True}
+        self._fitted = None
+
+    def fingerprint(self) -> str:
+        return f"{self.base.fingerprint()}:pca{self.dim}:{self.fit_texts}"
+
+    def fitted(self, context: EncodeContext) -> tuple[np.ndarray, np.ndarray]:
+        if self._fitted is None:
+            from embed_jax.data import corpora
+
+            texts = [item.text for item in corpora.builtin_texts(PCA_FIT_CORPUS, self.fit_texts)]
+            if len(texts) < self.fit_texts:
+                raise ValueError(f"{self.spec}: the built-in corpus holds {len(texts)} texts, fewer than "
+                                 f"--pca_fit_texts={self.fit_texts}")
+            base_vectors = encode(self.base, texts, context)[self.base.default_head]
+            mean, components, kept = fit_pca(base_vectors, self.dim)
+            self.source["explained_variance"] = kept
+            self._fitted = (mean, components)
+        return self._fitted
+
+    def encode_uncached(self, texts: Sequence[str], context: EncodeContext) -> dict[str, np.ndarray]:
+        mean, components = self.fitted(context)
+        base_vectors = encode(self.base, texts, context)[self.base.default_head].astype(np.float64)
+        return {self.head: (base_vectors - mean) @ components.T}

@@ -1,0 +1,91 @@
+"""Run the suite: load every model (refusing bad specs and hold-out overlap before any encoding), embed the union of
+the tasks' texts once per model, score each head on each task, and collect one row per model × head."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+from embed_jax.eval import encoding, tasks as task_registry
+from embed_jax.eval.encoding import EncodeContext, EvalModel
+from embed_jax.eval.specs import ModelLoader
+from embed_jax.eval.tasks import Task, TaskResult, TextVectors
+
+# The suite's mean (docs/eval.md): one headline metric per task, so each task weighs the same.
+HEADLINE = (("lee_similarity", "spearman"), ("lee_retrieval", "ndcg@10"), ("wordnet_retrieval", "mrr@10"))
+
+
+def metric_key(task: str, metric: str) -> str:
+    return f"{task}/{metric}"
+
+
+def headline_mean(metrics: dict[str, float]) -> float | None:
+    """Mean of the headline metrics, or None when the run left out one of their tasks."""
+    keys = [metric_key(task, metric) for task, metric in HEADLINE]
+    if not all(key in metrics for key in keys):
+        return None
+    return sum(metrics[key] for key in keys) / len(keys)
+
+
+def suite_texts(suite: Sequence[Task]) -> list[str]:
+    """Every task's texts once, in first-seen order."""
+    return list(dict.fromkeys(text for task in suite for text in task.texts()))
+
+
+@dataclasses.dataclass
+class ModelRun:
+    model: EvalModel
+    load_s: float
+
+
+def load_models(specs: Sequence[str], context: EncodeContext) -> list[ModelRun]:
+    loader, runs = ModelLoader(context), []
+    for spec in specs:
+        started = time.perf_counter()
+        model = loader.load(spec)
+        runs.append(ModelRun(model, time.perf_counter() - started))
+    return runs
+
+
+def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: dict[str, int],
+                context: EncodeContext) -> list[dict[str, Any]]:
+    model = run.model
+    timings: list[encoding.EncodeTiming] = []
+    vectors = encoding.encode(model, texts, context, timings)
+    rows = []
+    for head, dim in model.heads.items():
+        started = time.perf_counter()
+        results: dict[str, TaskResult] = {task.name: task.score(TextVectors(index, vectors[head])) for task in suite}
+        metrics = {metric_key(name, metric): value for name, result in results.items()
+                   for metric, value in result.metrics.items()}
+        rows.append({
+            "model": model.spec, "kind": model.kind, "head": head, "dim": dim,
+            "default_head": head == model.default_head,
+            "metrics": metrics, "mean": headline_mean(metrics),
+            "counts": {name: result.counts for name, result in results.items()},
+            "holdout": model.holdout.as_json(),
+            "source": model.source,
+            "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timings[0].seconds, 3),
+                        "texts": timings[0].texts, "from_cache": timings[0].cached,
+                        "texts_per_s": (None if timings[0].cached or not timings[0].seconds
+                                        else round(timings[0].texts / timings[0].seconds, 1)),
+                        "score_s": round(time.perf_counter() - started, 3)},
+        })
+    return rows
+
+
+def evaluate(specs: Sequence[str], task_names: Sequence[str], context: EncodeContext) -> dict[str, Any]:
+    """The report as a JSON-able dict: tasks, headline definition, rows."""
+    suite = task_registry.load_tasks(task_names)
+    runs = load_models(specs, context)
+    texts = suite_texts(suite)
+    index = {text: position for position, text in enumerate(texts)}
+    rows = [row for run in runs for row in score_model(run, suite, texts, index, context)]
+    return {
+        "tasks": {task.name: {"description": task.description, "metrics": list(task.metric_names),
+                              "counts": rows[0]["counts"][task.name] if rows else {}} for task in suite},
+        "headline": {"metrics": [metric_key(task, metric) for task, metric in HEADLINE],
+                     "definition": "unweighted mean of the three headline metrics (docs/eval.md)"},
+        "texts_encoded_per_model": len(texts),
+        "rows": rows,
+    }

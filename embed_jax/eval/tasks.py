@@ -1,0 +1,92 @@
+"""What an evaluation task is, and the registry that names them.
+
+A task lists the texts it embeds (`texts()`), then scores one head's vectors of them (`score(vectors)`): the runner
+embeds the union of every task's texts once per model, and hands each task a `TextVectors` lookup per head. A
+task's data loads lazily and once (the hold-out is read on first use).
+
+The registry maps a task name to "module:factory", imported on first use, so a task that needs other packages (the
+vision zero-shot task in embed_jax/eval/zero_shot.py) costs nothing until asked for. To add a task: write a `Task`
+subclass in its own module and add one line to TASKS (or call `register_task` from a script). A task that scores
+images as well lists them in `images()` (name → array of pixel batches); the runner then calls the model's
+`encode_images` and passes the image vectors under `vectors.images[name]`; models without an image path skip it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+# name → "module:factory"; DEFAULT_TASKS is the headline text suite (docs/eval.md).
+TASKS: dict[str, str] = {
+    "lee_similarity": "embed_jax.eval.lee:LeeSimilarity",
+    "lee_retrieval": "embed_jax.eval.lee:LeeRetrieval",
+    "wordnet_retrieval": "embed_jax.eval.wordnet:WordNetRetrieval",
+}
+DEFAULT_TASKS = ("lee_similarity", "lee_retrieval", "wordnet_retrieval")
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0])
+
+
+@dataclasses.dataclass
+class TextVectors:
+    """One head's unit vectors of the suite's texts, looked up by text (`rows(texts)` → (n, dim) float32)."""
+
+    index: Mapping[str, int]
+    matrix: np.ndarray
+    images: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def rows(self, texts: Sequence[str]) -> np.ndarray:
+        return self.matrix[[self.index[text] for text in texts]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    metrics: dict[str, float]  # metric name → value (higher is better)
+    counts: dict[str, int]  # what the metrics were computed over (pairs, queries, corpus size, ...)
+
+
+class Task:
+    """Base class: `name`, `metric_names` (reported in this order), `texts()`, `score(vectors)`."""
+
+    name: str = ""
+    metric_names: tuple[str, ...] = ()
+    description: str = ""
+
+    def texts(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def images(self) -> Mapping[str, Any]:
+        """Named image sets this task needs embedded (none for text tasks)."""
+        return {}
+
+    def score(self, vectors: TextVectors) -> TaskResult:
+        raise NotImplementedError
+
+
+def register_task(name: str, target: str) -> None:
+    """Add a task as "module:factory" (the factory takes no arguments and returns a Task)."""
+    if ":" not in target:
+        raise ValueError(f"task {name!r}: target {target!r} must be 'module:factory'")
+    TASKS[name] = target
+
+
+def load_task(name: str) -> Task:
+    if name not in TASKS:
+        raise UnknownTaskError(f"unknown evaluation task {name!r}; the tasks are: {', '.join(sorted(TASKS))}.")
+    module_name, factory_name = TASKS[name].split(":")
+    task = getattr(importlib.import_module(module_name), factory_name)()
+    task.name = name
+    return task
+
+
+def load_tasks(names: Sequence[str]) -> list[Task]:
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        raise UnknownTaskError(f"unknown evaluation task(s) {', '.join(map(repr, unknown))}; the tasks are: "
+                               f"{', '.join(sorted(TASKS))}.")
+    return [load_task(name) for name in names]
