@@ -393,3 +393,47 @@ def distillation_loss(
         total = total + config.similarity_weight * terms[f"{name}/similarity"]
         total = total + config.relative_similarity_weight * terms[f"{name}/relative_similarity"]
     return total, terms
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 4: image vectors against their captions' vectors, through every head
+
+
+def image_caption_loss(
+    image_heads: Mapping[str, jax.Array], caption_heads: Mapping[str, jax.Array], config: LossConfig | Mapping | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SPEC §4, stage 4: per head, cosine + similarity + relative similarity between the images' vectors (student)
+    and their captions' vectors through the same head (teacher), weighted as SPEC §3.4; the total is the mean of the
+    heads' weighted sums, so adding a head does not scale the loss. Terms are named like `distillation_loss`'s:
+    {"dense_1152/cosine": …, …}. `config.main_head` and `reduction_target` do not apply (every head is its own main
+    head); the weights and the margin do. Both sides are (re-)normalised in fp32.
+    """
+    if config is None:
+        config = LossConfig()
+    elif not isinstance(config, LossConfig):
+        config = LossConfig.from_mapping(config)
+    if not image_heads:
+        raise ValueError("image_caption_loss got no image heads")
+    if sorted(image_heads) != sorted(caption_heads):
+        raise ValueError(f"image heads {sorted(image_heads)} and caption heads {sorted(caption_heads)} differ: each "
+                         "head's image vectors are compared with the same head's caption vectors")
+    names = list(image_heads)
+    images = {name: l2_normalize(_as_fp32_rows(image_heads[name], f"image head {name!r}")) for name in names}
+    captions = {name: l2_normalize(_as_fp32_rows(caption_heads[name], f"caption head {name!r}")) for name in names}
+    caption_grams = {name: lax.stop_gradient(gram(captions[name])) for name in names}
+    image_grams = {name: gram(images[name]) for name in names}
+    relative = relative_similarity_loss_from_pairs(
+        jnp.stack([upper_triangle(image_grams[name]) for name in names]),
+        jnp.stack([teacher_pair_order(upper_triangle(caption_grams[name])) for name in names]),
+        config.margin,
+    )
+    terms: dict[str, jax.Array] = {}
+    total = jnp.zeros((), jnp.float32)
+    for index, name in enumerate(names):
+        terms[f"{name}/cosine"] = cosine_loss(images[name], lax.stop_gradient(captions[name]))
+        terms[f"{name}/similarity"] = similarity_loss_from_gram(image_grams[name], caption_grams[name])
+        terms[f"{name}/relative_similarity"] = relative[index]
+        total = total + (config.cosine_weight * terms[f"{name}/cosine"]
+                         + config.similarity_weight * terms[f"{name}/similarity"]
+                         + config.relative_similarity_weight * terms[f"{name}/relative_similarity"])
+    return total / len(names), terms

@@ -33,7 +33,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -202,16 +202,19 @@ def _write_json_atomically(path: Path, text: str) -> None:
 
 
 def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.ndarray]], manifest: Manifest,
-                corpus_hash: str) -> ShardInfo:
-    """Write one shard, then its sidecar; both appear by rename, the sidecar last, so a crash leaves no half shard."""
+                corpus_hash: str, encode: Callable[..., bytes] = encode_record) -> ShardInfo:
+    """Write one shard, then its sidecar; both appear by rename, the sidecar last, so a crash leaves no half shard.
+
+    `encode(*record, manifest.dtype)` gives a record's bytes; each record's first field is its id. Text records use
+    `encode_record`; image–caption records (embed_jax/data/image_records.py) pass their own layout."""
     from array_record.python import array_record_module
 
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
     temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
     writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
-    for record_id, text, vector in records:
-        writer.write(encode_record(record_id, text, vector, manifest.dtype))
+    for record in records:
+        writer.write(encode(*record, manifest.dtype))
     writer.close()
     _publish(temporary_path, final_path)
     info = ShardInfo(file=final_path.name, num_records=len(records), first_id=records[0][0],

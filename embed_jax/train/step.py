@@ -34,8 +34,23 @@ def student_heads(outputs: Mapping[str, Any]) -> dict[str, jax.Array]:
 
 # Where the target vectors come from: the records' teacher vectors (SPEC §2), or the student's own pooled vector
 # (self-distillation for dimension reduction, SPEC §4: with the encoder frozen, the heads learn to shrink the
-# model's own embedding space using unlabeled text and the model alone).
-TARGETS = ("records", "pooled")
+# model's own embedding space using unlabeled text and the model alone), or — for image batches (stage 4) — the
+# captions' vectors per head stored in image–caption records (embed_jax/data/image_records.py).
+TARGETS = ("records", "pooled", "captions")
+
+
+def caption_heads(teacher: jax.Array, head_dims: tuple[int, ...]) -> dict[str, jax.Array]:
+    """(m, Σ dims) caption vectors → {'dense_{dim}': (m, dim)}, cut in the student's head order (the order image
+    records store them in; image_records.check_heads_for_training refuses records of other heads)."""
+    starts = [sum(head_dims[:index]) for index in range(len(head_dims))]
+    return {head_name(dim): teacher[:, start:start + dim] for dim, start in zip(head_dims, starts)}
+
+
+def image_caption_terms(student: nnx.Module, batch: Batch, loss_config: losses.LossConfig):
+    """Stage 4 (SPEC §4): the images' vectors through every head against their captions' vectors."""
+    outputs = student(batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"])
+    return losses.image_caption_loss(student_heads(outputs), caption_heads(batch["teacher"], student.heads.dims),
+                                     loss_config)
 
 
 def compute_loss(
@@ -44,6 +59,8 @@ def compute_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The weighted total and every unweighted term, for one global batch."""
     student = nnx.merge(graphdef, trainable, frozen)
+    if target == "captions":
+        return image_caption_terms(student, batch, loss_config)
     outputs = student(batch["input_ids"], batch["attention_mask"])
     vectors = batch["teacher"] if target == "records" else jax.lax.stop_gradient(outputs["pooled"])
     return losses.distillation_loss(student_heads(outputs), vectors, loss_config)

@@ -1,0 +1,51 @@
+"""Fixtures for the vision tests: a tiny random BERT text student saved as a real Hugging Face folder (MiniLM's
+tokenizer, so real captions tokenise), a tiny SigLIP-shaped tower config, and a stage-4 student built from both."""
+import shutil
+from pathlib import Path
+
+import pytest
+from flax import nnx
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TINY_TOWER = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 16, "patch_size": 8,
+              "vision_use_head": False}
+NUM_IMAGE_TOKENS = 4
+HEADS = {"teacher_dim": 24, "reduction_dims": [8]}
+
+
+@pytest.fixture(scope="session")
+def tiny_text_folder(tmp_path_factory) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from embed_jax.teachers.assets import minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny_text")
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                 vocab_size=30522, max_position_embeddings=64), add_pooling_layer=False)
+    model.save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_path() / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_prompt(tiny_text_folder):
+    from embed_jax.data.image_records import image_prompt_tokens
+
+    return image_prompt_tokens(str(tiny_text_folder), NUM_IMAGE_TOKENS)
+
+
+@pytest.fixture(scope="session")
+def new_vision_student(tiny_text_folder, image_prompt):
+    """A factory: the tiny text student with FC heads and a tiny tower + linear projection pool (seeded)."""
+    from embed_jax.models.student import Student
+
+    def build(seed: int = 0, mode: str = "linear"):
+        vision = {"tower": dict(TINY_TOWER), "pool": {"mode": mode, "num_tokens": NUM_IMAGE_TOKENS},
+                  "placeholders": image_prompt.placeholders}
+        return Student.from_pretrained(tiny_text_folder, heads=HEADS, vision=vision, rngs=nnx.Rngs(seed))
+
+    return build
