@@ -34,6 +34,7 @@ from absl import logging as absl_logging
 
 from embed_jax.convert import hf_export, model_card
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
+from embed_jax.teachers.assets import AssetError
 
 STUDENT_CONFIG_FILE = "student_config.json"  # embed_jax.train.loop.STUDENT_CONFIG_FILE (not imported: jax-free here)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
@@ -445,7 +446,7 @@ def main(argv: list[str]) -> int:
                         default_head=_DEFAULT_HEAD.value, overwrite=_OVERWRITE.value, tokenizer=_TOKENIZER.value,
                         records_dirs=_RECORDS.value, skip_records=_SKIP_RECORDS.value, eval_json=_EVAL_JSON.value,
                         max_seq_length=_MAX_SEQ_LENGTH.value, title=_TITLE.value)
-    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: embed_jax.teachers.assets.AssetError
+    except (OSError, ValueError, AssetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {result.folder} from {result.stage} step {result.step}: heads {', '.join(map(str, result.heads))}, "

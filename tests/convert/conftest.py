@@ -118,3 +118,14 @@ def minilm_tokenizer_files(tmp_path_factory) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(minilm_path() / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def stage_writer():
+    """`write_stage` for test modules (conftest is not importable under --import-mode=importlib)."""
+    return write_stage
+
+
+@pytest.fixture(scope="session")
+def perturber():
+    return perturb
