@@ -292,8 +292,8 @@ def export(
     step = step if step is not None else checkpoint_steps(stage_dir)[-1]
     if step not in checkpoint_steps(stage_dir):
         raise FileNotFoundError(f"--step={step}: {stage_dir / 'checkpoints'} has steps {checkpoint_steps(stage_dir)}")
-    student_config = json.loads((stage_dir / STUDENT_CONFIG_FILE).read_text())
     config_source = str(stage_dir / STUDENT_CONFIG_FILE)
+    student_config = _read_student_config(stage_dir / STUDENT_CONFIG_FILE)
     text_encoder = student_config.get("text_encoder") or {}
     hf_class = hf_export.hf_model_class(text_encoder.get("model_type"), source=config_source)
     hf_export.check_text_options(student_config.get("text_options") or {})
@@ -379,6 +379,18 @@ def export(
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(folder=out, heads=dims, default_head=default_head, stage=stage_dir.name, step=step,
                         notices=tuple(notices))
+
+
+def _read_student_config(path: Path) -> dict[str, Any]:
+    """The stage's student config, checked as the Student will check it (errors name the file and the key)."""
+    from embed_jax.models.student import validate_config
+
+    try:
+        return validate_config(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} line {error.lineno}: not valid JSON ({error.msg})") from error
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
 
 
 def _init_folder(init_from: str | None) -> Path | None:

@@ -129,3 +129,8 @@ def stage_writer():
 @pytest.fixture(scope="session")
 def perturber():
     return perturb
+
+
+@pytest.fixture(scope="session")
+def config_loader():
+    return load_config_file

@@ -1,0 +1,222 @@
+"""Bad input to the exporter, each with a clear error and nothing of the user's touched; the command line on a
+workdir written by the real training loop; the model card's evaluation table."""
+import json
+import shutil
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+import transformers
+from flax import nnx
+
+from embed_jax.convert import hf, hf_export, model_card
+from embed_jax.models.student import Student
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory, minilm_tokenizer_files):
+    """A tiny random BERT with MiniLM's vocabulary and tokenizer, saved as a Hugging Face folder."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny_init")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                                     vocab_size=30522, max_position_embeddings=64)
+    transformers.BertModel(config).save_pretrained(folder)
+    for path in minilm_tokenizer_files.iterdir():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(records, fingerprint, tiny_init, stage_writer):
+    """Beside the records (found without --records_dir): stage1 with FC1 only, stage3 with a reduction head too."""
+    workdir = records.parent / "tiny_train"
+    for stage, reduction in (("stage1", []), ("stage3", [8])):
+        student = Student.from_pretrained(tiny_init, heads={"teacher_dim": 16, "reduction_dims": reduction},
+                                          rngs=nnx.Rngs(0))
+        stage_writer(workdir, stage, student, init_from=str(tiny_init), records_fingerprint=fingerprint)
+    return workdir
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------------------- the output
+
+
+def test_existing_folder_is_refused_without_overwrite(tiny_workdir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        hf.export(tiny_workdir, out)
+    assert listing(out) == ["notes.txt"]
+
+
+def test_overwrite_refuses_a_folder_no_export_wrote(tiny_workdir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="not a folder written by embed_jax.convert.hf"):
+        hf.export(tiny_workdir, out, overwrite=True)
+    assert (out / "config.json").read_text() == "{}"
+
+
+def test_overwrite_replaces_the_previous_export_and_keeps_the_users_files(tiny_workdir, tmp_path):
+    out = tmp_path / "out"
+    hf.export(tiny_workdir, out, stage="stage3")
+    assert (out / "2_Dense_8").is_dir()
+    (out / "notes.txt").write_text("mine")
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.json").write_text("[]")
+    hf.export(tiny_workdir, out, stage="stage1", overwrite=True)
+    record = json.loads((out / hf_export.EXPORT_FILE).read_text())
+    assert record["source"]["stage"] == "stage1" and record["heads"] == [16]
+    assert not (out / "2_Dense_8").exists()  # the previous export's head is gone with it
+    assert (out / "notes.txt").read_text() == "mine" and (out / "eval" / "scores.json").read_text() == "[]"
+    assert sorted(record["files"] + ["notes.txt", "eval/scores.json"]) == [
+        name for name in listing(out) if (out / name).is_file()]
+
+
+def test_overwrite_never_replaces_a_file_the_previous_export_did_not_write(tiny_workdir, tmp_path):
+    out = tmp_path / "out"
+    hf.export(tiny_workdir, out, stage="stage1")
+    (out / "2_Dense_8").mkdir()
+    (out / "2_Dense_8" / "config.json").write_text("my own head")
+    with pytest.raises(FileExistsError, match="2_Dense_8/config.json"):
+        hf.export(tiny_workdir, out, stage="stage3", overwrite=True)
+    assert (out / "2_Dense_8" / "config.json").read_text() == "my own head"
+    assert json.loads((out / hf_export.EXPORT_FILE).read_text())["source"]["stage"] == "stage1"  # untouched
+
+
+# ---------------------------------------------------------------------------------------------------- the workdir
+
+
+def test_workdir_without_checkpoint_is_named(tmp_path, tiny_workdir):
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        hf.export(tmp_path, tmp_path / "out")
+    untrained = tmp_path / "run"
+    (untrained / "stage1").mkdir(parents=True)
+    shutil.copy(tiny_workdir / "stage1" / "student_config.json", untrained / "stage1")
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        hf.export(untrained, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        hf.export(tmp_path / "absent", tmp_path / "out")
+
+
+def test_missing_stage_lists_the_trained_ones(tiny_workdir, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--stage=stage2: .* trained stages: stage1, stage3"):
+        hf.export(tiny_workdir, tmp_path / "out", stage="stage2")
+    with pytest.raises(FileNotFoundError, match=r"--step=4: .* has steps \[3\]"):
+        hf.export(tiny_workdir, tmp_path / "out", step=4)
+
+
+def copy_stage_with_config(tiny_workdir, tmp_path, edit):
+    workdir = tmp_path / "train"
+    shutil.copytree(tiny_workdir / "stage1", workdir / "stage1")
+    config_path = workdir / "stage1" / "student_config.json"
+    config = json.loads(config_path.read_text())
+    edit(config)
+    config_path.write_text(json.dumps(config))
+    return workdir
+
+
+def test_unknown_backbone_is_named(tiny_workdir, tmp_path):
+    workdir = copy_stage_with_config(tiny_workdir, tmp_path,
+                                     lambda config: config["text_encoder"].update(model_type="t5"))
+    with pytest.raises(hf_export.ExportError, match=r"stage1/student_config.json: text encoder model_type 't5' "
+                                                    r"has no exporter; supported .*bert.*gpt2.*qwen2"):
+        hf.export(workdir, tmp_path / "out")
+
+
+def test_unknown_head_kind_is_named(tiny_workdir, tmp_path):
+    workdir = copy_stage_with_config(tiny_workdir, tmp_path, lambda config: config["heads"].update(kind="mlp"))
+    with pytest.raises(ValueError, match=r"heads has unknown key\(s\) \['kind'\]"):
+        hf.export(workdir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parameters_the_exporter_does_not_know_are_named(tiny_init):
+    student = Student.from_pretrained(tiny_init, heads={"teacher_dim": 16}, rngs=nnx.Rngs(0))
+    student.heads.gate = nnx.Param(jnp.ones((16,)))
+    with pytest.raises(hf_export.ExportError, match=r"does not know: heads\.gate"):
+        hf_export.split_params(hf_export.flat_params(student))
+
+
+def test_missing_tokenizer_names_the_flag(tiny_workdir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"--tokenizer=.*holds no tokenizer.*Pass --tokenizer=FOLDER"):
+        hf.export(tiny_workdir, tmp_path / "out", tokenizer=str(tmp_path / "empty"))
+
+
+def test_records_that_cannot_be_found_are_named(tiny_workdir, tmp_path, fingerprint):
+    elsewhere = tmp_path / "far" / "train"
+    shutil.copytree(tiny_workdir, elsewhere)
+    with pytest.raises(FileNotFoundError, match=f"{fingerprint}.*--records_dir=FOLDER"):
+        hf.export(elsewhere, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="--records_dir=.*no manifest.json"):
+        hf.export(elsewhere, tmp_path / "out", records_dirs=[str(tmp_path)])
+    hf.export(elsewhere, tmp_path / "out", skip_records=True)
+    record = json.loads((tmp_path / "out" / hf_export.EXPORT_FILE).read_text())
+    assert record["training_records"] == [{"records_dir": None, "num_records": None,
+                                           "corpus_fingerprint": fingerprint}]
+
+
+def test_default_head_must_be_a_head(tiny_workdir, tmp_path):
+    with pytest.raises(ValueError, match="--default_head=5: the student's heads are 16, 8"):
+        hf.export(tiny_workdir, tmp_path / "out", default_head=5)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- model card
+
+
+def test_evaluation_table_is_rendered_tolerantly(tmp_path):
+    rows = [{"model": "student", "head": 1152, "lee/spearman": 0.51234, "wordnet/r@10": 0.3},
+            {"model": "all-MiniLM-L6-v2", "head": None, "lee/spearman": 0.508, "note": "teacher"}]
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"rows": rows}))
+    table = model_card.markdown_table(model_card.read_eval_rows(path))
+    assert table.splitlines() == [
+        "| model | head | lee/spearman | wordnet/r@10 | note |", "|---|---|---|---|---|",
+        "| student | 1152 | 0.5123 | 0.3000 |  |", "| all-MiniLM-L6-v2 |  | 0.5080 |  | teacher |"]
+    path.write_text(json.dumps(rows))  # a bare list works too
+    assert model_card.read_eval_rows(path) == rows
+    path.write_text(json.dumps({"results": 3}))
+    with pytest.raises(ValueError, match="eval.json: expected a list of rows"):
+        model_card.read_eval_rows(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="eval.json line 1: not valid JSON"):
+        model_card.read_eval_rows(path)
+
+
+# ---------------------------------------------------------------------------------------------------- the command
+
+
+def test_command_line_exports_what_the_training_loop_wrote(tmp_path, records, tiny_init, config_loader):
+    """configs/distill.py:smoke, one stage of one step, run by the real loop; then the command as users type it."""
+    from embed_jax.train import loop
+
+    config = config_loader("distill", "smoke")
+    config.model.init_from = str(tiny_init)
+    config.model.teacher_dim = 384
+    config.data.records_dir = str(records)
+    config.stage_order = ("stage1",)
+    config.stage1.num_steps = 2  # 1 step leaves the warm-up-then-cosine schedule no decay steps (optax refuses)
+    loop.train_and_evaluate(config, tmp_path / "train")
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(json.dumps([{"model": "student", "head": 384, "lee/spearman": 0.25}]))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "embed_jax.convert.hf", f"--workdir={tmp_path / 'train'}", f"--out={out}",
+               f"--records_dir={records}", f"--eval_json={eval_json}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out} from stage1 step 2: heads 384, default 384" in result.stdout
+    assert "| student | 384 | 0.2500 |" in (out / "README.md").read_text()
+    assert json.loads((out / hf_export.EXPORT_FILE).read_text())["student_config"] == json.loads(
+        (tmp_path / "train" / "stage1" / "student_config.json").read_text())
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "exists and is not empty. Pass --overwrite" in again.stderr
