@@ -106,9 +106,24 @@ class BertEmbeddings(nnx.Module):
             config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
 
-    def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
-        hidden = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
-        return self.LayerNorm(hidden)
+    def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array | None,
+                 token_type_ids: jax.Array | None) -> jax.Array:
+        """position_ids None: 0, 1, …, L−1 in every row; token_type_ids None: type 0 everywhere.
+
+        The defaults read the tables by slicing instead of gathering: the gradient of a gather is a scatter-add, and
+        B·L updates into the same L rows (or into one row, for token type 0) serialise on a GPU's atomics (measured on
+        an H200, BERT-base 128×256: docs/training.md "GPU").
+        """
+        length = inputs_embeds.shape[1]
+        if position_ids is None:
+            positions = self.position_embeddings.embedding[:length][None].astype(inputs_embeds.dtype)
+        else:
+            positions = self.position_embeddings(position_ids)
+        if token_type_ids is None:
+            token_types = self.token_type_embeddings.embedding[0][None, None].astype(inputs_embeds.dtype)
+        else:
+            token_types = self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(inputs_embeds + positions + token_types)
 
 
 class BertSelfAttention(nnx.Module):
@@ -247,8 +262,6 @@ class BertModel(nnx.Module):
         length = min(length, self.config.max_sequence_length)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros((batch, length), dtype=jnp.int32)
         position_ids = self._position_ids(input_ids, batch, length)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -256,9 +269,9 @@ class BertModel(nnx.Module):
         mask = attention.attention_mask_for(attention_mask, causal=False, implementation=self.config.attention)
         return self.encoder(hidden, mask)
 
-    def _position_ids(self, input_ids: jax.Array | None, batch: int, length: int) -> jax.Array:
+    def _position_ids(self, input_ids: jax.Array | None, batch: int, length: int) -> jax.Array | None:
         if not self.config.positions_from_padding:
-            return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+            return None  # 0 … L−1: BertEmbeddings slices the table
         if input_ids is not None:
             return position_ids_from_input_ids(input_ids, self.config.pad_token_id)
         # From embeddings Hugging Face cannot tell pads apart and numbers every position (as here).
