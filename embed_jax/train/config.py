@@ -7,8 +7,11 @@ Keys (override any with --config.section.key=value):
   model.reduction_dims   extra independent heads, added in the stages with reduction_heads=True
   model.pooling          "" = the folder's own (1_Pooling), else mean | cls | last
   model.dtype / param_dtype, model.text_options (scan, remat, causal, ...)
+  model.text_student     image stages: a trained text stage folder whose text path (encoder + heads) they start from
+  model.vision.*         image stages: tower (SigLIP config.json dict) or folder, pool_mode, num_tokens
   data.records_dir, data.tokenizer ("" = model.init_from), data.max_length, data.length_buckets,
   data.global_batch_size, data.length_grouping_window
+  data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
   loss.*                 weights 10/200/20 and margin 0.015 (SPEC §3), reduction_target teacher | main_head
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
   mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
@@ -31,10 +34,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"
     config.model.param_dtype = "float32"
     config.model.text_options = ml_collections.ConfigDict()
+    # Stage 4 (SPEC §4; a stage with trainable="vision"): embed_jax/train/vision_stage.py.
+    config.model.text_student = ""
+    config.model.vision = ml_collections.ConfigDict(
+        {"tower": ml_collections.ConfigDict(), "folder": "", "pool_mode": "adaptive_average", "num_tokens": 300})
 
     config.data = ml_collections.ConfigDict()
     config.data.records_dir = ""
     config.data.tokenizer = ""
+    config.data.image_records_dir = ""  # image–caption records for image stages
     config.data.eval_records_dir = ""  # held-out records for the periodic evaluation (train.eval_every)
     config.data.max_length = 512  # SPEC §4
     config.data.length_buckets = (64, 128, 256, 512)

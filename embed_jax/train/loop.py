@@ -30,6 +30,7 @@ from embed_jax.models.heads import head_name
 from embed_jax.models.student import Student
 from embed_jax.teachers.assets import resolve_model_path
 from embed_jax.train import checkpoint, metrics, optimizer as optimizers, sharding, stages, step as steps
+from embed_jax.train import vision_stage
 from embed_jax.train.metrics import read_metrics
 from embed_jax.train.preemption import PreemptionGuard
 
@@ -98,7 +99,7 @@ def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_to
     if jax.process_count() > 1:
         lengths = multihost_utils.process_allgather(np.asarray(local["input_ids"].shape[1]))
         local = pipeline.pad_batch_to_length(local, int(np.max(lengths)), pad_token_id=pad_token_id)
-    fields = ("input_ids", "attention_mask", "teacher")
+    fields = ("input_ids", "attention_mask", "teacher") + (("pixel_values",) if "pixel_values" in local else ())
     return {name: jax.make_array_from_process_local_data(batch_sharding, np.asarray(local[name])) for name in fields}
 
 
@@ -187,6 +188,11 @@ def loss_config_for(config: ml_collections.ConfigDict, student: Student) -> loss
     return losses.LossConfig.from_mapping(values)
 
 
+def image_loss_config(config: ml_collections.ConfigDict) -> losses.LossConfig:
+    """Stage 4: every head gets all three terms against its captions' vectors (losses.image_caption_loss)."""
+    return losses.LossConfig.from_mapping({**dict(config.loss), "main_head": None, "reduction_target": "teacher"})
+
+
 def run_identity(config: ml_collections.ConfigDict, stage_name: str, manifest: records.Manifest) -> dict[str, Any]:
     """What defines a run's checkpoints: a folder holding another identity is refused (checkpoint.py)."""
     return {
@@ -269,12 +275,22 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_divisible(config.data.global_batch_size, mesh, key="data.global_batch_size")
 
-    source = open_records(config, config.data.records_dir, "data.records_dir")
-    student = build_student(config, stage, seed=seed)
+    # An image stage (stage 4: trainable="vision") builds a student with a vision tower and reads image–caption
+    # records (embed_jax/train/vision_stage.py); everything else below is shared with the text stages.
+    image_stage = vision_stage.is_image_stage(stage)
+    if image_stage:
+        student = vision_stage.build_student(config, stage_heads(config, stage), seed=seed, mesh=mesh,
+                                             restore_params=restore_stage_params)
+    else:
+        source = open_records(config, config.data.records_dir, "data.records_dir")
+        student = build_student(config, stage, seed=seed)
     is_main = jax.process_index() == 0
     log = print if is_main else (lambda *_: None)
     if previous is not None:
         restore_previous_stage(previous, student, mesh, log)
+    if image_stage:
+        source = vision_stage.open_records(config.data.image_records_dir, student,
+                                           records_key="data.image_records_dir")
 
     paths = [path for path, _ in nnx.to_flat_state(param_state(student))]
     select = stages.trainable_filter(stage.trainable, paths, last_layers=stage.get("last_layers", 3),
@@ -293,7 +309,9 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
     batch_sharding = sharding.batch_sharding(mesh)
 
-    batches = make_batches(config, source, seed=seed + int(stage.get("data_seed_offset", 0)))
+    data_seed = seed + int(stage.get("data_seed_offset", 0))
+    batches = (vision_stage.make_batches(config, source, student, seed=data_seed) if image_stage
+               else make_batches(config, source, seed=data_seed))
     iterator = iter(batches)
     manager = checkpoint.CheckpointManager(
         stage_dir / "checkpoints",
@@ -321,11 +339,11 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
         (stage_dir / STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
-    loss_config = loss_config_for(config, student)
+    loss_config = image_loss_config(config) if image_stage else loss_config_for(config, student)
     train_step = steps.make_train_step(
         graphdef=graphdef, optimizer=tx, loss_config=loss_config, trainable_sharding=trainable_sharding,
         frozen_sharding=frozen_sharding, opt_state_sharding=opt_state_sharding, batch_sharding=batch_sharding,
-        target=loss_target(config))
+        target="captions" if image_stage else loss_target(config))
 
     writer = metrics.MetricsWriter(stage_dir, total_steps=num_steps, start_step=start_step,
                                    title=f"{stage_name}: {stage.trainable}")
@@ -334,9 +352,10 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     eval_every = int(config.train.eval_every)
     last_metrics: dict[str, float] = {}
     _, pad_id = pipeline.load_tokenizer(config.data.tokenizer or config.model.init_from, config.data.max_length)
-    evaluate = make_evaluator(config, graphdef=graphdef, loss_config=loss_config,
-                              trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
-                              batch_sharding=batch_sharding, pad_token_id=pad_id)
+    # The periodic held-out loss reads text records; image stages are evaluated by embed_jax.eval.zero_shot.
+    evaluate = None if image_stage else make_evaluator(
+        config, graphdef=graphdef, loss_config=loss_config, trainable_sharding=trainable_sharding,
+        frozen_sharding=frozen_sharding, batch_sharding=batch_sharding, pad_token_id=pad_id)
     step_number = start_step
     since_last_log: list[dict[str, jax.Array]] = []
     try:

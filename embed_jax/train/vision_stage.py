@@ -1,0 +1,229 @@
+"""Stage 4's own pieces (SPEC §4): the student with a vision tower, its image–caption data, and the check that the
+caption vectors came from this student's text path.
+
+    text student (a trained text stage folder, model.text_student; or model.init_from with fresh heads)
+      + vision tower (model.vision.tower: a SigLIP config.json dict, random; or model.vision.folder: a SigLIP folder)
+      + projection pool (model.vision.pool_mode, num_tokens) + placeholder tokens added to the tokenizer
+    trains on image–caption records (data.image_records_dir) with target "captions" (embed_jax/train/step.py).
+
+A stage is an image stage when it trains the vision tower (trainable="vision"). The loop (embed_jax/train/loop.py)
+calls `build_student`, `open_records` and `make_batches` from here for such a stage and runs the same jitted step,
+mesh and checkpoints as for text.
+
+Self-distillation (the paper's stage 4): the caption vectors are the student's own text path's outputs, exported by
+`python -m embed_jax.teachers.caption_export`. The export stores a fingerprint of that text path (encoder and heads);
+the stage refuses records whose fingerprint differs from the student it trains, since its frozen text path would then
+not be the one that made the targets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from embed_jax.data import image_records, images, pipeline
+from embed_jax.data.records import RecordsError
+from embed_jax.models import siglip
+from embed_jax.models.student import Student
+from embed_jax.teachers.assets import resolve_model_path
+
+FINGERPRINT_PREFIX = "text-path:"
+STUDENT_CONFIG_FILE = "student_config.json"
+# Parameters that make a caption's vectors: the encoder and the heads. Placeholder rows (added_embeddings) never
+# meet a caption's tokens, and the vision tower and pool only see images.
+TEXT_PATH_ROOTS = ("text_encoder", "heads")
+
+
+def is_image_stage(stage: ml_collections.ConfigDict) -> bool:
+    return stage.trainable == "vision"
+
+
+# ---------------------------------------------------------------------------------------------------- the student
+
+
+def tokenizer_path(config: ml_collections.ConfigDict) -> str:
+    return str(config.data.tokenizer or config.model.init_from)
+
+
+def image_prompt(config: ml_collections.ConfigDict) -> image_records.ImagePrompt:
+    return image_records.image_prompt_tokens(tokenizer_path(config), int(config.model.vision.num_tokens))
+
+
+def vision_section(config: ml_collections.ConfigDict, prompt: image_records.ImagePrompt) -> dict[str, Any]:
+    """`Student.from_pretrained`'s vision argument from model.vision; errors name the key."""
+    vision = config.model.vision
+    folder, tower = str(vision.get("folder", "") or ""), vision.get("tower")
+    tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
+    if bool(folder) == bool(tower):
+        raise ValueError("config key model.vision: set exactly one of model.vision.tower (a SigLIP config.json dict, "
+                         "trained from scratch) and model.vision.folder (a SigLIP folder to load)")
+    section = {"pool": {"mode": str(vision.pool_mode), "num_tokens": int(vision.num_tokens)},
+               "placeholders": prompt.placeholders}
+    section.update({"folder": folder} if folder else {"tower": dict(tower)})
+    return section
+
+
+def read_stage_config(stage_dir: str | Path) -> dict[str, Any]:
+    config_file = Path(stage_dir) / STUDENT_CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config key model.text_student={str(stage_dir)!r}: {config_file} is missing; name a "
+                                "stage folder a text run wrote, e.g. runs/default/train/stage3")
+    return json.loads(config_file.read_text())
+
+
+def build_student(config: ml_collections.ConfigDict, heads: Mapping[str, Any], *, seed: int,
+                  mesh: jax.sharding.Mesh, restore_params) -> Student:
+    """The stage-4 student: text path from model.text_student (its trained weights) or model.init_from (fresh heads,
+    for a run whose earlier stages fill them in), plus the vision tower, pool and placeholders.
+
+    restore_params(stage_dir, student_config, mesh) → the stage's parameters (the loop's `restore_stage_params`).
+    """
+    prompt = image_prompt(config)
+    vision = vision_section(config, prompt)
+    dtype, param_dtype = jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype)
+    text_student = str(config.model.get("text_student", "") or "")
+    if not text_student:
+        return Student.from_pretrained(
+            resolve_model_path(config.model.init_from), heads=dict(heads), vision=vision,
+            pooling_method=config.model.pooling or None, dtype=dtype, param_dtype=param_dtype,
+            text_options=dict(config.model.text_options), rngs=nnx.Rngs(seed))
+    text_config = read_stage_config(text_student)
+    tower = None
+    if "folder" in vision:
+        tower, tower_config = siglip.load(vision.pop("folder"), dtype=dtype, param_dtype=param_dtype)
+        vision["tower"] = {**tower_config, "model_type": siglip.VISION_MODEL_TYPE}
+    student_config = {**text_config, "vision": vision, "dtype": jnp.dtype(dtype).name,
+                      "param_dtype": jnp.dtype(param_dtype).name}
+    student = Student.from_config(student_config, rngs=nnx.Rngs(seed))
+    trained = restore_params(Path(text_student).resolve(), text_config, mesh)  # Orbax needs absolute paths
+    copy_text_path(student, trained)
+    if tower is not None:
+        nnx.update(student.vision, nnx.state(tower, nnx.Param))
+    if student.added_embeddings is not None and "added_embeddings" not in trained:
+        init_added_embeddings_at_mean(student)
+    return student
+
+
+def copy_text_path(student: Student, trained: nnx.State) -> None:
+    """Every text-path parameter of `trained` into the student; a missing or mis-shaped one is an error."""
+    target = dict(nnx.to_flat_state(nnx.state(student, nnx.Param)))
+    source = dict(nnx.to_flat_state(trained))
+    problems = []
+    for path, variable in target.items():
+        if path[0] not in TEXT_PATH_ROOTS + ("added_embeddings",):
+            continue
+        if path not in source:
+            if path[0] != "added_embeddings":
+                problems.append(f"{'/'.join(map(str, path))} missing")
+            continue
+        value = source[path].get_value()
+        if value.shape != variable.get_value().shape:
+            problems.append(f"{'/'.join(map(str, path))}: {value.shape} vs {variable.get_value().shape}")
+            continue
+        variable.set_value(value)
+    if problems:
+        raise ValueError("model.text_student does not fit the student this config builds: " + "; ".join(problems))
+
+
+def init_added_embeddings_at_mean(student: Student) -> None:
+    """Placeholder rows start at the word-embedding table's mean (Hugging Face's mean_resizing, as
+    `Student.from_pretrained` does); they stay frozen in stage 4."""
+    table = student.text_encoder.embed_tokens(jnp.arange(student.vocab_size))
+    mean = jnp.mean(table.astype(jnp.float32), axis=0)
+    rows = student.added_embeddings.embedding
+    rows[...] = jnp.broadcast_to(mean, rows[...].shape).astype(rows[...].dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- fingerprint
+
+
+def text_path_fingerprint(student: Student) -> str:
+    """SHA-256 over the text path's parameters (names, shapes, dtypes, bytes), as 'text-path:<hex>'."""
+    hasher = hashlib.sha256(b"embed_jax text path v1\0")
+    flat = sorted(nnx.to_flat_state(nnx.state(student, nnx.Param)), key=lambda item: tuple(map(str, item[0])))
+    for path, variable in flat:
+        if path[0] not in TEXT_PATH_ROOTS:
+            continue
+        value = np.asarray(jax.device_get(variable.get_value()))
+        hasher.update(f"{'/'.join(map(str, path))}:{value.shape}:{value.dtype}\0".encode())
+        hasher.update(np.ascontiguousarray(value).tobytes())
+    return FINGERPRINT_PREFIX + hasher.hexdigest()
+
+
+def check_caption_source(student: Student, manifest, *, records_key: str) -> None:
+    """Records made by a student's text path (fingerprint 'text-path:…') must come from this student's text path."""
+    stored = manifest.teachers[0].weights_sha256
+    if not stored.startswith(FINGERPRINT_PREFIX) or jax.process_count() > 1:
+        return  # vectors of a text teacher folder (nothing to compare), or a multi-host run (params not addressable)
+    if text_path_fingerprint(student) != stored:
+        raise RecordsError(
+            f"{records_key}: the caption vectors were made by the text path of {manifest.teachers[0].path}, which is "
+            "not this student's text path (encoder and heads differ). Stage 4 aligns images with the captions' "
+            "vectors of the frozen text path it trains through: set model.text_student to that folder, or export "
+            "the captions again from this student's text path.")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def image_settings(student: Student) -> images.ImageSettings:
+    return images.ImageSettings(student.vision.config.image_size)
+
+
+def open_records(folder: str, student: Student, *, records_key: str) -> image_records.ImageRecordSource:
+    if not folder:
+        raise ValueError(f"config key {records_key} is empty: an image stage trains on image–caption records "
+                         "(python -m embed_jax.teachers.caption_export)")
+    source = image_records.ImageRecordSource(folder)
+    image_records.check_heads_for_training(source.manifest, student.heads.dims, records_key=records_key)
+    check_caption_source(student, source.manifest, records_key=records_key)
+    return source
+
+
+def make_batches(config: ml_collections.ConfigDict, source: image_records.ImageRecordSource, student: Student, *,
+                 seed: int, shuffle: bool = True, num_epochs: int | None = None):
+    return image_records.make_image_dataset(
+        source, settings=image_settings(student), prompt=image_prompt(config),
+        global_batch_size=int(config.data.global_batch_size), seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+
+
+def encode_texts(student: Student, tokenizer: str, texts: Sequence[str], *, max_length: int = 128,
+                 batch_size: int = 64) -> dict[int, np.ndarray]:
+    """{dim: (n, dim) unit vectors} of `texts` through the student's text path (one device, fixed-length batches so
+    one compilation serves them all)."""
+    encoder = pipeline.BatchEncoder(tokenizer, max_length, (max_length,))
+    forward = nnx.jit(lambda model, ids, mask: model(ids, mask)["embeddings"])
+    outputs: dict[int, list[np.ndarray]] = {}
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start:start + batch_size])
+        padded = list(chunk) + [chunk[-1]] * (batch_size - len(chunk))
+        batch = encoder.pad(encoder.token_ids(padded), np.zeros((len(padded), 0), np.float32), [])
+        for dim, vectors in forward(student, batch["input_ids"], batch["attention_mask"]).items():
+            outputs.setdefault(dim, []).append(np.asarray(vectors)[:len(chunk)])
+    return {dim: np.concatenate(parts) for dim, parts in outputs.items()}
+
+
+def encode_images(student: Student, prompt: image_records.ImagePrompt, pixel_values: np.ndarray, *,
+                  batch_size: int = 64) -> dict[int, np.ndarray]:
+    """{dim: (n, dim) unit vectors} of preprocessed images (n, S, S, 3) through the image path."""
+    forward = nnx.jit(lambda model, ids, pixels: model(ids, pixel_values=pixels)["embeddings"])
+    outputs: dict[int, list[np.ndarray]] = {}
+    for start in range(0, len(pixel_values), batch_size):
+        chunk = pixel_values[start:start + batch_size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+        ids = np.broadcast_to(prompt.input_ids, (batch_size, prompt.input_ids.shape[0]))
+        for dim, vectors in forward(student, jnp.asarray(ids), jnp.asarray(padded)).items():
+            outputs.setdefault(dim, []).append(np.asarray(vectors)[:len(chunk)])
+    return {dim: np.concatenate(parts) for dim, parts in outputs.items()}
