@@ -11,6 +11,8 @@ seven times MiniLM's cost; docs/data.md), less with both cores of an otherwise i
 
     --config=configs/teachers.py:full     all 156,707 built-in training texts (about 3.5 hours of one core)
     --config=configs/teachers.py:smoke    300 texts, a one-minute check of the whole path
+    --config=configs/teachers.py:eval     256 validation texts from far down the same order (texts 100,000–100,255),
+                                          disjoint from any export of fewer than 100,000 texts: data.eval_records_dir
 
 Any field is overridable, e.g.
 
@@ -26,7 +28,9 @@ import ml_collections
 from ml_collections import config_dict
 
 # Corpus sizes: the default is the largest a few minutes allow on this CPU (docs/data.md, "Measured").
-_SIZES = {"": 4000, "smoke": 300, "full": None}
+_SIZES = {"": 3000, "smoke": 300, "full": None, "eval": 256}
+# Where the validation slice starts in the hash order (sources.BuiltinCorpus): beyond every export but :full.
+_EVAL_SKIP = 100_000
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -41,6 +45,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.corpus.builtin = "all"  # wiki | lee_background | wordnet | all
     config.corpus.max_texts = config_dict.placeholder(int)  # None: the whole built-in corpus
     config.corpus.max_texts = _SIZES[arg]
+    config.corpus.skip_texts = _EVAL_SKIP if arg == "eval" else 0  # builtin: start this far into the order
     config.corpus.paths = ""  # text/jsonl/parquet: comma-separated files or globs
     config.corpus.text_field = "text"
     config.corpus.id_field = ""  # empty: ids from the position (file:line, file#row, name/split/index)
@@ -71,6 +76,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     return config
 
 
-def _teacher(path: str, pooling: str = "auto", prompt: str = "", max_seq_length: int = 0):
+# Teachers read at most the student's max length (configs/distill.py data.max_length = 128): a vector of text the
+# student never sees is noise to it, and the long wiki passages cost mpnet 3× their 128-token price at its 384.
+_MAX_SEQ_LENGTH = 128
+
+
+def _teacher(path: str, pooling: str = "auto", prompt: str = "", max_seq_length: int = _MAX_SEQ_LENGTH):
     return ml_collections.ConfigDict(
         {"path": path, "pooling": pooling, "prompt": prompt, "max_seq_length": max_seq_length})

@@ -10,7 +10,7 @@ manifest and compared when an export resumes) and, cheaply, how many texts it ho
 | `parquet` | paths, text_field, id_field                    | the text column of a row     | `<file>#<row>`           |
 | `tfds`    | tfds_name, tfds_split, tfds_data_dir,          | the text feature of an       | `<name>/<split>/<index>` |
 |           | text_field, id_field                           | example (no TensorFlow)      |                          |
-| `builtin` | builtin, max_texts                             | see `corpora`                | see `corpora`            |
+| `builtin` | builtin, max_texts, skip_texts                 | see `corpora`                | see `corpora`            |
 
 `paths` is a comma-separated list of files or glob patterns, matched in sorted order. `<file>` is the file's path
 relative to the folder that holds all matched files. Lines and rows count from 1 and 0 respectively.
@@ -276,23 +276,39 @@ class TfdsCorpus:
 
 
 class BuiltinCorpus:
-    def __init__(self, name: str, max_texts: int | None):
+    """The built-in training texts in their fixed (hash) order: texts[skip_texts : skip_texts + max_texts].
+
+    skip_texts makes a second, disjoint slice of the same order, e.g. validation records for the loss-curve eval
+    (configs/teachers.py:eval): the first N texts train, the next M measure.
+    """
+
+    def __init__(self, name: str, max_texts: int | None, skip_texts: int = 0):
         if name not in corpora.BUILTIN_CORPORA:
             raise CorpusError(f"corpus.builtin={name!r} is not a built-in corpus; choose one of "
                               f"{', '.join(corpora.BUILTIN_CORPORA)}.")
         if max_texts is not None and max_texts <= 0:
             raise CorpusError(f"corpus.max_texts={max_texts} must be positive, or None for the whole corpus.")
-        self.name, self.max_texts = name, max_texts
+        if skip_texts < 0:
+            raise CorpusError(f"corpus.skip_texts={skip_texts} must be 0 or positive.")
+        self.name, self.max_texts, self.skip_texts = name, max_texts, skip_texts
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "builtin", "name": self.name, "max_texts": self.max_texts,
-                "holdout": f"lee.cor; WordNet synsets with sha256 per mille < {corpora.HOLDOUT_PER_MILLE}"}
+        description = {"kind": "builtin", "name": self.name, "max_texts": self.max_texts,
+                       "holdout": f"lee.cor; WordNet synsets with sha256 per mille < {corpora.HOLDOUT_PER_MILLE}"}
+        if self.skip_texts:  # only when set: exports made before the option keep their identity
+            description["skip_texts"] = self.skip_texts
+        return description
 
     def _texts(self) -> tuple[Text, ...]:
         try:
-            return corpora.builtin_texts(self.name, self.max_texts)
+            texts = corpora.builtin_texts(self.name)
         except corpora.CorpusMissingError as error:
             raise CorpusError(f"corpus.builtin={self.name!r}: {error}") from error
+        end = None if self.max_texts is None else self.skip_texts + self.max_texts
+        if self.skip_texts >= len(texts):
+            raise CorpusError(f"corpus.skip_texts={self.skip_texts} skips every text: built-in corpus "
+                              f"{self.name!r} has {len(texts):,}.")
+        return texts[self.skip_texts:end]
 
     def count(self) -> int:
         return len(self._texts())
@@ -313,7 +329,7 @@ def open_corpus(config) -> Corpus:
     if policy not in DECODE_POLICIES:
         raise CorpusError(f"corpus.on_decode_error={policy!r}; choose one of {', '.join(DECODE_POLICIES)}.")
     if kind == "builtin":
-        return BuiltinCorpus(config.builtin, config.get("max_texts"))
+        return BuiltinCorpus(config.builtin, config.get("max_texts"), config.get("skip_texts", 0) or 0)
     if kind == "tfds":
         if not config.tfds_name:
             raise CorpusError("corpus.tfds_name is empty; name the tfds dataset, e.g. "

@@ -10,7 +10,7 @@ from embed_jax.data.sources import CorpusError
 
 
 def corpus_config(**fields):
-    config = ml_collections.ConfigDict(dict(kind="text", builtin="all", max_texts=None, paths="", text_field="text",
+    config = ml_collections.ConfigDict(dict(kind="text", builtin="all", max_texts=None, skip_texts=0, paths="", text_field="text",
                                             id_field="", tfds_name="", tfds_split="train", tfds_data_dir="",
                                             on_decode_error="error"))
     config.update(fields)
@@ -135,3 +135,17 @@ def test_builtin_corpus_and_config_errors():
                             (dict(on_decode_error="ignore"), r"corpus.on_decode_error='ignore'")]:
         with pytest.raises(CorpusError, match=message):
             sources.open_corpus(corpus_config(**fields))
+
+
+def test_builtin_skip_texts_takes_the_next_disjoint_slice():
+    first = list(sources.open_corpus(corpus_config(kind="builtin", builtin="lee_background", max_texts=5)))
+    following = sources.open_corpus(corpus_config(kind="builtin", builtin="lee_background", max_texts=3,
+                                                  skip_texts=4))
+    assert [item.id for item in following][:1] == [first[4].id]
+    assert following.count() == 3 and following.describe()["skip_texts"] == 4
+    # Without skip_texts the description (part of an export's identity) is what it was before the option existed.
+    assert "skip_texts" not in sources.open_corpus(corpus_config(kind="builtin", builtin="lee_background")).describe()
+    for skip, message in [(-1, r"corpus.skip_texts=-1 must be 0 or positive"),
+                          (300, r"corpus.skip_texts=300 skips every text: built-in corpus 'lee_background' has 300")]:
+        with pytest.raises(CorpusError, match=message):
+            sources.open_corpus(corpus_config(kind="builtin", builtin="lee_background", skip_texts=skip)).count()
