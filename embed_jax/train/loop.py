@@ -298,7 +298,8 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
     graphdef, trainable, frozen = stages.split_trainable(student, select)
     num_steps = int(stage.num_steps)
     tx, schedule = optimizers.make_optimizer(config.optimizer, learning_rate=stage.learning_rate,
-                                             total_steps=num_steps, params=trainable)
+                                             total_steps=num_steps, params=trainable,
+                                             head_learning_rate=stage.get("head_learning_rate"))
 
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)

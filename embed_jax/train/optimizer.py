@@ -121,13 +121,23 @@ def learning_rate_schedule(
     )
 
 
+def is_head_path(key_path: tuple) -> bool:
+    """Parameters of the FC heads (paths under 'heads/')."""
+    return path_name(key_path).startswith("heads/")
+
+
 def make_optimizer(
-    config: Mapping | None, *, learning_rate: float, total_steps: int, params: Any = None
+    config: Mapping | None, *, learning_rate: float, total_steps: int, params: Any = None,
+    head_learning_rate: float | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(transformation, learning-rate schedule) for one stage.
 
     params: the trainable parameters (optional): when given, refuses an empty selection early, with a message,
     instead of an optimizer that silently trains nothing.
+    head_learning_rate: the heads' peak learning rate when it differs from the encoder's (a stage key): new, random
+    heads need a far larger step than pretrained layers (measured on the embedded default, docs/training.md). The
+    heads' AdamW updates are scaled by head_learning_rate / learning_rate, which is AdamW at that rate (the update,
+    decay included, is linear in the rate); the schedule's shape is shared.
     """
     values = read_config(config)
     if params is not None and not jax.tree.leaves(params):
@@ -144,9 +154,15 @@ def make_optimizer(
         weight_decay=values["weight_decay"],
         mask=lambda tree: decay_mask(tree, no_decay_pattern),
     )
-    if values["clip_norm"] == 0:
-        return adamw, schedule
-    return optax.chain(optax.clip_by_global_norm(values["clip_norm"]), adamw), schedule
+    parts = [optax.clip_by_global_norm(values["clip_norm"])] if values["clip_norm"] else []
+    parts.append(adamw)
+    if head_learning_rate is not None and head_learning_rate != learning_rate:
+        if not (isinstance(head_learning_rate, (int, float)) and math.isfinite(head_learning_rate)
+                and head_learning_rate > 0):
+            raise ValueError(f"a stage's head_learning_rate must be a finite number > 0, got {head_learning_rate!r}")
+        heads_only = lambda tree: jax.tree_util.tree_map_with_path(lambda path, _: is_head_path(path), tree)  # noqa: E731
+        parts.append(optax.masked(optax.scale(head_learning_rate / learning_rate), heads_only))
+    return (parts[0] if len(parts) == 1 else optax.chain(*parts)), schedule
 
 
 def count_parameters(tree: Any) -> int:
