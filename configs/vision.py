@@ -13,7 +13,7 @@ digits where their captions' vectors are, through the frozen text path of a trai
 The text student: all-MiniLM-L6-v2 with the heads the embedded default trained (configs/distill.py → stage3:
 FC1 1152-d, reduction heads 256-d and 128-d), i.e. the real text path, heads and all, frozen. The tower is tiny
 because digits are 8×8 and this is a 2-core CPU: 32×32 input (8×8 digits upsampled ×4, bicubic as SigLIP's processor),
-patch 8 → 16 patches, 3 layers of width 192; the pool is the learned linear mode (token average 16 → 16, then
+patch 8 → 16 patches, 3 layers of width 192; the pool is the learned linear mode (token average 16 → 8, then
 192 → 384), because the parameter-free adaptive average would have to stretch 192 channels to MiniLM's 384.
 A real SigLIP loads with --config.model.vision.folder=PATH --config.model.vision.tower=None (same code).
 Measured (docs/vision_student.md): see the table there. `configs/vision.py:smoke` runs a few steps.
@@ -42,14 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.reduction_dims = (256, 128)
     config.model.vision.tower = ml_collections.ConfigDict(DIGIT_TOWER)
     config.model.vision.pool_mode = "linear"
-    config.model.vision.num_tokens = 16
+    config.model.vision.num_tokens = 8
     config.data.image_records_dir = "runs/vision/records/train"
-    config.data.global_batch_size = 64
+    config.data.global_batch_size = 32
     config.stage_order = ("stage4",)
     # SPEC §4: lr 1e-4 for 3500 steps from a pretrained SigLIP; a tower from scratch in a few hundred steps needs a
     # larger one.
     config.stage4 = ml_collections.ConfigDict(
-        {"trainable": "vision", "learning_rate": 1e-3, "num_steps": 400, "reduction_heads": True})
+        {"trainable": "vision", "learning_rate": 2e-3, "num_steps": 400, "reduction_heads": True})
     config.optimizer.warmup_fraction = 0.05
     config.train.log_every = 20
     config.train.checkpoint_every = 200

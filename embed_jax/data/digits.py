@@ -19,16 +19,18 @@ from typing import Iterator
 import numpy as np
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-# {word}: "seven"; {digit}: "7".
+# {word}: "seven"; {digit}: "7". Short captions that name the digit twice: in the text student's space a long
+# template dominates the vector (measured with configs/distill.py's stage 3, FC1: two digits under "a blurry photo of a
+# handwritten {digit}" have cosine 0.95, under "{word} ({digit})" 0.60), leaving an image little to tell digits by.
 TEMPLATES = (
-    "a handwritten digit {word}",
-    "the number {digit} written by hand",
-    "a scanned image of a hand-written {word}",
-    "a small grey picture of the digit {digit}",
-    "handwriting showing the number {word}",
-    "the numeral {digit}, drawn with a pen",
-    "a blurry photo of a handwritten {digit}",  # held out: never a training caption
-    "someone wrote the digit {word}",  # held out: never a training caption
+    "{word} ({digit})",
+    "the digit {digit}: {word}",
+    "a handwritten {word}, {digit}",
+    "number {word}",
+    "{digit}, the number {word}",
+    "the handwritten digit {word} ({digit})",
+    "a picture of a {word}",  # held out: never a training caption
+    "{digit} {word}",  # held out: never a training caption
 )
 TRAIN_TEMPLATES = 6
 HELD_OUT_FRACTION = 5  # one in five

@@ -191,10 +191,14 @@ def write_image_records(folder: str | os.PathLike, rows: Sequence[tuple[str, str
     (checked against the rows' running hash) and gets the rest; anything else is refused (records.py)."""
     folder = Path(folder)
     seen: set[str] = set()
-    for record_id, *_ in rows:
+    for record_id, _, _, vector in rows:
         if record_id in seen:
             raise _fail(record_id, "appears twice; ids must be unique so that each vector stays with its image")
         seen.add(record_id)
+        if np.shape(vector) != (draft.teacher_dim,):
+            raise _fail(record_id, f"its caption vector has shape {np.shape(vector)}; the heads "
+                                   f"{', '.join(f'{t.name} ({t.dim})' for t in draft.teachers)} need "
+                                   f"({draft.teacher_dim},)")
     done, previous = records.prepare_output_folder(folder, draft)
     if previous is not None and previous.status == records.STATUS_COMPLETE:
         return previous

@@ -7,7 +7,7 @@ Nothing here was trained on the held-out images (embed_jax/data/digits.py: a fix
 - zero_shot_accuracy: each image's vector against ten class vectors, a class vector being the mean of the unit
   vectors of the digit's captions over every template (CLIP's prompt ensembling), renormalised; chance is 10%.
 - zero_shot_accuracy_unseen_templates: the same with only the templates no training caption used.
-- zero_shot_accuracy_one_template: "a handwritten digit {word}" alone.
+- zero_shot_accuracy_one_template: the first template, "{word} ({digit})", alone.
 - caption_r1: image→caption retrieval among every distinct held-out caption (10 digits × 8 templates); a hit is a
   top caption that describes the image's digit (an image cannot tell which of its digit's wordings it was captioned
   with, so the templates of one digit count as one relevant set).

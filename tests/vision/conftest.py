@@ -49,3 +49,38 @@ def new_vision_student(tiny_text_folder, image_prompt):
         return Student.from_pretrained(tiny_text_folder, heads=HEADS, vision=vision, rngs=nnx.Rngs(seed))
 
     return build
+
+
+def save_text_stage(folder: Path, tiny_text_folder: Path, seed: int) -> Path:
+    """A text stage folder as embed_jax.main leaves one (student_config.json + an Orbax checkpoint whose run metadata
+    names init_from): the tiny student with seeded FC heads, no vision."""
+    import json
+
+    from embed_jax.models.student import Student
+    from embed_jax.train import checkpoint, loop
+
+    student = Student.from_pretrained(tiny_text_folder, heads=HEADS, rngs=nnx.Rngs(seed))
+    folder.mkdir(parents=True)
+    (folder / loop.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config))
+    manager = checkpoint.CheckpointManager(folder / "checkpoints", save_every=1, keep=1,
+                                           identity={"stage": "stage1", "init_from": str(tiny_text_folder)},
+                                           shape_config={})
+    manager.save(1, {loop.PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_stage(tmp_path_factory, tiny_text_folder) -> Path:
+    return save_text_stage(tmp_path_factory.mktemp("text_run") / "stage1", tiny_text_folder, seed=0)
+
+
+@pytest.fixture(scope="session")
+def caption_records(tmp_path_factory, text_stage) -> Path:
+    """Held-out digits (2,800 image–caption records) with their captions' vectors from the tiny text stage."""
+    from embed_jax.teachers import caption_export
+
+    folder = tmp_path_factory.mktemp("captions") / "held_out"
+    caption_export.export_digits(str(folder), "held_out", text_student=str(text_stage))
+    return folder
