@@ -184,3 +184,31 @@ def test_bad_config(config, kwargs, message):
     arguments = {"learning_rate": 1e-4, "total_steps": 10, **kwargs}
     with pytest.raises(ValueError, match=message):
         optimizer.make_optimizer(config, **arguments)
+
+
+def test_head_learning_rate_is_adamw_at_that_rate_for_heads_only():
+    rng = np.random.default_rng(0)
+    params = {"heads": {"dense_8": {"kernel": jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)}},
+              "text_encoder": {"layer": {"kernel": jnp.asarray(rng.normal(size=(4, 4)), jnp.float32)}}}
+    grads = [jax.tree.map(lambda leaf: jnp.asarray(rng.normal(size=leaf.shape), jnp.float32), params)
+             for _ in range(3)]
+    settings = {"clip_norm": 0.0, "warmup_fraction": 0.0}  # clipping couples the parts: off for this comparison
+
+    def run(tx, tree, grad_trees):
+        state = tx.init(tree)
+        for grad in grad_trees:
+            updates, state = tx.update(grad, state, tree)
+            tree = optax.apply_updates(tree, updates)
+        return tree
+
+    both, _ = optimizer.make_optimizer(settings, learning_rate=1e-3, total_steps=10, head_learning_rate=2e-2)
+    trained = run(both, params, grads)
+    heads_alone, _ = optimizer.make_optimizer(settings, learning_rate=2e-2, total_steps=10)
+    encoder_alone, _ = optimizer.make_optimizer(settings, learning_rate=1e-3, total_steps=10)
+    expected_heads = run(heads_alone, params["heads"], [grad["heads"] for grad in grads])
+    expected_encoder = run(encoder_alone, params["text_encoder"], [grad["text_encoder"] for grad in grads])
+    np.testing.assert_allclose(trained["heads"]["dense_8"]["kernel"], expected_heads["dense_8"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(trained["text_encoder"]["layer"]["kernel"], expected_encoder["layer"]["kernel"],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="head_learning_rate must be a finite number > 0"):
+        optimizer.make_optimizer(settings, learning_rate=1e-3, total_steps=10, head_learning_rate=-1.0)
