@@ -7,9 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --teachers
 RUN_DIR=${RUN_DIR:-runs/default}
 .venv/bin/python -m embed_jax.teachers.export --config=configs/teachers.py --config.output_dir="$RUN_DIR/records" "$@"
-if [ -f configs/distill.py ]; then
-  .venv/bin/python -m embed_jax.main --config=configs/distill.py --config.data.records_dir="$RUN_DIR/records" \
-    --workdir="$RUN_DIR/train"
-else
-  echo "[run] teacher records are in $RUN_DIR/records. Training (embed_jax.main) is not built yet: this job ends after the export."
-fi
+# 256 validation texts from further down the same corpus order: the held-out loss curve of every stage.
+.venv/bin/python -m embed_jax.teachers.export --config=configs/teachers.py:eval --config.output_dir="$RUN_DIR/eval_records"
+.venv/bin/python -m embed_jax.main --config=configs/distill.py --config.data.records_dir="$RUN_DIR/records" \
+  --config.data.eval_records_dir="$RUN_DIR/eval_records" --workdir="$RUN_DIR/train"
