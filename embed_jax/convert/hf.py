@@ -166,7 +166,7 @@ def default_max_seq_length(source: Path | None, tokenizer_dir: Path, text_encode
     """The source folder's sentence-transformers max_seq_length, else the tokenizer's model_max_length, capped at
     the positions the encoder has (RoBERTa-style position ids start after the padding id)."""
     limit = text_encoder.get("max_position_embeddings") or text_encoder.get("n_positions") or 10 ** 9
-    if text_encoder.get("model_type") in ("roberta", "xlm-roberta"):
+    if text_encoder.get("model_type") in ("roberta", "xlm-roberta", "mpnet"):
         limit -= int(text_encoder.get("pad_token_id", 1)) + 1
     for folder, file_name, key in ((source, "sentence_bert_config.json", "max_seq_length"),
                                    (tokenizer_dir, "tokenizer_config.json", "model_max_length")):

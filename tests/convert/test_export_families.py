@@ -1,5 +1,5 @@
-"""Every text family the importer knows exports through its own name table: tiny random XLM-RoBERTa, GPT-2 and
-Qwen2 (scanned layers) students load in transformers' AutoModel with the Flax hidden states, and read back
+"""Every text family the importer knows exports through its own name table: tiny random XLM-RoBERTa, MPNet, GPT-2
+and Qwen2 (scanned layers) students load in transformers' AutoModel with the Flax hidden states, and read back
 bit-exact; a GPT-2 student whose tokenizer has no pad token loads and encodes in sentence-transformers."""
 import json
 
@@ -26,6 +26,8 @@ def tiny_models(tokenizer_vocab: int):
             vocab_size=99, num_hidden_layers=2, max_position_embeddings=40, **common), {}),
         "gpt2": (transformers.GPT2Model, transformers.GPT2Config(
             vocab_size=tokenizer_vocab, n_layer=2, n_embd=32, n_head=4, n_positions=40), {}),
+        "mpnet": (transformers.MPNetModel, transformers.MPNetConfig(
+            vocab_size=99, num_hidden_layers=2, max_position_embeddings=40, **common), {}),
         "qwen2": (transformers.Qwen2Model, transformers.Qwen2Config(
             vocab_size=99, num_hidden_layers=2, num_key_value_heads=2, max_position_embeddings=40, **common),
             {"scan": True}),
@@ -70,7 +72,7 @@ def family_exports(tmp_path_factory, records, fingerprint, bpe_tokenizer, minilm
     return exports
 
 
-@pytest.mark.parametrize("family", ["xlm-roberta", "gpt2", "qwen2"])
+@pytest.mark.parametrize("family", ["xlm-roberta", "mpnet", "gpt2", "qwen2"])
 def test_automodel_gives_the_flax_hidden_states(family_exports, family):
     student, _, folder = family_exports[family]
     model = transformers.AutoModel.from_pretrained(folder).eval()
@@ -85,7 +87,7 @@ def test_automodel_gives_the_flax_hidden_states(family_exports, family):
     assert np.abs(actual[real] - expected[real]).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("family", ["xlm-roberta", "gpt2", "qwen2"])
+@pytest.mark.parametrize("family", ["xlm-roberta", "mpnet", "gpt2", "qwen2"])
 def test_reverse_import_is_bit_exact(family_exports, family):
     student, _, folder = family_exports[family]
     original, loaded = hf_export.flat_params(student), hf_export.flat_params(hf_export.load_exported(folder))
