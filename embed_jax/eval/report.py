@@ -51,6 +51,14 @@ def format_value(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def stage_note(row: dict[str, Any]) -> str:
+    """' (stage3)' when a workdir spec was resolved to its last stage."""
+    stage_dir = row["source"].get("stage_dir")
+    if not stage_dir or Path(row["model"]).name == Path(stage_dir).name:
+        return ""
+    return f" ({Path(stage_dir).name})"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     columns = [(title, key) for title, key in COLUMNS if any(key in row["metrics"] for row in report["rows"])]
     header = ["model", "head", "dim"] + [title for title, _ in columns] + ["mean"]
@@ -58,7 +66,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     for row in report["rows"]:
         head = "—" if row["head"] == "default" else row["head"] + (" (default)" if row["default_head"] and
                                                                    row["kind"] != "pca" else "")
-        cells = [f"`{row['model']}`{HOLDOUT_MARKS[row['holdout']['status']]}", head, str(row["dim"])]
+        cells = [f"`{row['model']}`{stage_note(row)}{HOLDOUT_MARKS[row['holdout']['status']]}", head, str(row["dim"])]
         cells += [format_value(row["metrics"].get(key)) for _, key in columns]
         cells.append(format_value(row["mean"]))
         lines.append("| " + " | ".join(cells) + " |")

@@ -47,15 +47,34 @@ def load_models(specs: Sequence[str], context: EncodeContext) -> list[ModelRun]:
     return runs
 
 
+def image_vectors(model: EvalModel, suite: Sequence[Task]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """({image set: {head: vectors}}, {task: why skipped}) for the tasks that embed images."""
+    vectors, skipped = {}, {}
+    for task in suite:
+        for name, images in task.images().items():
+            if task.name in skipped:
+                break
+            if name not in vectors:
+                try:
+                    vectors[name] = model.encode_images(images)
+                except NotImplementedError as error:
+                    skipped[task.name] = str(error)
+                    break
+    return vectors, skipped
+
+
 def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: dict[str, int],
                 context: EncodeContext) -> list[dict[str, Any]]:
     model = run.model
     timings: list[encoding.EncodeTiming] = []
     vectors = encoding.encode(model, texts, context, timings)
+    images, skipped = image_vectors(model, suite)
     rows = []
     for head, dim in model.heads.items():
         started = time.perf_counter()
-        results: dict[str, TaskResult] = {task.name: task.score(TextVectors(index, vectors[head])) for task in suite}
+        head_images = {name: encoding.unit_float32(by_head[head]) for name, by_head in images.items()}
+        results: dict[str, TaskResult] = {task.name: task.score(TextVectors(index, vectors[head], head_images))
+                                          for task in suite if task.name not in skipped}
         metrics = {metric_key(name, metric): value for name, result in results.items()
                    for metric, value in result.metrics.items()}
         rows.append({
@@ -63,6 +82,7 @@ def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: d
             "default_head": head == model.default_head,
             "metrics": metrics, "mean": headline_mean(metrics),
             "counts": {name: result.counts for name, result in results.items()},
+            "skipped_tasks": skipped,
             "holdout": model.holdout.as_json(),
             "source": model.source,
             "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timings[0].seconds, 3),
@@ -83,7 +103,8 @@ def evaluate(specs: Sequence[str], task_names: Sequence[str], context: EncodeCon
     rows = [row for run in runs for row in score_model(run, suite, texts, index, context)]
     return {
         "tasks": {task.name: {"description": task.description, "metrics": list(task.metric_names),
-                              "counts": rows[0]["counts"][task.name] if rows else {}} for task in suite},
+                              "counts": next((row["counts"][task.name] for row in rows
+                                              if task.name in row["counts"]), {})} for task in suite},
         "headline": {"metrics": [metric_key(task, metric) for task, metric in HEADLINE],
                      "definition": "unweighted mean of the three headline metrics (docs/eval.md)"},
         "texts_encoded_per_model": len(texts),

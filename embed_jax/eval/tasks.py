@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-# name → "module:factory"; DEFAULT_TASKS is the headline text suite (docs/eval.md).
-TASKS: dict[str, str] = {
+# name → "module:factory" (or the factory itself); DEFAULT_TASKS is the headline text suite (docs/eval.md).
+TASKS: dict[str, str | Callable[[], "Task"]] = {
     "lee_similarity": "embed_jax.eval.lee:LeeSimilarity",
     "lee_retrieval": "embed_jax.eval.lee:LeeRetrieval",
     "wordnet_retrieval": "embed_jax.eval.wordnet:WordNetRetrieval",
@@ -68,9 +68,9 @@ class Task:
         raise NotImplementedError
 
 
-def register_task(name: str, target: str) -> None:
-    """Add a task as "module:factory" (the factory takes no arguments and returns a Task)."""
-    if ":" not in target:
+def register_task(name: str, target: str | Callable[[], Task]) -> None:
+    """Add a task as "module:factory" or as the factory (no arguments, returns a Task)."""
+    if isinstance(target, str) and ":" not in target:
         raise ValueError(f"task {name!r}: target {target!r} must be 'module:factory'")
     TASKS[name] = target
 
@@ -78,8 +78,11 @@ def register_task(name: str, target: str) -> None:
 def load_task(name: str) -> Task:
     if name not in TASKS:
         raise UnknownTaskError(f"unknown evaluation task {name!r}; the tasks are: {', '.join(sorted(TASKS))}.")
-    module_name, factory_name = TASKS[name].split(":")
-    task = getattr(importlib.import_module(module_name), factory_name)()
+    target = TASKS[name]
+    if isinstance(target, str):
+        module_name, factory_name = target.split(":")
+        target = getattr(importlib.import_module(module_name), factory_name)
+    task = target()
     task.name = name
     return task
 

@@ -76,3 +76,26 @@ def test_all_minilm_l6_v2_reproduces_the_lee_figures_of_assets_md(tmp_path, caps
     assert row["counts"]["lee_similarity"] == {"documents": 50, "pairs": 1225}
     assert row["holdout"]["status"] == "external" and row["dim"] == 384
     assert "| `asset:all-MiniLM-L6-v2` | — | 384 | 0.508 | 0.656 | 0.869 |" in (tmp_path / "results.md").read_text()
+
+
+class FakeImageSet(tasks.Task):
+    """A task that embeds images (as the vision zero-shot task will): models without an image path skip it."""
+
+    metric_names = ("accuracy",)
+
+    def texts(self):
+        return ["a handwritten digit seven"]
+
+    def images(self):
+        return {"digits": np.zeros((2, 8, 8, 3), dtype=np.float32)}
+
+    def score(self, vectors):
+        raise AssertionError("a text-only model must not be scored on an image task")
+
+
+def test_image_task_is_skipped_for_a_text_only_model_with_the_reason(tmp_path, tiny_st, monkeypatch):
+    monkeypatch.setitem(tasks.TASKS, "fake_images", FakeImageSet)
+    assert main([f"--model={tiny_st}", f"--out={tmp_path}", "--tasks=lee_similarity,fake_images"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert all("no image path" in row["skipped_tasks"]["fake_images"] for row in rows)
+    assert all("lee_similarity/spearman" in row["metrics"] for row in rows)
