@@ -73,6 +73,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # jobs, 1 can be several times faster: OpenMP threads spin-wait for busy cores (measured 5× per MiniLM forward
     # on this 2-core CPU under load).
     config.torch_threads = 0
+    # Records folders whose finished shards this export may copy instead of encoding (embed_jax/teachers/reuse.py):
+    # comma-separated. E.g. grow runs/a (4,000 texts) into runs/b (32,000) paying only for the new 28,000.
+    config.reuse_from = ""
     return config
 
 

@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
@@ -222,6 +223,35 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
     sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}
     _write_json_atomically(folder / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
     return info
+
+
+def adopt_shard(folder: Path, index: int, source: Path, info: ShardInfo, manifest: Manifest) -> ShardInfo:
+    """Copy a finished shard of another export (same teachers, dtype and shard size; same texts up to its end, as its
+    corpus hash proves) into `folder` as shard `index` of `manifest`'s export: the bytes are the records an encoding
+    would write, so the copy replaces the encoding (embed_jax/teachers/reuse.py)."""
+    stem = shard_stem(index)
+    final_path = folder / f"{stem}.array_record"
+    temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
+    shutil.copyfile(source, temporary_path)
+    _publish(temporary_path, final_path)
+    adopted = dataclasses.replace(info, file=final_path.name)
+    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(adopted)}
+    _write_json_atomically(folder / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    return adopted
+
+
+def finished_shards(folder: Path) -> tuple[Manifest, list[ShardInfo]]:
+    """The manifest of the export in `folder` (finished or not) and the shards it has finished, in order."""
+    manifest = read_manifest_file(folder / MANIFEST_NAME)
+    if manifest.status == STATUS_COMPLETE:
+        return manifest, list(manifest.shards)
+    done: list[ShardInfo] = []
+    while (folder / f"{shard_stem(len(done))}.json").exists():
+        info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
+        if not (folder / info.file).exists():
+            break
+        done.append(info)
+    return manifest, done
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

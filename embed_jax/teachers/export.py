@@ -12,6 +12,9 @@ files, corpus description, dtype, shard size). A run on a folder of the same ide
 checks on the way that the corpus still yields the same texts (the running corpus hash at each shard's end), and
 writes the rest. Because shards are cut from the corpus order and batched within a shard, the resumed records are
 those of an uninterrupted run: same ids, same texts, same vectors. A folder of another identity is refused.
+
+`reuse_from`: other records folders whose finished shards are copied where they hold exactly this export's shard
+(embed_jax/teachers/reuse.py) — to grow an export, or to cut an unfinished big one short without encoding again.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Sequence
 
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
-from embed_jax.teachers import encoders, targets
+from embed_jax.teachers import encoders, reuse, targets
 from embed_jax.teachers.progress import Progress, format_duration
 
 
@@ -42,6 +45,7 @@ class ExportSettings:
     max_batch_size: int
     progress_every_s: float
     torch_threads: int
+    reuse_from: tuple[Path, ...] = ()
 
 
 def settings_from_config(config) -> ExportSettings:
@@ -75,7 +79,10 @@ def settings_from_config(config) -> ExportSettings:
                           max_tokens_per_batch=int(config.max_tokens_per_batch),
                           max_batch_size=int(config.max_batch_size),
                           progress_every_s=float(config.get("progress_every_s", 10.0)),
-                          torch_threads=int(config.get("torch_threads", 0)))
+                          torch_threads=int(config.get("torch_threads", 0)),
+                          reuse_from=tuple(Path(folder.strip()).expanduser()
+                                           for folder in str(config.get("reuse_from", "") or "").split(",")
+                                           if folder.strip()))
 
 
 def teacher_info(teacher: encoders.Teacher, order: int) -> TeacherInfo:
@@ -179,11 +186,16 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
     shards: list[ShardInfo] = []
     started = time.monotonic()
     kept = 0
+    donors = reuse.donor_shards(settings.reuse_from, draft)
     for index, (texts, corpus_hash) in enumerate(stream):
         before = progress.done
+        donor = reuse.matching_shard(donors, index, len(texts), texts[0].id, texts[-1].id, corpus_hash)
         if index < len(done):
             check_finished_shard(done[index], texts, corpus_hash, index, folder)
             shards.append(done[index])
+        elif donor is not None:
+            shards.append(records.adopt_shard(folder, index, donor[0], donor[1], draft))
+            log(f"shard {index}: copied from {donor[0]} (same texts, same teachers)")
         else:
             vectors = encode_shard(texts, teachers, settings)
             rows = [(item.id, item.text, vector) for item, vector in zip(texts, vectors)]

@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformer
 
 from embed_jax.data import records
 from embed_jax.data.records import RecordsError
-from embed_jax.teachers import encoders, export, targets
+from embed_jax.teachers import encoders, export, reuse, targets
 from embed_jax.teachers.assets import minilm_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,3 +258,65 @@ def test_same_teacher_at_another_path_is_the_same_export(make_config, corpus_fil
     moved = shutil.copytree(tiny_bert, tmp_path / "moved_teacher")
     export.run_export(make_config(tmp_path / "out", corpus_file, **{"teachers.tiny.path": str(moved)}))
     assert "nothing to do" in capsys.readouterr().err
+
+
+def _corpus_prefix(corpus_file: Path, folder: Path, num_lines: int) -> Path:
+    """The first lines of the corpus in a file of the same name (ids are `corpus.txt:<line>`: the same texts)."""
+    folder.mkdir()
+    prefix = folder / corpus_file.name
+    prefix.write_text("".join(corpus_file.read_text(encoding="utf-8").splitlines(keepends=True)[:num_lines]),
+                      encoding="utf-8")
+    return prefix
+
+
+def _count_encoded_shards(patch) -> list[int]:
+    encoded = []
+    original = export.encode_shard
+
+    def counting(texts, *args, **kwargs):
+        encoded.append(len(texts))
+        return original(texts, *args, **kwargs)
+
+    patch.setattr(export, "encode_shard", counting)
+    return encoded
+
+
+def test_reuse_from_grows_an_export_paying_only_for_new_texts(make_config, corpus_file, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    export.run_export(make_config(reference, corpus_file))
+    # 10 lines = 8 kept texts (two lines are blank) = the first two shards of 4.
+    small_corpus = _corpus_prefix(corpus_file, tmp_path / "small_corpus", 10)
+    small = tmp_path / "small"
+    export.run_export(make_config(small, small_corpus))
+    grown = tmp_path / "grown"
+    with monkeypatch.context() as patch:
+        encoded = _count_encoded_shards(patch)
+        export.run_export(make_config(grown, corpus_file, reuse_from=str(small)))
+    assert encoded == [4, 3]  # shards 2 and 3 only (15 kept texts)
+    assert folder_bytes(grown) == folder_bytes(reference)
+
+
+def test_reuse_from_an_unfinished_export_cuts_it_short(make_config, corpus_file, tmp_path, monkeypatch):
+    unfinished = tmp_path / "unfinished"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, records, "write_shard", 2)
+        with pytest.raises(Interrupt):
+            export.run_export(make_config(unfinished, corpus_file))
+    small_corpus = _corpus_prefix(corpus_file, tmp_path / "small_corpus", 10)
+    reference = tmp_path / "reference"
+    export.run_export(make_config(reference, small_corpus))
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        encoded = _count_encoded_shards(patch)
+        export.run_export(make_config(cut, small_corpus, reuse_from=f"{unfinished}, {tmp_path / 'reference'}"))
+    assert encoded == []
+    assert folder_bytes(cut) == folder_bytes(reference)
+
+
+def test_reuse_from_refuses_folders_whose_vectors_differ(make_config, corpus_file, tmp_path):
+    other = tmp_path / "float16"
+    export.run_export(make_config(other, corpus_file, storage_dtype="float16"))
+    with pytest.raises(reuse.ReuseError, match=r"reuse_from: .*float16 was exported with other dtype"):
+        export.run_export(make_config(tmp_path / "out", corpus_file, reuse_from=str(other)))
+    with pytest.raises(reuse.ReuseError, match=r"reuse_from: .*nowhere holds no manifest.json"):
+        export.run_export(make_config(tmp_path / "out2", corpus_file, reuse_from=str(tmp_path / "nowhere")))
