@@ -31,9 +31,9 @@ def rewrite_weights(folder, edit):
 
 
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mpnet", "hidden_size": 8}))
-    with pytest.raises(ValueError, match=r"model_type 'mpnet' is not a supported text encoder; supported model_type "
-                                         r"values: bert, gpt2, qwen2, roberta, xlm-roberta") as error:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deberta-v2", "hidden_size": 8}))
+    with pytest.raises(ValueError, match=r"model_type 'deberta-v2' is not a supported text encoder; supported "
+                                         r"model_type values: bert, gpt2, mpnet, qwen2, roberta, xlm-roberta") as error:
         load_text_encoder(tmp_path)
     assert str(tmp_path / "config.json") in str(error.value)
 
