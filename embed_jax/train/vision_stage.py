@@ -201,9 +201,12 @@ def make_batches(config: ml_collections.ConfigDict, source: image_records.ImageR
 
 def encode_texts(student: Student, tokenizer: str, texts: Sequence[str], *, max_length: int = 128,
                  batch_size: int = 64) -> dict[int, np.ndarray]:
-    """{dim: (n, dim) unit vectors} of `texts` through the student's text path (one device, fixed-length batches so
-    one compilation serves them all)."""
-    encoder = pipeline.BatchEncoder(tokenizer, max_length, (max_length,))
+    """{dim: (n, dim) unit vectors} of `texts` through the student's text path (one device; batches padded to a
+    few length buckets, so a few compilations serve them all), truncated to the encoder's position table."""
+    positions = student.config["text_encoder"].get("max_position_embeddings") or max_length
+    max_length = min(max_length, int(positions))
+    encoder = pipeline.BatchEncoder(tokenizer, max_length,
+                                    pipeline.check_length_buckets((16, 32, 64), max_length))
     forward = nnx.jit(lambda model, ids, mask: model(ids, mask)["embeddings"])
     outputs: dict[int, list[np.ndarray]] = {}
     for start in range(0, len(texts), batch_size):

@@ -84,3 +84,9 @@ def caption_records(tmp_path_factory, text_stage) -> Path:
     folder = tmp_path_factory.mktemp("captions") / "held_out"
     caption_export.export_digits(str(folder), "held_out", text_student=str(text_stage))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_settings():
+    """(tower config, image tokens, save_text_stage) for tests that assemble their own configs."""
+    return dict(TINY_TOWER), NUM_IMAGE_TOKENS, save_text_stage
