@@ -1,7 +1,6 @@
 r"""Stage 4 on this CPU (SPEC §4): a small SigLIP-shaped tower, from scratch, learns to put scikit-learn's handwritten
 digits where their captions' vectors are, through the frozen text path of a trained MiniLM student.
 
-    bash scripts/vision.sh                       # the three steps below, then the zero-shot evaluation
     # 1. caption vectors from the text student's own text path (self-distillation, as in the paper):
     python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
         --output_dir=runs/vision/records/train --split=train
