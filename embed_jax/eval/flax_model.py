@@ -31,17 +31,17 @@ MAX_ROWS = 256
 DEFAULT_WINDOW = 512
 
 
-def latest_run_metadata(stage_dir: Path) -> dict[str, Any]:
-    """The newest checkpoint's run_metadata (identity: init_from, records fingerprint, teachers, ...)."""
-    steps = sorted((int(path.name), path) for path in (stage_dir / "checkpoints").glob("*") if path.name.isdigit())
-    for _, step_dir in reversed(steps):
-        metadata = step_dir / "run_metadata" / "metadata"
-        if metadata.is_file():
-            return json.loads(metadata.read_text(encoding="utf-8"))
-    raise ModelSpecError(f"{stage_dir / 'checkpoints'}: no checkpoint with run_metadata; train this stage first.")
+def checkpoint_identity(stage_dir: Path) -> dict[str, Any]:
+    """The newest checkpoint's recorded identity (init_from, records fingerprint, teachers, ...)."""
+    from embed_jax.convert.hf import checkpoint_steps, run_identity
+
+    steps = checkpoint_steps(stage_dir)
+    if not steps:
+        raise ModelSpecError(f"{stage_dir / 'checkpoints'}: no checkpoint; train this stage first.")
+    return run_identity(stage_dir, steps[-1])
 
 
-def tokenizer_source(stage_dir: Path, metadata: dict[str, Any]) -> tuple[str, str]:
+def tokenizer_source(stage_dir: Path, identity: dict[str, Any]) -> tuple[str, str]:
     """(tokenizer path or asset name, where it was found)."""
     config_file = overlap.run_config_file(stage_dir)
     if config_file is not None:
@@ -51,7 +51,7 @@ def tokenizer_source(stage_dir: Path, metadata: dict[str, Any]) -> tuple[str, st
             return data["tokenizer"], f"{config_file}: data.tokenizer"
         if model.get("init_from"):
             return model["init_from"], f"{config_file}: model.init_from"
-    init_from = metadata.get("identity", {}).get("init_from")
+    init_from = identity.get("init_from")
     if not init_from:
         raise ModelSpecError(f"{stage_dir}: neither a run config nor the checkpoint's run_metadata names the "
                              f"tokenizer (identity.init_from); pass a stage folder written by embed_jax.main.")
@@ -90,8 +90,8 @@ class FlaxStudentModel(EvalModel):
         from embed_jax.train.loop import STUDENT_CONFIG_FILE, load_trained_student
 
         self.spec, self.stage_dir, self.holdout = spec, stage_dir, holdout
-        metadata = latest_run_metadata(stage_dir)
-        tokenizer_path, tokenizer_where = tokenizer_source(stage_dir, metadata)
+        identity = checkpoint_identity(stage_dir)
+        tokenizer_path, tokenizer_where = tokenizer_source(stage_dir, identity)
         try:
             tokenizer_folder = resolve_model_path(tokenizer_path)
         except AssetError as error:
@@ -111,7 +111,7 @@ class FlaxStudentModel(EvalModel):
         self.default_head = str(dims[0])
         self.source = {"stage_dir": str(stage_dir), "tokenizer": str(tokenizer_folder),
                        "tokenizer_from": tokenizer_where, "max_length": self.max_length,
-                       "identity": metadata.get("identity", {})}
+                       "identity": identity}
         self._forward = None
 
     def fingerprint(self) -> str:

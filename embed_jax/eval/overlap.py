@@ -3,7 +3,9 @@
 Where the training records are written down:
 * an exported folder: `embed_jax_export.json` → "training_records": [{"records_dir": ..., ...}, ...];
 * a training workdir or one of its stage folders: the run config `run_config.json` in the stage folder or the
-  workdir (the training config as JSON) → data.records_dir (a folder or a list of folders).
+  workdir (the training config as JSON) → data.records_dir (a folder or a list of folders); without one, the
+  records folders whose corpus fingerprint the checkpoints record, searched where the exporter searches (beside
+  the workdir).
 
 Every record of those folders is read: an id that names evaluation material (`corpora.is_held_out_record_id`:
 `lee:*`, or a held-out WordNet synset) or a text equal, after `corpora.fold`, to a held-out text
@@ -11,7 +13,7 @@ Every record of those folders is read: an id that names evaluation material (`co
 offending ids, unless the user passes --allow_overlap, which scores the model and marks its rows.
 
 A model trained elsewhere (any other sentence-transformers folder) has no records to read: its rows say "external".
-A workdir or export whose records cannot be found (no run config, folder moved) is scored with its rows marked
+A workdir or export whose records cannot be found (folder moved, `--skip_records`) is scored with its rows marked
 "unchecked" and a warning.
 """
 from __future__ import annotations
@@ -97,8 +99,9 @@ def _records_dirs_value(value: Any, where: str) -> list[Path]:
     raise TrainingRecordsError(f"{where}: expected a records folder or a list of them, got {value!r}.")
 
 
-def records_from_export(folder: Path) -> list[Path]:
-    """The records folders an exported folder's embed_jax_export.json lists under "training_records"."""
+def records_from_export(folder: Path) -> list[Path] | None:
+    """The records folders an exported folder's embed_jax_export.json lists under "training_records"; None when
+    the export says it did not locate them (records_dir null: `--skip_records`)."""
     path = folder / EXPORT_FILE
     try:
         export = json.loads(path.read_text(encoding="utf-8"))
@@ -113,6 +116,8 @@ def records_from_export(folder: Path) -> list[Path]:
         where = f"{path}: training_records[{index}].records_dir"
         if not isinstance(entry, dict) or "records_dir" not in entry:
             raise TrainingRecordsError(f"{where} is missing; re-export the model.")
+        if entry["records_dir"] is None:
+            return None
         folders.extend(_records_dirs_value(entry["records_dir"], where))
     return folders
 
@@ -206,14 +211,33 @@ def check_records(model: str, folders: Sequence[Path], *, source: str, allow_ove
 
 
 def check_exported_folder(model: str, folder: Path, *, allow_overlap: bool) -> HoldoutCheck:
-    return check_records(model, records_from_export(folder), source=str(folder / EXPORT_FILE),
-                         allow_overlap=allow_overlap)
+    folders = records_from_export(folder)
+    if folders is None:
+        return HoldoutCheck(status=UNCHECKED, note=f"{folder / EXPORT_FILE} lists no training records folder "
+                                                   f"(exported with --skip_records)")
+    return check_records(model, folders, source=str(folder / EXPORT_FILE), allow_overlap=allow_overlap)
+
+
+def records_by_fingerprint(workdir: Path) -> list[Path]:
+    """The records folders whose corpus fingerprints the workdir's checkpoints record, found where the exporter
+    looks (beside the workdir: embed_jax.convert.hf.find_training_records); FileNotFoundError if one is not."""
+    from embed_jax.convert.hf import checkpoint_steps, find_training_records, run_identity, stage_folders
+
+    fingerprints = sorted({run_identity(stage, checkpoint_steps(stage)[-1]).get("records_fingerprint")
+                           for stage in stage_folders(workdir) if checkpoint_steps(stage)} - {None})
+    return [folder for folder, _ in find_training_records(workdir, fingerprints, [])]
 
 
 def check_stage_folder(model: str, stage_dir: Path, *, allow_overlap: bool) -> HoldoutCheck:
+    """Records from the run config; without one, the records whose fingerprint the checkpoints record."""
     config_file = run_config_file(stage_dir)
-    if config_file is None:
-        return HoldoutCheck(status=UNCHECKED, note=f"no {RUN_CONFIG_FILE} in {stage_dir} or {stage_dir.parent}: "
-                                                   f"the training records are unknown")
-    return check_records(model, records_from_run_config(config_file), source=str(config_file),
+    if config_file is not None:
+        return check_records(model, records_from_run_config(config_file), source=str(config_file),
+                             allow_overlap=allow_overlap)
+    try:
+        folders = records_by_fingerprint(stage_dir.parent)
+    except FileNotFoundError as error:
+        return HoldoutCheck(status=UNCHECKED, note=f"no {RUN_CONFIG_FILE} in {stage_dir} or {stage_dir.parent}, and "
+                                                   f"the checkpoints' records were not found beside it ({error})")
+    return check_records(model, folders, source="the records whose corpus fingerprint the checkpoints record",
                          allow_overlap=allow_overlap)

@@ -3,7 +3,7 @@
     asset:all-MiniLM-L6-v2 | asset:all-mpnet-base-v2   a bundled teacher (sentence-transformers)
     FOLDER with modules.json                           any sentence-transformers folder, embed_jax exports included
     FOLDER with student_config.json                    a stage folder of embed_jax.main (Flax)
-    WORKDIR with stage*/student_config.json            its last stage (highest number)
+    WORKDIR with stage*/student_config.json            its last trained stage (as the exporter picks it)
     concat:SPEC+SPEC[+...]                             the concatenated teacher (SPEC §2)
     pca:SPEC@DIM                                       SPEC reduced to DIM by PCA (baseline)
 
@@ -12,7 +12,6 @@ here, before any encoding.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from embed_jax.eval import overlap
@@ -22,15 +21,6 @@ CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX = "concat:", "pca:", "asset:"
 STUDENT_CONFIG_FILE = "student_config.json"  # = embed_jax.train.loop.STUDENT_CONFIG_FILE (that module imports jax)
 SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-transformers folder (modules.json), an "
               "embed_jax stage folder (student_config.json) or workdir (stage*/), concat:SPEC+SPEC, pca:SPEC@DIM")
-
-
-def last_stage(workdir: Path) -> Path | None:
-    """The stage folder with the highest number (stage1 < stage2 < ... < stage10) that holds a student config."""
-    stages = [path for path in workdir.iterdir() if path.is_dir() and (path / STUDENT_CONFIG_FILE).is_file()]
-    if not stages:
-        return None
-    return max(stages, key=lambda path: [int(part) if part.isdigit() else part
-                                         for part in re.split(r"(\d+)", path.name)])
 
 
 class ModelLoader:
@@ -86,6 +76,8 @@ class ModelLoader:
                                         max_length=self.context.max_length)
 
     def _folder(self, spec: str, folder: Path) -> EvalModel:
+        from embed_jax.convert.hf import choose_stage, stage_folders
+
         if not folder.is_dir():
             raise ModelSpecError(f"model spec {spec!r}: {folder} is not a folder and not a known spec form. Give one "
                                  f"of: {SPEC_FORMS}.")
@@ -94,9 +86,11 @@ class ModelLoader:
             return self._sentence_transformers(spec, folder)
         if (folder / STUDENT_CONFIG_FILE).is_file():
             return self._stage(spec, folder)
-        stage = last_stage(folder)
-        if stage is not None:
-            return self._stage(spec, stage)
+        if stage_folders(folder):
+            try:
+                return self._stage(spec, choose_stage(folder, None))
+            except FileNotFoundError as error:
+                raise ModelSpecError(f"model spec {spec!r}: {error}") from error
         hint = (" It looks like a plain Hugging Face model (config.json): give the sentence-transformers folder "
                 "around it (modules.json, 1_Pooling) so that its pooling is known."
                 if (folder / "config.json").is_file() else "")

@@ -153,3 +153,24 @@ def test_records_that_moved_leave_the_rows_unchecked_with_a_warning(tmp_path, ca
     code, err = run(capsys, f"--model={folder}", f"--out={out}", LEE)
     assert code == 0 and "unchecked" in err and str(tmp_path / "gone") in err
     assert "†" in (out / "results.md").read_text()
+
+
+def test_workdir_without_run_config_finds_its_records_by_fingerprint_or_says_unchecked(tmp_path, capsys,
+                                                                                     tiny_workdir, clean_records):
+    workdir = tmp_path / "train"
+    shutil.copytree(tiny_workdir, workdir)
+    (workdir / "run_config.json").unlink()
+    code, err = run(capsys, f"--model={workdir}", f"--out={tmp_path / 'unchecked'}", LEE)
+    assert code == 0 and "unchecked" in err and "were not found" in err
+    shutil.copytree(clean_records, tmp_path / "records")  # where the exporter looks: beside the workdir
+    assert run(capsys, f"--model={workdir}", f"--out={tmp_path / 'found'}", LEE)[0] == 0
+    holdout = json.loads((tmp_path / "found" / "results.json").read_text())["rows"][0]["holdout"]
+    assert holdout["status"] == "clean" and holdout["records_dirs"] == [str((tmp_path / "records").resolve())]
+
+
+def test_export_without_located_records_is_unchecked(tmp_path, capsys, tiny_st):
+    folder = export_folder(tmp_path, tiny_st, [])
+    (folder / overlap.EXPORT_FILE).write_text(json.dumps({"training_records": [
+        {"records_dir": None, "num_records": None, "corpus_fingerprint": "abc"}]}))
+    code, err = run(capsys, f"--model={folder}", f"--out={tmp_path / 'out'}", LEE)
+    assert code == 0 and "--skip_records" in err
