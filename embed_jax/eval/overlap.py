@@ -2,8 +2,8 @@
 
 Where the training records are written down:
 * an exported folder: `embed_jax_export.json` → "training_records": [{"records_dir": ..., ...}, ...];
-* a training workdir or one of its stage folders: the run config `run_config.json` in the stage folder or the
-  workdir (the training config as JSON) → data.records_dir (a folder or a list of folders); without one, the
+* a training workdir or one of its stage folders: the run config `config.json` that embed_jax.main writes into the
+  workdir (the training config as JSON) → data.records_dir (comma-separated folders); without one, the
   records folders whose corpus fingerprint the checkpoints record, searched where the exporter searches (beside
   the workdir).
 
@@ -27,7 +27,9 @@ from typing import Any, Iterable, Sequence
 from embed_jax.data import corpora, records
 
 EXPORT_FILE = "embed_jax_export.json"
-RUN_CONFIG_FILE = "run_config.json"
+# embed_jax.train.loop.RUN_CONFIG_FILE, which train_and_evaluate writes into the workdir (not imported: that module
+# imports jax, and evaluating sentence-transformers folders needs none).
+RUN_CONFIG_FILE = "config.json"
 SHOWN_OFFENDERS = 5
 READ_CHUNK = 4096
 
@@ -92,11 +94,13 @@ def combine(checks: Sequence[HoldoutCheck], note: str) -> HoldoutCheck:
 
 
 def _records_dirs_value(value: Any, where: str) -> list[Path]:
-    if isinstance(value, str) and value:
-        return [Path(value).expanduser()]
-    if isinstance(value, list) and value and all(isinstance(item, str) and item for item in value):
-        return [Path(item).expanduser() for item in value]
-    raise TrainingRecordsError(f"{where}: expected a records folder or a list of them, got {value!r}.")
+    """A records folder, comma-separated folders, or a list of folders → paths."""
+    items = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, list) and all(isinstance(item, str) for item in items):
+        folders = [Path(item.strip()).expanduser() for item in items if item.strip()]
+        if folders:
+            return folders
+    raise TrainingRecordsError(f"{where}: expected a records folder (or several, comma-separated), got {value!r}.")
 
 
 def records_from_export(folder: Path) -> list[Path] | None:
@@ -123,11 +127,9 @@ def records_from_export(folder: Path) -> list[Path] | None:
 
 
 def run_config_file(stage_dir: Path) -> Path | None:
-    """The run config of a stage folder: beside it, or in its workdir."""
-    for folder in (stage_dir, stage_dir.parent):
-        if (folder / RUN_CONFIG_FILE).is_file():
-            return folder / RUN_CONFIG_FILE
-    return None
+    """The run config in a stage folder's workdir, if there is one."""
+    path = stage_dir.parent / RUN_CONFIG_FILE
+    return path if path.is_file() else None
 
 
 def records_from_run_config(path: Path) -> list[Path]:
@@ -237,7 +239,7 @@ def check_stage_folder(model: str, stage_dir: Path, *, allow_overlap: bool) -> H
     try:
         folders = records_by_fingerprint(stage_dir.parent)
     except FileNotFoundError as error:
-        return HoldoutCheck(status=UNCHECKED, note=f"no {RUN_CONFIG_FILE} in {stage_dir} or {stage_dir.parent}, and "
-                                                   f"the checkpoints' records were not found beside it ({error})")
+        return HoldoutCheck(status=UNCHECKED, note=f"no {RUN_CONFIG_FILE} in {stage_dir.parent}, and the "
+                                                   f"checkpoints' records were not found beside it ({error})")
     return check_records(model, folders, source="the records whose corpus fingerprint the checkpoints record",
                          allow_overlap=allow_overlap)

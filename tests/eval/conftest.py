@@ -5,7 +5,7 @@
   modules.json routing through 2_Dense_16), the layout embed_jax's exporter writes;
 * `export_records(name, items)`: real teacher records (embed_jax.teachers.export, the tiny BERT as teacher) of a
   JSONL corpus of (id, text) pairs;
-* `tiny_workdir`: a stage-1 student trained by the real loop on clean records, with its run_config.json.
+* `tiny_workdir`: a stage-1 student trained by the real loop on clean records, with its run config (config.json).
 """
 import importlib.util
 import json
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from embed_jax.data import corpora
+from embed_jax.eval import overlap
 from embed_jax.teachers.assets import minilm_path
 
 # Other test processes share the machine's two cores (see tests/teachers/conftest.py).
@@ -138,8 +139,13 @@ def text_overlap_records(export_records) -> Path:
 
 
 def write_run_config(workdir: Path, config) -> None:
-    """What embed_jax.main should leave in a workdir: the training config as JSON (see docs/eval.md)."""
-    (workdir / "run_config.json").write_text(config.to_json_best_effort())
+    """The run config embed_jax.main leaves in a workdir (the training config as JSON, absolute records folders),
+    written here only if the loop did not write it."""
+    path = workdir / overlap.RUN_CONFIG_FILE
+    if not path.exists():
+        values = config.to_dict()
+        values["data"]["records_dir"] = str(Path(values["data"]["records_dir"]).resolve())
+        path.write_text(json.dumps(values, default=str))
 
 
 @pytest.fixture(scope="session")

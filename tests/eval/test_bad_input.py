@@ -65,9 +65,9 @@ def test_stage_whose_tokenizer_folder_lost_its_tokenizer(tmp_path, capsys, tiny_
     tokenizer_folder = tmp_path / "init_copy"
     shutil.copytree(tiny_bert, tokenizer_folder)
     (tokenizer_folder / "tokenizer.json").unlink()
-    config = json.loads((workdir / "run_config.json").read_text())
+    config = json.loads((workdir / overlap.RUN_CONFIG_FILE).read_text())
     config["model"]["init_from"] = str(tokenizer_folder)
-    (workdir / "run_config.json").write_text(json.dumps(config))
+    (workdir / overlap.RUN_CONFIG_FILE).write_text(json.dumps(config))
     code, err = run(capsys, f"--model={workdir}", f"--out={tmp_path / 'out'}", LEE)
     assert code == 2
     assert f"{tokenizer_folder}" in err and "has no tokenizer.json" in err and "model.init_from" in err
@@ -115,9 +115,9 @@ def test_workdir_trained_on_overlapping_records_is_refused_through_its_run_confi
                                                                                    text_overlap_records):
     workdir = tmp_path / "train"
     shutil.copytree(tiny_workdir, workdir)
-    config = json.loads((workdir / "run_config.json").read_text())
+    config = json.loads((workdir / overlap.RUN_CONFIG_FILE).read_text())
     config["data"]["records_dir"] = str(text_overlap_records)
-    (workdir / "run_config.json").write_text(json.dumps(config))
+    (workdir / overlap.RUN_CONFIG_FILE).write_text(json.dumps(config))
     code, err = run(capsys, f"--model={workdir / 'stage1'}", f"--out={tmp_path / 'out'}", LEE)
     assert code == 2 and "'my_corpus:12' (held-out text)" in err and str(text_overlap_records.resolve()) in err
 
@@ -159,7 +159,7 @@ def test_workdir_without_run_config_finds_its_records_by_fingerprint_or_says_unc
                                                                                      tiny_workdir, clean_records):
     workdir = tmp_path / "train"
     shutil.copytree(tiny_workdir, workdir)
-    (workdir / "run_config.json").unlink()
+    (workdir / overlap.RUN_CONFIG_FILE).unlink()
     code, err = run(capsys, f"--model={workdir}", f"--out={tmp_path / 'unchecked'}", LEE)
     assert code == 0 and "unchecked" in err and "were not found" in err
     shutil.copytree(clean_records, tmp_path / "records")  # where the exporter looks: beside the workdir
