@@ -341,6 +341,47 @@ def text_encoder_family(hf_config: Mapping[str, Any], *, source: str = "config.j
     return importlib.import_module(model_module_name), importlib.import_module(table_module_name).TABLE
 
 
+# The config.json key holding the number of layers, per family (GPT-2 names it n_layer).
+_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer")
+# A layer's tensors in every family's checkpoint: `...layer.{i}.`, `...layers.{i}.`, `h.{i}.`.
+_LAYER_TENSOR = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+)\.")
+
+
+def keep_first_layers(hf_config: Mapping[str, Any], num_layers: int, *, source: str) -> dict[str, Any]:
+    """config.json with only the first `num_layers` layers (a smaller student cut from a pretrained encoder, as
+    the paper's size/quality trade: docs/RESULTS.md)."""
+    key = next((key for key in _LAYER_COUNT_KEYS if key in hf_config), None)
+    if key is None:
+        raise ValueError(f"{source}: names no layer count ({' / '.join(_LAYER_COUNT_KEYS)}); option num_layers "
+                         "cannot cut it")
+    total = int(hf_config[key])
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= total:
+        raise ValueError(f"option num_layers={num_layers!r}: {source} has {total} layers; choose 1 to {total}")
+    return {**hf_config, key: num_layers}
+
+
+def first_layers_tensors(tensors: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
+    """The checkpoint without the tensors of layers ≥ num_layers (read lazily: dropped tensors are never loaded)."""
+    return _FilteredTensors(tensors, lambda name: (match := _LAYER_TENSOR.search(name)) is None
+                            or int(match.group(1)) < num_layers)
+
+
+class _FilteredTensors(Mapping[str, Any]):
+    def __init__(self, tensors: Mapping[str, Any], keep: Any):
+        self._tensors, self._names = tensors, [name for name in tensors if keep(name)]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 def load_text_encoder(
     folder: str | Path, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, **options: Any
 ) -> tuple[nnx.Module, dict[str, Any]]:
@@ -348,17 +389,22 @@ def load_text_encoder(
 
     dtype: compute dtype (bf16 on TPU); param_dtype: storage dtype of the parameters (fp32 for training).
     options: family options such as scan=True, remat=True, truncate_long_inputs=True, causal=False (Qwen2, GPT-2);
-        unknown ones raise a ValueError listing the valid ones.
-    Returns (module, the config.json dict).
+        unknown ones raise a ValueError listing the valid ones. num_layers=N keeps the first N layers only.
+    Returns (module, the config.json dict — with the reduced layer count when num_layers is given).
     """
     model_folder = resolve_model_folder(folder)
     hf_config = read_config(model_folder)
     config_source = str(model_folder / "config.json")
     family, table = text_encoder_family(hf_config, source=config_source)
+    num_layers = options.pop("num_layers", None)
+    tensors: Mapping[str, Any] = open_checkpoint(model_folder)
+    if num_layers is not None:
+        hf_config = keep_first_layers(hf_config, num_layers, source=config_source)
+        tensors = first_layers_tensors(tensors, num_layers)
     abstract = nnx.eval_shape(
         lambda: family.from_hf_config(
             hf_config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), source=config_source, **options
         )
     )
-    load_weights(abstract, model_folder, table)
+    assign_weights(abstract, tensors, table, source=str(model_folder))
     return abstract, hf_config

@@ -281,6 +281,7 @@ class Student(nnx.Module):
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         options = dict(text_options or {})
         text_encoder, hf_config = hf_import.load_text_encoder(folder, dtype=dtype, param_dtype=param_dtype, **options)
+        options.pop("num_layers", None)  # applied: hf_config now holds the reduced layer count
         vision_config, tower = None, None
         if vision is not None:
             vision = dict(vision)

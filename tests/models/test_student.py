@@ -350,3 +350,30 @@ def test_ambiguous_sentence_transformers_pooling_is_named(tmp_path):
     (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_max_tokens": true}')
     with pytest.raises(ValueError, match=r"1_Pooling/config.json asks for pooling \['pooling_mode_max_tokens'\]"):
         pooling_from_folder(tmp_path)
+
+
+def test_num_layers_keeps_the_first_layers_of_the_real_minilm():
+    """A smaller student cut from a pretrained one (docs/RESULTS.md's size/quality trade): the first 3 layers of
+    all-MiniLM-L6-v2 equal a 3-layer BERT given those layers' weights; its config rebuilds it."""
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from embed_jax.models.student import Student
+    from embed_jax.teachers.assets import minilm_path
+
+    heads = {"teacher_dim": 8, "reduction_dims": []}
+    small = Student.from_pretrained(minilm_path(), heads=heads, text_options={"num_layers": 3})
+    full = Student.from_pretrained(minilm_path(), heads=heads)
+    assert small.config["text_encoder"]["num_hidden_layers"] == 3 and small.config["text_options"] == {}
+    assert len(small.text_encoder.encoder.layer) == 3
+    ids = jnp.asarray([[101, 7592, 2088, 102, 0]], jnp.int32)
+    mask = jnp.asarray([[1, 1, 1, 1, 0]], jnp.int32)
+    # The full model's hidden state after its third layer is the small model's output.
+    full.text_encoder.encoder.layer = nnx.List(list(full.text_encoder.encoder.layer)[:3])
+    np.testing.assert_allclose(np.asarray(small.text_encoder(ids, mask)), np.asarray(full.text_encoder(ids, mask)),
+                               atol=1e-6)
+    rebuilt = Student.from_config(small.config, rngs=nnx.Rngs(1))
+    assert len(rebuilt.text_encoder.encoder.layer) == 3
+    with pytest.raises(ValueError, match=r"option num_layers=7: .* has 6 layers; choose 1 to 6"):
+        Student.from_pretrained(minilm_path(), heads=heads, text_options={"num_layers": 7})

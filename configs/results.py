@@ -1,0 +1,44 @@
+r"""The run behind docs/RESULTS.md: all-MiniLM-L6-v2 + all-mpnet-base-v2 (1152-d) distilled into a MiniLM student.
+
+    # teacher records (the first N built-in texts in their fixed order; teachers at their own windows, 256/384)
+    python -m embed_jax.teachers.export --config=configs/teachers.py --config.corpus.max_texts=N \
+        --config.teachers.minilm.max_seq_length=0 --config.teachers.mpnet.max_seq_length=0 \
+        --config.output_dir=runs/results/records
+    python -m embed_jax.teachers.export --config=configs/teachers.py:eval --config.teachers.minilm.max_seq_length=0 \
+        --config.teachers.mpnet.max_seq_length=0 --config.output_dir=runs/results/eval_records
+    python -m embed_jax.main --config=configs/results.py --workdir=runs/results/train
+    python -m embed_jax.main --config=configs/results.py:small --workdir=runs/results/train_small
+
+Stages 1 → 2 → 3 (SPEC §4) with FC1 (1152-d) and 384/256/128-d reduction heads from stage 3, batch 64, length-grouped
+batches, validation loss every 50 steps. `:small` is the size/quality trade: the same recipe for a student made
+of MiniLM's first 3 layers (model.text_options.num_layers).
+"""
+import ml_collections
+
+from embed_jax.train import config as train_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg not in (None, "", "small"):
+        raise ValueError(f"configs/results.py:{arg} — the variants are: (none), 'small'.")
+    config = train_config.base_config()
+    config.model.init_from = "asset:all-MiniLM-L6-v2"
+    config.model.teacher_dim = 1152  # 384 (MiniLM) + 768 (mpnet), SPEC §2
+    config.model.reduction_dims = (384, 256, 128)
+    if arg == "small":
+        config.model.text_options = {"num_layers": 3}
+    config.data.records_dir = "runs/results/records"
+    config.data.eval_records_dir = "runs/results/eval_records"
+    config.data.max_length = 128
+    config.data.length_buckets = (32, 64, 128)
+    config.data.global_batch_size = 64
+    config.data.length_grouping_window = 8  # configs/distill.py: ~2× fewer padded tokens on this CPU
+    config.train.log_every = 25
+    config.train.eval_every = 50
+    config.train.eval_batches = 4  # all 256 validation records
+    config.train.checkpoint_every = 100
+    # The rates of configs/distill.py (measured there: each stage lowers every validation loss term), for more steps.
+    config.stage1.num_steps, config.stage1.learning_rate = 400, 3e-3
+    config.stage2.num_steps, config.stage2.learning_rate, config.stage2.head_learning_rate = 200, 5e-5, 1e-3
+    config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 200, 3e-5, 1e-3
+    return config
