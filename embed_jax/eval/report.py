@@ -64,8 +64,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     header = ["model", "head", "dim"] + [title for title, _ in columns] + ["mean"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in report["rows"]:
-        head = "—" if row["head"] == "default" else row["head"] + (" (default)" if row["default_head"] and
-                                                                   row["kind"] != "pca" else "")
+        several = sum(other["model"] == row["model"] for other in report["rows"]) > 1
+        head = "—" if row["head"] == "default" else row["head"] + (" (default)" if row["default_head"] and several
+                                                                   else "")
         cells = [f"`{row['model']}`{stage_note(row)}{HOLDOUT_MARKS[row['holdout']['status']]}", head, str(row["dim"])]
         cells += [format_value(row["metrics"].get(key)) for _, key in columns]
         cells.append(format_value(row["mean"]))

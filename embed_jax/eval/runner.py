@@ -87,7 +87,8 @@ def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: d
             "source": model.source,
             "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timings[0].seconds, 3),
                         "texts": timings[0].texts, "from_cache": timings[0].cached,
-                        "texts_per_s": (None if timings[0].cached or not timings[0].seconds
+                        # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing.
+                        "texts_per_s": (None if timings[0].cached or not model.cacheable or not timings[0].seconds
                                         else round(timings[0].texts / timings[0].seconds, 1)),
                         "score_s": round(time.perf_counter() - started, 3)},
         })
