@@ -197,13 +197,18 @@ class GroupedBatches(grain.MapDataset):
     a random batch of 128 at max length 128 are padding, because a batch almost always holds one long passage), at
     the price of batches that are no longer uniform samples of the corpus, which the in-batch losses see. Every
     batch is a pure function of its index, so the iterator's state is that index and a restore resumes exactly.
+
+    `record_indices` is the global record order and `batch_size` the global batch: each process forms the same global
+    batches (grouping sees the whole window, not a process's share) and keeps rows process_index::process_count of
+    each, so the global batch — and the loss — does not depend on the number of processes.
     """
 
     def __init__(self, record_indices: grain.MapDataset, source: RecordDataSource, encoder: BatchEncoder,
-                 batch_size: int, window: int, seed: int):
+                 batch_size: int, window: int, seed: int, process_index: int = 0, process_count: int = 1):
         super().__init__(record_indices)
         self.source, self.encoder = source, encoder
         self.batch_size, self.window, self.seed = batch_size, window, seed
+        self.process_index, self.process_count = process_index, process_count
         self.records_per_epoch = len(record_indices)
         self.batches_per_epoch = self.records_per_epoch // batch_size
         self._windows: dict[tuple[int, int], concurrent.futures.Future] = {}
@@ -247,16 +252,21 @@ class GroupedBatches(grain.MapDataset):
         count = min(self.window, self.batches_per_epoch - first_batch)
         start = epoch * self.records_per_epoch + first_batch * self.batch_size
         positions = [self._parent[start + offset] for offset in range(count * self.batch_size)]
+        if self.window == 1:  # one random batch: this process reads only its own rows
+            positions = positions[self.process_index::self.process_count]
         records = self.source.read_many(positions)
         token_ids = self.encoder.token_ids([record["text"] for record in records])
         order = np.arange(len(records))
         batch_order = np.arange(count)
+        rows_per_batch = len(records) // count
         if self.window > 1:
             order = np.argsort([len(row) for row in token_ids], kind="stable")
             batch_order = np.random.default_rng([self.seed, epoch, window_index]).permutation(count)
         batches = []
         for batch in batch_order:
-            rows = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            rows = order[batch * rows_per_batch:(batch + 1) * rows_per_batch]
+            if self.window > 1:
+                rows = rows[self.process_index::self.process_count]
             batches.append(self.encoder.pad([token_ids[row] for row in rows],
                                             np.stack([records[row]["teacher"] for row in rows]),
                                             [records[row]["id"] for row in rows]))
@@ -291,8 +301,7 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
     record_indices = grain.MapDataset.range(len(source))
     if shuffle:
         record_indices = record_indices.shuffle(seed=seed)
-    record_indices = record_indices[:usable][process_index::process_count]
-    dataset = GroupedBatches(record_indices, source, encoder, global_batch_size // process_count,
-                             length_grouping_window, seed)
+    dataset = GroupedBatches(record_indices[:usable], source, encoder, global_batch_size, length_grouping_window,
+                             seed, process_index, process_count)
     dataset = dataset.repeat(num_epochs)
     return dataset.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))

@@ -446,8 +446,28 @@ def absolute_workdir(workdir: str | Path) -> Path:
     return Path(workdir) if str(workdir).startswith("gs://") else Path(workdir).resolve()
 
 
+RUN_CONFIG_FILE = "config.json"
+
+
+def write_run_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """The full config of the latest run, with absolute records folders: what export and evaluation read to find
+    the records and tokenizer a checkpoint was trained on (embed_jax/convert/hf.py, embed_jax/eval/overlap.py)."""
+    if jax.process_index() != 0:
+        return
+    values = config.to_dict()
+    for key in ("records_dir", "eval_records_dir", "image_records_dir"):
+        if key not in values["data"]:
+            continue
+        folders = str(values["data"][key] or "")
+        values["data"][key] = ",".join(str(Path(folder.strip()).resolve()) for folder in folders.split(",")
+                                       if folder.strip())
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / RUN_CONFIG_FILE).write_text(json.dumps(values, indent=1, default=str) + "\n")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> list[StageResult]:
     workdir = absolute_workdir(workdir)
+    write_run_config(config, workdir)
     results: list[StageResult] = []
     previous = None
     for stage_name in config.stage_order:

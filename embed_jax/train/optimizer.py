@@ -111,7 +111,8 @@ def learning_rate_schedule(
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"a stage's learning_rate must be a finite number > 0, got {learning_rate!r}")
     # Hugging Face's Trainer rounds the warm-up up (`math.ceil(num_training_steps * warmup_ratio)`): so do we.
-    warmup_steps = min(total_steps, math.ceil(warmup_fraction * total_steps))
+    # At least one step of decay remains (optax needs decay_steps > warmup_steps): a one-step stage runs at the peak.
+    warmup_steps = min(total_steps - 1, math.ceil(warmup_fraction * total_steps))
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=float(learning_rate),

@@ -96,10 +96,13 @@ def test_epochs_reshuffle_and_seeds_matter(source):
         take(make(source, num_epochs=1), 11)
 
 
-def test_processes_split_each_global_batch(source):
-    """Two processes' batches at step s are disjoint halves of the one-process global batch at step s."""
-    single = take(make(source, global_batch_size=8), 10)
-    halves = [take(make(source, global_batch_size=8, process_index=index, process_count=2), 10) for index in (0, 1)]
+@pytest.mark.parametrize("window", [1, 4])
+def test_processes_split_each_global_batch(source, window):
+    """Two processes' batches at step s are disjoint halves of the one-process global batch at step s — with
+    length grouping too (the window is grouped globally, so the loss does not depend on the process count)."""
+    single = take(make(source, global_batch_size=8, length_grouping_window=window), 10)
+    halves = [take(make(source, global_batch_size=8, process_index=index, process_count=2,
+                       length_grouping_window=window), 10) for index in (0, 1)]
     for step in range(10):
         first, second = ({str(record_id) for record_id in half[step]["id"]} for half in halves)
         assert len(first) == len(second) == 4 and not first & second

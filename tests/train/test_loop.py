@@ -1,5 +1,6 @@
 """The staged training loop end to end on real records: stages chain, checkpoints resume, faults stop clearly."""
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -35,6 +36,10 @@ def test_three_stages_run_chain_and_write_their_outputs(three_stages):
     assert "dense_16/cosine" not in last
     assert {"eval/loss", "eval/dense_384/cosine", "eval/dense_16/similarity"} <= set(last)
     assert json.loads((results[2].workdir / loop.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
+    # The run's config, records folders absolute, for export and evaluation to find what the student learnt from.
+    run_config = json.loads((results[0].workdir.parent / loop.RUN_CONFIG_FILE).read_text())
+    assert run_config["data"]["records_dir"] == str(Path(smoke_config.data.records_dir).resolve())
+    assert run_config["stage2"]["num_steps"] == smoke_config.stage2.num_steps
 
 
 def test_each_stage_trains_only_its_parameters(three_stages):

@@ -212,3 +212,8 @@ def test_head_learning_rate_is_adamw_at_that_rate_for_heads_only():
                                rtol=1e-6)
     with pytest.raises(ValueError, match="head_learning_rate must be a finite number > 0"):
         optimizer.make_optimizer(settings, learning_rate=1e-3, total_steps=10, head_learning_rate=-1.0)
+
+
+def test_a_one_step_stage_runs_at_the_peak_rate():
+    schedule = optimizer.learning_rate_schedule(3e-4, 1, warmup_fraction=0.05)
+    assert float(schedule(0)) == pytest.approx(3e-4)
