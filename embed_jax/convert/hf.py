@@ -429,35 +429,48 @@ def _export_vision(student: Any, staging: Path, vision_params: Mapping[str, Any]
 
 # ---------------------------------------------------------------------------------------------------- command line
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training --workdir (holding stage1, stage2, ...).")
-_OUT = flags.DEFINE_string("out", None, "Folder to write the sentence-transformers model into.")
-_STAGE = flags.DEFINE_string("stage", None, "Stage to export (default: the last trained one, e.g. stage3).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the stage's latest).")
-_DEFAULT_HEAD = flags.DEFINE_integer("default_head", None, "Head dimension modules.json uses (default: FC1, the "
-                                     "teacher-dimension head).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a previous export in --out (its listed files only).")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Folder with the student's tokenizer (default: the run's "
-                                 "init_from).")
-_RECORDS = flags.DEFINE_list("records_dir", [], "The training records folder(s) (default: found beside the workdir).")
-_SKIP_RECORDS = flags.DEFINE_bool("skip_records", False, "Export without locating the training records.")
-_EVAL_JSON = flags.DEFINE_string("eval_json", None, "JSON from python -m embed_jax.eval for the model card's table.")
-_MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", None, "sentence-transformers max_seq_length (default: the "
-                                       "source folder's).")
-_TITLE = flags.DEFINE_string("title", None, "Model card title.")
+def define_flags() -> dict[str, Any]:
+    """The command line's flags, defined only when this module runs as the program: importing it (evaluation does)
+    next to embed_jax.main, which also defines --workdir, must not clash."""
+    return {
+        "workdir": flags.DEFINE_string("workdir", None, "The training --workdir (holding stage1, stage2, ...)."),
+        "out": flags.DEFINE_string("out", None, "Folder to write the sentence-transformers model into."),
+        "stage": flags.DEFINE_string("stage", None, "Stage to export (default: the last trained one, e.g. stage3)."),
+        "step": flags.DEFINE_integer("step", None, "Checkpoint step (default: the stage's latest)."),
+        "default_head": flags.DEFINE_integer("default_head", None, "Head dimension modules.json uses (default: FC1, "
+                                             "the teacher-dimension head)."),
+        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace a previous export in --out (its listed files "
+                                       "only)."),
+        "tokenizer": flags.DEFINE_string("tokenizer", None, "Folder with the student's tokenizer (default: the "
+                                         "run's init_from)."),
+        "records_dir": flags.DEFINE_list("records_dir", [], "The training records folder(s) (default: found beside "
+                                         "the workdir)."),
+        "skip_records": flags.DEFINE_bool("skip_records", False, "Export without locating the training records."),
+        "eval_json": flags.DEFINE_string("eval_json", None, "JSON from python -m embed_jax.eval for the model "
+                                         "card's table."),
+        "max_seq_length": flags.DEFINE_integer("max_seq_length", None, "sentence-transformers max_seq_length "
+                                               "(default: the source folder's)."),
+        "title": flags.DEFINE_string("title", None, "Model card title."),
+    }
+
+
+_FLAGS: dict[str, Any] = {}
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    if _WORKDIR.value is None or _OUT.value is None:
+    values = {name: flag.value for name, flag in _FLAGS.items()}
+    if values["workdir"] is None or values["out"] is None:
         raise app.UsageError("--workdir (the training workdir) and --out (the folder to write) are required")
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     try:
-        result = export(_WORKDIR.value, _OUT.value, stage=_STAGE.value, step=_STEP.value,
-                        default_head=_DEFAULT_HEAD.value, overwrite=_OVERWRITE.value, tokenizer=_TOKENIZER.value,
-                        records_dirs=_RECORDS.value, skip_records=_SKIP_RECORDS.value, eval_json=_EVAL_JSON.value,
-                        max_seq_length=_MAX_SEQ_LENGTH.value, title=_TITLE.value)
+        result = export(values["workdir"], values["out"], stage=values["stage"], step=values["step"],
+                        default_head=values["default_head"], overwrite=values["overwrite"],
+                        tokenizer=values["tokenizer"], records_dirs=values["records_dir"],
+                        skip_records=values["skip_records"], eval_json=values["eval_json"],
+                        max_seq_length=values["max_seq_length"], title=values["title"])
     except (OSError, ValueError, AssetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -470,4 +483,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    _FLAGS.update(define_flags())
     app.run(main)
