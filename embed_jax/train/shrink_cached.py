@@ -164,11 +164,14 @@ def heldout_batches(vectors: np.ndarray, batch: int) -> list[np.ndarray]:
     return [vectors[index * size:(index + 1) * size] for index in range(count)]
 
 
+# Compiled once per heads structure (the graphdef is static), however often the held-out loss is reported.
+evaluate_batch = jax.jit(batch_loss, static_argnames=("graphdef",))
+
+
 def heldout_loss(heads: EmbeddingHeads, batches: Sequence[np.ndarray]) -> dict[str, float]:
     """{'loss': mean weighted total, 'dense_{dim}/…': mean of each term} over the held-out batches."""
     graphdef, params = nnx.split(heads)
-    evaluate = jax.jit(functools.partial(batch_loss, graphdef=graphdef))
-    results = [evaluate(params, jnp.asarray(chunk)) for chunk in batches]
+    results = [evaluate_batch(params, jnp.asarray(chunk), graphdef=graphdef) for chunk in batches]
     mean = lambda values: float(np.mean([float(value) for value in values]))  # noqa: E731
     return {"loss": mean(loss for loss, _ in results),
             **{name: mean(terms[name] for _, terms in results) for name in results[0][1]}}
