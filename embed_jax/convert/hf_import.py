@@ -397,14 +397,15 @@ def load_text_encoder(
     config_source = str(model_folder / "config.json")
     family, table = text_encoder_family(hf_config, source=config_source)
     num_layers = options.pop("num_layers", None)
-    tensors: Mapping[str, Any] = open_checkpoint(model_folder)
     if num_layers is not None:
         hf_config = keep_first_layers(hf_config, num_layers, source=config_source)
-        tensors = first_layers_tensors(tensors, num_layers)
     abstract = nnx.eval_shape(
         lambda: family.from_hf_config(
             hf_config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), source=config_source, **options
         )
     )
+    tensors: Mapping[str, Any] = open_checkpoint(model_folder)
+    if num_layers is not None:
+        tensors = first_layers_tensors(tensors, num_layers)
     assign_weights(abstract, tensors, table, source=str(model_folder))
     return abstract, hf_config

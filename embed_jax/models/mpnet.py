@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from embed_jax.models import attention, layers
-from embed_jax.models.bert import position_ids_from_input_ids
+from embed_jax.models import attention, bert, layers
 from embed_jax.models.config_utils import build_config
 
 # Hugging Face's MPNetEmbeddings sets `self.padding_idx = 1` (not config.pad_token_id).
@@ -172,39 +171,12 @@ class MPNetAttention(nnx.Module):
         return self.LayerNorm(self.attn(hidden, position_bias, mask) + hidden)
 
 
-class MPNetIntermediate(nnx.Module):
-    def __init__(self, config: MPNetConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        self.dense = layers.dense(
-            config.hidden_size, config.intermediate_size, kernel_axes=("embed", "mlp"),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range,
-        )
-        self.activation = layers.activation(config.hidden_act, config_key="hidden_act")
-
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        return self.activation(self.dense(hidden))
-
-
-class MPNetOutput(nnx.Module):
-    """dense → residual → LayerNorm, after the feed-forward expansion."""
-
-    def __init__(self, config: MPNetConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        self.dense = layers.dense(
-            config.intermediate_size, config.hidden_size, kernel_axes=("mlp", "embed"),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs, init_std=config.initializer_range,
-        )
-        self.LayerNorm = layers.layer_norm(
-            config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
-
-    def __call__(self, expanded: jax.Array, residual: jax.Array) -> jax.Array:
-        return self.LayerNorm(self.dense(expanded) + residual)
-
-
 class MPNetLayer(nnx.Module):
     def __init__(self, config: MPNetConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         self.attention = MPNetAttention(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.intermediate = MPNetIntermediate(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.output = MPNetOutput(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        # The feed-forward block is BERT's, tensor names included (intermediate.dense, output.dense, output.LayerNorm).
+        self.intermediate = bert.BertIntermediate(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.output = bert.BertOutput(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, hidden: jax.Array, position_bias: jax.Array, mask: jax.Array) -> jax.Array:
         attended = self.attention(hidden, position_bias, mask)
@@ -271,7 +243,7 @@ class MPNetModel(nnx.Module):
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
         if input_ids is not None:
-            position_ids = position_ids_from_input_ids(input_ids, PADDING_IDX)
+            position_ids = bert.position_ids_from_input_ids(input_ids, PADDING_IDX)
             inputs_embeds = self.embed_tokens(input_ids)
         else:
             # From embeddings Hugging Face cannot tell pads apart and numbers every position (as here).
