@@ -352,6 +352,9 @@ def load_exported(folder: str | Path, *, rngs: nnx.Rngs | None = None) -> Any:
     export_file = folder / EXPORT_FILE
     if export_file.is_file():
         student_config = json.loads(export_file.read_text())["student_config"]
+        if student_config is None:  # e.g. heads added to a frozen model (embed_jax/train/shrink_cached.py)
+            raise ValueError(f"{export_file} describes no embed_jax Student (student_config is null): this folder "
+                             "is a sentence-transformers model with heads; load it with SentenceTransformer(folder)")
         heads = dict(student_config["heads"])
         pooling_method = student_config["pooling"]
         text_options = dict(student_config.get("text_options") or {})

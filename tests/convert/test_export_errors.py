@@ -220,3 +220,9 @@ def test_command_line_exports_what_the_training_loop_wrote(tmp_path, records, ti
         (tmp_path / "train" / "stage1" / "student_config.json").read_text())
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 1 and "exists and is not empty. Pass --overwrite" in again.stderr
+
+
+def test_loading_a_folder_that_holds_no_student_says_how_to_load_it(tmp_path):
+    (tmp_path / hf_export.EXPORT_FILE).write_text(json.dumps({"format_version": 1, "student_config": None}))
+    with pytest.raises(ValueError, match=r"describes no embed_jax Student .* load it with SentenceTransformer"):
+        hf_export.load_exported(tmp_path)
