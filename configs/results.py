@@ -9,7 +9,7 @@ r"""The run behind docs/RESULTS.md: all-MiniLM-L6-v2 + all-mpnet-base-v2 (1152-d
     python -m embed_jax.main --config=configs/results.py --workdir=runs/results/train
     python -m embed_jax.main --config=configs/results.py:small --workdir=runs/results/train_small
 
-Stages 1 → 2 → 3 (SPEC §4) with FC1 (1152-d) and 384/256/128-d reduction heads from stage 3, batch 64, length-grouped
+Stages 1 → 2 → 3 (SPEC §4) with FC1 (1152-d) and 384/256/128-d reduction heads from stage 3, batch 32, length-grouped
 batches, validation loss every 50 steps. `:small` is the size/quality trade: the same recipe for a student made
 of MiniLM's first 3 layers (model.text_options.num_layers).
 """
@@ -31,11 +31,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_records_dir = "runs/results/eval_records"
     config.data.max_length = 128
     config.data.length_buckets = (32, 64, 128)
-    config.data.global_batch_size = 64
+    config.data.global_batch_size = 32  # configs/distill.py's: steps mattered more than batch size in one session
     config.data.length_grouping_window = 8  # configs/distill.py: ~2× fewer padded tokens on this CPU
     config.train.log_every = 25
     config.train.eval_every = 50
-    config.train.eval_batches = 4  # all 256 validation records
+    config.train.eval_batches = 8  # all 256 validation records
     config.train.checkpoint_every = 100
     # The rates of configs/distill.py (measured there: each stage lowers every validation loss term), for more steps.
     # Steps: what one session of this shared 2-core CPU allowed (docs/RESULTS.md gives the wall-clock times).

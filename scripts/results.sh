@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # docs/RESULTS.md end to end: teacher records → MiniLM student (stages 1–3) and a 3-layer student → evaluation of
 # teachers and students on the hold-out → the student exported as a sentence-transformers folder.
-# N texts (default 9,216 = 9 shards); REUSE=FOLDER copies finished shards of another export (docs/data.md).
+# N texts (default 11,264 = 11 shards, what docs/RESULTS.md used); REUSE=FOLDER copies finished shards of another export (docs/data.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --teachers
 PY=.venv/bin/python
-N=${N:-9216}
+N=${N:-11264}
 OUT=${OUT:-runs/results}
 TEACHERS=(--config.teachers.minilm.max_seq_length=0 --config.teachers.mpnet.max_seq_length=0)
 $PY -m embed_jax.teachers.export --config=configs/teachers.py --config.corpus.max_texts="$N" "${TEACHERS[@]}" \
