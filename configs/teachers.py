@@ -6,8 +6,9 @@ all-mpnet-base-v2 (768-d), concatenated into a 1152-d target (SPEC §2), on a mi
 
     python -m embed_jax.teachers.export --config=configs/teachers.py
 
-takes about 6 minutes of one CPU core (4,000 texts; measured 12 texts/s for the pair on one thread, mpnet being
-seven times MiniLM's cost; docs/data.md), less with both cores of an otherwise idle 2-core machine. Variants:
+exports 3,000 texts, each teacher reading at most 128 tokens. Not timed on a free machine; session 1's default
+(4,000 texts at the teachers' own windows) took 7 min 25 s at load 4–5, the pair running ~12 texts/s on one
+thread with mpnet seven times MiniLM's cost (docs/data.md). Variants:
 
     --config=configs/teachers.py:full     all 156,707 built-in training texts (about 3.5 hours of one core)
     --config=configs/teachers.py:smoke    300 texts, a one-minute check of the whole path

@@ -369,9 +369,10 @@ def first_layers_tensors(tensors: Mapping[str, Any], num_layers: int) -> dict[st
 class _FilteredTensors(Mapping[str, Any]):
     def __init__(self, tensors: Mapping[str, Any], keep: Any):
         self._tensors, self._names = tensors, [name for name in tensors if keep(name)]
+        self._kept = frozenset(self._names)
 
     def __getitem__(self, name: str) -> Any:
-        if name not in self._names:
+        if name not in self._kept:
             raise KeyError(name)
         return self._tensors[name]
 

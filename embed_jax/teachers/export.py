@@ -189,7 +189,8 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
     donors = reuse.donor_shards(settings.reuse_from, draft)
     for index, (texts, corpus_hash) in enumerate(stream):
         before = progress.done
-        donor = reuse.matching_shard(donors, index, len(texts), texts[0].id, texts[-1].id, corpus_hash)
+        donor = None if index < len(done) else reuse.matching_shard(donors, index, len(texts), texts[0].id,
+                                                                     texts[-1].id, corpus_hash)
         if index < len(done):
             check_finished_shard(done[index], texts, corpus_hash, index, folder)
             shards.append(done[index])
