@@ -18,6 +18,7 @@ Keys (override any with --config.section.key=value):
   data.eval_records_dir, train.eval_every, train.eval_batches   held-out loss, logged as eval/<term>
   train.log_every, checkpoint_every, keep_checkpoints
   stage_order            which stage sections run, in order; each stage: trainable, learning_rate, num_steps, ...
+                         (stage1.cached_pooled: FC1 from pooled vectors computed once, train/cached_stage.py)
 """
 import ml_collections
 
@@ -80,7 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.stage_order = ("stage1", "stage2", "stage3")
     # SPEC §4: learning rates and steps of the paper.
     config.stage1 = ml_collections.ConfigDict(
-        {"trainable": "heads", "learning_rate": 1e-4, "num_steps": 4000, "reduction_heads": False})
+        {"trainable": "heads", "learning_rate": 1e-4, "num_steps": 4000, "reduction_heads": False,
+         # True: pool every record once with the frozen encoder, then train FC1 on the cached vectors (exact for a
+         # heads-only stage; milliseconds a step instead of an encoder pass: embed_jax/train/cached_stage.py).
+         "cached_pooled": False})
     config.stage2 = ml_collections.ConfigDict(
         {"trainable": "heads+last_layers", "last_layers": 3, "learning_rate": 8e-5, "num_steps": 7000,
          "reduction_heads": False})

@@ -270,6 +270,10 @@ def restore_previous_stage(previous: StageResult, student: Student, mesh: jax.sh
 def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
               previous: StageResult | None) -> StageResult:
     stage = config[stage_name]
+    if stage.get("cached_pooled", False):
+        from embed_jax.train import cached_stage  # it builds on this module's helpers
+
+        return cached_stage.run_cached_stage(config, stage_name, workdir, previous)
     stage_dir = workdir / stage_name
     seed = int(config.seed)
     mesh = sharding.make_mesh(config.mesh)

@@ -1,0 +1,258 @@
+"""A heads-only stage (stage 1: FC1 on a frozen encoder, SPEC §4) trained from pooled vectors computed once.
+
+    stage1.cached_pooled = True     (only with trainable="heads")
+
+Why it is exact: with the encoder frozen, FC1 only ever sees each text's pooled vector, and the student has no
+dropout, so pooling every record once and training the heads on (pooled, teacher) rows gives the same loss and
+gradients as running the encoder at every step (tests/train/test_cached_stage.py checks one step against
+`step.compute_loss`). What it buys: one encoder forward per record instead of a forward per record *per epoch*,
+and a step that is a (batch × hidden) · (hidden × teacher_dim) matmul. On the 2-core CPU a stage-1 step of the
+MiniLM student took ~1.3 s; a cached step takes milliseconds, so the paper's 4,000 stage-1 steps cost the pooling
+pass (minutes for 100k texts) plus seconds (docs/RESULTS.md has the measured times).
+
+The pooled vectors are computed with the pipeline's own batches (in record order, length-grouped as configured),
+gathered to every process, and kept on the devices: every process builds the same shuffled index batches from
+(seed, epoch), so a resumed stage continues the exact stream. The held-out loss uses the same first
+`train.eval_batches` batches of `data.eval_records_dir` as the uncached evaluator, so the two curves compare.
+Checkpoints have the uncached stage's layout (all student parameters + optimizer state): the next stage, export
+and evaluation read them unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from embed_jax import losses
+from embed_jax.data import pipeline
+from embed_jax.train import checkpoint, loop, metrics, optimizer as optimizers, sharding, stages
+from embed_jax.train.preemption import PreemptionGuard
+from embed_jax.train.step import student_heads
+
+CONFIG_KEY = "cached_pooled"
+
+
+def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
+    """Only a heads-only stage can train from cached pooled vectors: any trainable encoder layer changes them."""
+    if stage.trainable != "heads":
+        raise ValueError(f"config key {stage_name}.{CONFIG_KEY}=True needs {stage_name}.trainable='heads' (the "
+                         f"encoder frozen, so each text's pooled vector never changes); got "
+                         f"{stage.trainable!r}. Set {stage_name}.{CONFIG_KEY}=False for this stage.")
+
+
+# ---------------------------------------------------------------------------------------------------- pooling pass
+
+
+def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any, batches: Iterable,
+                 batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
+                 log=print, what: str = "records") -> tuple[np.ndarray, np.ndarray]:
+    """(pooled (n, hidden) float32, teacher (n, teacher_dim) float32) of every global batch, on every process."""
+
+    @functools.partial(jax.jit, in_shardings=(state_sharding, batch_sharding, batch_sharding))
+    def pooled_of(state, input_ids, attention_mask):
+        return nnx.merge(student_graphdef, state)(input_ids, attention_mask)["pooled"].astype(jnp.float32)
+
+    pooled, teacher = [], []
+    started, count = time.perf_counter(), 0
+    for index, local in enumerate(batches):
+        if max_batches is not None and index == max_batches:
+            break
+        batch = loop.global_batch(local, batch_sharding, pad_token_id=pad_token_id)
+        vectors = pooled_of(student_state, batch["input_ids"], batch["attention_mask"])
+        pooled.append(np.asarray(multihost_utils.process_allgather(vectors, tiled=True)))
+        teacher.append(np.asarray(multihost_utils.process_allgather(batch["teacher"], tiled=True), np.float32))
+        count += len(pooled[-1])
+        if index % 200 == 199:
+            log(f"[cached] pooled {count:,} {what} ({count / (time.perf_counter() - started):.0f}/s)")
+    log(f"[cached] pooled {count:,} {what} in {time.perf_counter() - started:.1f} s")
+    return np.concatenate(pooled), np.concatenate(teacher)
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+
+def heads_loss(trainable: nnx.State, frozen: nnx.State, pooled: jax.Array, teacher: jax.Array, *,
+               graphdef: nnx.GraphDef, loss_config: losses.LossConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`step.compute_loss` with the encoder's output given: the heads of `pooled` against the teacher rows."""
+    student = nnx.merge(graphdef, trainable, frozen)
+    outputs = {"embeddings": student.heads(pooled)}  # the heads cast to their compute dtype, as in the student
+    return losses.distillation_loss(student_heads(outputs), teacher, loss_config)
+
+
+def make_steps(*, graphdef, optimizer, loss_config, trainable_sharding, frozen_sharding, opt_state_sharding,
+               batch_sharding, replicated):
+    """(train_step(trainable, frozen, opt_state, pooled_all, teacher_all, indices), eval_step(trainable, frozen,
+    pooled, teacher)). The training rows stay on the devices; a step gathers its batch and shards it."""
+    loss_fn = functools.partial(heads_loss, graphdef=graphdef, loss_config=loss_config)
+
+    def train_step(trainable, frozen, opt_state, pooled_all, teacher_all, indices):
+        pooled = jax.lax.with_sharding_constraint(pooled_all[indices], batch_sharding)
+        teacher = jax.lax.with_sharding_constraint(teacher_all[indices].astype(jnp.float32), batch_sharding)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, pooled, teacher)
+        updates, opt_state = optimizer.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return trainable, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
+
+    def eval_step(trainable, frozen, pooled, teacher):
+        loss, terms = loss_fn(trainable, frozen, pooled, teacher)
+        return {"loss": loss, **terms}
+
+    train = jax.jit(train_step, donate_argnums=(0, 2),
+                    in_shardings=(trainable_sharding, frozen_sharding, opt_state_sharding, replicated, replicated,
+                                  replicated),
+                    out_shardings=(trainable_sharding, opt_state_sharding, None))
+    evaluate = jax.jit(eval_step, in_shardings=(trainable_sharding, frozen_sharding, batch_sharding, batch_sharding))
+    return train, evaluate
+
+
+def batch_indices(num_rows: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """The rows of step `step` (0-based): epoch e is a permutation seeded by (seed, e), cut into whole batches."""
+    per_epoch = num_rows // batch_size
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_rows)
+    return order[position * batch_size:(position + 1) * batch_size].astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------------- the stage
+
+
+def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
+                     previous: loop.StageResult | None) -> loop.StageResult:
+    stage = config[stage_name]
+    check_stage(stage, stage_name)
+    stage_dir = workdir / stage_name
+    seed = int(config.seed)
+    mesh = sharding.make_mesh(config.mesh)
+    batch_size = int(config.data.global_batch_size)
+    sharding.check_batch_divisible(batch_size, mesh, key="data.global_batch_size")
+    is_main = jax.process_index() == 0
+    log = print if is_main else (lambda *_: None)
+
+    source = loop.open_records(config, config.data.records_dir, "data.records_dir")
+    student = loop.build_student(config, stage, seed=seed)
+    if previous is not None:
+        loop.restore_previous_stage(previous, student, mesh, log)
+    paths = [path for path, _ in nnx.to_flat_state(loop.param_state(student))]
+    select = stages.trainable_filter(stage.trainable, paths, config_key=f"{stage_name}.trainable")
+    graphdef, trainable, frozen = stages.split_trainable(student, select)
+    num_steps = int(stage.num_steps)
+    tx, schedule = optimizers.make_optimizer(config.optimizer, learning_rate=stage.learning_rate,
+                                             total_steps=num_steps, params=trainable,
+                                             head_learning_rate=stage.get("head_learning_rate"))
+    trainable_sharding = sharding.state_sharding(trainable, mesh)
+    frozen_sharding = sharding.state_sharding(frozen, mesh)
+    opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    trainable = jax.device_put(trainable, trainable_sharding)
+    frozen = jax.device_put(frozen, frozen_sharding)
+    opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
+
+    manager = checkpoint.CheckpointManager(
+        stage_dir / "checkpoints", save_every=int(config.train.checkpoint_every),
+        keep=int(config.train.keep_checkpoints), identity=loop.run_identity(config, stage_name, source.manifest),
+        shape_config=loop.shape_config(config, student, source.manifest))
+    start_step = 0
+    if manager.latest_step() is not None:
+        full_sharding = sharding.state_sharding(loop.param_state(student), mesh)
+        restored = manager.restore(None, {
+            loop.PARAMS_ITEM: checkpoint.abstract_with_shardings(loop.param_state(student), full_sharding),
+            loop.OPT_STATE_ITEM: checkpoint.abstract_with_shardings(opt_state, opt_state_sharding)})
+        nnx.update(student, restored.state[loop.PARAMS_ITEM])
+        graphdef, trainable, frozen = stages.split_trainable(student, select)
+        trainable = jax.device_put(trainable, trainable_sharding)
+        frozen = jax.device_put(frozen, frozen_sharding)
+        opt_state, start_step = restored.state[loop.OPT_STATE_ITEM], restored.step
+        log(f"[{stage_name}] resumed from step {start_step} in {stage_dir / 'checkpoints'}")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        (stage_dir / loop.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
+    result = loop.StageResult(stage_name, stage_dir, start_step, student.config, {})
+    if start_step >= num_steps:
+        manager.close()
+        return result
+
+    _, pad_id = pipeline.load_tokenizer(config.data.tokenizer or config.model.init_from, config.data.max_length)
+    student_graphdef, student_state = nnx.split(nnx.merge(graphdef, trainable, frozen))
+    state_sharding = sharding.state_sharding(student_state, mesh)
+    pool = functools.partial(pool_records, student_graphdef, student_state, state_sharding,
+                             batch_sharding=batch_sharding, pad_token_id=pad_id, log=log)
+    data_seed = seed + int(stage.get("data_seed_offset", 0))
+    pooled, teacher = pool(loop.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1),
+                           what=f"training records of {config.data.records_dir}")
+    eval_rows = None
+    if int(config.train.eval_every) and config.data.eval_records_dir:
+        if int(config.train.eval_every) % int(config.train.log_every):
+            raise ValueError(f"config key train.eval_every={config.train.eval_every} must be a multiple of "
+                             f"train.log_every={config.train.log_every}: evaluations are written with the logged "
+                             "metrics")
+        eval_source = loop.open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+        eval_rows = pool(loop.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1),
+                         max_batches=int(config.train.eval_batches), what="validation records")
+    # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
+    pooled_all = jax.device_put(pooled, replicated)
+    teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
+    loss_config = loop.loss_config_for(config, student)
+    train_step, eval_step = make_steps(graphdef=graphdef, optimizer=tx, loss_config=loss_config,
+                                       trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
+                                       opt_state_sharding=opt_state_sharding, batch_sharding=batch_sharding,
+                                       replicated=replicated)
+
+    def evaluate(trainable, frozen) -> dict[str, float]:
+        eval_pooled, eval_teacher = eval_rows
+        chunks = [slice(start, start + batch_size) for start in range(0, len(eval_pooled), batch_size)]
+        results = [jax.device_get(eval_step(trainable, frozen, jax.device_put(eval_pooled[chunk], batch_sharding),
+                                            jax.device_put(eval_teacher[chunk], batch_sharding)))
+                   for chunk in chunks]
+        return {f"eval/{name}": float(np.mean([float(row[name]) for row in results])) for name in results[0]}
+
+    writer = metrics.MetricsWriter(stage_dir, total_steps=num_steps, start_step=start_step,
+                                   title=f"{stage_name}: {stage.trainable} (cached pooled vectors)")
+    log_every, eval_every = int(config.train.log_every), int(config.train.eval_every)
+    step_number, since_last_log, last_metrics = start_step, [], {}
+    started = time.perf_counter()
+    try:
+        with PreemptionGuard() as guard:
+            while step_number < num_steps:
+                indices = jax.device_put(batch_indices(len(pooled), batch_size, step_number, data_seed), replicated)
+                trainable, opt_state, step_metrics = train_step(trainable, frozen, opt_state, pooled_all,
+                                                                teacher_all, indices)
+                since_last_log.append(step_metrics)
+                step_number += 1
+                writer.advance()
+                if step_number % log_every == 0 or step_number == num_steps or step_number == start_step + 1:
+                    host = loop.mean_metrics(jax.device_get(since_last_log))
+                    since_last_log = []
+                    loop.check_finite(host, step_number, stage_name, manager)
+                    host["learning_rate"] = float(schedule(step_number - 1))
+                    host["steps_per_s"] = (step_number - start_step) / (time.perf_counter() - started)
+                    if eval_rows is not None and (step_number % eval_every == 0 or step_number == num_steps):
+                        host.update(evaluate(trainable, frozen))
+                    writer.write(step_number, host)
+                    last_metrics = host
+                stop = guard.should_stop(step_number)
+                if stop or step_number % int(config.train.checkpoint_every) == 0 or step_number == num_steps:
+                    loop.check_finite_now(step_metrics, step_number, stage_name, manager)
+                    state = {loop.PARAMS_ITEM: loop.merged_params(graphdef, trainable, frozen),
+                             loop.OPT_STATE_ITEM: opt_state}
+                    manager.save(step_number, state, force=stop or step_number == num_steps)
+                if stop:
+                    writer.message(f"[{stage_name}] stop requested (SIGTERM): saved step {step_number}; rerun the "
+                                   "same command to resume")
+                    raise loop.Preempted(step_number)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+    return loop.StageResult(stage_name, stage_dir, step_number, student.config, last_metrics)
