@@ -10,7 +10,7 @@ and a step that is a (batch × hidden) · (hidden × teacher_dim) matmul. On the
 MiniLM student took ~1.3 s; a cached step takes milliseconds, so the paper's 4,000 stage-1 steps cost the pooling
 pass (minutes for 100k texts) plus seconds (docs/RESULTS.md has the measured times).
 
-The pooled vectors are computed with the pipeline's own batches (in record order, length-grouped as configured),
+The pooled vectors are computed with the pipeline's own batches (in record order; windows of 64 batches sorted by length),
 gathered to every process, and kept on the devices: every process builds the same shuffled index batches from
 (seed, epoch), so a resumed stage continues the exact stream. The held-out loss uses the same first
 `train.eval_batches` batches of `data.eval_records_dir` as the uncached evaluator, so the two curves compare.
@@ -41,6 +41,9 @@ from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.step import student_heads
 
 CONFIG_KEY = "cached_pooled"
+# Batches per length-sorted window in the pooling pass over the training records. 64 batches of 32 (2,048 texts)
+# hold the built-in corpus's few long passages together; bounded so that the window's records fit in host memory.
+POOLING_WINDOW_BATCHES = 64
 
 
 def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
@@ -189,7 +192,11 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
     pool = functools.partial(pool_records, student_graphdef, student_state, state_sharding,
                              batch_sharding=batch_sharding, pad_token_id=pad_id, log=log)
     data_seed = seed + int(stage.get("data_seed_offset", 0))
-    pooled, teacher = pool(loop.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1),
+    # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
+    # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
+    window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)
+    pooled, teacher = pool(loop.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
+                                             length_grouping_window=window),
                            what=f"training records of {config.data.records_dir}")
     eval_rows = None
     if int(config.train.eval_every) and config.data.eval_records_dir:

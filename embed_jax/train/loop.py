@@ -113,14 +113,17 @@ def open_records(config: ml_collections.ConfigDict, folder: str, key: str) -> pi
 
 
 def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource, *, seed: int,
-                 shuffle: bool = True, num_epochs: int | None = None):
+                 shuffle: bool = True, num_epochs: int | None = None, length_grouping_window: int | None = None):
+    """The pipeline as the config sets it; `length_grouping_window` overrides data.length_grouping_window."""
+    if length_grouping_window is None:
+        length_grouping_window = int(config.data.get("length_grouping_window", 1))
     return pipeline.make_dataset(
         source,
         tokenizer=config.data.tokenizer or config.model.init_from,
         global_batch_size=config.data.global_batch_size,
         max_length=config.data.max_length,
         length_buckets=tuple(config.data.length_buckets),
-        length_grouping_window=int(config.data.get("length_grouping_window", 1)),
+        length_grouping_window=length_grouping_window,
         seed=seed,
         shuffle=shuffle,
         num_epochs=num_epochs,
