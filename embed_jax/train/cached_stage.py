@@ -36,7 +36,7 @@ from jax.experimental import multihost_utils
 
 from embed_jax import losses
 from embed_jax.data import pipeline
-from embed_jax.train import checkpoint, loop, metrics, optimizer as optimizers, sharding, stages
+from embed_jax.train import checkpoint, loop, metrics, sharding
 from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.step import student_heads
 
@@ -146,38 +146,20 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
     student = loop.build_student(config, stage, seed=seed)
     if previous is not None:
         loop.restore_previous_stage(previous, student, mesh, log)
-    paths = [path for path, _ in nnx.to_flat_state(loop.param_state(student))]
-    select = stages.trainable_filter(stage.trainable, paths, config_key=f"{stage_name}.trainable")
-    graphdef, trainable, frozen = stages.split_trainable(student, select)
-    num_steps = int(stage.num_steps)
-    tx, schedule = optimizers.make_optimizer(config.optimizer, learning_rate=stage.learning_rate,
-                                             total_steps=num_steps, params=trainable,
-                                             head_learning_rate=stage.get("head_learning_rate"))
-    trainable_sharding = sharding.state_sharding(trainable, mesh)
-    frozen_sharding = sharding.state_sharding(frozen, mesh)
-    opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
+    train_state = loop.prepare_training(config, stage_name, student, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    trainable = jax.device_put(trainable, trainable_sharding)
-    frozen = jax.device_put(frozen, frozen_sharding)
-    opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
+    num_steps = int(stage.num_steps)
 
     manager = checkpoint.CheckpointManager(
         stage_dir / "checkpoints", save_every=int(config.train.checkpoint_every),
         keep=int(config.train.keep_checkpoints), identity=loop.run_identity(config, stage_name, source.manifest),
         shape_config=loop.shape_config(config, student, source.manifest))
-    start_step = 0
-    if manager.latest_step() is not None:
-        full_sharding = sharding.state_sharding(loop.param_state(student), mesh)
-        restored = manager.restore(None, {
-            loop.PARAMS_ITEM: checkpoint.abstract_with_shardings(loop.param_state(student), full_sharding),
-            loop.OPT_STATE_ITEM: checkpoint.abstract_with_shardings(opt_state, opt_state_sharding)})
-        nnx.update(student, restored.state[loop.PARAMS_ITEM])
-        graphdef, trainable, frozen = stages.split_trainable(student, select)
-        trainable = jax.device_put(trainable, trainable_sharding)
-        frozen = jax.device_put(frozen, frozen_sharding)
-        opt_state, start_step = restored.state[loop.OPT_STATE_ITEM], restored.step
+    start_step = loop.resume_latest(manager, student, train_state, mesh)
+    if start_step:
         log(f"[{stage_name}] resumed from step {start_step} in {stage_dir / 'checkpoints'}")
+    graphdef, trainable, frozen, opt_state = (train_state.graphdef, train_state.trainable, train_state.frozen,
+                                              train_state.opt_state)
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
         (stage_dir / loop.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
@@ -211,10 +193,11 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
     pooled_all = jax.device_put(pooled, replicated)
     teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
     loss_config = loop.loss_config_for(config, student)
-    train_step, eval_step = make_steps(graphdef=graphdef, optimizer=tx, loss_config=loss_config,
-                                       trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
-                                       opt_state_sharding=opt_state_sharding, batch_sharding=batch_sharding,
-                                       replicated=replicated)
+    train_step, eval_step = make_steps(graphdef=graphdef, optimizer=train_state.optimizer, loss_config=loss_config,
+                                       trainable_sharding=train_state.trainable_sharding,
+                                       frozen_sharding=train_state.frozen_sharding,
+                                       opt_state_sharding=train_state.opt_state_sharding,
+                                       batch_sharding=batch_sharding, replicated=replicated)
 
     def evaluate(trainable, frozen) -> dict[str, float]:
         eval_pooled, eval_teacher = eval_rows
@@ -242,7 +225,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
                     host = loop.mean_metrics(jax.device_get(since_last_log))
                     since_last_log = []
                     loop.check_finite(host, step_number, stage_name, manager)
-                    host["learning_rate"] = float(schedule(step_number - 1))
+                    host["learning_rate"] = float(train_state.schedule(step_number - 1))
                     host["steps_per_s"] = (step_number - start_step) / (time.perf_counter() - started)
                     if eval_rows is not None and (step_number % eval_every == 0 or step_number == num_steps):
                         host.update(evaluate(trainable, frozen))

@@ -270,6 +270,62 @@ def restore_previous_stage(previous: StageResult, student: Student, mesh: jax.sh
     log(f"[{previous.name} → next] {len(copied)} tensors from {previous.name}; new: {', '.join(new) or 'none'}")
 
 
+@dataclasses.dataclass
+class TrainState:
+    """A stage's student split into trainable and frozen parameters, its optimizer, and their shardings."""
+    select: stages.PathFilter
+    graphdef: nnx.GraphDef
+    trainable: nnx.State
+    frozen: nnx.State
+    optimizer: Any
+    schedule: Any
+    opt_state: Any
+    trainable_sharding: Any
+    frozen_sharding: Any
+    opt_state_sharding: Any
+
+
+def prepare_training(config: ml_collections.ConfigDict, stage_name: str, student: Student,
+                     mesh: jax.sharding.Mesh) -> TrainState:
+    """Splits the student as the stage's `trainable` says, builds the optimizer, places everything on `mesh`."""
+    stage = config[stage_name]
+    paths = [path for path, _ in nnx.to_flat_state(param_state(student))]
+    select = stages.trainable_filter(stage.trainable, paths, last_layers=stage.get("last_layers", 3),
+                                     config_key=f"{stage_name}.trainable")
+    graphdef, trainable, frozen = stages.split_trainable(student, select)
+    tx, schedule = optimizers.make_optimizer(config.optimizer, learning_rate=stage.learning_rate,
+                                             total_steps=int(stage.num_steps), params=trainable,
+                                             head_learning_rate=stage.get("head_learning_rate"))
+    trainable_sharding = sharding.state_sharding(trainable, mesh)
+    frozen_sharding = sharding.state_sharding(frozen, mesh)
+    trainable = jax.device_put(trainable, trainable_sharding)
+    frozen = jax.device_put(frozen, frozen_sharding)
+    # The optimizer state mirrors the trainable parameters (same logical axes); its step counters are replicated.
+    opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
+    opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
+    return TrainState(select, graphdef, trainable, frozen, tx, schedule, opt_state, trainable_sharding,
+                      frozen_sharding, opt_state_sharding)
+
+
+def resume_latest(manager: checkpoint.CheckpointManager, student: Student, state: TrainState,
+                  mesh: jax.sharding.Mesh, data_iterator: Any = None) -> int:
+    """The stage's latest checkpoint loaded into `student` and `state` (and the iterator moved); its step, 0 if none."""
+    if manager.latest_step() is None:
+        return 0
+    full_sharding = sharding.state_sharding(param_state(student), mesh)
+    targets = {
+        PARAMS_ITEM: checkpoint.abstract_with_shardings(param_state(student), full_sharding),
+        OPT_STATE_ITEM: checkpoint.abstract_with_shardings(state.opt_state, state.opt_state_sharding),
+    }
+    restored = manager.restore(None, targets, data_iterator)
+    nnx.update(student, restored.state[PARAMS_ITEM])
+    state.graphdef, trainable, frozen = stages.split_trainable(student, state.select)
+    state.trainable = jax.device_put(trainable, state.trainable_sharding)
+    state.frozen = jax.device_put(frozen, state.frozen_sharding)
+    state.opt_state = restored.state[OPT_STATE_ITEM]
+    return restored.step
+
+
 def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
               previous: StageResult | None) -> StageResult:
     stage = config[stage_name]
@@ -299,22 +355,12 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
         source = vision_stage.open_records(config.data.image_records_dir, student,
                                            records_key="data.image_records_dir")
 
-    paths = [path for path, _ in nnx.to_flat_state(param_state(student))]
-    select = stages.trainable_filter(stage.trainable, paths, last_layers=stage.get("last_layers", 3),
-                                     config_key=f"{stage_name}.trainable")
-    graphdef, trainable, frozen = stages.split_trainable(student, select)
-    num_steps = int(stage.num_steps)
-    tx, schedule = optimizers.make_optimizer(config.optimizer, learning_rate=stage.learning_rate,
-                                             total_steps=num_steps, params=trainable,
-                                             head_learning_rate=stage.get("head_learning_rate"))
-
-    trainable_sharding = sharding.state_sharding(trainable, mesh)
-    frozen_sharding = sharding.state_sharding(frozen, mesh)
-    trainable = jax.device_put(trainable, trainable_sharding)
-    frozen = jax.device_put(frozen, frozen_sharding)
-    # The optimizer state mirrors the trainable parameters (same logical axes); its step counters are replicated.
-    opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
-    opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
+    train_state = prepare_training(config, stage_name, student, mesh)
+    graphdef, trainable, frozen, opt_state = (train_state.graphdef, train_state.trainable, train_state.frozen,
+                                              train_state.opt_state)
+    tx, schedule, num_steps = train_state.optimizer, train_state.schedule, int(stage.num_steps)
+    trainable_sharding, frozen_sharding, opt_state_sharding = (
+        train_state.trainable_sharding, train_state.frozen_sharding, train_state.opt_state_sharding)
     batch_sharding = sharding.batch_sharding(mesh)
 
     data_seed = seed + int(stage.get("data_seed_offset", 0))
@@ -328,20 +374,10 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
         identity=run_identity(config, stage_name, source.manifest),
         shape_config=shape_config(config, student, source.manifest),
     )
-    start_step = 0
-    full_sharding = sharding.state_sharding(param_state(student), mesh)
-    if manager.latest_step() is not None:
-        targets = {
-            PARAMS_ITEM: checkpoint.abstract_with_shardings(param_state(student), full_sharding),
-            OPT_STATE_ITEM: checkpoint.abstract_with_shardings(opt_state, opt_state_sharding),
-        }
-        restored = manager.restore(None, targets, iterator)
-        nnx.update(student, restored.state[PARAMS_ITEM])
-        graphdef, trainable, frozen = stages.split_trainable(student, select)
-        trainable = jax.device_put(trainable, trainable_sharding)
-        frozen = jax.device_put(frozen, frozen_sharding)
-        opt_state = restored.state[OPT_STATE_ITEM]
-        start_step = restored.step
+    start_step = resume_latest(manager, student, train_state, mesh, iterator)
+    if start_step:
+        graphdef, trainable, frozen, opt_state = (train_state.graphdef, train_state.trainable, train_state.frozen,
+                                                  train_state.opt_state)
         log(f"[{stage_name}] resumed from step {start_step} in {stage_dir / 'checkpoints'}")
 
     stage_dir.mkdir(parents=True, exist_ok=True)
