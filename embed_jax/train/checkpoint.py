@@ -396,3 +396,9 @@ class CheckpointManager:
                 "exact data stream, or restore with data_iterator=None to restart it (records already seen will be "
                 "seen again)."
             )
+
+
+def read_only_manager(directory: str | epath.PathLike) -> CheckpointManager:
+    """A manager for reading a run's checkpoints (latest step, metadata, restore) without knowing its identity:
+    export, evaluation and the next stage read checkpoints this way. Use it as a context manager."""
+    return CheckpointManager(directory, save_every=1, keep=1, identity={}, shape_config={})

@@ -1,0 +1,172 @@
+"""A training workdir, as `python -m embed_jax.main --workdir=DIR` leaves it, for everyone who reads one.
+
+    DIR/config.json                      the full config of the latest run (records folders made absolute)
+    DIR/<stage>/student_config.json      the stage's student architecture (Student.from_config's argument)
+    DIR/<stage>/checkpoints/<step>/      Orbax checkpoints: params, opt_state, the grain iterator, run metadata
+    DIR/<stage>/metrics.jsonl            logged metrics (embed_jax/train/metrics.py)
+
+The training loop writes it; export (embed_jax/convert/), evaluation (embed_jax/eval/) and the caption export
+(embed_jax/teachers/caption_export.py) read it through this module. It imports no jax at module level, so that
+reading a run folder's layout and configs costs nothing; only `load_trained_student` builds a model.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STUDENT_CONFIG_FILE = "student_config.json"
+RUN_CONFIG_FILE = "config.json"
+CHECKPOINTS_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+PARAMS_ITEM, OPT_STATE_ITEM = "params", "opt_state"
+
+
+def absolute_workdir(workdir: str | Path) -> Path:
+    """Orbax needs absolute checkpoint paths; a relative local workdir is taken from the current folder. (Cloud
+    Storage workdirs, gs://..., are already absolute and are passed through untouched.)"""
+    return Path(workdir) if str(workdir).startswith("gs://") else Path(workdir).resolve()
+
+
+# ---------------------------------------------------------------------------------------------------- configs
+
+
+def run_config_values(config_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config as written to DIR/config.json: records folders made absolute, so that export and evaluation
+    find the records and tokenizer a checkpoint was trained on from any current folder."""
+    values = json.loads(json.dumps(dict(config_values), default=str))
+    data = values.get("data", {})
+    for key in ("records_dir", "eval_records_dir", "image_records_dir"):
+        if key not in data:
+            continue
+        folders = str(data[key] or "")
+        data[key] = ",".join(str(Path(folder.strip()).resolve()) for folder in folders.split(",") if folder.strip())
+    return values
+
+
+def write_run_config(config_values: Mapping[str, Any], workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / RUN_CONFIG_FILE).write_text(json.dumps(run_config_values(config_values), indent=1, default=str) + "\n")
+
+
+def run_config_file(stage_dir: Path) -> Path | None:
+    """The run config in a stage folder's workdir, if there is one."""
+    path = Path(stage_dir).parent / RUN_CONFIG_FILE
+    return path if path.is_file() else None
+
+
+def write_student_config(stage_dir: Path, student_config: Mapping[str, Any]) -> None:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / STUDENT_CONFIG_FILE).write_text(json.dumps(dict(student_config), indent=1, default=str))
+
+
+def is_stage_folder(folder: Path) -> bool:
+    return (Path(folder) / STUDENT_CONFIG_FILE).is_file()
+
+
+def read_student_config(stage_dir: str | Path, *, key: str = "") -> dict[str, Any]:
+    """A stage's student_config.json; the error says what to pass instead (`key` names the flag or config key)."""
+    config_file = Path(stage_dir) / STUDENT_CONFIG_FILE
+    if not config_file.is_file():
+        where = f"{key}={stage_dir}: " if key else ""
+        raise FileNotFoundError(f"{where}{config_file} is missing: {stage_dir} is not a stage folder written by "
+                                "embed_jax.main (name DIR/<stage>, e.g. runs/default/train/stage3)")
+    return json.loads(config_file.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+
+
+def stage_folders(workdir: Path) -> list[Path]:
+    """The workdir's stage folders (those holding student_config.json), in name order (stage1, stage2, ...)."""
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"--workdir={workdir}: no such folder (the --workdir given to python -m embed_jax.main)")
+    return sorted((path for path in workdir.iterdir() if is_stage_folder(path)),
+                  key=lambda path: (len(path.name), path.name))
+
+
+def checkpoint_steps(stage_dir: Path) -> list[int]:
+    folder = Path(stage_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit() and path.is_dir())
+
+
+def choose_stage(workdir: Path, stage: str | None) -> Path:
+    """--stage's folder, or the last stage with a checkpoint; errors name what the workdir holds."""
+    stages = stage_folders(workdir)
+    trained = [path for path in stages if checkpoint_steps(path)]
+    if not trained:
+        raise FileNotFoundError(
+            f"--workdir={workdir} holds no checkpoint: no stage folder (stage1, stage2, ...) with {STUDENT_CONFIG_FILE} "
+            f"and {CHECKPOINTS_DIR}/. Train first with python -m embed_jax.main --config=configs/distill.py "
+            f"--workdir={workdir}")
+    if stage is None:
+        return trained[-1]
+    names = [path.name for path in trained]
+    if stage not in names:
+        raise FileNotFoundError(f"--stage={stage}: {workdir} has no trained stage of that name; trained stages: "
+                                f"{', '.join(names)}")
+    return workdir / stage
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+
+
+def run_identity(config: Any, stage_name: str, manifest: Any) -> dict[str, Any]:
+    """What defines a run's checkpoints (config, stage, records Manifest): a folder holding another identity is
+    refused (embed_jax/train/checkpoint.py)."""
+    return {
+        "stage": stage_name,
+        "init_from": str(config.model.init_from),
+        "records_fingerprint": manifest.corpus_fingerprint,
+        "teachers": [teacher.name for teacher in manifest.teachers],
+        "seed": int(config.seed),
+    }
+
+
+def stored_identity(stage_dir: Path, step: int | None = None) -> dict[str, Any]:
+    """The identity the training loop stored with a checkpoint (`step`, default the latest)."""
+    from embed_jax.train import checkpoint  # Orbax: only when a checkpoint is read
+
+    with checkpoint.read_only_manager(Path(stage_dir) / CHECKPOINTS_DIR) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{Path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
+        return dict(manager.metadata(step).get("identity", {}))
+
+
+# ---------------------------------------------------------------------------------------------------- a student
+
+
+def restore_stage_params(stage_dir: Path, student_config: Mapping[str, Any], mesh: Any, step: int | None = None):
+    """A stage's trained parameters (its latest checkpoint, or `step`), read straight into `mesh`'s shardings."""
+    from flax import nnx
+
+    from embed_jax.models.student import Student
+    from embed_jax.train import checkpoint, sharding
+
+    abstract = nnx.state(nnx.eval_shape(lambda: Student.from_config(student_config, rngs=nnx.Rngs(0))), nnx.Param)
+    targets = checkpoint.abstract_with_shardings(abstract, sharding.state_sharding(abstract, mesh))
+    with checkpoint.read_only_manager(Path(stage_dir) / CHECKPOINTS_DIR) as manager:
+        restored = manager.restore(step, {PARAMS_ITEM: targets}, check_identity=False)
+    if restored is None:
+        raise FileNotFoundError(f"{Path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
+    return restored.state[PARAMS_ITEM]
+
+
+def load_trained_student(stage_dir: str | Path, step: int | None = None):
+    """The Student a stage trained, on one device: the start of export and evaluation."""
+    import jax
+    from flax import nnx
+
+    from embed_jax.models.student import Student
+    from embed_jax.train import sharding
+
+    stage_dir = absolute_workdir(stage_dir)
+    student_config = read_student_config(stage_dir)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    student = Student.from_config(student_config, rngs=nnx.Rngs(0))
+    nnx.update(student, restore_stage_params(stage_dir, student_config, mesh, step))
+    return student
