@@ -1,0 +1,37 @@
+"""benchmarks/harness.py: sides alternate round by round, and the summary is the median with its spread."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "harness.py"
+spec = importlib.util.spec_from_file_location("harness", HARNESS)
+harness = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(harness)
+
+
+def test_sides_alternate_and_warmup_rounds_are_dropped():
+    calls = []
+    sides = {name: (lambda name=name: calls.append(name) or {"rate": len(calls)}) for name in ("a", "b")}
+    results = harness.compare(sides, rounds=3, warmup_rounds=1)
+    assert calls == ["a", "b"] * 4
+    assert [row["rate"] for row in results["a"]] == [3, 5, 7]
+    assert [row["rate"] for row in results["b"]] == [4, 6, 8]
+
+
+def test_summary_is_median_min_max_and_relative_spread():
+    summary = harness.summarise([4.0, 1.0, 2.0])
+    assert summary == {"median": 2.0, "min": 1.0, "max": 4.0, "rounds": 3, "spread": 1.5}
+    assert harness.format_spread(summary) == "2.0 (1.0–4.0, n=3)"
+
+
+def test_zero_rounds_is_refused_naming_the_flag():
+    with pytest.raises(ValueError, match="--rounds"):
+        harness.compare({"a": dict}, rounds=0)
+
+
+def test_busy_machine_is_flagged(monkeypatch, capsys):
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(harness.os, "cpu_count", lambda: 2)
+    assert harness.print_load("start") == 9.0
+    assert "WARNING: busy machine" in capsys.readouterr().err
