@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# WordNet 3.0 (built-in corpus and evaluation hold-out) comes from Debian, not PyPI.
-if [ ! -f /usr/share/wordnet/data.noun ]; then
-  echo "[setup] installing Debian's wordnet-base"
+# WordNet 3.0 (built-in corpus and evaluation hold-out), the King James Bible and the fortune files (built-in prose
+# corpora, embed_jax/data/debian_texts.py) come from Debian, not PyPI.
+if [ ! -f /usr/share/wordnet/data.noun ] || ! command -v bible >/dev/null || [ ! -d /usr/share/games/fortunes ]; then
+  echo "[setup] installing Debian's wordnet-base, bible-kjv, bible-kjv-text and fortunes"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base bible-kjv bible-kjv-text fortunes >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

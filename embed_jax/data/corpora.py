@@ -9,6 +9,10 @@ Training corpora (../shared/ASSETS.md):
   `wordnet:<synset key>:definition` and `wordnet:<synset key>:example:<k>`; a synset key is the part of speech of
   its data file (n, v, a, r) followed by its 8-digit byte offset, e.g. `n02084071`.
 * `all`: the three together.
+* `bible`, `fortunes`: English prose from Debian's archive (embed_jax/data/debian_texts.py, each with its own
+  hold-out rule).
+
+Names join with `+` (`all+bible+fortunes`): the union of the parts, in the same fixed order.
 
 Evaluation hold-out, kept out of every built-in training corpus from the start:
 
@@ -39,6 +43,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator
 
+from embed_jax.data import debian_texts
 from embed_jax.data.records import Text
 
 WORDNET_DIR = Path(os.environ.get("EMBED_JAX_WORDNET_DIR", "/usr/share/wordnet"))
@@ -208,7 +213,20 @@ BUILTIN_CORPORA: dict[str, tuple[Callable[[], Iterator[Text]], ...]] = {
     "lee_background": (lee_background_texts,),
     "wordnet": (wordnet_texts,),
     "all": (wiki_texts, lee_background_texts, wordnet_texts),
+    "bible": (debian_texts.bible_texts,),
+    "fortunes": (debian_texts.fortune_texts,),
 }
+
+
+def corpus_readers(name: str) -> tuple[Callable[[], Iterator[Text]], ...]:
+    """The readers of built-in corpus `name`: one registry name, or several joined with '+' (each reader once)."""
+    readers = []
+    for part in name.split("+"):
+        if part not in BUILTIN_CORPORA:
+            raise KeyError(f"{part!r} is unknown; choose one of {', '.join(BUILTIN_CORPORA)}, or join several with "
+                           "'+' (e.g. all+bible+fortunes).")
+        readers.extend(reader for reader in BUILTIN_CORPORA[part] if reader not in readers)
+    return tuple(readers)
 
 
 @functools.lru_cache(maxsize=1)
@@ -226,7 +244,9 @@ def is_held_out_record_id(record_id: str) -> bool:
     if record_id.startswith("lee:"):
         return True
     parts = record_id.split(":")
-    return len(parts) >= 2 and parts[0] == "wordnet" and is_held_out_synset(parts[1])
+    if len(parts) >= 2 and parts[0] == "wordnet":
+        return is_held_out_synset(parts[1])
+    return debian_texts.is_held_out_record_id(record_id)
 
 
 def _order_key(item: Text) -> str:
@@ -236,13 +256,12 @@ def _order_key(item: Text) -> str:
 @functools.lru_cache(maxsize=4)
 def _builtin_texts_ordered(name: str) -> tuple[Text, ...]:
     held_out = holdout_folded_texts()
-    texts = [item for reader in BUILTIN_CORPORA[name] for item in reader() if fold(item.text) not in held_out]
+    texts = [item for reader in corpus_readers(name) for item in reader() if fold(item.text) not in held_out]
     return tuple(sorted(texts, key=_order_key))
 
 
 def builtin_texts(name: str, max_texts: int | None = None) -> tuple[Text, ...]:
     """The training texts of built-in corpus `name` in their fixed order; the first `max_texts` if given."""
-    if name not in BUILTIN_CORPORA:
-        raise KeyError(f"unknown built-in corpus {name!r}; choose one of {', '.join(BUILTIN_CORPORA)}.")
+    corpus_readers(name)  # an unknown name fails here, before any text is read
     texts = _builtin_texts_ordered(name)
     return texts if max_texts is None else texts[:max_texts]

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from embed_jax.data import corpora
+from embed_jax.data import corpora, debian_texts
 from embed_jax.data.records import Text
 
 KINDS = ("builtin", "text", "jsonl", "parquet", "tfds")
@@ -283,9 +283,10 @@ class BuiltinCorpus:
     """
 
     def __init__(self, name: str, max_texts: int | None, skip_texts: int = 0):
-        if name not in corpora.BUILTIN_CORPORA:
-            raise CorpusError(f"corpus.builtin={name!r} is not a built-in corpus; choose one of "
-                              f"{', '.join(corpora.BUILTIN_CORPORA)}.")
+        try:
+            corpora.corpus_readers(name)
+        except KeyError as error:
+            raise CorpusError(f"corpus.builtin={name!r} is not a built-in corpus name: {error.args[0]}") from None
         if max_texts is not None and max_texts <= 0:
             raise CorpusError(f"corpus.max_texts={max_texts} must be positive, or None for the whole corpus.")
         if skip_texts < 0:
@@ -295,6 +296,9 @@ class BuiltinCorpus:
     def describe(self) -> dict[str, Any]:
         description = {"kind": "builtin", "name": self.name, "max_texts": self.max_texts,
                        "holdout": f"lee.cor; WordNet synsets with sha256 per mille < {corpora.HOLDOUT_PER_MILLE}"}
+        if {"bible", "fortunes"} & set(self.name.split("+")):  # only then: older exports keep their identity
+            description["holdout"] += (f"; Bible chapters and fortune entries with sha256 per mille < "
+                                       f"{debian_texts.HOLDOUT_PER_MILLE}")
         if self.skip_texts:  # only when set: exports made before the option keep their identity
             description["skip_texts"] = self.skip_texts
         return description
@@ -302,7 +306,7 @@ class BuiltinCorpus:
     def _texts(self) -> tuple[Text, ...]:
         try:
             texts = corpora.builtin_texts(self.name)
-        except corpora.CorpusMissingError as error:
+        except (corpora.CorpusMissingError, debian_texts.DebianTextMissingError) as error:
             raise CorpusError(f"corpus.builtin={self.name!r}: {error}") from error
         end = None if self.max_texts is None else self.skip_texts + self.max_texts
         if self.skip_texts >= len(texts):

@@ -62,7 +62,7 @@ def test_fixed_order_prefixes():
     assert first == corpora.builtin_texts("wordnet")[:50]
     assert [item.id for item in first] == sorted((item.id for item in first),
                                                  key=lambda item_id: hashlib.sha256(item_id.encode()).hexdigest())
-    with pytest.raises(KeyError, match="unknown built-in corpus 'news'"):
+    with pytest.raises(KeyError, match="'news' is unknown; choose one of"):
         corpora.builtin_texts("news")
 
 
