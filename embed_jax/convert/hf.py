@@ -6,7 +6,7 @@ folder per head, a model card and `embed_jax_export.json` (layout: embed_jax/con
 docs/export.md). `load_exported(FOLDER)` reads it back into a Student.
 
 Where things come from:
-- the student: the stage's latest checkpoint (or --step), by `embed_jax.train.loop.load_trained_student`;
+- the student: the stage's latest checkpoint (or --step), by `embed_jax.train.workdir.load_trained_student`;
 - the tokenizer and the tensors the student does not train (BERT's pooler): the folder the run started from (its
   checkpoints record `init_from`), or --tokenizer=FOLDER;
 - teachers, prompts and the records' identity: the records folder whose corpus fingerprint the checkpoints record,
@@ -19,7 +19,6 @@ its embed_jax_export.json: whatever else is in the folder is kept.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -32,71 +31,27 @@ from typing import Any
 from absl import app, flags
 from absl import logging as absl_logging
 
-from embed_jax.convert import hf_export, model_card
+from embed_jax.convert import hf_export, hf_vision, model_card
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
-from embed_jax.teachers.assets import AssetError
+from embed_jax.convert.hf_import import open_checkpoint, resolve_model_folder
+from embed_jax.models.student import validate_config
+from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.train import workdir as workdir_lib
+from embed_jax.train.metrics import read_metrics
+from embed_jax.train.workdir import checkpoint_steps, choose_stage, stage_folders
 
-STUDENT_CONFIG_FILE = "student_config.json"  # embed_jax.train.loop.STUDENT_CONFIG_FILE (not imported: jax-free here)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
                     "tokenizer.model")
-VISION_HOOK = "embed_jax.convert.hf_vision"
 
 
 # ---------------------------------------------------------------------------------------------------- the workdir
 
 
-def stage_folders(workdir: Path) -> list[Path]:
-    """The workdir's stage folders (those holding student_config.json), in name order (stage1, stage2, ...)."""
-    if not workdir.is_dir():
-        raise FileNotFoundError(f"--workdir={workdir}: no such folder (the --workdir given to python -m embed_jax.main)")
-    return sorted((path for path in workdir.iterdir() if (path / STUDENT_CONFIG_FILE).is_file()),
-                  key=lambda path: (len(path.name), path.name))
-
-
-def checkpoint_steps(stage_dir: Path) -> list[int]:
-    folder = stage_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit() and path.is_dir())
-
-
-def choose_stage(workdir: Path, stage: str | None) -> Path:
-    """--stage's folder, or the last stage with a checkpoint; errors name what the workdir holds."""
-    stages = stage_folders(workdir)
-    trained = [path for path in stages if checkpoint_steps(path)]
-    if not trained:
-        raise FileNotFoundError(
-            f"--workdir={workdir} holds no checkpoint: no stage folder (stage1, stage2, ...) with student_config.json "
-            "and checkpoints/. Train first with python -m embed_jax.main --config=configs/distill.py "
-            f"--workdir={workdir}")
-    if stage is None:
-        return trained[-1]
-    names = [path.name for path in trained]
-    if stage not in names:
-        raise FileNotFoundError(f"--stage={stage}: {workdir} has no trained stage of that name; trained stages: "
-                                f"{', '.join(names)}")
-    return workdir / stage
-
-
-def run_identity(stage_dir: Path, step: int) -> dict[str, Any]:
-    """The identity the training loop stored with a checkpoint (init_from, records fingerprint, teachers, ...)."""
-    from embed_jax.train import checkpoint
-
-    manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity={},
-                                           shape_config={})
-    try:
-        return dict(manager.metadata(step).get("identity", {}))
-    finally:
-        manager.close()
-
-
 def stage_summary(stage_dir: Path) -> dict[str, Any]:
     """{name, final_step, last_loss} of a stage, for the model card."""
-    from embed_jax.train.metrics import read_metrics
-
-    metrics_file = stage_dir / "metrics.jsonl"
+    metrics_file = stage_dir / workdir_lib.METRICS_FILE
     rows = read_metrics(metrics_file) if metrics_file.is_file() else []
     losses = [row["loss"] for row in rows if "loss" in row]
     steps = checkpoint_steps(stage_dir)
@@ -109,8 +64,6 @@ def stage_summary(stage_dir: Path) -> dict[str, Any]:
 
 def tokenizer_folder(tokenizer: str | None, init_from: str | None) -> Path:
     """The folder whose tokenizer files are copied: --tokenizer, else the run's init_from."""
-    from embed_jax.teachers.assets import resolve_model_path
-
     if tokenizer is None and not init_from:
         raise FileNotFoundError("the checkpoints do not record the folder the student started from: pass "
                                 "--tokenizer=FOLDER (the student's tokenizer, e.g. the --config.model.init_from folder)")
@@ -123,43 +76,6 @@ def tokenizer_folder(tokenizer: str | None, init_from: str | None) -> Path:
         raise FileNotFoundError(f"{where}: {folder} holds no tokenizer ({', '.join(VOCABULARY_FILES)}). Pass "
                                 "--tokenizer=FOLDER, a folder holding the student's tokenizer files")
     return folder
-
-
-def find_training_records(workdir: Path, fingerprints: Sequence[str], records_dirs: Sequence[str]) -> list[Any]:
-    """The records Manifests whose corpus fingerprints the checkpoints record (given folders first, then the usual
-    places beside the workdir); an error naming the fingerprint and the flag when one is not found."""
-    from embed_jax.data import records
-
-    given = [Path(folder).expanduser().resolve() for folder in records_dirs]
-    nearby = [workdir / "records", workdir.parent / "records"] + sorted(
-        path.parent for path in workdir.parent.glob(f"*/{records.MANIFEST_NAME}"))
-    manifests = {}
-    for folder in given + nearby:
-        if not (folder / records.MANIFEST_NAME).is_file() or folder in manifests:
-            continue
-        try:
-            manifests[folder] = records.read_manifest(folder)
-        except records.RecordsError:
-            if folder in given:
-                raise
-    for folder in given:
-        if folder not in manifests:
-            raise FileNotFoundError(f"--records_dir={folder}: no {records.MANIFEST_NAME} there")
-        if manifests[folder].corpus_fingerprint not in fingerprints:
-            raise ValueError(f"--records_dir={folder}: corpus fingerprint {manifests[folder].corpus_fingerprint}, but "
-                             f"the checkpoints were trained on {', '.join(fingerprints)}: not this run's records")
-    found = []
-    for fingerprint in fingerprints:
-        match = next((folder for folder, manifest in manifests.items()
-                      if manifest.corpus_fingerprint == fingerprint), None)
-        if match is None:
-            raise FileNotFoundError(
-                f"the checkpoints were trained on records with corpus fingerprint {fingerprint}, and none of "
-                f"{', '.join(str(path) for path in given + nearby) or 'the usual places'} holds them. Pass "
-                "--records_dir=FOLDER (the run's --config.data.records_dir), or --skip_records to export without "
-                "them (evaluation then cannot check that its hold-out was not trained on)")
-        found.append((match, manifests[match]))
-    return found
 
 
 def default_max_seq_length(source: Path | None, tokenizer_dir: Path, text_encoder: Mapping[str, Any]) -> int:
@@ -257,7 +173,7 @@ def copy_tokenizer(source: Path, staging: Path) -> list[str]:
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, staging / name)
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # torch: only when a folder is written, not when this module is read
 
     tokenizer = AutoTokenizer.from_pretrained(str(staging))
     if tokenizer.pad_token is not None:
@@ -291,22 +207,21 @@ def export(
     stage_dir = choose_stage(workdir, stage)
     step = step if step is not None else checkpoint_steps(stage_dir)[-1]
     if step not in checkpoint_steps(stage_dir):
-        raise FileNotFoundError(f"--step={step}: {stage_dir / 'checkpoints'} has steps {checkpoint_steps(stage_dir)}")
-    config_source = str(stage_dir / STUDENT_CONFIG_FILE)
-    student_config = _read_student_config(stage_dir / STUDENT_CONFIG_FILE)
+        raise FileNotFoundError(f"--step={step}: {stage_dir / workdir_lib.CHECKPOINTS_DIR} has steps "
+                                f"{checkpoint_steps(stage_dir)}")
+    config_source = str(stage_dir / workdir_lib.STUDENT_CONFIG_FILE)
+    student_config = _read_student_config(stage_dir / workdir_lib.STUDENT_CONFIG_FILE)
     text_encoder = student_config.get("text_encoder") or {}
     hf_class = hf_export.hf_model_class(text_encoder.get("model_type"), source=config_source)
     hf_export.check_text_options(student_config.get("text_options") or {})
     check_output_folder(out, overwrite)
     eval_rows = model_card.read_eval_rows(eval_json) if eval_json else []
 
-    identity = run_identity(stage_dir, step)
+    identity = workdir_lib.stored_identity(stage_dir, step)
     init_from = identity.get("init_from")
     tokenizer_dir = tokenizer_folder(tokenizer, init_from)
     source = _init_folder(init_from)
-    fingerprints = sorted({fingerprint for path in stage_folders(workdir) if checkpoint_steps(path)
-                           for fingerprint in [run_identity(path, checkpoint_steps(path)[-1]).get("records_fingerprint")]
-                           if fingerprint})
+    fingerprints = workdir_lib.records_fingerprints(workdir)
     notices = []
     if skip_records:
         records_found = []
@@ -315,20 +230,16 @@ def export(
         notices.append("Exported with --skip_records: the training records were not located, so an evaluation "
                        "cannot check its hold-out against them.")
     else:
-        records_found = find_training_records(workdir, fingerprints, records_dirs)
+        records_found = workdir_lib.find_training_records(workdir, fingerprints, records_dirs)
         training_records = [{"records_dir": str(folder), "num_records": manifest.num_records,
                              "corpus_fingerprint": manifest.corpus_fingerprint} for folder, manifest in records_found]
     teachers = [dataclasses.asdict(teacher) for _, manifest in records_found[-1:] for teacher in manifest.teachers]
 
-    from embed_jax.train.loop import load_trained_student
-
-    student = load_trained_student(stage_dir, step)
-    encoder_params, head_params, vision_params = hf_export.split_params(hf_export.flat_params(student))
+    student = workdir_lib.load_trained_student(stage_dir, step)
+    encoder_params, head_params, _ = hf_export.split_params(hf_export.flat_params(student))
     dims = tuple(int(dim) for dim in student.heads.dims)
     default_head = _default_head(dims, student.heads.teacher_dim, default_head)
     heads = hf_export.head_tensors(head_params, dims)
-    from embed_jax.convert.hf_import import open_checkpoint
-
     tensors, report = hf_export.backbone_tensors(
         encoder_params, text_encoder, source=open_checkpoint(source) if source is not None else None)
     if report.left_out:
@@ -348,7 +259,7 @@ def export(
         hf_export.write_sentence_transformers_files(
             staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),
             default_dim=default_head, max_seq_length=seq_length, prompts={})
-        vision = _export_vision(student, staging, vision_params, notices)
+        vision = hf_vision.export_vision(student, staging) if student.vision is not None else None
         facts = model_card.CardFacts(
             title=title or f"embed_jax student ({text_encoder.get('model_type')}, {workdir.name}/{stage_dir.name})",
             family=text_encoder.get("model_type"), hf_class=hf_class, hidden_size=int(student.hidden_size),
@@ -383,8 +294,6 @@ def export(
 
 def _read_student_config(path: Path) -> dict[str, Any]:
     """The stage's student config, checked as the Student will check it (errors name the file and the key)."""
-    from embed_jax.models.student import validate_config
-
     try:
         return validate_config(json.loads(path.read_text()))
     except json.JSONDecodeError as error:
@@ -397,12 +306,8 @@ def _init_folder(init_from: str | None) -> Path | None:
     """The run's init folder if it is still there (for tensors the student does not train), else None."""
     if not init_from:
         return None
-    from embed_jax.teachers.assets import AssetError, resolve_model_path
-
     try:
         folder = resolve_model_path(init_from)
-        from embed_jax.convert.hf_import import resolve_model_folder
-
         return resolve_model_folder(folder)
     except (AssetError, FileNotFoundError):
         return None
@@ -416,15 +321,6 @@ def _default_head(dims: tuple[int, ...], teacher_dim: int | None, requested: int
     return requested
 
 
-def _export_vision(student: Any, staging: Path, vision_params: Mapping[str, Any], notices: list[str]) -> Any:
-    """The image path through embed_jax.convert.hf_vision when it exists; otherwise a notice (text path only)."""
-    if student.vision is None:
-        return None
-    if importlib.util.find_spec(VISION_HOOK) is not None:
-        return importlib.import_module(VISION_HOOK).export_vision(student, staging)
-    notices.append(f"This student has a vision tower ({len(vision_params)} parameters); this folder holds its text "
-                   f"path only (images need {VISION_HOOK}, not available in this embed_jax).")
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------- command line

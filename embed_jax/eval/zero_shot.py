@@ -26,7 +26,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from embed_jax.data import digits, images
+from embed_jax.data.image_records import image_prompt_tokens
 from embed_jax.eval.tasks import Task, TaskResult, TextVectors
+from embed_jax.train import vision_stage, workdir
 
 IMAGE_SET = "digits_held_out"
 METRICS = ("zero_shot_accuracy", "zero_shot_accuracy_unseen_templates", "zero_shot_accuracy_one_template",
@@ -76,9 +78,6 @@ def score_digits(image_vectors: np.ndarray, labels: np.ndarray, caption_vectors:
 
 def evaluate_digits_all_heads(student: Any, tokenizer: str) -> dict[int, dict[str, float]]:
     """{head dim: figures} for a Student with an image path (one device)."""
-    from embed_jax.data.image_records import image_prompt_tokens
-    from embed_jax.train import vision_stage
-
     if student.vision is None:
         raise ValueError("this student has no vision tower: zero-shot digits needs a stage-4 student")
     pictures, labels = held_out_images()
@@ -123,12 +122,12 @@ class DigitsZeroShot(Task):
         return TaskResult(metrics=metrics, counts={"images": len(held_out_images()[1]), "captions": len(texts)})
 
 
-def last_image_stage(workdir: Path) -> Path:
-    """The newest stage folder of `workdir` whose student has a vision tower."""
-    candidates = [path.parent for path in sorted(workdir.glob("*/student_config.json"))
+def last_image_stage(run_dir: Path) -> Path:
+    """The newest stage folder of the workdir `run_dir` whose student has a vision tower."""
+    candidates = [path.parent for path in sorted(run_dir.glob(f"*/{workdir.STUDENT_CONFIG_FILE}"))
                   if json.loads(path.read_text()).get("vision")]
     if not candidates:
-        raise FileNotFoundError(f"{workdir} holds no stage with a vision tower; train one with "
+        raise FileNotFoundError(f"{run_dir} holds no stage with a vision tower; train one with "
                                 "`python -m embed_jax.main --config=configs/vision.py --workdir=...`")
     return max(candidates, key=lambda path: path.stat().st_mtime)
 
@@ -139,14 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default="", help="default: the stage's init_from (its run metadata)")
     parser.add_argument("--output", default="", help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    from embed_jax.teachers.caption_export import stage_tokenizer
-    from embed_jax.train.loop import absolute_workdir, load_trained_student
-
-    workdir = absolute_workdir(args.workdir)
+    run_dir = workdir.absolute_workdir(args.workdir)
     try:
-        stage_dir = workdir if (workdir / "student_config.json").is_file() else last_image_stage(workdir)
-        student = load_trained_student(stage_dir)
-        results = evaluate_digits_all_heads(student, args.tokenizer or stage_tokenizer(stage_dir))
+        stage_dir = run_dir if workdir.is_stage_folder(run_dir) else last_image_stage(run_dir)
+        student = workdir.load_trained_student(stage_dir)
+        results = evaluate_digits_all_heads(student, args.tokenizer or workdir.stage_tokenizer(stage_dir))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -20,40 +20,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from embed_jax.data import digits, image_records
 from embed_jax.data.records import Manifest, RecordsError
+from embed_jax.train import workdir
 
 DATASETS = ("digits",)
-
-
-def stage_tokenizer(stage_dir: Path) -> str:
-    """The tokenizer a text stage used: its run's init_from, from the checkpoint's run metadata."""
-    from embed_jax.train import checkpoint
-
-    manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity={},
-                                           shape_config={})
-    try:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{stage_dir / 'checkpoints'} holds no checkpoint; train this stage first")
-        return str(manager.metadata(step)["identity"]["init_from"])
-    finally:
-        manager.close()
 
 
 def student_caption_vectors(stage_dir: str, captions: Sequence[str], tokenizer: str = "", max_length: int = 128
                             ) -> tuple[list[image_records.CaptionHead], np.ndarray, dict]:
     """(heads, (n, Σ dims) vectors, text_source) of the captions through a trained student's text path."""
-    from embed_jax.train import loop, vision_stage
+    from embed_jax.train import vision_stage  # jax: only for a student's text path, not a teacher's
 
-    stage_path = loop.absolute_workdir(stage_dir)
-    student = loop.load_trained_student(stage_path)
-    tokenizer = tokenizer or stage_tokenizer(stage_path)
+    stage_path = workdir.absolute_workdir(stage_dir)
+    student = workdir.load_trained_student(stage_path)
+    tokenizer = tokenizer or workdir.stage_tokenizer(stage_path)
     per_head = vision_stage.encode_texts(student, tokenizer, captions, max_length=max_length)
     heads = [image_records.CaptionHead(f"dense_{dim}", dim) for dim in student.heads.dims]
     vectors = np.concatenate([per_head[dim] for dim in student.heads.dims], axis=1)
@@ -65,7 +50,7 @@ def student_caption_vectors(stage_dir: str, captions: Sequence[str], tokenizer: 
 def teacher_caption_vectors(folder: str, captions: Sequence[str]) -> tuple[list[image_records.CaptionHead],
                                                                              np.ndarray, dict]:
     """(heads, vectors, text_source) from a sentence-transformers folder: one head, its normalised output."""
-    from embed_jax.teachers import encoders
+    from embed_jax.teachers import encoders  # torch: only for a sentence-transformers text path
 
     teacher = encoders.load_teacher(encoders.TeacherSpec(name="caption_teacher", path=folder))
     raw = encoders.encode_texts(teacher, list(captions), max_tokens_per_batch=8192, max_batch_size=128)
