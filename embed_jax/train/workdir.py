@@ -7,7 +7,7 @@
     DIR/records, DIR/../records, ...     where a run's records are looked for when they are not named
 
 The training loop writes it; export (embed_jax/convert/), evaluation (embed_jax/eval/) and the caption export
-(embed_jax/teachers/caption_export.py) read it through this module. It imports no jax at module level, so that
+(embed_jax/teachers/caption_targets.py) read it through this module. It imports no jax at module level, so that
 reading a run folder's layout and configs costs nothing; only `load_trained_student` builds a model.
 """
 from __future__ import annotations
