@@ -9,7 +9,7 @@ Export the teacher records first (PyTorch, on GPUs), then on every worker of a T
 
 One stage at a time (e.g. to inspect stage 1 before stage 2): add --config.stage_order="('stage1',)", then rerun
 with "('stage1','stage2')" — finished stages are resumed at their end, not repeated.
-`configs/jasper.py:runlocal` keeps every shape logic but shrinks steps and batch for a smoke run on one host.
+`configs/jasper.py:smoke` keeps every shape logic but shrinks steps and batch for a smoke run on one host.
 
 Expected (paper, MTEB English 56): 71.54 average, between NV-Embed-v2 (72.31) and stella (71.19).
 """
@@ -43,6 +43,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage1.learning_rate, config.stage1.num_steps = 1e-4, 4000
     config.stage2.learning_rate, config.stage2.num_steps = 8e-5, 7000
     config.stage3.learning_rate, config.stage3.num_steps = 7e-5, 2200
-    if arg == "runlocal":
+    if arg == "smoke":
         train_config.shrink_for_smoke(config)
     return config

@@ -1,4 +1,5 @@
 """Cloud TPU launch scripts: `python -m launch.tpu create|setup|run|delete|describe` (see docs/launch.md).
 
-Only the standard library and the `gcloud` CLI: this runs on a laptop that has neither jax nor the package installed.
+The standard library, absl-py's flags (embed_jax/cli.py, importable from the checkout) and the `gcloud` CLI: this runs
+on a laptop that has neither jax nor the package installed.
 """

@@ -10,14 +10,17 @@ Add --dry-run to any of them to print the exact commands instead of running them
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
+from absl import flags
+
+from embed_jax import cli
 from launch import gcloud
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,49 +35,70 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--name", required=True, help="TPU name (lower-case letters, digits, hyphens)")
-    common.add_argument("--zone", required=True, help="zone of the TPU, e.g. us-central2-b (v4), us-west4-a (v5e)")
-    common.add_argument("--project", help="Google Cloud project (default: gcloud's configured project)")
-    # Accepted before or after the action; SUPPRESS keeps the subparser from resetting a value given before it.
-    dry_run_help = "print the commands, run nothing"
-    common.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help=dry_run_help)
+FLAGS = cli.program_flags()
+# Every action takes these; the others belong to the actions listed in ACTION_FLAGS.
+COMMON_FLAGS = ("name", "zone", "project", "dry-run", "help")
+ACTIONS = ("create", "setup", "run", "delete", "describe")
+ACTION_FLAGS = {
+    "create": ("accelerator-type", "version", "spot", "preemptible", "queued"),
+    "setup": ("git-url", "ref", "commit", "extras", "python", "remote-dir"),
+    "run": ("remote-dir", "env", "log", "worker"),
+    "delete": ("queued", "yes"),
+    "describe": (),
+}
+REQUIRED_FLAGS = {"create": ("name", "zone", "accelerator-type")}
 
-    parser = argparse.ArgumentParser(prog="python -m launch.tpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help=dry_run_help)
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,setup,run,delete,describe}")
+flags.DEFINE_string("name", None, "TPU name (lower-case letters, digits, hyphens).", flag_values=FLAGS)
+flags.DEFINE_string("zone", None, "Zone of the TPU, e.g. us-central2-b (v4), us-west4-a (v5e).", flag_values=FLAGS)
+flags.DEFINE_string("project", None, "Google Cloud project (default: gcloud's configured project).",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("dry-run", False, "Print the commands, run nothing.", flag_values=FLAGS)
+# create
+flags.DEFINE_string("accelerator-type", None, "create: e.g. v4-32, v5litepod-16, v5p-8, v6e-16.", flag_values=FLAGS)
+flags.DEFINE_string("version", None, "create: runtime (software) version; default: the generation's JAX base image.",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("spot", False, "create: spot capacity (can be preempted: runs save on SIGTERM).", flag_values=FLAGS)
+flags.DEFINE_bool("preemptible", False, "create: legacy preemptible capacity (24 h at most).", flag_values=FLAGS)
+flags.DEFINE_bool("queued", False, "create: through a queued resource (waits for capacity); delete: it was created "
+                  "so.", flag_values=FLAGS)
+# setup
+flags.DEFINE_string("git-url", None, "setup: clone this repository on the workers instead of copying this checkout.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("ref", "main", "setup with --git-url: branch, tag or commit to check out.", flag_values=FLAGS)
+flags.DEFINE_string("commit", "HEAD", "setup without --git-url: commit of this checkout to copy.", flag_values=FLAGS)
+flags.DEFINE_string("extras", "tpu", "setup: pip extras to install (default: tpu, i.e. jax[tpu]).", flag_values=FLAGS)
+flags.DEFINE_string("python", "3.11", "setup: Python version of the workers' virtual env.", flag_values=FLAGS)
+flags.DEFINE_string("remote-dir", "embed_jax", "setup: folder on each worker, relative to its home; run: the folder "
+                    "setup installed into.", flag_values=FLAGS)
+# run
+flags.DEFINE_multi_string("env", [], "run: KEY=VALUE environment for the command (repeat for several).",
+                          flag_values=FLAGS)
+flags.DEFINE_string("log", None, "run: detach, writing the output to this file in --remote-dir on each worker.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("worker", "all", "run: which workers (default all; a pod needs all of them).", flag_values=FLAGS)
+# delete
+flags.DEFINE_bool("yes", False, "delete: do not ask for confirmation.", flag_values=FLAGS)
 
-    create = actions.add_parser("create", parents=[common], help="create the TPU VM or pod slice")
-    create.add_argument("--accelerator-type", required=True, help="e.g. v4-32, v5litepod-16, v5p-8, v6e-16")
-    create.add_argument("--version", help="runtime (software) version; default: the generation's JAX base image")
-    create.add_argument("--spot", action="store_true", help="spot capacity (can be preempted: runs save on SIGTERM)")
-    create.add_argument("--preemptible", action="store_true", help="legacy preemptible capacity (24 h at most)")
-    create.add_argument("--queued", action="store_true", help="create through a queued resource (waits for capacity)")
 
-    setup = actions.add_parser("setup", parents=[common], help="install the package on every worker")
-    setup.add_argument("--git-url", help="clone this repository on the workers instead of copying this checkout")
-    setup.add_argument("--ref", default="main", help="with --git-url: branch, tag or commit to check out")
-    setup.add_argument("--commit", default="HEAD", help="without --git-url: commit of this checkout to copy")
-    setup.add_argument("--extras", default="tpu", help="pip extras to install (default: tpu, i.e. jax[tpu])")
-    setup.add_argument("--python", default="3.11", help="Python version of the workers' virtual env")
-    setup.add_argument("--remote-dir", default="embed_jax", help="folder on each worker, relative to its home")
-
-    run = actions.add_parser("run", parents=[common], help="run the command after -- on every worker")
-    run.add_argument("--remote-dir", default="embed_jax", help="folder `setup` installed into")
-    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for the command")
-    run.add_argument("--log", help="detach: write the output to this file in --remote-dir on each worker")
-    run.add_argument("--worker", default="all", help="which workers (default all; a pod needs all of them)")
-
-    delete = actions.add_parser("delete", parents=[common], help="delete the TPU")
-    delete.add_argument("--queued", action="store_true", help="it was created with --queued")
-    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-    actions.add_parser("describe", parents=[common], help="show the TPU's state and workers")
-    return parser
+def parse_request(argv: Sequence[str]) -> SimpleNamespace:
+    """The action and its options (flag names with _ for -), checked against what the action takes; UsageError
+    names what is missing or does not belong."""
+    positional = cli.parse(FLAGS, argv, doc=__doc__)
+    if not positional:
+        raise cli.UsageError(f"the following arguments are required: {{{','.join(ACTIONS)}}}")
+    action, extra = positional[0], positional[1:]
+    if action not in ACTIONS:
+        raise cli.UsageError(f"argument action: invalid choice: {action!r} (choose from "
+                             f"{', '.join(map(repr, ACTIONS))})")
+    names = [name for name in FLAGS if FLAGS[name].name == name]  # not the short -h
+    foreign = [f"--{name}" for name in names if FLAGS[name].present and name not in COMMON_FLAGS + ACTION_FLAGS[action]]
+    if extra or foreign:
+        raise cli.UsageError(f"unrecognized arguments: {' '.join(foreign + extra)}")
+    cli.require(FLAGS, REQUIRED_FLAGS.get(action, ("name", "zone")))
+    return SimpleNamespace(action=action, **{name.replace("-", "_"): FLAGS[name].value for name in names})
 
 
-def checkout_commands(options: argparse.Namespace, target: gcloud.Target) -> list[gcloud.Command]:
+def checkout_commands(options: SimpleNamespace, target: gcloud.Target) -> list[gcloud.Command]:
     """`setup` without --git-url: resolve the commit here, so the commands name exactly what is copied."""
     resolved = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{options.commit}^{{commit}}"],
@@ -97,7 +121,7 @@ def checkout_commands(options: argparse.Namespace, target: gcloud.Target) -> lis
     )
 
 
-def plan(options: argparse.Namespace, command: list[str]) -> list[gcloud.Command]:
+def plan(options: SimpleNamespace, command: list[str]) -> list[gcloud.Command]:
     """The commands the request stands for; LaunchError for a request that cannot be carried out."""
     if command and options.action != "run":
         raise gcloud.LaunchError(f"`{options.action}` takes no command after `--` (only `run` does)")
@@ -147,12 +171,11 @@ def execute(commands: Sequence[gcloud.Command]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options_argv, command = split_command(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    options = parser.parse_args(options_argv)
     try:
+        options = parse_request(options_argv)
         commands = plan(options, command)
-    except gcloud.LaunchError as error:
-        parser.error(str(error))  # exits with status 2, like a missing argument
+    except (cli.UsageError, gcloud.LaunchError) as error:
+        return cli.fail(error)  # status 2, like a missing argument
     if options.dry_run:
         for command_step in commands:
             print(f"# {command_step.purpose}")

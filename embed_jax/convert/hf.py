@@ -1,479 +1,72 @@
 """python -m embed_jax.convert.hf --workdir=DIR --out=FOLDER [--stage=stage3] [--default_head=DIM] [--overwrite]
 
-Writes a trained student's text path as a sentence-transformers folder that loads offline with no custom code
-(`SentenceTransformer(FOLDER)`), the backbone as its family's standard Hugging Face model, one `2_Dense_{dim}`
-folder per head, a model card and `embed_jax_export.json` (layout: embed_jax/convert/hf_export.py; usage:
-docs/export.md). `load_exported(FOLDER)` reads it back into a Student.
-
-Where things come from:
-- the student: the stage's latest checkpoint (or --step), by `embed_jax.train.loop.load_trained_student`;
-- the tokenizer and the tensors the student does not train (BERT's pooler): the folder the run started from (its
-  checkpoints record `init_from`), or --tokenizer=FOLDER;
-- teachers, prompts and the records' identity: the records folder whose corpus fingerprint the checkpoints record,
-  found beside the workdir (DIR/records, DIR/../records, DIR/../*/) or given with --records_dir.
-
-The output folder is written aside and moved in at the end: a failed export leaves FOLDER as it was. An existing,
-non-empty FOLDER is refused unless --overwrite, and --overwrite replaces only the files a previous export listed in
-its embed_jax_export.json: whatever else is in the folder is kept.
+Writes a trained student as a sentence-transformers folder that loads offline with no custom code
+(`SentenceTransformer(FOLDER)`). What is written and where each part comes from: embed_jax/convert/st_export.py;
+usage: docs/export.md.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
-import json
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 
-from embed_jax.convert import hf_export, model_card
-from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
+from embed_jax import cli
+from embed_jax.convert import st_export
 from embed_jax.teachers.assets import AssetError
 
-STUDENT_CONFIG_FILE = "student_config.json"  # embed_jax.train.loop.STUDENT_CONFIG_FILE (not imported: jax-free here)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                   "merges.txt", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
-                    "tokenizer.model")
-VISION_HOOK = "embed_jax.convert.hf_vision"
+EXIT_CODE = 1  # a usage or export error
+
+FLAGS = cli.program_flags()
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training --workdir (holding stage1, stage2, ...).",
+                               flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Folder to write the sentence-transformers model into.", flag_values=FLAGS)
+_STAGE = flags.DEFINE_string("stage", None, "Stage to export (default: the last trained one, e.g. stage3).",
+                             flag_values=FLAGS)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the stage's latest).", flag_values=FLAGS)
+_DEFAULT_HEAD = flags.DEFINE_integer("default_head", None, "Head dimension modules.json uses (default: FC1, the "
+                                     "teacher-dimension head).", flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a previous export in --out (its listed files only).",
+                               flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Folder with the student's tokenizer (default: the run's "
+                                 "init_from).", flag_values=FLAGS)
+_RECORDS_DIR = flags.DEFINE_list("records_dir", [], "The training records folder(s) (default: found beside the "
+                                 "workdir).", flag_values=FLAGS)
+_SKIP_RECORDS = flags.DEFINE_bool("skip_records", False, "Export without locating the training records.",
+                                  flag_values=FLAGS)
+_EVAL_JSON = flags.DEFINE_string("eval_json", None, "JSON from python -m embed_jax.eval for the model card's table.",
+                                 flag_values=FLAGS)
+_MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", None, "sentence-transformers max_seq_length (default: the "
+                                       "source folder's).", flag_values=FLAGS)
+_TITLE = flags.DEFINE_string("title", None, "Model card title.", flag_values=FLAGS)
+# Orbax logs every restore at INFO through absl; the lines this program prints say what matters.
+_VERBOSITY = flags.DEFINE_integer("verbosity", None, "absl log level (0 shows Orbax's and jax's INFO lines; default: "
+                                  "warnings only).", flag_values=FLAGS)
 
 
-# ---------------------------------------------------------------------------------------------------- the workdir
-
-
-def stage_folders(workdir: Path) -> list[Path]:
-    """The workdir's stage folders (those holding student_config.json), in name order (stage1, stage2, ...)."""
-    if not workdir.is_dir():
-        raise FileNotFoundError(f"--workdir={workdir}: no such folder (the --workdir given to python -m embed_jax.main)")
-    return sorted((path for path in workdir.iterdir() if (path / STUDENT_CONFIG_FILE).is_file()),
-                  key=lambda path: (len(path.name), path.name))
-
-
-def checkpoint_steps(stage_dir: Path) -> list[int]:
-    folder = stage_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit() and path.is_dir())
-
-
-def choose_stage(workdir: Path, stage: str | None) -> Path:
-    """--stage's folder, or the last stage with a checkpoint; errors name what the workdir holds."""
-    stages = stage_folders(workdir)
-    trained = [path for path in stages if checkpoint_steps(path)]
-    if not trained:
-        raise FileNotFoundError(
-            f"--workdir={workdir} holds no checkpoint: no stage folder (stage1, stage2, ...) with student_config.json "
-            "and checkpoints/. Train first with python -m embed_jax.main --config=configs/distill.py "
-            f"--workdir={workdir}")
-    if stage is None:
-        return trained[-1]
-    names = [path.name for path in trained]
-    if stage not in names:
-        raise FileNotFoundError(f"--stage={stage}: {workdir} has no trained stage of that name; trained stages: "
-                                f"{', '.join(names)}")
-    return workdir / stage
-
-
-def run_identity(stage_dir: Path, step: int) -> dict[str, Any]:
-    """The identity the training loop stored with a checkpoint (init_from, records fingerprint, teachers, ...)."""
-    from embed_jax.train import checkpoint
-
-    manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity={},
-                                           shape_config={})
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return dict(manager.metadata(step).get("identity", {}))
-    finally:
-        manager.close()
-
-
-def stage_summary(stage_dir: Path) -> dict[str, Any]:
-    """{name, final_step, last_loss} of a stage, for the model card."""
-    from embed_jax.train.metrics import read_metrics
-
-    metrics_file = stage_dir / "metrics.jsonl"
-    rows = read_metrics(metrics_file) if metrics_file.is_file() else []
-    losses = [row["loss"] for row in rows if "loss" in row]
-    steps = checkpoint_steps(stage_dir)
-    return {"name": stage_dir.name, "final_step": steps[-1] if steps else None,
-            "last_loss": losses[-1] if losses else None}
-
-
-# ---------------------------------------------------------------------------------------------------- inputs
-
-
-def tokenizer_folder(tokenizer: str | None, init_from: str | None) -> Path:
-    """The folder whose tokenizer files are copied: --tokenizer, else the run's init_from."""
-    from embed_jax.teachers.assets import resolve_model_path
-
-    if tokenizer is None and not init_from:
-        raise FileNotFoundError("the checkpoints do not record the folder the student started from: pass "
-                                "--tokenizer=FOLDER (the student's tokenizer, e.g. the --config.model.init_from folder)")
-    folder = resolve_model_path(tokenizer or init_from)
-    where = f"--tokenizer={tokenizer}" if tokenizer else f"the run's init_from ({init_from})"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{where}: {folder} is not a folder. Pass --tokenizer=FOLDER, a folder holding the "
-                                "student's tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
-    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        raise FileNotFoundError(f"{where}: {folder} holds no tokenizer ({', '.join(VOCABULARY_FILES)}). Pass "
-                                "--tokenizer=FOLDER, a folder holding the student's tokenizer files")
-    return folder
-
-
-def find_training_records(workdir: Path, fingerprints: Sequence[str], records_dirs: Sequence[str]) -> list[Any]:
-    """The records Manifests whose corpus fingerprints the checkpoints record (given folders first, then the usual
-    places beside the workdir); an error naming the fingerprint and the flag when one is not found."""
-    from embed_jax.data import records
-
-    given = [Path(folder).expanduser().resolve() for folder in records_dirs]
-    nearby = [workdir / "records", workdir.parent / "records"] + sorted(
-        path.parent for path in workdir.parent.glob(f"*/{records.MANIFEST_NAME}"))
-    manifests = {}
-    for folder in given + nearby:
-        if not (folder / records.MANIFEST_NAME).is_file() or folder in manifests:
-            continue
-        try:
-            manifests[folder] = records.read_manifest(folder)
-        except records.RecordsError:
-            if folder in given:
-                raise
-    for folder in given:
-        if folder not in manifests:
-            raise FileNotFoundError(f"--records_dir={folder}: no {records.MANIFEST_NAME} there")
-        if manifests[folder].corpus_fingerprint not in fingerprints:
-            raise ValueError(f"--records_dir={folder}: corpus fingerprint {manifests[folder].corpus_fingerprint}, but "
-                             f"the checkpoints were trained on {', '.join(fingerprints)}: not this run's records")
-    found = []
-    for fingerprint in fingerprints:
-        match = next((folder for folder, manifest in manifests.items()
-                      if manifest.corpus_fingerprint == fingerprint), None)
-        if match is None:
-            raise FileNotFoundError(
-                f"the checkpoints were trained on records with corpus fingerprint {fingerprint}, and none of "
-                f"{', '.join(str(path) for path in given + nearby) or 'the usual places'} holds them. Pass "
-                "--records_dir=FOLDER (the run's --config.data.records_dir), or --skip_records to export without "
-                "them (evaluation then cannot check that its hold-out was not trained on)")
-        found.append((match, manifests[match]))
-    return found
-
-
-def default_max_seq_length(source: Path | None, tokenizer_dir: Path, text_encoder: Mapping[str, Any]) -> int:
-    """The source folder's sentence-transformers max_seq_length, else the tokenizer's model_max_length, capped at
-    the positions the encoder has (RoBERTa-style position ids start after the padding id)."""
-    limit = text_encoder.get("max_position_embeddings") or text_encoder.get("n_positions") or 10 ** 9
-    if text_encoder.get("model_type") in ("roberta", "xlm-roberta", "mpnet"):
-        limit -= int(text_encoder.get("pad_token_id", 1)) + 1
-    for folder, file_name, key in ((source, "sentence_bert_config.json", "max_seq_length"),
-                                   (tokenizer_dir, "tokenizer_config.json", "model_max_length")):
-        path = folder / file_name if folder is not None else None
-        if path is not None and path.is_file():
-            value = json.loads(path.read_text()).get(key)
-            if isinstance(value, int) and 0 < value < 10 ** 6:
-                return min(value, limit)
-    return int(min(limit, 512))
-
-
-# ---------------------------------------------------------------------------------------------------- the output
-
-
-def previous_export_files(out: Path) -> list[str] | None:
-    """The files a previous export listed in out/embed_jax_export.json, or None if it is not an export."""
-    export_file = out / EXPORT_FILE
-    if not export_file.is_file():
-        return None
-    try:
-        files = json.loads(export_file.read_text()).get("files")
-    except json.JSONDecodeError:
-        return None
-    return [str(name) for name in files] if isinstance(files, list) else None
-
-
-def check_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuses an existing non-empty folder unless --overwrite, and --overwrite on a folder no export wrote."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out={out} is a file; give a folder path")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise FileExistsError(f"--out={out} exists and is not empty. Pass --overwrite to replace the previous export "
-                              "in it (only the files it listed are replaced; others are kept), or choose a new --out")
-    if previous_export_files(out) is None:
-        raise FileExistsError(f"--out={out} is not a folder written by embed_jax.convert.hf (no readable "
-                              f"{EXPORT_FILE}): --overwrite replaces only a previous export, never other files. "
-                              "Choose an empty or new --out")
-
-
-def relative_files(folder: Path) -> list[str]:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
-
-
-def commit_output(staging: Path, out: Path, overwrite: bool) -> None:
-    """Moves the staged export into `out`: a previous export's listed files go first; a user's file is never
-    replaced (checked before anything moves)."""
-    new_files = relative_files(staging)
-    previous = previous_export_files(out) if out.is_dir() else None
-    if out.is_dir() and any(out.iterdir()):
-        check_output_folder(out, overwrite)  # the folder may have changed while exporting
-        own = set(previous or [])
-        foreign = [name for name in new_files if (out / name).exists() and name not in own]
-        if foreign:
-            raise FileExistsError(f"--out={out}: {', '.join(foreign)} exist(s) and were not written by the previous "
-                                  "export; move them away or choose another --out")
-    for name in previous or []:
-        path = out / name
-        if path.is_file() and name != EXPORT_FILE:
-            path.unlink()
-            for parent in path.relative_to(out).parents:
-                if str(parent) != "." and (out / parent).is_dir() and not any((out / parent).iterdir()):
-                    (out / parent).rmdir()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in new_files:
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / name, out / name)
-        os.chmod(out / name, 0o644)  # safetensors writes 0600; a model folder is meant to be shared
-
-
-# ---------------------------------------------------------------------------------------------------- export
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportResult:
-    folder: Path
-    heads: tuple[int, ...]
-    default_head: int
-    stage: str
-    step: int
-    notices: tuple[str, ...]
-
-
-def copy_tokenizer(source: Path, staging: Path) -> list[str]:
-    """Copies the tokenizer files; gives a tokenizer without a pad token (GPT-2) its end-of-text token as pad token,
-    so that sentence-transformers can batch (the pad id never matters: padded positions are masked)."""
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, staging / name)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(staging))
-    if tokenizer.pad_token is not None:
-        return []
-    substitute = tokenizer.eos_token or tokenizer.unk_token
-    if substitute is None:
-        raise ExportError(f"the tokenizer in {source} has no pad, end-of-text or unknown token to pad batches with; "
-                          "give it a pad token (tokenizer.add_special_tokens) and pass --tokenizer=FOLDER")
-    tokenizer.pad_token = substitute
-    tokenizer.save_pretrained(str(staging))
-    return [f"The tokenizer had no pad token; {substitute!r} serves as one (padded positions are masked out)."]
-
-
-def export(
-    workdir: str | Path,
-    out: str | Path,
-    *,
-    stage: str | None = None,
-    step: int | None = None,
-    default_head: int | None = None,
-    overwrite: bool = False,
-    tokenizer: str | None = None,
-    records_dirs: Sequence[str] = (),
-    skip_records: bool = False,
-    eval_json: str | None = None,
-    max_seq_length: int | None = None,
-    title: str | None = None,
-) -> ExportResult:
-    """The whole export (see the module docstring); returns what was written."""
-    workdir, out = Path(workdir).expanduser().resolve(), Path(out).expanduser().resolve()
-    stage_dir = choose_stage(workdir, stage)
-    step = step if step is not None else checkpoint_steps(stage_dir)[-1]
-    if step not in checkpoint_steps(stage_dir):
-        raise FileNotFoundError(f"--step={step}: {stage_dir / 'checkpoints'} has steps {checkpoint_steps(stage_dir)}")
-    config_source = str(stage_dir / STUDENT_CONFIG_FILE)
-    student_config = _read_student_config(stage_dir / STUDENT_CONFIG_FILE)
-    text_encoder = student_config.get("text_encoder") or {}
-    hf_class = hf_export.hf_model_class(text_encoder.get("model_type"), source=config_source)
-    hf_export.check_text_options(student_config.get("text_options") or {})
-    check_output_folder(out, overwrite)
-    eval_rows = model_card.read_eval_rows(eval_json) if eval_json else []
-
-    identity = run_identity(stage_dir, step)
-    init_from = identity.get("init_from")
-    tokenizer_dir = tokenizer_folder(tokenizer, init_from)
-    source = _init_folder(init_from)
-    fingerprints = sorted({fingerprint for path in stage_folders(workdir) if checkpoint_steps(path)
-                           for fingerprint in [run_identity(path, checkpoint_steps(path)[-1]).get("records_fingerprint")]
-                           if fingerprint})
-    notices = []
-    if skip_records:
-        records_found = []
-        training_records = [{"records_dir": None, "num_records": None, "corpus_fingerprint": fingerprint}
-                            for fingerprint in fingerprints]
-        notices.append("Exported with --skip_records: the training records were not located, so an evaluation "
-                       "cannot check its hold-out against them.")
+        positional = cli.parse(FLAGS, argv, doc=__doc__)
+        if positional:
+            raise cli.UsageError(f"unexpected arguments {positional}")
+        if _WORKDIR.value is None or _OUT.value is None:
+            raise cli.UsageError("--workdir (the training workdir) and --out (the folder to write) are required")
+    except cli.UsageError as error:
+        return cli.fail(error, code=EXIT_CODE)
+    if _VERBOSITY.value is None:
+        absl_logging.set_verbosity(absl_logging.WARNING)
     else:
-        records_found = find_training_records(workdir, fingerprints, records_dirs)
-        training_records = [{"records_dir": str(folder), "num_records": manifest.num_records,
-                             "corpus_fingerprint": manifest.corpus_fingerprint} for folder, manifest in records_found]
-    teachers = [dataclasses.asdict(teacher) for _, manifest in records_found[-1:] for teacher in manifest.teachers]
-
-    from embed_jax.train.loop import load_trained_student
-
-    student = load_trained_student(stage_dir, step)
-    encoder_params, head_params, vision_params = hf_export.split_params(hf_export.flat_params(student))
-    dims = tuple(int(dim) for dim in student.heads.dims)
-    default_head = _default_head(dims, student.heads.teacher_dim, default_head)
-    heads = hf_export.head_tensors(head_params, dims)
-    from embed_jax.convert.hf_import import open_checkpoint
-
-    tensors, report = hf_export.backbone_tensors(
-        encoder_params, text_encoder, source=open_checkpoint(source) if source is not None else None)
-    if report.left_out:
-        notices.append(f"Not trained by embed_jax and not found in the source folder, so initialised by transformers "
-                       f"on load (unused by the embedding): {', '.join(report.left_out)}.")
-    if report.copied_from_source:
-        notices.append(f"Copied unchanged from the source model (unused by the embedding): "
-                       f"{', '.join(report.copied_from_source)}.")
-    seq_length = max_seq_length or default_max_seq_length(source, tokenizer_dir, text_encoder)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+        absl_logging.use_absl_handler()  # what app.run would install: absl's lines on stderr
+        absl_logging.set_verbosity(_VERBOSITY.value)
     try:
-        hf_export.write_backbone(staging, tensors, text_encoder)
-        notices += copy_tokenizer(tokenizer_dir, staging)
-        hf_export.write_heads(staging, heads)
-        hf_export.write_sentence_transformers_files(
-            staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),
-            default_dim=default_head, max_seq_length=seq_length, prompts={})
-        vision = _export_vision(student, staging, vision_params, notices)
-        facts = model_card.CardFacts(
-            title=title or f"embed_jax student ({text_encoder.get('model_type')}, {workdir.name}/{stage_dir.name})",
-            family=text_encoder.get("model_type"), hf_class=hf_class, hidden_size=int(student.hidden_size),
-            num_layers=text_encoder.get("num_hidden_layers") or text_encoder.get("n_layer"),
-            num_parameters=sum(a.size for a in encoder_params.values()) + sum(a.size for a in head_params.values()),
-            pooling=student.pooling_method, heads=dims, default_head=default_head,
-            teacher_dim=student.heads.teacher_dim, max_seq_length=seq_length, init_from=str(init_from or tokenizer),
-            source={"workdir": str(workdir), "stage": stage_dir.name, "step": step},
-            stages=[stage_summary(path) for path in stage_folders(workdir) if checkpoint_steps(path)],
-            teachers=teachers, training_records=training_records, notices=notices, eval_rows=eval_rows)
-        (staging / "README.md").write_text(model_card.render(facts), encoding="utf-8")
-        export_record = {
-            "format_version": hf_export.FORMAT_VERSION,
-            "student_config": student.config,
-            "heads": list(dims),
-            "default_head": default_head,
-            "source": {"workdir": str(workdir), "stage": stage_dir.name, "step": step},
-            "training_records": training_records,
-            "vision": vision,
-            "teachers": teachers,
-            "max_seq_length": seq_length,
-            "notices": notices,
-        }
-        export_record["files"] = relative_files(staging) + [EXPORT_FILE]
-        (staging / EXPORT_FILE).write_text(json.dumps(export_record, indent=1, default=str) + "\n")
-        commit_output(staging, out, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(folder=out, heads=dims, default_head=default_head, stage=stage_dir.name, step=step,
-                        notices=tuple(notices))
-
-
-def _read_student_config(path: Path) -> dict[str, Any]:
-    """The stage's student config, checked as the Student will check it (errors name the file and the key)."""
-    from embed_jax.models.student import validate_config
-
-    try:
-        return validate_config(json.loads(path.read_text()))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} line {error.lineno}: not valid JSON ({error.msg})") from error
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
-
-
-def _init_folder(init_from: str | None) -> Path | None:
-    """The run's init folder if it is still there (for tensors the student does not train), else None."""
-    if not init_from:
-        return None
-    from embed_jax.teachers.assets import AssetError, resolve_model_path
-
-    try:
-        folder = resolve_model_path(init_from)
-        from embed_jax.convert.hf_import import resolve_model_folder
-
-        return resolve_model_folder(folder)
-    except (AssetError, FileNotFoundError):
-        return None
-
-
-def _default_head(dims: tuple[int, ...], teacher_dim: int | None, requested: int | None) -> int:
-    if requested is None:
-        return teacher_dim if teacher_dim is not None else max(dims)
-    if requested not in dims:
-        raise ValueError(f"--default_head={requested}: the student's heads are {', '.join(map(str, dims))}")
-    return requested
-
-
-def _export_vision(student: Any, staging: Path, vision_params: Mapping[str, Any], notices: list[str]) -> Any:
-    """The image path through embed_jax.convert.hf_vision when it exists; otherwise a notice (text path only)."""
-    if student.vision is None:
-        return None
-    if importlib.util.find_spec(VISION_HOOK) is not None:
-        return importlib.import_module(VISION_HOOK).export_vision(student, staging)
-    notices.append(f"This student has a vision tower ({len(vision_params)} parameters); this folder holds its text "
-                   f"path only (images need {VISION_HOOK}, not available in this embed_jax).")
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------- command line
-
-def define_flags() -> dict[str, Any]:
-    """The command line's flags, defined only when this module runs as the program: importing it (evaluation does)
-    next to embed_jax.main, which also defines --workdir, must not clash."""
-    return {
-        "workdir": flags.DEFINE_string("workdir", None, "The training --workdir (holding stage1, stage2, ...)."),
-        "out": flags.DEFINE_string("out", None, "Folder to write the sentence-transformers model into."),
-        "stage": flags.DEFINE_string("stage", None, "Stage to export (default: the last trained one, e.g. stage3)."),
-        "step": flags.DEFINE_integer("step", None, "Checkpoint step (default: the stage's latest)."),
-        "default_head": flags.DEFINE_integer("default_head", None, "Head dimension modules.json uses (default: FC1, "
-                                             "the teacher-dimension head)."),
-        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace a previous export in --out (its listed files "
-                                       "only)."),
-        "tokenizer": flags.DEFINE_string("tokenizer", None, "Folder with the student's tokenizer (default: the "
-                                         "run's init_from)."),
-        "records_dir": flags.DEFINE_list("records_dir", [], "The training records folder(s) (default: found beside "
-                                         "the workdir)."),
-        "skip_records": flags.DEFINE_bool("skip_records", False, "Export without locating the training records."),
-        "eval_json": flags.DEFINE_string("eval_json", None, "JSON from python -m embed_jax.eval for the model "
-                                         "card's table."),
-        "max_seq_length": flags.DEFINE_integer("max_seq_length", None, "sentence-transformers max_seq_length "
-                                               "(default: the source folder's)."),
-        "title": flags.DEFINE_string("title", None, "Model card title."),
-    }
-
-
-_FLAGS: dict[str, Any] = {}
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    values = {name: flag.value for name, flag in _FLAGS.items()}
-    if values["workdir"] is None or values["out"] is None:
-        raise app.UsageError("--workdir (the training workdir) and --out (the folder to write) are required")
-    if not flags.FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
-    try:
-        result = export(values["workdir"], values["out"], stage=values["stage"], step=values["step"],
-                        default_head=values["default_head"], overwrite=values["overwrite"],
-                        tokenizer=values["tokenizer"], records_dirs=values["records_dir"],
-                        skip_records=values["skip_records"], eval_json=values["eval_json"],
-                        max_seq_length=values["max_seq_length"], title=values["title"])
+        result = st_export.export(_WORKDIR.value, _OUT.value, stage=_STAGE.value, step=_STEP.value,
+                                  default_head=_DEFAULT_HEAD.value, overwrite=_OVERWRITE.value,
+                                  tokenizer=_TOKENIZER.value, records_dirs=_RECORDS_DIR.value,
+                                  skip_records=_SKIP_RECORDS.value, eval_json=_EVAL_JSON.value,
+                                  max_seq_length=_MAX_SEQ_LENGTH.value, title=_TITLE.value)
     except (OSError, ValueError, AssetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.fail(error, code=EXIT_CODE)
     print(f"wrote {result.folder} from {result.stage} step {result.step}: heads {', '.join(map(str, result.heads))}, "
           f"default {result.default_head}")
     for notice in result.notices:
@@ -483,5 +76,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    _FLAGS.update(define_flags())
-    app.run(main)
+    sys.exit(main())

@@ -34,6 +34,7 @@ from flax import nnx
 
 from embed_jax.convert import hf_import
 from embed_jax.models.heads import head_name
+from embed_jax.models.student import Student, pooling_from_folder
 
 EXPORT_FILE = "embed_jax_export.json"
 FORMAT_VERSION = 1
@@ -346,13 +347,11 @@ def load_exported(folder: str | Path, *, rngs: nnx.Rngs | None = None) -> Any:
     The student's settings come from embed_jax_export.json; a folder without it (written by other tools in the same
     layout) is read from modules.json / 1_Pooling and its 2_Dense_* folders (the largest head taken as FC1).
     """
-    from embed_jax.models.student import Student, pooling_from_folder
-
     folder = Path(folder)
     export_file = folder / EXPORT_FILE
     if export_file.is_file():
         student_config = json.loads(export_file.read_text())["student_config"]
-        if student_config is None:  # e.g. heads added to a frozen model (embed_jax/train/shrink_cached.py)
+        if student_config is None:  # e.g. heads added to a frozen model (embed_jax/convert/shrink_folder.py)
             raise ValueError(f"{export_file} describes no embed_jax Student (student_config is null): this folder "
                              "is a sentence-transformers model with heads; load it with SentenceTransformer(folder)")
         heads = dict(student_config["heads"])

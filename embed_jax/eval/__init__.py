@@ -1,6 +1,7 @@
 """Evaluation on the hold-out that training never sees: `python -m embed_jax.eval` (docs/eval.md).
 
-    tasks.py      what a task is, and the registry (lee.py, wordnet.py: the text suite)
+    tasks.py      what a task is, and the registry (lee.py, wordnet.py: the text suite; digits.py: zero-shot
+                  digits for students with an image path, and its program zero_shot.py)
     metrics.py    correlations, nDCG, recall and MRR on unit vectors
     specs.py      --model specs → models: st_model.py (sentence-transformers), flax_model.py (a trained stage),
                   derived.py (concat:, pca:)

@@ -12,52 +12,57 @@ Specs: embed_jax/eval/specs.py. Encoded vectors are cached in DIR/cache (--no_ca
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from embed_jax.eval import encoding, overlap, report, tasks
+from absl import flags
+
+from embed_jax import cli
+from embed_jax.eval import encoding, overlap, report, runner, tasks
+
+FLAGS = cli.program_flags()
+_MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); see "
+                                   "embed_jax/eval/specs.py.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md and cache/.", flag_values=FLAGS)
+_TASKS = flags.DEFINE_string("tasks", ",".join(tasks.DEFAULT_TASKS), "Comma-separated tasks (default: all of "
+                             f"{', '.join(tasks.DEFAULT_TASKS)}).", flag_values=FLAGS)
+_MAX_LENGTH = flags.DEFINE_integer("max_length", 0, "Token window for every model (default 0: each model's own).",
+                                   flag_values=FLAGS)
+_PCA_FIT_TEXTS = flags.DEFINE_integer("pca_fit_texts", encoding.EncodeContext.pca_fit_texts, "Built-in training "
+                                      "texts that pca:SPEC@DIM is fitted on.", flag_values=FLAGS)
+_ALLOW_OVERLAP = flags.DEFINE_bool("allow_overlap", False, "Score models whose training records overlap the "
+                                   "hold-out (their rows are marked).", flag_values=FLAGS)
+_NO_CACHE = flags.DEFINE_bool("no_cache", False, "Do not read or write DIR/cache.", flag_values=FLAGS)
+_PROGRESS_EVERY_S = flags.DEFINE_float("progress_every_s", 10.0, "Seconds between progress lines.",
+                                       flag_values=FLAGS)
+USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, overlap.HoldoutOverlapError,
+               overlap.TrainingRecordsError, report.OutputFolderError)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m embed_jax.eval", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, metavar="SPEC",
-                        help="a model to score (repeat for several); see embed_jax/eval/specs.py")
-    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, results.md and cache/")
-    parser.add_argument("--tasks", default=",".join(tasks.DEFAULT_TASKS),
-                        help=f"comma-separated tasks (default: all of {', '.join(tasks.DEFAULT_TASKS)})")
-    parser.add_argument("--max_length", type=int, default=0,
-                        help="token window for every model (default 0: each model's own)")
-    parser.add_argument("--pca_fit_texts", type=int, default=encoding.EncodeContext.pca_fit_texts,
-                        help="built-in training texts that pca:SPEC@DIM is fitted on")
-    parser.add_argument("--allow_overlap", action="store_true",
-                        help="score models whose training records overlap the hold-out (their rows are marked)")
-    parser.add_argument("--no_cache", action="store_true", help="do not read or write DIR/cache")
-    parser.add_argument("--progress_every_s", type=float, default=10.0, help="seconds between progress lines")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.max_length < 0 or args.pca_fit_texts <= 0:
-        print("error: --max_length must be ≥ 0 and --pca_fit_texts > 0", file=sys.stderr)
-        return 2
-    context = encoding.EncodeContext(cache_dir=None if args.no_cache else args.out / "cache",
-                                     progress_every_s=args.progress_every_s, max_length=args.max_length,
-                                     pca_fit_texts=args.pca_fit_texts, allow_overlap=args.allow_overlap)
-    from embed_jax.eval import runner
-
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        report.check_output_folder(args.out)
-        results = runner.evaluate(args.model, [name.strip() for name in args.tasks.split(",") if name.strip()],
+        positional = cli.parse(FLAGS, argv, doc=__doc__)
+        if positional:
+            raise cli.UsageError(f"unrecognized arguments: {' '.join(positional)}")
+        cli.require(FLAGS, ["model", "out"])
+    except cli.UsageError as error:
+        return cli.fail(error)
+    if _MAX_LENGTH.value < 0 or _PCA_FIT_TEXTS.value <= 0:
+        return cli.fail("--max_length must be ≥ 0 and --pca_fit_texts > 0")
+    out = Path(_OUT.value)
+    context = encoding.EncodeContext(cache_dir=None if _NO_CACHE.value else out / "cache",
+                                     progress_every_s=_PROGRESS_EVERY_S.value, max_length=_MAX_LENGTH.value,
+                                     pca_fit_texts=_PCA_FIT_TEXTS.value, allow_overlap=_ALLOW_OVERLAP.value)
+    try:
+        report.check_output_folder(out)
+        results = runner.evaluate(_MODEL.value, [name.strip() for name in _TASKS.value.split(",") if name.strip()],
                                   context)
-    except (encoding.ModelSpecError, tasks.UnknownTaskError, overlap.HoldoutOverlapError,
-            overlap.TrainingRecordsError, report.OutputFolderError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    results["command"] = ["python", "-m", "embed_jax.eval", *(sys.argv[1:] if argv is None else argv)]
-    json_path, markdown_path = report.write_report(results, args.out)
+    except USER_ERRORS as error:
+        return cli.fail(error)
+    results["command"] = ["python", "-m", "embed_jax.eval", *argv]
+    json_path, markdown_path = report.write_report(results, out)
     print(report.markdown(results))
     print(f"[eval] wrote {json_path} and {markdown_path}", file=sys.stderr)
     unchecked = {row["model"]: row["holdout"]["note"] for row in results["rows"]

@@ -16,8 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from embed_jax.data import corpora
 from embed_jax.eval import overlap
-from embed_jax.eval.encoding import EncodeContext, EvalModel, encode
+from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError, encode
 from embed_jax.teachers.targets import concatenated_target
 
 CONCAT_HEAD = "concat"
@@ -60,8 +61,6 @@ class PcaModel(EvalModel):
     cacheable = False  # the base model's vectors are cached; projecting is instant
 
     def __init__(self, spec: str, base: EvalModel, dim: int, fit_texts: int):
-        from embed_jax.eval.encoding import ModelSpecError
-
         base_dim = base.heads[base.default_head]
         if not 0 < dim < base_dim:
             raise ModelSpecError(f"model spec {spec!r}: DIM={dim} must be between 1 and the base model's "
@@ -83,8 +82,6 @@ class PcaModel(EvalModel):
 
     def fitted(self, context: EncodeContext) -> tuple[np.ndarray, np.ndarray]:
         if self._fitted is None:
-            from embed_jax.data import corpora
-
             texts = [item.text for item in corpora.builtin_texts(PCA_FIT_CORPUS, self.fit_texts)]
             if len(texts) < self.fit_texts:
                 raise ValueError(f"{self.spec}: the built-in corpus holds {len(texts)} texts, fewer than "

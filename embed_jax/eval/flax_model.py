@@ -17,10 +17,15 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
 import numpy as np
+from flax import nnx
 
+from embed_jax.data.pipeline import load_tokenizer
 from embed_jax.eval import overlap
 from embed_jax.eval.encoding import EncodeContext, EvalModel, EvalProgress, ModelSpecError, files_fingerprint
+from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.train import workdir
 
 POOLED_HEAD = "pooled"
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -33,17 +38,15 @@ DEFAULT_WINDOW = 512
 
 def checkpoint_identity(stage_dir: Path) -> dict[str, Any]:
     """The newest checkpoint's recorded identity (init_from, records fingerprint, teachers, ...)."""
-    from embed_jax.convert.hf import checkpoint_steps, run_identity
-
-    steps = checkpoint_steps(stage_dir)
+    steps = workdir.checkpoint_steps(stage_dir)
     if not steps:
-        raise ModelSpecError(f"{stage_dir / 'checkpoints'}: no checkpoint; train this stage first.")
-    return run_identity(stage_dir, steps[-1])
+        raise ModelSpecError(f"{stage_dir / workdir.CHECKPOINTS_DIR}: no checkpoint; train this stage first.")
+    return workdir.stored_identity(stage_dir, steps[-1])
 
 
 def tokenizer_source(stage_dir: Path, identity: dict[str, Any]) -> tuple[str, str]:
     """(tokenizer path or asset name, where it was found)."""
-    config_file = overlap.run_config_file(stage_dir)
+    config_file = workdir.run_config_file(stage_dir)
     if config_file is not None:
         config = json.loads(config_file.read_text(encoding="utf-8"))
         data, model = config.get("data", {}), config.get("model", {})
@@ -55,7 +58,7 @@ def tokenizer_source(stage_dir: Path, identity: dict[str, Any]) -> tuple[str, st
     if not init_from:
         raise ModelSpecError(f"{stage_dir}: neither a run config nor the checkpoint's run_metadata names the "
                              f"tokenizer (identity.init_from); pass a stage folder written by embed_jax.main.")
-    return init_from, f"{stage_dir}/checkpoints/*/run_metadata: identity.init_from"
+    return init_from, f"{stage_dir}/{workdir.CHECKPOINTS_DIR}/*/run_metadata: identity.init_from"
 
 
 def default_window(tokenizer_folder: Path, student_config: dict[str, Any]) -> int:
@@ -85,10 +88,6 @@ class FlaxStudentModel(EvalModel):
     kind = "flax-student"
 
     def __init__(self, spec: str, stage_dir: Path, *, holdout: overlap.HoldoutCheck, max_length: int = 0):
-        from embed_jax.data.pipeline import load_tokenizer
-        from embed_jax.teachers.assets import AssetError, resolve_model_path
-        from embed_jax.train.loop import STUDENT_CONFIG_FILE, load_trained_student
-
         self.spec, self.stage_dir, self.holdout = spec, stage_dir, holdout
         identity = checkpoint_identity(stage_dir)
         tokenizer_path, tokenizer_where = tokenizer_source(stage_dir, identity)
@@ -101,11 +100,11 @@ class FlaxStudentModel(EvalModel):
                 f"model {spec}: the tokenizer folder {tokenizer_folder} ({tokenizer_where}) has no tokenizer.json. "
                 f"Restore that folder, or write a fast tokenizer into it: "
                 f"`AutoTokenizer.from_pretrained(SOURCE).save_pretrained('{tokenizer_folder}')`.")
-        student_config = json.loads((stage_dir / STUDENT_CONFIG_FILE).read_text(encoding="utf-8"))
+        student_config = workdir.read_student_config(stage_dir)
         self.max_length = max_length or default_window(tokenizer_folder, student_config)
         self.tokenizer, self.pad_id = load_tokenizer(str(tokenizer_folder), self.max_length)
         self.tokenizer_folder = tokenizer_folder
-        self.student = load_trained_student(stage_dir)
+        self.student = workdir.load_trained_student(stage_dir)
         dims = [int(dim) for dim in self.student.heads.dims]
         self.heads = {**{str(dim): dim for dim in dims}, POOLED_HEAD: int(self.student.hidden_size)}
         self.default_head = str(dims[0])
@@ -121,9 +120,6 @@ class FlaxStudentModel(EvalModel):
     def forward(self):
         """The jitted forward: (input_ids, attention_mask) → ({dim: unit vectors}, pooled)."""
         if self._forward is None:
-            import jax
-            from flax import nnx
-
             graphdef, state = nnx.split(self.student)
 
             @jax.jit

@@ -24,12 +24,12 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from embed_jax.convert.hf_export import EXPORT_FILE
 from embed_jax.data import corpora, records
+from embed_jax.data.pipeline import RecordDataSource
+from embed_jax.train import workdir
+from embed_jax.train.workdir import RUN_CONFIG_FILE
 
-EXPORT_FILE = "embed_jax_export.json"
-# embed_jax.train.loop.RUN_CONFIG_FILE, which train_and_evaluate writes into the workdir (not imported: that module
-# imports jax, and evaluating sentence-transformers folders needs none).
-RUN_CONFIG_FILE = "config.json"
 SHOWN_OFFENDERS = 5
 READ_CHUNK = 4096
 
@@ -126,12 +126,6 @@ def records_from_export(folder: Path) -> list[Path] | None:
     return folders
 
 
-def run_config_file(stage_dir: Path) -> Path | None:
-    """The run config in a stage folder's workdir, if there is one."""
-    path = stage_dir.parent / RUN_CONFIG_FILE
-    return path if path.is_file() else None
-
-
 def records_from_run_config(path: Path) -> list[Path]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -168,8 +162,6 @@ def find_offenders(items: Iterable[tuple[str, str]], held_out_texts: frozenset[s
 
 
 def read_ids_and_texts(records_dir: Path) -> Iterable[tuple[str, str]]:
-    from embed_jax.data.pipeline import RecordDataSource
-
     source = RecordDataSource(records_dir)
     for start in range(0, len(source), READ_CHUNK):
         for record in source.read_many(range(start, min(start + READ_CHUNK, len(source)))):
@@ -220,19 +212,16 @@ def check_exported_folder(model: str, folder: Path, *, allow_overlap: bool) -> H
     return check_records(model, folders, source=str(folder / EXPORT_FILE), allow_overlap=allow_overlap)
 
 
-def records_by_fingerprint(workdir: Path) -> list[Path]:
+def records_by_fingerprint(run_dir: Path) -> list[Path]:
     """The records folders whose corpus fingerprints the workdir's checkpoints record, found where the exporter
-    looks (beside the workdir: embed_jax.convert.hf.find_training_records); FileNotFoundError if one is not."""
-    from embed_jax.convert.hf import checkpoint_steps, find_training_records, run_identity, stage_folders
-
-    fingerprints = sorted({run_identity(stage, checkpoint_steps(stage)[-1]).get("records_fingerprint")
-                           for stage in stage_folders(workdir) if checkpoint_steps(stage)} - {None})
-    return [folder for folder, _ in find_training_records(workdir, fingerprints, [])]
+    looks (beside the workdir: embed_jax.train.workdir.find_training_records); FileNotFoundError if one is not."""
+    found = workdir.find_training_records(run_dir, workdir.records_fingerprints(run_dir), [])
+    return [folder for folder, _ in found]
 
 
 def check_stage_folder(model: str, stage_dir: Path, *, allow_overlap: bool) -> HoldoutCheck:
     """Records from the run config; without one, the records whose fingerprint the checkpoints record."""
-    config_file = run_config_file(stage_dir)
+    config_file = workdir.run_config_file(stage_dir)
     if config_file is not None:
         return check_records(model, records_from_run_config(config_file), source=str(config_file),
                              allow_overlap=allow_overlap)

@@ -15,10 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from embed_jax.eval import overlap
+from embed_jax.eval.derived import ConcatenatedModel, PcaModel
 from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError
+from embed_jax.eval.flax_model import FlaxStudentModel
+from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.train.workdir import STUDENT_CONFIG_FILE, choose_stage, is_stage_folder, stage_folders
 
 CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX = "concat:", "pca:", "asset:"
-STUDENT_CONFIG_FILE = "student_config.json"  # = embed_jax.train.loop.STUDENT_CONFIG_FILE (that module imports jax)
 SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-transformers folder (modules.json), an "
               "embed_jax stage folder (student_config.json) or workdir (stage*/), concat:SPEC+SPEC, pca:SPEC@DIM")
 
@@ -48,8 +51,6 @@ class ModelLoader:
         return self._folder(spec, Path(spec).expanduser())
 
     def _concat(self, spec: str) -> EvalModel:
-        from embed_jax.eval.derived import ConcatenatedModel
-
         parts = [part.strip() for part in spec.removeprefix(CONCAT_PREFIX).split("+")]
         if len(parts) < 2 or not all(parts):
             raise ModelSpecError(f"model spec {spec!r}: concat needs two or more specs joined by '+', e.g. "
@@ -57,16 +58,13 @@ class ModelLoader:
         return ConcatenatedModel(spec, [self.load(part) for part in parts])
 
     def _pca(self, spec: str) -> EvalModel:
-        from embed_jax.eval.derived import PcaModel
-
         base, separator, dim = spec.removeprefix(PCA_PREFIX).rpartition("@")
         if not separator or not base or not dim.isdigit():
             raise ModelSpecError(f"model spec {spec!r}: write pca:SPEC@DIM, e.g. pca:asset:all-mpnet-base-v2@128.")
         return PcaModel(spec, self.load(base), int(dim), self.context.pca_fit_texts)
 
     def _asset(self, spec: str) -> EvalModel:
-        from embed_jax.eval.st_model import SentenceTransformerModel
-        from embed_jax.teachers.assets import AssetError, resolve_model_path
+        from embed_jax.eval.st_model import SentenceTransformerModel  # torch: only for sentence-transformers specs
 
         try:
             folder = resolve_model_path(spec)
@@ -76,15 +74,13 @@ class ModelLoader:
                                         max_length=self.context.max_length)
 
     def _folder(self, spec: str, folder: Path) -> EvalModel:
-        from embed_jax.convert.hf import choose_stage, stage_folders
-
         if not folder.is_dir():
             raise ModelSpecError(f"model spec {spec!r}: {folder} is not a folder and not a known spec form. Give one "
                                  f"of: {SPEC_FORMS}.")
         folder = folder.resolve()
         if (folder / "modules.json").is_file():
             return self._sentence_transformers(spec, folder)
-        if (folder / STUDENT_CONFIG_FILE).is_file():
+        if is_stage_folder(folder):
             return self._stage(spec, folder)
         if stage_folders(folder):
             try:
@@ -99,7 +95,7 @@ class ModelLoader:
                              f"(an embed_jax workdir).{hint}")
 
     def _sentence_transformers(self, spec: str, folder: Path) -> EvalModel:
-        from embed_jax.eval.st_model import SentenceTransformerModel
+        from embed_jax.eval.st_model import SentenceTransformerModel  # torch: only for sentence-transformers specs
 
         if (folder / overlap.EXPORT_FILE).is_file():
             holdout = overlap.check_exported_folder(spec, folder, allow_overlap=self.context.allow_overlap)
@@ -108,7 +104,5 @@ class ModelLoader:
         return SentenceTransformerModel(spec, folder, holdout=holdout, max_length=self.context.max_length)
 
     def _stage(self, spec: str, stage_dir: Path) -> EvalModel:
-        from embed_jax.eval.flax_model import FlaxStudentModel
-
         holdout = overlap.check_stage_folder(spec, stage_dir, allow_overlap=self.context.allow_overlap)
         return FlaxStudentModel(spec, stage_dir, holdout=holdout, max_length=self.context.max_length)

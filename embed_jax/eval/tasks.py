@@ -5,7 +5,7 @@ embeds the union of every task's texts once per model, and hands each task a `Te
 task's data loads lazily and once (the hold-out is read on first use).
 
 The registry maps a task name to "module:factory", imported on first use, so a task that needs other packages (the
-vision zero-shot task in embed_jax/eval/zero_shot.py) costs nothing until asked for. To add a task: write a `Task`
+vision zero-shot task in embed_jax/eval/digits.py) costs nothing until asked for. To add a task: write a `Task`
 subclass in its own module and add one line to TASKS (or call `register_task` from a script). A task that scores
 images as well lists them in `images()` (name → array of pixel batches); the runner then calls the model's
 `encode_images` and passes the image vectors under `vectors.images[name]`; models without an image path skip it.

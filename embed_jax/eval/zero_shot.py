@@ -1,161 +1,50 @@
-"""Zero-shot digit classification and image→caption retrieval on the held-out digits (stage 4, SPEC §4).
+"""python -m embed_jax.eval.zero_shot --workdir=runs/vision/train [--tokenizer=FOLDER] [--output=FILE.json]
 
-    python -m embed_jax.eval.zero_shot --workdir=runs/vision/train            # the last image stage, every head
-
-Nothing here was trained on the held-out images (embed_jax/data/digits.py: a fixed fifth by hash of the image id).
-
-- zero_shot_accuracy: each image's vector against ten class vectors, a class vector being the mean of the unit
-  vectors of the digit's captions over every template (CLIP's prompt ensembling), renormalised; chance is 10%.
-- zero_shot_accuracy_unseen_templates: the same with only the templates no training caption used.
-- zero_shot_accuracy_one_template: the first template, "{word} ({digit})", alone.
-- caption_r1: image→caption retrieval among every distinct held-out caption (10 digits × 8 templates); a hit is a
-  top caption that describes the image's digit (an image cannot tell which of its digit's wordings it was captioned
-  with, so the templates of one digit count as one relevant set).
-
-Every head is scored; `evaluate_digits` returns one head's figures (default: the first, FC1). `DigitsZeroShot` is the
-same evaluation as a task of `python -m embed_jax.eval` (embed_jax/eval/tasks.py), for models with an image path.
+Zero-shot digits (embed_jax/eval/digits.py) for a trained image stage: held-out accuracy and image→caption R@1 of
+every head, as a Markdown table. --workdir is a training workdir (its newest image stage) or a stage folder.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
 
-import numpy as np
+from absl import flags
 
-from embed_jax.data import digits, images
-from embed_jax.eval.tasks import Task, TaskResult, TextVectors
+from embed_jax import cli
+from embed_jax.eval import digits
+from embed_jax.train import workdir
 
-IMAGE_SET = "digits_held_out"
-METRICS = ("zero_shot_accuracy", "zero_shot_accuracy_unseen_templates", "zero_shot_accuracy_one_template",
-           "caption_r1")
-
-
-def held_out_images() -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, 8, 8, 1) held-out digits and their labels."""
-    indices = digits.split_indices("held_out")
-    return digits.digit_images()[indices], digits.digit_labels()[indices]
-
-
-def caption_texts() -> list[str]:
-    """Every caption the evaluation embeds: all templates × all digits, label-major."""
-    return [text for per_label in digits.class_captions(digits.TEMPLATES) for text in per_label]
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, np.float64)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
-
-
-def class_vectors(caption_vectors: Mapping[str, np.ndarray], templates: Sequence[str]) -> np.ndarray:
-    """(10, d): per digit, the renormalised mean of its captions' unit vectors over `templates`."""
-    return _unit(np.stack([
-        np.mean([_unit(caption_vectors[digits.caption(label, template)]) for template in templates], axis=0)
-        for label in range(len(digits.NUMBER_WORDS))]))
-
-
-def score_digits(image_vectors: np.ndarray, labels: np.ndarray, caption_vectors: Mapping[str, np.ndarray]
-                 ) -> dict[str, float]:
-    """The four figures (module docstring) from held-out image vectors and {caption: vector} for caption_texts()."""
-    image_vectors = _unit(image_vectors)
-    unseen = digits.TEMPLATES[digits.TRAIN_TEMPLATES:]
-
-    def accuracy(templates):
-        return float(np.mean(np.argmax(image_vectors @ class_vectors(caption_vectors, templates).T, 1) == labels))
-
-    gallery = caption_texts()
-    gallery_labels = np.repeat(np.arange(len(digits.NUMBER_WORDS)), len(digits.TEMPLATES))
-    top = np.argmax(image_vectors @ _unit(np.stack([caption_vectors[text] for text in gallery])).T, axis=1)
-    return {"zero_shot_accuracy": accuracy(digits.TEMPLATES),
-            "zero_shot_accuracy_unseen_templates": accuracy(unseen),
-            "zero_shot_accuracy_one_template": accuracy(digits.TEMPLATES[:1]),
-            "caption_r1": float(np.mean(gallery_labels[top] == labels))}
-
-
-def evaluate_digits_all_heads(student: Any, tokenizer: str) -> dict[int, dict[str, float]]:
-    """{head dim: figures} for a Student with an image path (one device)."""
-    from embed_jax.data.image_records import image_prompt_tokens
-    from embed_jax.train import vision_stage
-
-    if student.vision is None:
-        raise ValueError("this student has no vision tower: zero-shot digits needs a stage-4 student")
-    pictures, labels = held_out_images()
-    pixels = images.preprocess_batch(list(pictures), vision_stage.image_settings(student))
-    prompt = image_prompt_tokens(tokenizer, student.num_image_tokens)
-    if prompt.placeholders != dict(vars(student.placeholders)):
-        raise ValueError(f"tokenizer {tokenizer!r} gives placeholder ids {prompt.placeholders}, the student was "
-                         f"trained with {vars(student.placeholders)}: pass the tokenizer the student was trained with")
-    image_vectors = vision_stage.encode_images(student, prompt, pixels)
-    texts = caption_texts()
-    text_vectors = vision_stage.encode_texts(student, tokenizer, texts)
-    return {dim: score_digits(image_vectors[dim], labels, dict(zip(texts, text_vectors[dim])))
-            for dim in student.heads.dims}
-
-
-def evaluate_digits(student: Any, tokenizer: str, *, head: int | None = None) -> dict[str, float]:
-    """One head's figures (default: the student's first head, FC1)."""
-    results = evaluate_digits_all_heads(student, tokenizer)
-    head = head if head is not None else student.heads.dims[0]
-    if head not in results:
-        raise ValueError(f"head {head} is not one of the student's heads {list(results)}")
-    return results[head]
-
-
-class DigitsZeroShot(Task):
-    """The evaluation above as a task of embed_jax.eval: texts are the captions; images() gives the raw uint8
-    held-out digits, which a model's `encode_images` preprocesses for its own tower (embed_jax/data/images.py)."""
-
-    name = "digits_zero_shot"
-    metric_names = METRICS
-    description = "held-out scikit-learn digits: zero-shot classification (10 classes) and image→caption R@1"
-
-    def texts(self) -> Sequence[str]:
-        return caption_texts()
-
-    def images(self) -> Mapping[str, Any]:
-        return {IMAGE_SET: held_out_images()[0]}
-
-    def score(self, vectors: TextVectors) -> TaskResult:
-        texts = caption_texts()
-        metrics = score_digits(vectors.images[IMAGE_SET], held_out_images()[1], dict(zip(texts, vectors.rows(texts))))
-        return TaskResult(metrics=metrics, counts={"images": len(held_out_images()[1]), "captions": len(texts)})
-
-
-def last_image_stage(workdir: Path) -> Path:
-    """The newest stage folder of `workdir` whose student has a vision tower."""
-    candidates = [path.parent for path in sorted(workdir.glob("*/student_config.json"))
-                  if json.loads(path.read_text()).get("vision")]
-    if not candidates:
-        raise FileNotFoundError(f"{workdir} holds no stage with a vision tower; train one with "
-                                "`python -m embed_jax.main --config=configs/vision.py --workdir=...`")
-    return max(candidates, key=lambda path: path.stat().st_mtime)
+FLAGS = cli.program_flags()
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its last image stage) or a stage folder.",
+                               flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the stage's init_from (its run metadata).",
+                                 flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string("output", "", "Also write the figures as JSON here.", flag_values=FLAGS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="zero-shot digits: held-out accuracy and image→caption R@1")
-    parser.add_argument("--workdir", required=True, help="a training workdir (its last image stage) or a stage folder")
-    parser.add_argument("--tokenizer", default="", help="default: the stage's init_from (its run metadata)")
-    parser.add_argument("--output", default="", help="also write the figures as JSON here")
-    args = parser.parse_args(argv)
-    from embed_jax.teachers.caption_export import stage_tokenizer
-    from embed_jax.train.loop import absolute_workdir, load_trained_student
-
-    workdir = absolute_workdir(args.workdir)
     try:
-        stage_dir = workdir if (workdir / "student_config.json").is_file() else last_image_stage(workdir)
-        student = load_trained_student(stage_dir)
-        results = evaluate_digits_all_heads(student, args.tokenizer or stage_tokenizer(stage_dir))
+        positional = cli.parse(FLAGS, argv, doc=__doc__)
+        if positional:
+            raise cli.UsageError(f"unrecognized arguments: {' '.join(positional)}")
+        cli.require(FLAGS, ["workdir"])
+    except cli.UsageError as error:
+        return cli.fail(error)
+    run_dir = workdir.absolute_workdir(_WORKDIR.value)
+    try:
+        stage_dir = run_dir if workdir.is_stage_folder(run_dir) else digits.last_image_stage(run_dir)
+        student = workdir.load_trained_student(stage_dir)
+        results = digits.evaluate_digits_all_heads(student, _TOKENIZER.value or workdir.stage_tokenizer(stage_dir))
     except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"zero-shot digits, {len(held_out_images()[1])} held-out images, {stage_dir}\n")
-    print("| head | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS))
+        return cli.fail(error)
+    print(f"zero-shot digits, {len(digits.held_out_images()[1])} held-out images, {stage_dir}\n")
+    print("| head | " + " | ".join(digits.METRICS) + " |\n|---|" + "---|" * len(digits.METRICS))
     for dim, figures in results.items():
-        print(f"| {dim} | " + " | ".join(f"{100 * figures[name]:.1f}%" for name in METRICS) + " |")
-    if args.output:
-        Path(args.output).write_text(json.dumps({str(dim): figures for dim, figures in results.items()}, indent=1))
+        print(f"| {dim} | " + " | ".join(f"{100 * figures[name]:.1f}%" for name in digits.METRICS) + " |")
+    if _OUTPUT.value:
+        Path(_OUTPUT.value).write_text(json.dumps({str(dim): figures for dim, figures in results.items()}, indent=1))
     return 0
 
 

@@ -1,124 +1,61 @@
-"""Caption export for stage 4 (SPEC §4): images + captions → each caption's vector per head → image–caption records.
+r"""python -m embed_jax.teachers.caption_export --output_dir=DIR (--text_student=STAGE_DIR | --text_teacher=FOLDER)
+
+Image–caption records for stage 4 (embed_jax/teachers/caption_targets.py: what the vectors are and where they come
+from; docs/vision_student.md):
 
     python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
         --output_dir=runs/vision/records/train --split=train
     python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
         --output_dir=runs/vision/records/held_out --split=held_out
-
-The teacher of stage 4 is a text path: by default the trained student's own (self-distillation, as in the paper:
-`--text_student` names a text stage folder; its tokenizer is the one that run started from, read from its checkpoint,
-or `--tokenizer`), whose every head gives one vector per caption; or any sentence-transformers folder
-(`--text_teacher`), whose one vector becomes head `dense_{its dim}`. Captions repeat (templates), so each distinct
-caption is encoded once. The records (embed_jax/data/image_records.py) store a fingerprint of the text path, which
-stage 4 checks against the student it trains.
-
-Images: scikit-learn's digits (embed_jax/data/digits.py), stored raw (uint8 8×8×1). The writer takes any (id, caption,
-image, vector) rows, raw arrays or PNG/JPEG bytes, for other image sets.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
+from absl import flags
 
-from embed_jax.data import digits, image_records
-from embed_jax.data.records import Manifest, RecordsError
+from embed_jax import cli
+from embed_jax.data import digits
+from embed_jax.data.records import RecordsError
+from embed_jax.teachers import caption_targets
 
-DATASETS = ("digits",)
-
-
-def stage_tokenizer(stage_dir: Path) -> str:
-    """The tokenizer a text stage used: its run's init_from, from the checkpoint's run metadata."""
-    from embed_jax.train import checkpoint
-
-    manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity={},
-                                           shape_config={})
-    try:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{stage_dir / 'checkpoints'} holds no checkpoint; train this stage first")
-        return str(manager.metadata(step)["identity"]["init_from"])
-    finally:
-        manager.close()
-
-
-def student_caption_vectors(stage_dir: str, captions: Sequence[str], tokenizer: str = "", max_length: int = 128
-                            ) -> tuple[list[image_records.CaptionHead], np.ndarray, dict]:
-    """(heads, (n, Σ dims) vectors, text_source) of the captions through a trained student's text path."""
-    from embed_jax.train import loop, vision_stage
-
-    stage_path = loop.absolute_workdir(stage_dir)
-    student = loop.load_trained_student(stage_path)
-    tokenizer = tokenizer or stage_tokenizer(stage_path)
-    per_head = vision_stage.encode_texts(student, tokenizer, captions, max_length=max_length)
-    heads = [image_records.CaptionHead(f"dense_{dim}", dim) for dim in student.heads.dims]
-    vectors = np.concatenate([per_head[dim] for dim in student.heads.dims], axis=1)
-    source = {"path": str(stage_path), "pooling": student.pooling_method, "max_seq_length": max_length,
-              "weights_sha256": vision_stage.text_path_fingerprint(student)}
-    return heads, vectors, source
-
-
-def teacher_caption_vectors(folder: str, captions: Sequence[str]) -> tuple[list[image_records.CaptionHead],
-                                                                             np.ndarray, dict]:
-    """(heads, vectors, text_source) from a sentence-transformers folder: one head, its normalised output."""
-    from embed_jax.teachers import encoders
-
-    teacher = encoders.load_teacher(encoders.TeacherSpec(name="caption_teacher", path=folder))
-    raw = encoders.encode_texts(teacher, list(captions), max_tokens_per_batch=8192, max_batch_size=128)
-    vectors = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-    source = {"path": str(teacher.folder), "pooling": teacher.spec.pooling, "max_seq_length": teacher.max_seq_length,
-              "weights_sha256": encoders.folder_fingerprint(teacher.folder)}
-    return [image_records.CaptionHead(f"dense_{teacher.dim}", teacher.dim)], vectors.astype(np.float32), source
-
-
-def export_digits(output_dir: str, split: str, *, text_student: str = "", text_teacher: str = "",
-                  tokenizer: str = "", storage_dtype: str = "float32", shard_size: int = 4096) -> Manifest:
-    """The digits of `split` with their captions' vectors, written to `output_dir` (resumable, see records.py)."""
-    if bool(text_student) == bool(text_teacher):
-        raise ValueError("name exactly one text path: --text_student=STAGE_DIR (self-distillation, the paper's) or "
-                         "--text_teacher=FOLDER (a sentence-transformers model)")
-    items = list(digits.captioned_images(split))
-    captions = sorted({item.caption for item in items})
-    if text_student:
-        heads, vectors, source = student_caption_vectors(text_student, captions, tokenizer)
-    else:
-        heads, vectors, source = teacher_caption_vectors(text_teacher, captions)
-    row_of = {caption: row for row, caption in enumerate(captions)}
-    rows = [(item.id, item.caption, item.image, vectors[row_of[item.caption]]) for item in items]
-    draft = image_records.draft_manifest(heads, text_source=source, corpus=digits.describe(split),
-                                         dtype=storage_dtype, shard_size=shard_size)
-    return image_records.write_image_records(output_dir, rows, draft)
+FLAGS = cli.program_flags()
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the image–caption records.", flag_values=FLAGS)
+_SPLIT = flags.DEFINE_enum("split", "train", digits.SPLITS, "Which images.", flag_values=FLAGS)
+_DATASET = flags.DEFINE_enum("dataset", "digits", caption_targets.DATASETS, "Image set.", flag_values=FLAGS)
+_TEXT_STUDENT = flags.DEFINE_string("text_student", "", "A trained text stage folder (self-distillation).",
+                                    flag_values=FLAGS)
+_TEXT_TEACHER = flags.DEFINE_string("text_teacher", "", "Or a sentence-transformers folder.", flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the text stage's init_from.", flag_values=FLAGS)
+_STORAGE_DTYPE = flags.DEFINE_enum("storage_dtype", "float32", ("float16", "float32"), "Vector storage dtype.",
+                                   flag_values=FLAGS)
+_SHARD_SIZE = flags.DEFINE_integer("shard_size", 4096, "Records per shard.", flag_values=FLAGS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split", choices=digits.SPLITS, default="train")
-    parser.add_argument("--dataset", choices=DATASETS, default="digits")
-    parser.add_argument("--text_student", default="", help="a trained text stage folder (self-distillation)")
-    parser.add_argument("--text_teacher", default="", help="or a sentence-transformers folder")
-    parser.add_argument("--tokenizer", default="", help="default: the text stage's init_from")
-    parser.add_argument("--storage_dtype", choices=("float16", "float32"), default="float32")
-    parser.add_argument("--shard_size", type=int, default=4096)
-    args = parser.parse_args(argv)
     try:
-        manifest = export_digits(args.output_dir, args.split, text_student=args.text_student,
-                                 text_teacher=args.text_teacher, tokenizer=args.tokenizer,
-                                 storage_dtype=args.storage_dtype, shard_size=args.shard_size)
+        positional = cli.parse(FLAGS, argv, doc=__doc__)
+        if positional:
+            raise cli.UsageError(f"unrecognized arguments: {' '.join(positional)}")
+        cli.require(FLAGS, ["output_dir"])
+    except cli.UsageError as error:
+        return cli.fail(error)
+    try:
+        manifest = caption_targets.export_digits(
+            _OUTPUT_DIR.value, _SPLIT.value, text_student=_TEXT_STUDENT.value, text_teacher=_TEXT_TEACHER.value,
+            tokenizer=_TOKENIZER.value, storage_dtype=_STORAGE_DTYPE.value, shard_size=_SHARD_SIZE.value)
     except (RecordsError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     heads = ", ".join(teacher.name for teacher in manifest.teachers)
-    print(f"[caption_export] {manifest.num_records:,} image–caption records ({args.split}; heads {heads}) in "
-          f"{args.output_dir}", file=sys.stderr)
+    print(f"[caption_export] {manifest.num_records:,} image–caption records ({_SPLIT.value}; heads {heads}) in "
+          f"{_OUTPUT_DIR.value}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
+    # Text paths are local folders: never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     sys.exit(main())

@@ -94,7 +94,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
-    """big_vision's `:runlocal` idea: the same config, a few steps per stage, for a quick end-to-end check."""
+    """big_vision's `:runlocal` idea, named `:smoke` in every config here: the same config, a few steps per stage,
+    for a quick end-to-end check."""
     config.data.global_batch_size = 8
     config.data.max_length = 32
     config.data.length_buckets = (16, 32)

@@ -1,8 +1,6 @@
-r"""Self-distillation for dimension reduction from cached vectors (SPEC §4, "proposed"): a frozen embedding model's
-own vectors → small linear heads, trained in seconds.
-
-    python -m embed_jax.train.shrink_cached --records=runs/default/records --teacher=mpnet --dims=128,64 \
-        --out=runs/shrink/mpnet
+"""Self-distillation for dimension reduction from cached vectors (SPEC §4, "proposed"): a frozen embedding model's
+own vectors → small linear heads, trained in seconds. The training half: the program and the folder it writes are
+embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md).
 
 Why cached vectors are exact: with the encoder frozen, a reduction head only ever sees the model's pooled vector of
 each text, and the teacher export already stored that vector (SPEC §2: the records' target is the concatenation of
@@ -14,36 +12,24 @@ The heads are the student's (embed_jax/models/heads.py: independent Linear + L2-
 is `losses.distillation_loss` with every head a reduction head of the model's own vectors (similarity + relative
 similarity, SPEC §4), the optimizer `optimizer.make_optimizer` (AdamW, warm-up + cosine, clipping). A seeded slice
 of the records is held out; its loss is reported beside PCA's (fitted on the training slice) under the same loss.
-
-Output: the source model's folder copied unchanged, plus one `2_Dense_{dim}` folder per head (stella's layout,
-written by embed_jax.convert.hf_export.write_heads), routed after the model's normalised vector:
-Transformer → Pooling → Normalize → 2_Dense_{first dim} → Normalize; and `embed_jax_export.json` (the issue-5
-contract; "student_config" is null: the folder is the source model plus heads, not an embed_jax Student).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
 from flax import nnx
 
 from embed_jax import losses
-from embed_jax.convert import hf_export
 from embed_jax.data.pipeline import RecordDataSource
 from embed_jax.data.records import Manifest
 from embed_jax.models.heads import EmbeddingHeads, head_dims, head_name
@@ -51,7 +37,6 @@ from embed_jax.train import optimizer as optimizer_lib
 
 # Every head is a reduction head of the given vectors: similarity + relative similarity at SPEC §3.4's weights.
 LOSS_CONFIG = losses.LossConfig(main_head=None, reduction_target="teacher")
-STAGE_NAME = "shrink_cached"
 
 
 class ShrinkError(ValueError):
@@ -222,114 +207,17 @@ def train_heads(vectors: np.ndarray, train_indices: np.ndarray, heldout: Sequenc
     return TrainResult(heads=heads, history=history, seconds=time.perf_counter() - start)
 
 
-# ---------------------------------------------------------------------------------------------------- the folder
+@dataclasses.dataclass(frozen=True)
+class ShrinkRun:
+    result: TrainResult
+    heldout: dict[str, Any]  # held-out losses: "trained", "pca" (of the training records), "initial" (untrained)
+    settings: dict[str, Any]  # what embed_jax_export.json records of the training
 
 
-def source_folder(manifest: Manifest, teacher: str, *, where: str) -> Path:
-    """The teacher's sentence-transformers folder, checked to be the one that made the records' vectors."""
-    from embed_jax.teachers import encoders  # torch: only for writing the folder, never on the training path
-    from embed_jax.teachers.assets import resolve_model_path
-
-    info = teacher_info(manifest, teacher, where=where)
-    folder = resolve_model_path(info.path)
-    if info.pooling != "auto" or info.prompt or not (folder / "modules.json").is_file():
-        raise ShrinkError(
-            f"--teacher={teacher}: its records vectors come from {info.path} with pooling {info.pooling!r} and prompt "
-            f"{info.prompt!r}; the output copies a sentence-transformers folder (modules.json) that computes them "
-            "itself, so the teacher must have been exported with pooling 'auto' and no prompt")
-    if encoders.folder_fingerprint(folder) != info.weights_sha256:
-        raise ShrinkError(f"--teacher={teacher}: {folder} is not the folder the records were made with (its files' "
-                          f"sha256 differs from the manifest's weights_sha256 in {where}); the heads would not fit "
-                          "its vectors. Re-export the records with this folder.")
-    return folder
-
-
-def module_entry(index: int, path: str, kind: str) -> dict[str, Any]:
-    return {"idx": index, "name": str(index), "path": path, "type": f"sentence_transformers.models.{kind}"}
-
-
-def shrunk_modules(source_modules: list[dict[str, Any]], default_dim: int) -> list[dict[str, Any]]:
-    """The source's modules, a Normalize unless they end with one (the heads learned unit vectors), the default
-    head, and the heads' output Normalize."""
-    modules = [dict(module) for module in source_modules]
-    if not modules[-1]["type"].endswith("Normalize"):
-        modules.append(module_entry(len(modules), f"{len(modules)}_Normalize", "Normalize"))
-    modules.append(module_entry(len(modules), hf_export.dense_folder(default_dim), "Dense"))
-    modules.append(module_entry(len(modules), hf_export.NORMALIZE_FOLDER, "Normalize"))
-    return modules
-
-
-def model_card(source: str, dims: Sequence[int], dense_index: int) -> str:
-    heads = ", ".join(f"`{hf_export.dense_folder(dim)}`" for dim in dims)
-    return (f"# {source} shrunk to {'/'.join(map(str, dims))} dimensions\n\n"
-            f"The unchanged {source} (its card: `SOURCE_README.md`) followed by linear heads {heads} trained by "
-            f"embed_jax's self-distillation from its own vectors (`python -m embed_jax.train.shrink_cached`, "
-            f"docs/shrink.md). Default head: {dims[0]}. Another head: replace the Dense module "
-            f"(`model[{dense_index}] = Dense.load(folder + '/{hf_export.dense_folder(dims[-1])}')`) or edit its "
-            "path in modules.json.\n\nTraining: see `embed_jax_export.json` (records, steps, held-out losses).\n")
-
-
-def write_folder(out: Path, source: Path, heads: EmbeddingHeads, record: dict[str, Any]) -> None:
-    """Copies `source`, adds the heads and the routing, written aside and moved in at the end."""
-    dims = tuple(heads.reduction_dims)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.shrink-", dir=out.parent)) / out.name
-    try:
-        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".*"))
-        params = {f"heads.{name}": value for name, value in hf_export.flat_params(heads).items()}
-        hf_export.write_heads(staging, hf_export.head_tensors(params, dims))
-        modules = shrunk_modules(json.loads((source / "modules.json").read_text()), dims[0])
-        (staging / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-        if (staging / "README.md").is_file():
-            (staging / "README.md").rename(staging / "SOURCE_README.md")
-        dense_index = len(modules) - 2
-        (staging / "README.md").write_text(model_card(record["source"]["model"], dims, dense_index))
-        files = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
-        record = {**record, "files": files + [hf_export.EXPORT_FILE]}
-        (staging / hf_export.EXPORT_FILE).write_text(json.dumps(record, indent=1) + "\n")
-        if out.exists():  # refused before training; checked again in case it appeared meanwhile
-            raise FileExistsError(f"--out={out} appeared while training; nothing was written. Choose a new --out")
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging.parent, ignore_errors=True)
-
-
-def export_record(*, manifest: Manifest, records_dir: Path, teacher: str, folder: Path, dims: Sequence[int],
-                  steps: int, settings: dict[str, Any], result: TrainResult, heldout: dict[str, Any]) -> dict:
-    """embed_jax_export.json: the issue-5 contract (evaluation reads training_records) plus how it was trained."""
-    info = teacher_info(manifest, teacher, where=str(records_dir))
-    return {
-        "format_version": 1,
-        "student_config": None,  # not an embed_jax Student: the source model unchanged, heads on its unit vector
-        "heads": list(dims),
-        "default_head": dims[0],
-        "source": {"workdir": None, "stage": STAGE_NAME, "step": steps, "model": info.path, "folder": str(folder)},
-        "training_records": [{"records_dir": str(records_dir), "num_records": manifest.num_records,
-                              "corpus_fingerprint": manifest.corpus_fingerprint}],
-        "vision": None,
-        "shrink": {"teacher": teacher, "teacher_window": info.max_seq_length, **settings,
-                   "train_seconds": round(result.seconds, 2), "heldout": heldout, "history": result.history},
-    }
-
-
-# ---------------------------------------------------------------------------------------------------- command
-
-
-def shrink(records: str, teacher: str, dims: Sequence[int], out: str, *, steps: int = 2000, batch: int = 128,
-           learning_rate: float = 1e-3, holdout: int = 512, seed: int = 0, log_every: int = 100,
-           log: Callable[[str], None] = print) -> tuple[EmbeddingHeads, dict[str, Any]]:
-    """The whole run (module docstring); returns the trained heads and the embed_jax_export.json it wrote."""
-    records_dir, out_path = Path(records).expanduser().resolve(), Path(out).expanduser().resolve()
-    if out_path.exists():
-        raise ShrinkError(f"--out={out_path} exists; nothing was written. Choose a new folder (this never "
-                          "overwrites a model folder)")
-    manifest, _, vectors = read_records(records_dir, teacher)
-    dims = check_settings(dims, model_dim=vectors.shape[1], num_records=len(vectors), holdout=holdout, batch=batch,
-                          steps=steps, learning_rate=learning_rate)
-    folder = source_folder(manifest, teacher, where=str(records_dir / "manifest.json"))
-    train_indices, heldout_indices = split_holdout(len(vectors), holdout, seed)
-    log(f"[shrink] {teacher} ({vectors.shape[1]}-d) from {records_dir}: {len(train_indices)} training and "
-        f"{len(heldout_indices)} held-out records → heads {', '.join(map(str, dims))}")
+def shrink_heads(vectors: np.ndarray, train_indices: np.ndarray, heldout_indices: np.ndarray, *,
+                 dims: Sequence[int], steps: int, batch: int, learning_rate: float, seed: int, log_every: int,
+                 log: Callable[[str], None] = print) -> ShrinkRun:
+    """Trains the heads on the training records and scores them, PCA and the untrained heads on the held-out ones."""
     heldout = heldout_batches(vectors[heldout_indices], batch)
     result = train_heads(vectors, train_indices, heldout, dims=dims, steps=steps, batch=batch,
                          learning_rate=learning_rate, seed=seed, log_every=log_every, log=log)
@@ -341,48 +229,4 @@ def shrink(records: str, teacher: str, dims: Sequence[int], out: str, *, steps: 
     settings = {"steps": steps, "batch": batch, "learning_rate": learning_rate, "seed": seed,
                 "train_records": len(train_indices), "heldout_records": len(heldout_indices),
                 "loss": dataclasses.asdict(LOSS_CONFIG)}
-    record = export_record(manifest=manifest, records_dir=records_dir, teacher=teacher, folder=folder, dims=dims,
-                           steps=steps, settings=settings, result=result, heldout=scores)
-    write_folder(out_path, folder, result.heads, record)
-    log(f"[shrink] wrote {out_path}: SentenceTransformer({str(out_path)!r}) gives {dims[0]}-d vectors")
-    return result.heads, record
-
-
-_RECORDS = flags.DEFINE_string("records", None, "Teacher records folder (python -m embed_jax.teachers.export).")
-_TEACHER = flags.DEFINE_string("teacher", None, "The teacher (name in the records' manifest) to shrink.")
-_DIMS = flags.DEFINE_list("dims", None, "Head dimensions, e.g. 128,64 (the first is the folder's default).")
-_OUT = flags.DEFINE_string("out", None, "New folder for the sentence-transformers model (never overwritten).")
-_STEPS = flags.DEFINE_integer("steps", 2000, "Optimizer steps.")
-_BATCH = flags.DEFINE_integer("batch", 128, "Global batch size (the in-batch losses compare its pairs).")
-_LR = flags.DEFINE_float("lr", 1e-3, "Peak learning rate (warm-up 5%, cosine to 0).")
-_HOLDOUT = flags.DEFINE_integer("holdout", 512, "Records held out to report the loss on.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the hold-out split, the heads' init and the batch order.")
-_LOG_EVERY = flags.DEFINE_integer("log_every", 100, "Steps between progress lines.")
-
-
-def parse_dims(values: Sequence[str]) -> list[int]:
-    try:
-        return [int(value) for value in values]
-    except ValueError:
-        raise ShrinkError(f"--dims={','.join(values)}: give comma-separated positive integers, e.g. 128,64") from None
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    missing = [name for name, flag in (("records", _RECORDS), ("teacher", _TEACHER), ("dims", _DIMS), ("out", _OUT))
-               if not flag.value]
-    if missing:
-        raise app.UsageError(f"required: {', '.join('--' + name for name in missing)}")
-    try:
-        shrink(_RECORDS.value, _TEACHER.value, parse_dims(_DIMS.value), _OUT.value, steps=_STEPS.value,
-               batch=_BATCH.value, learning_rate=_LR.value, holdout=_HOLDOUT.value, seed=_SEED.value,
-               log_every=_LOG_EVERY.value)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    app.run(main)
+    return ShrinkRun(result=result, heldout=scores, settings=settings)

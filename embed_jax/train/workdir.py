@@ -4,17 +4,20 @@
     DIR/<stage>/student_config.json      the stage's student architecture (Student.from_config's argument)
     DIR/<stage>/checkpoints/<step>/      Orbax checkpoints: params, opt_state, the grain iterator, run metadata
     DIR/<stage>/metrics.jsonl            logged metrics (embed_jax/train/metrics.py)
+    DIR/records, DIR/../records, ...     where a run's records are looked for when they are not named
 
 The training loop writes it; export (embed_jax/convert/), evaluation (embed_jax/eval/) and the caption export
-(embed_jax/teachers/caption_export.py) read it through this module. It imports no jax at module level, so that
+(embed_jax/teachers/caption_targets.py) read it through this module. It imports no jax at module level, so that
 reading a run folder's layout and configs costs nothing; only `load_trained_student` builds a model.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from embed_jax.data import records
 
 STUDENT_CONFIG_FILE = "student_config.json"
 RUN_CONFIG_FILE = "config.json"
@@ -135,6 +138,55 @@ def stored_identity(stage_dir: Path, step: int | None = None) -> dict[str, Any]:
         if step is None:
             raise FileNotFoundError(f"{Path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
         return dict(manager.metadata(step).get("identity", {}))
+
+
+def stage_tokenizer(stage_dir: Path) -> str:
+    """The tokenizer a text stage used: its run's init_from, from the latest checkpoint's stored identity."""
+    return str(stored_identity(stage_dir)["init_from"])
+
+
+def records_fingerprints(workdir: Path) -> list[str]:
+    """The corpus fingerprints of the records every trained stage of `workdir` was trained on (latest checkpoints)."""
+    return sorted({fingerprint for stage_dir in stage_folders(workdir) if checkpoint_steps(stage_dir)
+                   for fingerprint in [stored_identity(stage_dir, checkpoint_steps(stage_dir)[-1])
+                                       .get("records_fingerprint")] if fingerprint})
+
+
+def find_training_records(workdir: Path, fingerprints: Sequence[str], records_dirs: Sequence[str]
+                          ) -> list[tuple[Path, records.Manifest]]:
+    """The records folders (and Manifests) whose corpus fingerprints the checkpoints record: the given folders
+    first, then the usual places beside the workdir (DIR/records, DIR/../records, DIR/../*/); an error naming the
+    fingerprint and the flag when one is not found."""
+    given = [Path(folder).expanduser().resolve() for folder in records_dirs]
+    nearby = [workdir / "records", workdir.parent / "records"] + sorted(
+        path.parent for path in workdir.parent.glob(f"*/{records.MANIFEST_NAME}"))
+    manifests = {}
+    for folder in given + nearby:
+        if not (folder / records.MANIFEST_NAME).is_file() or folder in manifests:
+            continue
+        try:
+            manifests[folder] = records.read_manifest(folder)
+        except records.RecordsError:
+            if folder in given:
+                raise
+    for folder in given:
+        if folder not in manifests:
+            raise FileNotFoundError(f"--records_dir={folder}: no {records.MANIFEST_NAME} there")
+        if manifests[folder].corpus_fingerprint not in fingerprints:
+            raise ValueError(f"--records_dir={folder}: corpus fingerprint {manifests[folder].corpus_fingerprint}, but "
+                             f"the checkpoints were trained on {', '.join(fingerprints)}: not this run's records")
+    found = []
+    for fingerprint in fingerprints:
+        match = next((folder for folder, manifest in manifests.items()
+                      if manifest.corpus_fingerprint == fingerprint), None)
+        if match is None:
+            raise FileNotFoundError(
+                f"the checkpoints were trained on records with corpus fingerprint {fingerprint}, and none of "
+                f"{', '.join(str(path) for path in given + nearby) or 'the usual places'} holds them. Pass "
+                "--records_dir=FOLDER (the run's --config.data.records_dir), or --skip_records to export without "
+                "them (evaluation then cannot check that its hold-out was not trained on)")
+        found.append((match, manifests[match]))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------- a student

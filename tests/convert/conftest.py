@@ -104,10 +104,10 @@ def minilm_workdir(records, fingerprint, minilm_students) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_export(minilm_workdir, tmp_path_factory) -> Path:
-    from embed_jax.convert import hf
+    from embed_jax.convert import st_export
 
     out = tmp_path_factory.mktemp("exports") / "minilm-student"
-    hf.export(minilm_workdir, out)
+    st_export.export(minilm_workdir, out)
     return out
 
 

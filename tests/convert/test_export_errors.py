@@ -10,7 +10,7 @@ import pytest
 import transformers
 from flax import nnx
 
-from embed_jax.convert import hf, hf_export, model_card
+from embed_jax.convert import hf_export, model_card, st_export
 from embed_jax.models.student import Student
 
 
@@ -52,7 +52,7 @@ def test_existing_folder_is_refused_without_overwrite(tiny_workdir, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        hf.export(tiny_workdir, out)
+        st_export.export(tiny_workdir, out)
     assert listing(out) == ["notes.txt"]
 
 
@@ -61,18 +61,18 @@ def test_overwrite_refuses_a_folder_no_export_wrote(tiny_workdir, tmp_path):
     out.mkdir()
     (out / "config.json").write_text("{}")
     with pytest.raises(FileExistsError, match="not a folder written by embed_jax.convert.hf"):
-        hf.export(tiny_workdir, out, overwrite=True)
+        st_export.export(tiny_workdir, out, overwrite=True)
     assert (out / "config.json").read_text() == "{}"
 
 
 def test_overwrite_replaces_the_previous_export_and_keeps_the_users_files(tiny_workdir, tmp_path):
     out = tmp_path / "out"
-    hf.export(tiny_workdir, out, stage="stage3")
+    st_export.export(tiny_workdir, out, stage="stage3")
     assert (out / "2_Dense_8").is_dir()
     (out / "notes.txt").write_text("mine")
     (out / "eval").mkdir()
     (out / "eval" / "scores.json").write_text("[]")
-    hf.export(tiny_workdir, out, stage="stage1", overwrite=True)
+    st_export.export(tiny_workdir, out, stage="stage1", overwrite=True)
     record = json.loads((out / hf_export.EXPORT_FILE).read_text())
     assert record["source"]["stage"] == "stage1" and record["heads"] == [16]
     assert not (out / "2_Dense_8").exists()  # the previous export's head is gone with it
@@ -83,11 +83,11 @@ def test_overwrite_replaces_the_previous_export_and_keeps_the_users_files(tiny_w
 
 def test_overwrite_never_replaces_a_file_the_previous_export_did_not_write(tiny_workdir, tmp_path):
     out = tmp_path / "out"
-    hf.export(tiny_workdir, out, stage="stage1")
+    st_export.export(tiny_workdir, out, stage="stage1")
     (out / "2_Dense_8").mkdir()
     (out / "2_Dense_8" / "config.json").write_text("my own head")
     with pytest.raises(FileExistsError, match="2_Dense_8/config.json"):
-        hf.export(tiny_workdir, out, stage="stage3", overwrite=True)
+        st_export.export(tiny_workdir, out, stage="stage3", overwrite=True)
     assert (out / "2_Dense_8" / "config.json").read_text() == "my own head"
     assert json.loads((out / hf_export.EXPORT_FILE).read_text())["source"]["stage"] == "stage1"  # untouched
 
@@ -97,21 +97,21 @@ def test_overwrite_never_replaces_a_file_the_previous_export_did_not_write(tiny_
 
 def test_workdir_without_checkpoint_is_named(tmp_path, tiny_workdir):
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-        hf.export(tmp_path, tmp_path / "out")
+        st_export.export(tmp_path, tmp_path / "out")
     untrained = tmp_path / "run"
     (untrained / "stage1").mkdir(parents=True)
     shutil.copy(tiny_workdir / "stage1" / "student_config.json", untrained / "stage1")
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-        hf.export(untrained, tmp_path / "out")
+        st_export.export(untrained, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        hf.export(tmp_path / "absent", tmp_path / "out")
+        st_export.export(tmp_path / "absent", tmp_path / "out")
 
 
 def test_missing_stage_lists_the_trained_ones(tiny_workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--stage=stage2: .* trained stages: stage1, stage3"):
-        hf.export(tiny_workdir, tmp_path / "out", stage="stage2")
+        st_export.export(tiny_workdir, tmp_path / "out", stage="stage2")
     with pytest.raises(FileNotFoundError, match=r"--step=4: .* has steps \[3\]"):
-        hf.export(tiny_workdir, tmp_path / "out", step=4)
+        st_export.export(tiny_workdir, tmp_path / "out", step=4)
 
 
 def copy_stage_with_config(tiny_workdir, tmp_path, edit):
@@ -129,13 +129,13 @@ def test_unknown_backbone_is_named(tiny_workdir, tmp_path):
                                      lambda config: config["text_encoder"].update(model_type="t5"))
     with pytest.raises(hf_export.ExportError, match=r"stage1/student_config.json: text encoder model_type 't5' "
                                                     r"has no exporter; supported .*bert.*gpt2.*qwen2"):
-        hf.export(workdir, tmp_path / "out")
+        st_export.export(workdir, tmp_path / "out")
 
 
 def test_unknown_head_kind_is_named(tiny_workdir, tmp_path):
     workdir = copy_stage_with_config(tiny_workdir, tmp_path, lambda config: config["heads"].update(kind="mlp"))
     with pytest.raises(ValueError, match=r"heads has unknown key\(s\) \['kind'\]"):
-        hf.export(workdir, tmp_path / "out")
+        st_export.export(workdir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -149,17 +149,17 @@ def test_parameters_the_exporter_does_not_know_are_named(tiny_init):
 def test_missing_tokenizer_names_the_flag(tiny_workdir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"--tokenizer=.*holds no tokenizer.*Pass --tokenizer=FOLDER"):
-        hf.export(tiny_workdir, tmp_path / "out", tokenizer=str(tmp_path / "empty"))
+        st_export.export(tiny_workdir, tmp_path / "out", tokenizer=str(tmp_path / "empty"))
 
 
 def test_records_that_cannot_be_found_are_named(tiny_workdir, tmp_path, fingerprint):
     elsewhere = tmp_path / "far" / "train"
     shutil.copytree(tiny_workdir, elsewhere)
     with pytest.raises(FileNotFoundError, match=f"{fingerprint}.*--records_dir=FOLDER"):
-        hf.export(elsewhere, tmp_path / "out")
+        st_export.export(elsewhere, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="--records_dir=.*no manifest.json"):
-        hf.export(elsewhere, tmp_path / "out", records_dirs=[str(tmp_path)])
-    hf.export(elsewhere, tmp_path / "out", skip_records=True)
+        st_export.export(elsewhere, tmp_path / "out", records_dirs=[str(tmp_path)])
+    st_export.export(elsewhere, tmp_path / "out", skip_records=True)
     record = json.loads((tmp_path / "out" / hf_export.EXPORT_FILE).read_text())
     assert record["training_records"] == [{"records_dir": None, "num_records": None,
                                            "corpus_fingerprint": fingerprint}]
@@ -167,7 +167,7 @@ def test_records_that_cannot_be_found_are_named(tiny_workdir, tmp_path, fingerpr
 
 def test_default_head_must_be_a_head(tiny_workdir, tmp_path):
     with pytest.raises(ValueError, match="--default_head=5: the student's heads are 16, 8"):
-        hf.export(tiny_workdir, tmp_path / "out", default_head=5)
+        st_export.export(tiny_workdir, tmp_path / "out", default_head=5)
     assert not (tmp_path / "out").exists()
 
 

@@ -10,7 +10,7 @@ import transformers
 from flax import nnx
 from sentence_transformers import SentenceTransformer
 
-from embed_jax.convert import hf, hf_export
+from embed_jax.convert import hf_export, st_export
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
 
@@ -67,7 +67,7 @@ def family_exports(tmp_path_factory, records, fingerprint, bpe_tokenizer, minilm
                                                   rngs=nnx.Rngs(0)), seed=7)
         stage_writer(root / "train", "stage3", student, init_from=str(root / "init"), records_fingerprint=fingerprint)
         tokenizer = bpe_folder if family == "gpt2" else minilm_tokenizer_files
-        hf.export(root / "train", root / "out", tokenizer=str(tokenizer), records_dirs=[str(records)])
+        st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), records_dirs=[str(records)])
         exports[family] = (student, root / "init", root / "out")
     return exports
 
@@ -114,5 +114,5 @@ def test_bidirectional_decoder_is_refused(family_exports, tmp_path, fingerprint,
     student = Student.from_pretrained(init_folder, heads=HEADS, text_options={"causal": False}, rngs=nnx.Rngs(0))
     stage_writer(tmp_path / "train", "stage1", student, init_from=str(init_folder), records_fingerprint=fingerprint)
     with pytest.raises(hf_export.ExportError, match="text_options.causal=False"):
-        hf.export(tmp_path / "train", tmp_path / "out", records_dirs=[str(records)])
+        st_export.export(tmp_path / "train", tmp_path / "out", records_dirs=[str(records)])
     assert not (tmp_path / "out").exists()

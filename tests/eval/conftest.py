@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from embed_jax.data import corpora
-from embed_jax.eval import overlap
+from embed_jax.train.workdir import RUN_CONFIG_FILE
 from embed_jax.teachers.assets import minilm_path
 
 # Other test processes share the machine's two cores (see tests/teachers/conftest.py).
@@ -141,7 +141,7 @@ def text_overlap_records(export_records) -> Path:
 def write_run_config(workdir: Path, config) -> None:
     """The run config embed_jax.main leaves in a workdir (the training config as JSON, absolute records folders),
     written here only if the loop did not write it."""
-    path = workdir / overlap.RUN_CONFIG_FILE
+    path = workdir / RUN_CONFIG_FILE
     if not path.exists():
         values = config.to_dict()
         values["data"]["records_dir"] = str(Path(values["data"]["records_dir"]).resolve())

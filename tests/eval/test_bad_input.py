@@ -5,7 +5,8 @@ import shutil
 import pytest
 
 from embed_jax.data import corpora
-from embed_jax.eval import overlap
+from embed_jax.convert import hf_export
+from embed_jax.train.workdir import RUN_CONFIG_FILE
 from embed_jax.eval.__main__ import main
 
 LEE = "--tasks=lee_similarity"
@@ -20,7 +21,7 @@ def export_folder(tmp_path, tiny_st, records_dirs):
     """An exported folder as embed_jax.convert.hf writes it: a stella folder plus embed_jax_export.json."""
     folder = tmp_path / "exported"
     shutil.copytree(tiny_st, folder)
-    (folder / overlap.EXPORT_FILE).write_text(json.dumps({
+    (folder / hf_export.EXPORT_FILE).write_text(json.dumps({
         "format_version": 1, "heads": [16, 8], "default_head": 16,
         "training_records": [{"records_dir": str(path), "num_records": 20, "corpus_fingerprint": "unused"}
                              for path in records_dirs]}))
@@ -65,9 +66,9 @@ def test_stage_whose_tokenizer_folder_lost_its_tokenizer(tmp_path, capsys, tiny_
     tokenizer_folder = tmp_path / "init_copy"
     shutil.copytree(tiny_bert, tokenizer_folder)
     (tokenizer_folder / "tokenizer.json").unlink()
-    config = json.loads((workdir / overlap.RUN_CONFIG_FILE).read_text())
+    config = json.loads((workdir / RUN_CONFIG_FILE).read_text())
     config["model"]["init_from"] = str(tokenizer_folder)
-    (workdir / overlap.RUN_CONFIG_FILE).write_text(json.dumps(config))
+    (workdir / RUN_CONFIG_FILE).write_text(json.dumps(config))
     code, err = run(capsys, f"--model={workdir}", f"--out={tmp_path / 'out'}", LEE)
     assert code == 2
     assert f"{tokenizer_folder}" in err and "has no tokenizer.json" in err and "model.init_from" in err
@@ -115,9 +116,9 @@ def test_workdir_trained_on_overlapping_records_is_refused_through_its_run_confi
                                                                                    text_overlap_records):
     workdir = tmp_path / "train"
     shutil.copytree(tiny_workdir, workdir)
-    config = json.loads((workdir / overlap.RUN_CONFIG_FILE).read_text())
+    config = json.loads((workdir / RUN_CONFIG_FILE).read_text())
     config["data"]["records_dir"] = str(text_overlap_records)
-    (workdir / overlap.RUN_CONFIG_FILE).write_text(json.dumps(config))
+    (workdir / RUN_CONFIG_FILE).write_text(json.dumps(config))
     code, err = run(capsys, f"--model={workdir / 'stage1'}", f"--out={tmp_path / 'out'}", LEE)
     assert code == 2 and "'my_corpus:12' (held-out text)" in err and str(text_overlap_records.resolve()) in err
 
@@ -144,7 +145,7 @@ def test_clean_export_is_checked_and_marked_clean(tmp_path, capsys, tiny_st, cle
 def test_export_json_without_training_records_names_the_key(tmp_path, capsys, tiny_st):
     folder = export_folder(tmp_path, tiny_st, [])
     code, err = run(capsys, f"--model={folder}", f"--out={tmp_path / 'out'}", LEE)
-    assert code == 2 and "training_records" in err and overlap.EXPORT_FILE in err
+    assert code == 2 and "training_records" in err and hf_export.EXPORT_FILE in err
 
 
 def test_records_that_moved_leave_the_rows_unchecked_with_a_warning(tmp_path, capsys, tiny_st):
@@ -159,7 +160,7 @@ def test_workdir_without_run_config_finds_its_records_by_fingerprint_or_says_unc
                                                                                      tiny_workdir, clean_records):
     workdir = tmp_path / "train"
     shutil.copytree(tiny_workdir, workdir)
-    (workdir / overlap.RUN_CONFIG_FILE).unlink()
+    (workdir / RUN_CONFIG_FILE).unlink()
     code, err = run(capsys, f"--model={workdir}", f"--out={tmp_path / 'unchecked'}", LEE)
     assert code == 0 and "unchecked" in err and "were not found" in err
     shutil.copytree(clean_records, tmp_path / "records")  # where the exporter looks: beside the workdir
@@ -170,7 +171,7 @@ def test_workdir_without_run_config_finds_its_records_by_fingerprint_or_says_unc
 
 def test_export_without_located_records_is_unchecked(tmp_path, capsys, tiny_st):
     folder = export_folder(tmp_path, tiny_st, [])
-    (folder / overlap.EXPORT_FILE).write_text(json.dumps({"training_records": [
+    (folder / hf_export.EXPORT_FILE).write_text(json.dumps({"training_records": [
         {"records_dir": None, "num_records": None, "corpus_fingerprint": "abc"}]}))
     code, err = run(capsys, f"--model={folder}", f"--out={tmp_path / 'out'}", LEE)
     assert code == 0 and "--skip_records" in err

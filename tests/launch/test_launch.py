@@ -228,11 +228,14 @@ def test_setup_from_git_clones_the_ref_on_every_worker():
         (["run", *TPU, "--env=NO_VALUE", "--", "true"], "--env 'NO_VALUE' is not KEY=VALUE"),
         (["delete", *TPU, "--", "true"], "`delete` takes no command after `--`"),
         (["setup", *TPU, "--commit=no-such-commit"], "--commit 'no-such-commit' is not a commit of"),
+        (["create", *TPU, "--accelerator-type=v4-8", "--git-url=x"], "unrecognized arguments: --git-url"),
+        (["destroy", *TPU], "invalid choice: 'destroy'"),
+        (["create", *TPU, "--accelerator-type=v4-8", "--nope"], "Unknown command line flag 'nope'"),
     ],
     ids=[
         "no-name", "no-zone", "no-accelerator", "run-without-command", "run-with-empty-command", "no-action",
         "bad-name", "bad-accelerator", "unknown-generation", "spot-and-preemptible", "bad-env", "command-for-delete",
-        "bad-commit",
+        "bad-commit", "flag-of-another-action", "unknown-action", "unknown-flag",
     ],
 )  # fmt: skip
 def test_bad_requests_are_refused_with_what_to_fix(arguments, expected):

@@ -5,7 +5,7 @@ from embed_jax.train import stages
 
 
 @pytest.mark.parametrize("name,arg", [("distill", None), ("distill", "smoke"), ("jasper", None),
-                                      ("jasper", "runlocal"), ("shrink", None),
+                                      ("jasper", "smoke"), ("shrink", None),
                                       ("shrink", "smoke")])
 def test_config_loads_with_every_stage(name, arg, request):
     load = request.getfixturevalue("load_config")

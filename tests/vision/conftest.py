@@ -79,10 +79,10 @@ def text_stage(tmp_path_factory, tiny_text_folder) -> Path:
 @pytest.fixture(scope="session")
 def caption_records(tmp_path_factory, text_stage) -> Path:
     """Held-out digits (2,800 image–caption records) with their captions' vectors from the tiny text stage."""
-    from embed_jax.teachers import caption_export
+    from embed_jax.teachers import caption_targets
 
     folder = tmp_path_factory.mktemp("captions") / "held_out"
-    caption_export.export_digits(str(folder), "held_out", text_student=str(text_stage))
+    caption_targets.export_digits(str(folder), "held_out", text_student=str(text_stage))
     return folder
 
 

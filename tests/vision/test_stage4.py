@@ -56,13 +56,13 @@ def test_stage4_trains_the_tower_only_and_keeps_the_text_path(trained, text_stag
 
 def test_zero_shot_evaluation_and_export_of_the_trained_stage(trained, tiny_text_folder, tmp_path):
     from embed_jax.convert import hf_vision
-    from embed_jax.eval import zero_shot
+    from embed_jax.eval import digits, zero_shot
     from embed_jax.train import loop
 
     workdir, _ = trained
     student = loop.load_trained_student(workdir / "stage4")
-    figures = zero_shot.evaluate_digits(student, str(tiny_text_folder))
-    assert set(figures) == set(zero_shot.METRICS) and all(0.0 <= value <= 1.0 for value in figures.values())
+    figures = digits.evaluate_digits(student, str(tiny_text_folder))
+    assert set(figures) == set(digits.METRICS) and all(0.0 <= value <= 1.0 for value in figures.values())
     assert zero_shot.main([f"--workdir={workdir}", f"--output={tmp_path / 'z.json'}"]) == 0
     description = hf_vision.export_vision(student, tmp_path / "export")
     assert description["pool"]["num_tokens"] == student.num_image_tokens

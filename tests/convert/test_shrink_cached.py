@@ -1,4 +1,5 @@
-"""embed_jax.train.shrink_cached: heads trained from a model's own vectors cached in teacher records.
+"""python -m embed_jax.convert.shrink_cached: heads trained from a model's own vectors cached in teacher records
+(embed_jax/train/shrink_cached.py), written as a sentence-transformers folder (embed_jax/convert/shrink_folder.py).
 
 Records: 256 real WordNet texts exported by the real export with two teachers, the real all-MiniLM-L6-v2
 (sentence-transformers folder, pooling auto: the one shrunk) and a tiny random BERT (Hugging Face folder, mean
@@ -19,6 +20,7 @@ from embed_jax.data.pipeline import RecordDataSource
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.teachers.assets import minilm_path
 from embed_jax.teachers.targets import concatenated_target
+from embed_jax.convert import shrink_folder
 from embed_jax.train import shrink_cached
 from embed_jax.train.shrink_cached import ShrinkError
 
@@ -84,7 +86,7 @@ def minilm():
 def shrunk(records, tmp_path_factory):
     out = tmp_path_factory.mktemp("shrunk") / "minilm_small"
     lines = []
-    heads, record = shrink_cached.shrink(str(records), "minilm", DIMS, str(out), log=lines.append, **SETTINGS)
+    heads, record = shrink_folder.shrink(str(records), "minilm", DIMS, str(out), log=lines.append, **SETTINGS)
     return out, heads, record, lines
 
 
@@ -143,20 +145,20 @@ def test_exported_folder_matches_jax(shrunk, minilm, records):
 
 def test_unknown_teacher_lists_the_manifests_teachers(records, tmp_path):
     with pytest.raises(ShrinkError, match=r"--teacher=mpnet.*teachers are minilm, tiny"):
-        shrink_cached.shrink(str(records), "mpnet", DIMS, str(tmp_path / "out"), **SETTINGS)
+        shrink_folder.shrink(str(records), "mpnet", DIMS, str(tmp_path / "out"), **SETTINGS)
     assert not (tmp_path / "out").exists()
 
 
 def test_teacher_without_a_sentence_transformers_folder_is_refused(records, tmp_path):
     with pytest.raises(ShrinkError, match=r"--teacher=tiny.*pooling 'mean'.*pooling 'auto'"):
-        shrink_cached.shrink(str(records), "tiny", (8,), str(tmp_path / "out"), **SETTINGS)
+        shrink_folder.shrink(str(records), "tiny", (8,), str(tmp_path / "out"), **SETTINGS)
 
 
 @pytest.mark.parametrize("dims, message", [((0,), "positive integers"), ((32, -4), "positive integers"),
                                             ((16, 16), "distinct"), ((384,), "narrower")])
 def test_bad_dims_are_refused(records, tmp_path, dims, message):
     with pytest.raises(ShrinkError, match=f"--dims.*{message}"):
-        shrink_cached.shrink(str(records), "minilm", dims, str(tmp_path / "out"), **SETTINGS)
+        shrink_folder.shrink(str(records), "minilm", dims, str(tmp_path / "out"), **SETTINGS)
     assert not (tmp_path / "out").exists()
 
 
@@ -165,12 +167,12 @@ def test_existing_out_folder_is_refused_and_kept(records, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
     with pytest.raises(ShrinkError, match=r"--out=.*exists"):
-        shrink_cached.shrink(str(records), "minilm", DIMS, str(out), **SETTINGS)
+        shrink_folder.shrink(str(records), "minilm", DIMS, str(out), **SETTINGS)
     assert [path.name for path in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my notes"
 
 
 def test_command_line_reports_bad_input(records, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "embed_jax.train.shrink_cached", f"--records={records}",
+    run = subprocess.run([sys.executable, "-m", "embed_jax.convert.shrink_cached", f"--records={records}",
                           "--teacher=minilm", "--dims=32,x", f"--out={tmp_path / 'out'}"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 1 and "--dims=32,x: give comma-separated positive integers" in run.stderr, run.stderr

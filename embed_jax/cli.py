@@ -1,0 +1,71 @@
+"""The command-line style of every embed_jax program besides embed_jax/main.py: absl flags and a `main(argv)`.
+
+A program defines its flags at import, as embed_jax/main.py does, but on a FlagValues of its own
+(`FLAGS = cli.program_flags()`, then `flags.DEFINE_*(..., flag_values=FLAGS)`): several programs import side by side
+(the test suite, or evaluation next to the exporter) and each may name a --workdir or an --out without clashing in
+absl's global FLAGS. `main(argv)` reads argv with `parse`, from the defaults on every call, so tests call it as often
+as they like; a usage error is one line on stderr.
+
+    FLAGS = cli.program_flags()
+    _OUT = flags.DEFINE_string("out", None, "Folder to write.", flag_values=FLAGS)
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        try:
+            cli.parse(FLAGS, argv, doc=__doc__)
+            cli.require(FLAGS, ["out"])
+        except cli.UsageError as error:
+            return cli.fail(error)
+        ...
+
+    if __name__ == "__main__":
+        sys.exit(main())
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import flags
+
+USAGE_EXIT_CODE = 2  # argparse's and the shell's convention for a command used wrongly
+
+
+class UsageError(ValueError):
+    """The command line itself is wrong (an unknown or malformed flag, a missing one); the message names the flag."""
+
+
+def program_flags() -> flags.FlagValues:
+    """A program's own flags, holding --help (-h)."""
+    flag_values = flags.FlagValues()
+    flags.DEFINE_bool("help", False, "Show what the program does and its flags.", short_name="h",
+                      flag_values=flag_values)
+    return flag_values
+
+
+def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, *, doc: str) -> list[str]:
+    """Reads argv (without the program's name; default sys.argv[1:]) into `flag_values`, every flag starting from its
+    default, and returns the arguments that are not flags. --help prints `doc` and the flags, and exits 0."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    flag_values.unparse_flags()
+    try:
+        positional = flag_values(["program", *argv])[1:]
+    except flags.Error as error:
+        raise UsageError(str(error)) from None
+    if flag_values["help"].value:
+        print(f"{doc.strip()}\n\nflags:\n{flag_values.get_help(include_special_flags=False)}")
+        raise SystemExit(0)
+    return positional
+
+
+def require(flag_values: flags.FlagValues, names: Sequence[str]) -> None:
+    """UsageError naming every flag of `names` left without a value (None, empty)."""
+    missing = [f"--{name}" for name in names if flag_values[name].value in (None, "", [])]
+    if missing:
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
+
+
+def fail(error: Exception | str, *, code: int = USAGE_EXIT_CODE) -> int:
+    """Prints `error: ...` on stderr (one line, no traceback) and returns the exit code, for usage errors and for bad
+    input the program found (each program keeps the exit code it documents)."""
+    print(f"error: {error}", file=sys.stderr)
+    return code

@@ -1,0 +1,318 @@
+"""A trained student → a sentence-transformers folder: `export(workdir, out, ...)`, the library of
+`python -m embed_jax.convert.hf` (embed_jax/convert/hf.py, its flags; usage: docs/export.md).
+
+Writes a trained student's text path as a sentence-transformers folder that loads offline with no custom code
+(`SentenceTransformer(FOLDER)`), the backbone as its family's standard Hugging Face model, one `2_Dense_{dim}`
+folder per head (and the image path, embed_jax/convert/hf_vision.py), a model card and `embed_jax_export.json`
+(layout: embed_jax/convert/hf_export.py). `load_exported(FOLDER)` reads it back into a Student.
+
+Where things come from:
+- the student: the stage's latest checkpoint (or --step), by `embed_jax.train.workdir.load_trained_student`;
+- the tokenizer and the tensors the student does not train (BERT's pooler): the folder the run started from (its
+  checkpoints record `init_from`), or --tokenizer=FOLDER;
+- teachers, prompts and the records' identity: the records folder whose corpus fingerprint the checkpoints record,
+  found beside the workdir (DIR/records, DIR/../records, DIR/../*/) or given with --records_dir.
+
+The output folder is written aside and moved in at the end: a failed export leaves FOLDER as it was. An existing,
+non-empty FOLDER is refused unless --overwrite, and --overwrite replaces only the files a previous export listed in
+its embed_jax_export.json: whatever else is in the folder is kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from embed_jax.convert import hf_export, hf_vision, model_card
+from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
+from embed_jax.convert.hf_import import open_checkpoint, resolve_model_folder
+from embed_jax.models.student import validate_config
+from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.train import workdir as workdir_lib
+from embed_jax.train.metrics import read_metrics
+from embed_jax.train.workdir import checkpoint_steps, choose_stage, stage_folders
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                   "merges.txt", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
+                    "tokenizer.model")
+
+
+# ---------------------------------------------------------------------------------------------------- the workdir
+
+
+def stage_summary(stage_dir: Path) -> dict[str, Any]:
+    """{name, final_step, last_loss} of a stage, for the model card."""
+    metrics_file = stage_dir / workdir_lib.METRICS_FILE
+    rows = read_metrics(metrics_file) if metrics_file.is_file() else []
+    losses = [row["loss"] for row in rows if "loss" in row]
+    steps = checkpoint_steps(stage_dir)
+    return {"name": stage_dir.name, "final_step": steps[-1] if steps else None,
+            "last_loss": losses[-1] if losses else None}
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def tokenizer_folder(tokenizer: str | None, init_from: str | None) -> Path:
+    """The folder whose tokenizer files are copied: --tokenizer, else the run's init_from."""
+    if tokenizer is None and not init_from:
+        raise FileNotFoundError("the checkpoints do not record the folder the student started from: pass "
+                                "--tokenizer=FOLDER (the student's tokenizer, e.g. the --config.model.init_from folder)")
+    folder = resolve_model_path(tokenizer or init_from)
+    where = f"--tokenizer={tokenizer}" if tokenizer else f"the run's init_from ({init_from})"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{where}: {folder} is not a folder. Pass --tokenizer=FOLDER, a folder holding the "
+                                "student's tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        raise FileNotFoundError(f"{where}: {folder} holds no tokenizer ({', '.join(VOCABULARY_FILES)}). Pass "
+                                "--tokenizer=FOLDER, a folder holding the student's tokenizer files")
+    return folder
+
+
+def default_max_seq_length(source: Path | None, tokenizer_dir: Path, text_encoder: Mapping[str, Any]) -> int:
+    """The source folder's sentence-transformers max_seq_length, else the tokenizer's model_max_length, capped at
+    the positions the encoder has (RoBERTa-style position ids start after the padding id)."""
+    limit = text_encoder.get("max_position_embeddings") or text_encoder.get("n_positions") or 10 ** 9
+    if text_encoder.get("model_type") in ("roberta", "xlm-roberta", "mpnet"):
+        limit -= int(text_encoder.get("pad_token_id", 1)) + 1
+    for folder, file_name, key in ((source, "sentence_bert_config.json", "max_seq_length"),
+                                   (tokenizer_dir, "tokenizer_config.json", "model_max_length")):
+        path = folder / file_name if folder is not None else None
+        if path is not None and path.is_file():
+            value = json.loads(path.read_text()).get(key)
+            if isinstance(value, int) and 0 < value < 10 ** 6:
+                return min(value, limit)
+    return int(min(limit, 512))
+
+
+# ---------------------------------------------------------------------------------------------------- the output
+
+
+def previous_export_files(out: Path) -> list[str] | None:
+    """The files a previous export listed in out/embed_jax_export.json, or None if it is not an export."""
+    export_file = out / EXPORT_FILE
+    if not export_file.is_file():
+        return None
+    try:
+        files = json.loads(export_file.read_text()).get("files")
+    except json.JSONDecodeError:
+        return None
+    return [str(name) for name in files] if isinstance(files, list) else None
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuses an existing non-empty folder unless --overwrite, and --overwrite on a folder no export wrote."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out={out} is a file; give a folder path")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"--out={out} exists and is not empty. Pass --overwrite to replace the previous export "
+                              "in it (only the files it listed are replaced; others are kept), or choose a new --out")
+    if previous_export_files(out) is None:
+        raise FileExistsError(f"--out={out} is not a folder written by embed_jax.convert.hf (no readable "
+                              f"{EXPORT_FILE}): --overwrite replaces only a previous export, never other files. "
+                              "Choose an empty or new --out")
+
+
+def relative_files(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def commit_output(staging: Path, out: Path, overwrite: bool) -> None:
+    """Moves the staged export into `out`: a previous export's listed files go first; a user's file is never
+    replaced (checked before anything moves)."""
+    new_files = relative_files(staging)
+    previous = previous_export_files(out) if out.is_dir() else None
+    if out.is_dir() and any(out.iterdir()):
+        check_output_folder(out, overwrite)  # the folder may have changed while exporting
+        own = set(previous or [])
+        foreign = [name for name in new_files if (out / name).exists() and name not in own]
+        if foreign:
+            raise FileExistsError(f"--out={out}: {', '.join(foreign)} exist(s) and were not written by the previous "
+                                  "export; move them away or choose another --out")
+    for name in previous or []:
+        path = out / name
+        if path.is_file() and name != EXPORT_FILE:
+            path.unlink()
+            for parent in path.relative_to(out).parents:
+                if str(parent) != "." and (out / parent).is_dir() and not any((out / parent).iterdir()):
+                    (out / parent).rmdir()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in new_files:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out / name)
+        os.chmod(out / name, 0o644)  # safetensors writes 0600; a model folder is meant to be shared
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    folder: Path
+    heads: tuple[int, ...]
+    default_head: int
+    stage: str
+    step: int
+    notices: tuple[str, ...]
+
+
+def copy_tokenizer(source: Path, staging: Path) -> list[str]:
+    """Copies the tokenizer files; gives a tokenizer without a pad token (GPT-2) its end-of-text token as pad token,
+    so that sentence-transformers can batch (the pad id never matters: padded positions are masked)."""
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
+    from transformers import AutoTokenizer  # torch: only when a folder is written, not when this module is read
+
+    tokenizer = AutoTokenizer.from_pretrained(str(staging))
+    if tokenizer.pad_token is not None:
+        return []
+    substitute = tokenizer.eos_token or tokenizer.unk_token
+    if substitute is None:
+        raise ExportError(f"the tokenizer in {source} has no pad, end-of-text or unknown token to pad batches with; "
+                          "give it a pad token (tokenizer.add_special_tokens) and pass --tokenizer=FOLDER")
+    tokenizer.pad_token = substitute
+    tokenizer.save_pretrained(str(staging))
+    return [f"The tokenizer had no pad token; {substitute!r} serves as one (padded positions are masked out)."]
+
+
+def export(
+    workdir: str | Path,
+    out: str | Path,
+    *,
+    stage: str | None = None,
+    step: int | None = None,
+    default_head: int | None = None,
+    overwrite: bool = False,
+    tokenizer: str | None = None,
+    records_dirs: Sequence[str] = (),
+    skip_records: bool = False,
+    eval_json: str | None = None,
+    max_seq_length: int | None = None,
+    title: str | None = None,
+) -> ExportResult:
+    """The whole export (see the module docstring); returns what was written."""
+    workdir, out = Path(workdir).expanduser().resolve(), Path(out).expanduser().resolve()
+    stage_dir = choose_stage(workdir, stage)
+    step = step if step is not None else checkpoint_steps(stage_dir)[-1]
+    if step not in checkpoint_steps(stage_dir):
+        raise FileNotFoundError(f"--step={step}: {stage_dir / workdir_lib.CHECKPOINTS_DIR} has steps "
+                                f"{checkpoint_steps(stage_dir)}")
+    config_source = str(stage_dir / workdir_lib.STUDENT_CONFIG_FILE)
+    student_config = _read_student_config(stage_dir / workdir_lib.STUDENT_CONFIG_FILE)
+    text_encoder = student_config.get("text_encoder") or {}
+    hf_class = hf_export.hf_model_class(text_encoder.get("model_type"), source=config_source)
+    hf_export.check_text_options(student_config.get("text_options") or {})
+    check_output_folder(out, overwrite)
+    eval_rows = model_card.read_eval_rows(eval_json) if eval_json else []
+
+    identity = workdir_lib.stored_identity(stage_dir, step)
+    init_from = identity.get("init_from")
+    tokenizer_dir = tokenizer_folder(tokenizer, init_from)
+    source = _init_folder(init_from)
+    fingerprints = workdir_lib.records_fingerprints(workdir)
+    notices = []
+    if skip_records:
+        records_found = []
+        training_records = [{"records_dir": None, "num_records": None, "corpus_fingerprint": fingerprint}
+                            for fingerprint in fingerprints]
+        notices.append("Exported with --skip_records: the training records were not located, so an evaluation "
+                       "cannot check its hold-out against them.")
+    else:
+        records_found = workdir_lib.find_training_records(workdir, fingerprints, records_dirs)
+        training_records = [{"records_dir": str(folder), "num_records": manifest.num_records,
+                             "corpus_fingerprint": manifest.corpus_fingerprint} for folder, manifest in records_found]
+    teachers = [dataclasses.asdict(teacher) for _, manifest in records_found[-1:] for teacher in manifest.teachers]
+
+    student = workdir_lib.load_trained_student(stage_dir, step)
+    encoder_params, head_params, _ = hf_export.split_params(hf_export.flat_params(student))
+    dims = tuple(int(dim) for dim in student.heads.dims)
+    default_head = _default_head(dims, student.heads.teacher_dim, default_head)
+    heads = hf_export.head_tensors(head_params, dims)
+    tensors, report = hf_export.backbone_tensors(
+        encoder_params, text_encoder, source=open_checkpoint(source) if source is not None else None)
+    if report.left_out:
+        notices.append(f"Not trained by embed_jax and not found in the source folder, so initialised by transformers "
+                       f"on load (unused by the embedding): {', '.join(report.left_out)}.")
+    if report.copied_from_source:
+        notices.append(f"Copied unchanged from the source model (unused by the embedding): "
+                       f"{', '.join(report.copied_from_source)}.")
+    seq_length = max_seq_length or default_max_seq_length(source, tokenizer_dir, text_encoder)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        hf_export.write_backbone(staging, tensors, text_encoder)
+        notices += copy_tokenizer(tokenizer_dir, staging)
+        hf_export.write_heads(staging, heads)
+        hf_export.write_sentence_transformers_files(
+            staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),
+            default_dim=default_head, max_seq_length=seq_length, prompts={})
+        vision = hf_vision.export_vision(student, staging) if student.vision is not None else None
+        facts = model_card.CardFacts(
+            title=title or f"embed_jax student ({text_encoder.get('model_type')}, {workdir.name}/{stage_dir.name})",
+            family=text_encoder.get("model_type"), hf_class=hf_class, hidden_size=int(student.hidden_size),
+            num_layers=text_encoder.get("num_hidden_layers") or text_encoder.get("n_layer"),
+            num_parameters=sum(a.size for a in encoder_params.values()) + sum(a.size for a in head_params.values()),
+            pooling=student.pooling_method, heads=dims, default_head=default_head,
+            teacher_dim=student.heads.teacher_dim, max_seq_length=seq_length, init_from=str(init_from or tokenizer),
+            source={"workdir": str(workdir), "stage": stage_dir.name, "step": step},
+            stages=[stage_summary(path) for path in stage_folders(workdir) if checkpoint_steps(path)],
+            teachers=teachers, training_records=training_records, notices=notices, eval_rows=eval_rows)
+        (staging / "README.md").write_text(model_card.render(facts), encoding="utf-8")
+        export_record = {
+            "format_version": hf_export.FORMAT_VERSION,
+            "student_config": student.config,
+            "heads": list(dims),
+            "default_head": default_head,
+            "source": {"workdir": str(workdir), "stage": stage_dir.name, "step": step},
+            "training_records": training_records,
+            "vision": vision,
+            "teachers": teachers,
+            "max_seq_length": seq_length,
+            "notices": notices,
+        }
+        export_record["files"] = relative_files(staging) + [EXPORT_FILE]
+        (staging / EXPORT_FILE).write_text(json.dumps(export_record, indent=1, default=str) + "\n")
+        commit_output(staging, out, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(folder=out, heads=dims, default_head=default_head, stage=stage_dir.name, step=step,
+                        notices=tuple(notices))
+
+
+def _read_student_config(path: Path) -> dict[str, Any]:
+    """The stage's student config, checked as the Student will check it (errors name the file and the key)."""
+    try:
+        return validate_config(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} line {error.lineno}: not valid JSON ({error.msg})") from error
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def _init_folder(init_from: str | None) -> Path | None:
+    """The run's init folder if it is still there (for tensors the student does not train), else None."""
+    if not init_from:
+        return None
+    try:
+        folder = resolve_model_path(init_from)
+        return resolve_model_folder(folder)
+    except (AssetError, FileNotFoundError):
+        return None
+
+
+def _default_head(dims: tuple[int, ...], teacher_dim: int | None, requested: int | None) -> int:
+    if requested is None:
+        return teacher_dim if teacher_dim is not None else max(dims)
+    if requested not in dims:
+        raise ValueError(f"--default_head={requested}: the student's heads are {', '.join(map(str, dims))}")
+    return requested
