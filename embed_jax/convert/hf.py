@@ -32,9 +32,9 @@ from typing import Any
 from absl import app, flags
 from absl import logging as absl_logging
 
+from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.convert import hf_export, model_card
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
-from embed_jax.teachers.assets import AssetError
 
 STUDENT_CONFIG_FILE = "student_config.json"  # embed_jax.train.loop.STUDENT_CONFIG_FILE (not imported: jax-free here)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
@@ -109,8 +109,6 @@ def stage_summary(stage_dir: Path) -> dict[str, Any]:
 
 def tokenizer_folder(tokenizer: str | None, init_from: str | None) -> Path:
     """The folder whose tokenizer files are copied: --tokenizer, else the run's init_from."""
-    from embed_jax.teachers.assets import resolve_model_path
-
     if tokenizer is None and not init_from:
         raise FileNotFoundError("the checkpoints do not record the folder the student started from: pass "
                                 "--tokenizer=FOLDER (the student's tokenizer, e.g. the --config.model.init_from folder)")
@@ -397,8 +395,6 @@ def _init_folder(init_from: str | None) -> Path | None:
     """The run's init folder if it is still there (for tensors the student does not train), else None."""
     if not init_from:
         return None
-    from embed_jax.teachers.assets import AssetError, resolve_model_path
-
     try:
         folder = resolve_model_path(init_from)
         from embed_jax.convert.hf_import import resolve_model_folder

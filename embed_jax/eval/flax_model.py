@@ -85,8 +85,8 @@ class FlaxStudentModel(EvalModel):
     kind = "flax-student"
 
     def __init__(self, spec: str, stage_dir: Path, *, holdout: overlap.HoldoutCheck, max_length: int = 0):
+        from embed_jax.assets import AssetError, resolve_model_path
         from embed_jax.data.pipeline import load_tokenizer
-        from embed_jax.teachers.assets import AssetError, resolve_model_path
         from embed_jax.train.loop import STUDENT_CONFIG_FILE, load_trained_student
 
         self.spec, self.stage_dir, self.holdout = spec, stage_dir, holdout

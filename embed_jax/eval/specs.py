@@ -65,8 +65,8 @@ class ModelLoader:
         return PcaModel(spec, self.load(base), int(dim), self.context.pca_fit_texts)
 
     def _asset(self, spec: str) -> EvalModel:
+        from embed_jax.assets import AssetError, resolve_model_path
         from embed_jax.eval.st_model import SentenceTransformerModel
-        from embed_jax.teachers.assets import AssetError, resolve_model_path
 
         try:
             folder = resolve_model_path(spec)

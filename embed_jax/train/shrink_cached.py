@@ -228,7 +228,7 @@ def train_heads(vectors: np.ndarray, train_indices: np.ndarray, heldout: Sequenc
 def source_folder(manifest: Manifest, teacher: str, *, where: str) -> Path:
     """The teacher's sentence-transformers folder, checked to be the one that made the records' vectors."""
     from embed_jax.teachers import encoders  # torch: only for writing the folder, never on the training path
-    from embed_jax.teachers.assets import resolve_model_path
+    from embed_jax.assets import resolve_model_path
 
     info = teacher_info(manifest, teacher, where=where)
     folder = resolve_model_path(info.path)

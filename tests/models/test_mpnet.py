@@ -239,7 +239,7 @@ def wordnet_definitions(count, seed=0):
 
 @pytest.fixture(scope="module")
 def mpnet_folder():
-    from embed_jax.teachers.assets import AssetError, resolve_model_path
+    from embed_jax.assets import AssetError, resolve_model_path
 
     try:
         return str(resolve_model_path("asset:all-mpnet-base-v2"))
