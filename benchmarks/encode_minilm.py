@@ -126,9 +126,9 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from embed_jax.convert.hf_import import load_text_encoder
     from embed_jax.data.pipeline import load_tokenizer
     from embed_jax.models import pooling
+    from embed_jax.models.hf_import import load_text_encoder
     from embed_jax.assets import resolve_model_path
 
     assert "torch" not in sys.modules, "the embed_jax side must not load torch"

@@ -325,7 +325,7 @@ def export(
     dims = tuple(int(dim) for dim in student.heads.dims)
     default_head = _default_head(dims, student.heads.teacher_dim, default_head)
     heads = hf_export.head_tensors(head_params, dims)
-    from embed_jax.convert.hf_import import open_checkpoint
+    from embed_jax.models.hf_import import open_checkpoint
 
     tensors, report = hf_export.backbone_tensors(
         encoder_params, text_encoder, source=open_checkpoint(source) if source is not None else None)
@@ -397,7 +397,7 @@ def _init_folder(init_from: str | None) -> Path | None:
         return None
     try:
         folder = resolve_model_path(init_from)
-        from embed_jax.convert.hf_import import resolve_model_folder
+        from embed_jax.models.hf_import import resolve_model_folder
 
         return resolve_model_folder(folder)
     except (AssetError, FileNotFoundError):

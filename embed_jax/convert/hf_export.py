@@ -14,7 +14,7 @@ Flax model's. The folder always holds fp32 weights (a bf16-stored student is wid
 
 Export is table-driven: the Hugging Face tensor names come from the family's own PyTorch model class (built on the
 meta device from the student's config.json: no memory, no weights), and each name goes through the same name table
-the importer uses (embed_jax/convert/tables/<family>.py), in reverse (`Transform.to_hf`). A family the importer knows
+the importer uses (embed_jax/models/tables/<family>.py), in reverse (`Transform.to_hf`). A family the importer knows
 is exportable as soon as transformers has its base model class, so a new table needs no export code.
 
     tensors, report = backbone_tensors(student, source=init_folder)  # {HF name: fp32 array}
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from embed_jax.convert import hf_import
+from embed_jax.models import hf_import
 from embed_jax.models.heads import head_name
 
 EXPORT_FILE = "embed_jax_export.json"
@@ -129,7 +129,7 @@ def hf_model_class(model_type: str, *, source: str) -> str:
         raise ExportError(
             f"{source}: text encoder model_type {model_type!r} has no exporter; supported model_type values: "
             f"{', '.join(sorted(set(hf_import.SUPPORTED_MODEL_TYPES) & set(MODEL_MAPPING_NAMES)))} (a family needs a "
-            "name table in embed_jax/convert/tables/ and a transformers base model class)")
+            "name table in embed_jax/models/tables/ and a transformers base model class)")
     return MODEL_MAPPING_NAMES[model_type]
 
 
@@ -227,7 +227,7 @@ def backbone_tensors(
                                ("mis-shaped", misshaped), ("student parameters no tensor takes", unclaimed)):
             if entries:
                 lines += [f"  {title}:"] + [f"    {entry}" for entry in entries]
-        lines.append(f"The name table embed_jax/convert/tables/{table.family}.py must cover both directions.")
+        lines.append(f"The name table embed_jax/models/tables/{table.family}.py must cover both directions.")
         raise ExportError("\n".join(lines))
     return tensors, BackboneReport(mapped=len(claimed), copied_from_source=tuple(copied), left_out=tuple(left_out))
 

@@ -4,7 +4,7 @@
 calls this when the student has a vision tower):
 
     vision_tower/config.json, model.safetensors   the tower, a standard SiglipVisionModel (the reverse of
-                                                  embed_jax/convert/tables/siglip.py)
+                                                  embed_jax/models/tables/siglip.py)
     vision_tower/preprocessor_config.json         SiglipImageProcessor settings at the tower's resolution
     vision_extras.safetensors                     what is neither tower nor text encoder: the pool's projection
                                                   ("projection.weight" (out, in), "projection.bias") in linear mode, and
@@ -50,8 +50,8 @@ def tower_tensors(student: Any) -> dict[str, np.ndarray]:
     import torch
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    from embed_jax.convert import hf_import
-    from embed_jax.convert.tables.siglip import TABLE
+    from embed_jax.models import hf_import
+    from embed_jax.models.tables.siglip import TABLE
     from embed_jax.train.stages import path_name
     from flax import nnx
 

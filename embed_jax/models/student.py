@@ -33,8 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from embed_jax.convert import hf_import
-from embed_jax.models import layers, pooling, siglip
+from embed_jax.models import hf_import, layers, pooling, siglip
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.models.projection_pool import ProjectionPool
 

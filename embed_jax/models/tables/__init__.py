@@ -1,6 +1,6 @@
 """The declarative format of the Hugging Face ↔ Flax name tables, and the transforms they use.
 
-A family's table (embed_jax/convert/tables/<family>.py) is a `Table`: a tuple of rules
+A family's table (embed_jax/models/tables/<family>.py) is a `Table`: a tuple of rules
 
     (hf_regex, flax_path_template, transform)
 
@@ -11,7 +11,7 @@ positional, or `{name}` for named groups); `transform` turns the PyTorch array i
 
 Stacked (scanned) layers need no special rules: a rule names the per-layer path, e.g. `encoder.layer.{0}.….kernel`,
 and the importer writes it into row {0} of the stacked parameter `encoder.layer.….kernel` when the model was built
-with `scan=True` (see embed_jax/convert/hf_import.py).
+with `scan=True` (see embed_jax/models/hf_import.py).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hugging Face folder (config.json + safetensors, sharded or not) → Flax NNX module with the same numbers.
 
 The machinery is family-agnostic: a family contributes a model builder (embed_jax/models/<family>.py,
-`from_hf_config`) and a name table (embed_jax/convert/tables/<family>.py, format in tables/__init__.py).
+`from_hf_config`) and a name table (embed_jax/models/tables/<family>.py, format in tables/__init__.py).
 
     module, hf_config = load_text_encoder(folder)                 # any supported text encoder
     report = load_weights(module, folder, table)                  # fill an existing module from a folder
@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from embed_jax.convert.tables import CONV_OIHW_TO_HWIO, IDENTITY, RESHAPE, TRANSPOSE, Rule, Table, Transform
+from embed_jax.models.tables import CONV_OIHW_TO_HWIO, IDENTITY, RESHAPE, TRANSPOSE, Rule, Table, Transform
 
 __all__ = [
     "CONV_OIHW_TO_HWIO", "IDENTITY", "RESHAPE", "TRANSPOSE", "Rule", "Table", "Transform",
@@ -41,12 +41,12 @@ __all__ = [
 
 # model_type (config.json) → (module with `from_hf_config`, module with `TABLE`).
 _TEXT_FAMILIES: dict[str, tuple[str, str]] = {
-    "bert": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
-    "roberta": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
-    "xlm-roberta": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
-    "gpt2": ("embed_jax.models.gpt2", "embed_jax.convert.tables.gpt2"),
-    "mpnet": ("embed_jax.models.mpnet", "embed_jax.convert.tables.mpnet"),
-    "qwen2": ("embed_jax.models.qwen2", "embed_jax.convert.tables.qwen2"),
+    "bert": ("embed_jax.models.bert", "embed_jax.models.tables.bert"),
+    "roberta": ("embed_jax.models.bert", "embed_jax.models.tables.bert"),
+    "xlm-roberta": ("embed_jax.models.bert", "embed_jax.models.tables.bert"),
+    "gpt2": ("embed_jax.models.gpt2", "embed_jax.models.tables.gpt2"),
+    "mpnet": ("embed_jax.models.mpnet", "embed_jax.models.tables.mpnet"),
+    "qwen2": ("embed_jax.models.qwen2", "embed_jax.models.tables.qwen2"),
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_TEXT_FAMILIES))
 
@@ -313,7 +313,7 @@ def _mismatch_message(
             lines.extend(f"    {entry}" for entry in entries)
     lines.append(
         "Check that config.json belongs to these weights (sizes, layer count, model_type) and that the folder is "
-        "complete; a checkpoint of another architecture needs its own table in embed_jax/convert/tables/."
+        "complete; a checkpoint of another architecture needs its own table in embed_jax/models/tables/."
     )
     return "\n".join(lines)
 
