@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from embed_jax.models import hf_import
+from embed_jax.models import hf_import, param_paths
 from embed_jax.models.heads import head_name
+from embed_jax.models.tables import compile_rules, flax_target, stacked_location
 
 EXPORT_FILE = "embed_jax_export.json"
 FORMAT_VERSION = 1
@@ -50,7 +51,7 @@ POOLING_FLAGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_to
 ALL_POOLING_FLAGS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
                      "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
 
-# Parameters of the image path: the text export leaves them to embed_jax.convert.hf_vision (issue 6).
+# Parameters of the image path: the text export leaves them to embed_jax.convert.hf_vision (docs/vision_student.md).
 VISION_PREFIXES = ("vision.", "projection_pool.", "added_embeddings.")
 HEAD_PARAM = re.compile(r"heads\.dense\.dense_(\d+)\.(kernel|bias)")
 
@@ -68,9 +69,8 @@ def dense_folder(dim: int) -> str:
 
 
 def flat_params(module: nnx.Module) -> dict[str, np.ndarray]:
-    """{dotted path: host array} of every parameter."""
-    return {".".join(str(part) for part in path): np.asarray(variable.get_value())
-            for path, variable in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+    """{dotted path: host array} of every parameter: the paths the name tables write."""
+    return param_paths.flat_params(module, separator=".")
 
 
 def split_params(params: Mapping[str, np.ndarray]) -> tuple[dict, dict, dict]:
@@ -189,13 +189,13 @@ def backbone_tensors(
     """
     config = hf_config(text_encoder_config)
     _, table = hf_import.text_encoder_family(text_encoder_config, source="student config key text_encoder")
-    rules = hf_import._compile_rules(table)
+    rules = compile_rules(table)
     ignored = [re.compile(regex) for regex in table.ignored]
     tensors: dict[str, np.ndarray] = {}
     claimed: set[tuple[str, int | None]] = set()
     unmapped, misshaped, copied, left_out = [], [], [], []
     for name, shape in hf_reference_shapes(config).items():
-        target = hf_import._target(rules, name)
+        target = flax_target(rules, name)
         if target is None:
             if not any(pattern.fullmatch(name) for pattern in ignored):
                 unmapped.append(f"{name} (no rule of the {table.family} table matches)")
@@ -206,7 +206,7 @@ def backbone_tensors(
                 left_out.append(name)
             continue
         path, transform = target
-        location = (path, None) if path in encoder_params else hf_import._stacked_location(path, encoder_params)
+        location = (path, None) if path in encoder_params else stacked_location(path, encoder_params)
         if location is None:
             unmapped.append(f"{name} → {path} (the student has no such parameter)")
             continue
