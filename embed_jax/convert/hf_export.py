@@ -34,6 +34,8 @@ from flax import nnx
 
 from embed_jax.models import hf_import, param_paths
 from embed_jax.models.heads import head_name
+from embed_jax.models.st_pooling import pooling_from_folder
+from embed_jax.models.student import Student
 from embed_jax.models.tables import compile_rules, flax_target, stacked_location
 
 EXPORT_FILE = "embed_jax_export.json"
@@ -45,7 +47,7 @@ IDENTITY_ACTIVATION = "torch.nn.modules.linear.Identity"
 ST_MODULE = "sentence_transformers.models."
 
 # embed_jax pooling → the one sentence-transformers flag that is true (legacy key names: every release reads them,
-# and embed_jax.models.student.pooling_from_folder reads them back).
+# and embed_jax.models.st_pooling.pooling_from_folder reads them back).
 POOLING_FLAGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
                  "first": "pooling_mode_cls_token", "last": "pooling_mode_lasttoken"}
 ALL_POOLING_FLAGS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
@@ -346,7 +348,6 @@ def load_exported(folder: str | Path, *, rngs: nnx.Rngs | None = None) -> Any:
     The student's settings come from embed_jax_export.json; a folder without it (written by other tools in the same
     layout) is read from modules.json / 1_Pooling and its 2_Dense_* folders (the largest head taken as FC1).
     """
-    from embed_jax.models.student import Student, pooling_from_folder
 
     folder = Path(folder)
     export_file = folder / EXPORT_FILE

@@ -33,8 +33,8 @@ import numpy as np
 
 from embed_jax.convert.hf_export import read_head
 from embed_jax.models import param_paths
+from embed_jax.models.image_tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, add_image_placeholders, image_prompt
 from embed_jax.models.siglip import ARCHITECTURE_KEYS
-from embed_jax.models.student import IMAGE_END, IMAGE_START, IMAGE_TOKEN, add_image_placeholders, image_prompt
 from embed_jax.models.tables import compile_rules, flax_target
 from embed_jax.models.tables.siglip import TABLE
 

@@ -313,7 +313,7 @@ def image_prompt_tokens(tokenizer_path: str, num_tokens: int) -> ImagePrompt:
     import tokenizers
 
     from embed_jax.data import pipeline
-    from embed_jax.models.student import IMAGE_END, IMAGE_START, IMAGE_TOKEN, ImagePlaceholders, \
+    from embed_jax.models.image_tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, ImagePlaceholders, \
         check_image_placeholders, image_prompt
 
     tokenizer, _ = pipeline.load_tokenizer(tokenizer_path, num_tokens + 64)

@@ -49,7 +49,7 @@ def test_round_trip_raw_and_png(tmp_path):
 def test_placeholder_ids_equal_hugging_face_add_special_tokens(tiny_text_folder):
     from transformers import AutoTokenizer
 
-    from embed_jax.models.student import add_image_placeholders, image_prompt
+    from embed_jax.models.image_tokens import add_image_placeholders, image_prompt
 
     prompt = image_records.image_prompt_tokens(str(tiny_text_folder), 4)
     tokenizer = AutoTokenizer.from_pretrained(tiny_text_folder)
