@@ -76,7 +76,7 @@ def score_digits(image_vectors: np.ndarray, labels: np.ndarray, caption_vectors:
 
 def evaluate_digits_all_heads(student: Any, tokenizer: str) -> dict[int, dict[str, float]]:
     """{head dim: figures} for a Student with an image path (one device)."""
-    from embed_jax.data.image_records import image_prompt_tokens
+    from embed_jax.data.image_prompt import image_prompt_tokens
     from embed_jax.train import vision_stage
 
     if student.vision is None:
