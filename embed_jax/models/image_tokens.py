@@ -1,10 +1,10 @@
 """The image placeholders of the student's prompts: `<img_start>` + N × `<img_token>` + `<img_end>` (SPEC §1).
 
 An image enters the text encoder as N image tokens written over the N `<img_token>` placeholders of its prompt
-(embed_jax/models/student.py). This module is the tokenizer's side of that contract, shared by the student, the image
-records (embed_jax/data/image_prompt.py) and the exported folder (embed_jax/convert/hf_vision.py): the three tokens,
-the prompt text, adding the tokens to a Hugging Face tokenizer, and the host-side check that a batch of ids holds one
-whole prompt per row. It imports numpy only.
+(embed_jax/models/student.py). This module is the tokenizer's side of that contract, shared by the student, the
+image batches and the exported folder (docs/vision_student.md): the three tokens, the prompt text, adding the tokens
+to a Hugging Face tokenizer, and the host-side check that a batch of ids holds one whole prompt per row. It imports
+numpy only.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The pooling a sentence-transformers folder declares, in embed_jax's names (embed_jax/models/pooling.py).
 
 A folder's modules.json names its Pooling module; that module's config.json sets one `pooling_mode_*` flag to true.
-embed_jax/convert/hf_export.py writes these flags (POOLING_FLAGS) and `pooling_from_folder` reads them back, for a
-student built from a folder and for an exported folder loaded again.
+`pooling_from_folder` reads it, for a student built from a folder and for an exported folder loaded again
+(docs/export.md: export writes the same flags).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ Stacked (scanned) layers need no special rules: a rule names the per-layer path,
 and the importer writes it into row {0} of the stacked parameter `encoder.layer.….kernel` when the model was built
 with `scan=True` (see embed_jax/models/hf_import.py; `stacked_location` finds the row).
 
-The importer (embed_jax/models/hf_import.py) and both exporters (embed_jax/convert/hf_export.py for the text encoder,
-embed_jax/convert/hf_vision.py for the vision tower) read a table the same way:
+The importer (embed_jax/models/hf_import.py) and the exporters (text encoder, vision tower; docs/export.md) read a
+table the same way:
 
     rules = compile_rules(table)
     flax_path, transform = flax_target(rules, hf_name)     # None when no rule matches
