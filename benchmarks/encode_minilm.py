@@ -55,7 +55,7 @@ def run_sentence_transformers(args: argparse.Namespace) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embed_jax.teachers.assets import resolve_model_path
+    from embed_jax.assets import resolve_model_path
 
     torch.set_num_threads(args.threads)
     texts = wordnet_glosses(args.texts)
@@ -126,10 +126,10 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from embed_jax.convert.hf_import import load_text_encoder
     from embed_jax.data.pipeline import load_tokenizer
     from embed_jax.models import pooling
-    from embed_jax.teachers.assets import resolve_model_path
+    from embed_jax.models.hf_import import load_text_encoder
+    from embed_jax.assets import resolve_model_path
 
     assert "torch" not in sys.modules, "the embed_jax side must not load torch"
     path = str(resolve_model_path(args.model))

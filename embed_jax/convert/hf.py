@@ -14,7 +14,7 @@ from absl import logging as absl_logging
 
 from embed_jax import cli
 from embed_jax.convert import st_export
-from embed_jax.teachers.assets import AssetError
+from embed_jax.assets import AssetError
 
 EXIT_CODE = 1  # a usage or export error
 

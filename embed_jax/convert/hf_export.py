@@ -14,7 +14,7 @@ Flax model's. The folder always holds fp32 weights (a bf16-stored student is wid
 
 Export is table-driven: the Hugging Face tensor names come from the family's own PyTorch model class (built on the
 meta device from the student's config.json: no memory, no weights), and each name goes through the same name table
-the importer uses (embed_jax/convert/tables/<family>.py), in reverse (`Transform.to_hf`). A family the importer knows
+the importer uses (embed_jax/models/tables/<family>.py), in reverse (`Transform.to_hf`). A family the importer knows
 is exportable as soon as transformers has its base model class, so a new table needs no export code.
 
     tensors, report = backbone_tensors(student, source=init_folder)  # {HF name: fp32 array}
@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from embed_jax.convert import hf_import
+from embed_jax.models import hf_import, param_paths
 from embed_jax.models.heads import head_name
-from embed_jax.models.student import Student, pooling_from_folder
+from embed_jax.models.st_pooling import pooling_from_folder
+from embed_jax.models.student import Student
+from embed_jax.models.tables import compile_rules, flax_target, stacked_location
 
 EXPORT_FILE = "embed_jax_export.json"
 FORMAT_VERSION = 1
@@ -45,13 +47,13 @@ IDENTITY_ACTIVATION = "torch.nn.modules.linear.Identity"
 ST_MODULE = "sentence_transformers.models."
 
 # embed_jax pooling → the one sentence-transformers flag that is true (legacy key names: every release reads them,
-# and embed_jax.models.student.pooling_from_folder reads them back).
+# and embed_jax.models.st_pooling.pooling_from_folder reads them back).
 POOLING_FLAGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
                  "first": "pooling_mode_cls_token", "last": "pooling_mode_lasttoken"}
 ALL_POOLING_FLAGS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
                      "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
 
-# Parameters of the image path: the text export leaves them to embed_jax.convert.hf_vision (issue 6).
+# Parameters of the image path: the text export leaves them to embed_jax.convert.hf_vision (docs/vision_student.md).
 VISION_PREFIXES = ("vision.", "projection_pool.", "added_embeddings.")
 HEAD_PARAM = re.compile(r"heads\.dense\.dense_(\d+)\.(kernel|bias)")
 
@@ -69,9 +71,8 @@ def dense_folder(dim: int) -> str:
 
 
 def flat_params(module: nnx.Module) -> dict[str, np.ndarray]:
-    """{dotted path: host array} of every parameter."""
-    return {".".join(str(part) for part in path): np.asarray(variable.get_value())
-            for path, variable in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+    """{dotted path: host array} of every parameter: the paths the name tables write."""
+    return param_paths.flat_params(module, separator=".")
 
 
 def split_params(params: Mapping[str, np.ndarray]) -> tuple[dict, dict, dict]:
@@ -130,7 +131,7 @@ def hf_model_class(model_type: str, *, source: str) -> str:
         raise ExportError(
             f"{source}: text encoder model_type {model_type!r} has no exporter; supported model_type values: "
             f"{', '.join(sorted(set(hf_import.SUPPORTED_MODEL_TYPES) & set(MODEL_MAPPING_NAMES)))} (a family needs a "
-            "name table in embed_jax/convert/tables/ and a transformers base model class)")
+            "name table in embed_jax/models/tables/ and a transformers base model class)")
     return MODEL_MAPPING_NAMES[model_type]
 
 
@@ -190,13 +191,13 @@ def backbone_tensors(
     """
     config = hf_config(text_encoder_config)
     _, table = hf_import.text_encoder_family(text_encoder_config, source="student config key text_encoder")
-    rules = hf_import._compile_rules(table)
+    rules = compile_rules(table)
     ignored = [re.compile(regex) for regex in table.ignored]
     tensors: dict[str, np.ndarray] = {}
     claimed: set[tuple[str, int | None]] = set()
     unmapped, misshaped, copied, left_out = [], [], [], []
     for name, shape in hf_reference_shapes(config).items():
-        target = hf_import._target(rules, name)
+        target = flax_target(rules, name)
         if target is None:
             if not any(pattern.fullmatch(name) for pattern in ignored):
                 unmapped.append(f"{name} (no rule of the {table.family} table matches)")
@@ -207,7 +208,7 @@ def backbone_tensors(
                 left_out.append(name)
             continue
         path, transform = target
-        location = (path, None) if path in encoder_params else hf_import._stacked_location(path, encoder_params)
+        location = (path, None) if path in encoder_params else stacked_location(path, encoder_params)
         if location is None:
             unmapped.append(f"{name} → {path} (the student has no such parameter)")
             continue
@@ -228,7 +229,7 @@ def backbone_tensors(
                                ("mis-shaped", misshaped), ("student parameters no tensor takes", unclaimed)):
             if entries:
                 lines += [f"  {title}:"] + [f"    {entry}" for entry in entries]
-        lines.append(f"The name table embed_jax/convert/tables/{table.family}.py must cover both directions.")
+        lines.append(f"The name table embed_jax/models/tables/{table.family}.py must cover both directions.")
         raise ExportError("\n".join(lines))
     return tensors, BackboneReport(mapped=len(claimed), copied_from_source=tuple(copied), left_out=tuple(left_out))
 
@@ -347,6 +348,7 @@ def load_exported(folder: str | Path, *, rngs: nnx.Rngs | None = None) -> Any:
     The student's settings come from embed_jax_export.json; a folder without it (written by other tools in the same
     layout) is read from modules.json / 1_Pooling and its 2_Dense_* folders (the largest head taken as FC1).
     """
+
     folder = Path(folder)
     export_file = folder / EXPORT_FILE
     if export_file.is_file():

@@ -4,7 +4,7 @@
 calls this when the student has a vision tower):
 
     vision_tower/config.json, model.safetensors   the tower, a standard SiglipVisionModel (the reverse of
-                                                  embed_jax/convert/tables/siglip.py)
+                                                  embed_jax/models/tables/siglip.py)
     vision_tower/preprocessor_config.json         SiglipImageProcessor settings at the tower's resolution
     vision_extras.safetensors                     what is neither tower nor text encoder: the pool's projection
                                                   ("projection.weight" (out, in), "projection.bias") in linear mode, and
@@ -25,11 +25,18 @@ the head `2_Dense_{dim}` → L2 normalisation. Parity with Flax: tests/vision/te
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embed_jax.convert.hf_export import read_head
+from embed_jax.models import param_paths
+from embed_jax.models.image_tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, add_image_placeholders, image_prompt
+from embed_jax.models.siglip import ARCHITECTURE_KEYS
+from embed_jax.models.tables import compile_rules, flax_target
+from embed_jax.models.tables.siglip import TABLE
 
 VISION_FILE = "vision.json"
 TOWER_FOLDER = "vision_tower"
@@ -50,21 +57,15 @@ def tower_tensors(student: Any) -> dict[str, np.ndarray]:
     import torch
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    from embed_jax.convert import hf_import
-    from embed_jax.convert.tables.siglip import TABLE
-    from embed_jax.train.stages import path_name
-    from flax import nnx
-
-    params = {path_name(path).replace("/", "."): np.asarray(variable.get_value(), np.float32)
-              for path, variable in nnx.to_flat_state(nnx.state(student.vision, nnx.Param))}
+    params = param_paths.flat_params(student.vision, separator=".", dtype=np.float32)
     config = SiglipVisionConfig(**tower_config(student))
     with torch.device("meta"):
         reference = SiglipVisionModel(config)
-    rules = hf_import._compile_rules(TABLE)
+    rules = compile_rules(TABLE)
     tensors, problems, used = {}, [], set()
     for name, tensor in reference.state_dict().items():
         bare = name.removeprefix("vision_model.")
-        target = hf_import._target(rules, bare)
+        target = flax_target(rules, bare)
         if target is None:
             problems.append(f"{name}: no rule of the siglip table")
             continue
@@ -86,8 +87,6 @@ def tower_tensors(student: Any) -> dict[str, np.ndarray]:
 
 def tower_config(student: Any) -> dict[str, Any]:
     """SiglipVisionConfig keyword arguments of the student's tower (architecture keys only)."""
-    from embed_jax.models.siglip import ARCHITECTURE_KEYS
-
     return {key: getattr(student.vision.config, key) for key in ARCHITECTURE_KEYS}
 
 
@@ -106,8 +105,6 @@ def export_vision(student: Any, folder: str | Path) -> dict[str, Any]:
     """Write the image path into an exported folder (module docstring); returns vision.json's content."""
     from safetensors.numpy import save_file
     from transformers import SiglipImageProcessor, SiglipVisionConfig
-
-    from embed_jax.models.student import IMAGE_END, IMAGE_START, IMAGE_TOKEN, image_prompt
 
     if student.vision is None:
         raise VisionExportError("this student has no vision tower: there is no image path to export")
@@ -161,9 +158,6 @@ class ImageEncoder:
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer, SiglipImageProcessor, SiglipVisionModel
-
-        from embed_jax.convert.hf_export import read_head
-        from embed_jax.models.student import add_image_placeholders
 
         self.folder = Path(folder)
         self.vision = read_vision(self.folder)

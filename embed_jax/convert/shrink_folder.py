@@ -21,7 +21,7 @@ from embed_jax.convert import hf_export
 from embed_jax.data.records import MANIFEST_NAME, Manifest
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.teachers import encoders
-from embed_jax.teachers.assets import resolve_model_path
+from embed_jax.assets import resolve_model_path
 from embed_jax.train import shrink_cached
 from embed_jax.train.shrink_cached import ShrinkError
 

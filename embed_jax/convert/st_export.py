@@ -30,9 +30,9 @@ from typing import Any
 
 from embed_jax.convert import hf_export, hf_vision, model_card
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
-from embed_jax.convert.hf_import import open_checkpoint, resolve_model_folder
+from embed_jax.models.hf_import import open_checkpoint, resolve_model_folder
 from embed_jax.models.student import validate_config
-from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.train import workdir as workdir_lib
 from embed_jax.train.metrics import read_metrics
 from embed_jax.train.workdir import checkpoint_steps, choose_stage, stage_folders

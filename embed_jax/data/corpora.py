@@ -131,7 +131,7 @@ def wordnet_texts(wordnet_dir: Path = WORDNET_DIR) -> Iterator[Text]:
 # ---------------------------------------------------------------------------------------------------------- Lee
 
 
-def _gensim_file(name: str) -> Path:
+def gensim_file(name: str) -> Path:
     """A file of gensim's bundled test data, found without importing gensim.test.utils (which builds test models
     and logs on import)."""
     spec = importlib.util.find_spec("gensim")
@@ -148,12 +148,12 @@ def _gensim_file(name: str) -> Path:
 def lee_holdout() -> tuple[Text, ...]:
     """The 50 Lee et al. (2005) documents scored by humans; evaluation only. Ids `lee:<line number>`."""
     # lee.cor is Latin-1 (it carries a few non-ASCII bytes that are not UTF-8).
-    lines = _gensim_file("lee.cor").read_text(encoding="latin-1").splitlines()
+    lines = gensim_file("lee.cor").read_text(encoding="latin-1").splitlines()
     return tuple(Text(f"lee:{number}", line.strip()) for number, line in enumerate(lines) if line.strip())
 
 
 def lee_background_texts() -> Iterator[Text]:
-    lines = _gensim_file("lee_background.cor").read_text(encoding="utf-8").splitlines()
+    lines = gensim_file("lee_background.cor").read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines):
         yield Text(f"lee_background:{number}", line.strip())
 
@@ -197,7 +197,7 @@ def wiki_texts() -> Iterator[Text]:
     from gensim.corpora.wikicorpus import extract_pages
 
     # filter_namespaces=("0",) keeps articles; redirects are articles whose whole text is "#REDIRECT ...".
-    with bz2.open(_gensim_file(WIKI_DUMP)) as dump:
+    with bz2.open(gensim_file(WIKI_DUMP)) as dump:
         for _title, article, page_id in extract_pages(dump, filter_namespaces=("0",)):
             if article.lstrip().upper().startswith("#REDIRECT"):
                 continue

@@ -35,8 +35,8 @@ Either way images are stored at their own size: resizing to the tower's resoluti
 (embed_jax/data/images.py), so one export serves towers of any resolution.
 
 The reader yields `{"id", "caption", "image": uint8 (h, w, c), "teacher": float32 (d,)}`; `make_image_dataset` batches
-them as `{"pixel_values": float32 (B, S, S, 3), "input_ids"/"attention_mask": int32 (B, L) (the image prompt),
-"teacher": float32 (B, d)}`. Every problem names the record: corrupt image bytes, a wrong shape, channel count or
+them as `{"pixel_values": float32 (B, S, S, 3), "input_ids"/"attention_mask": int32 (B, L) (the image prompt,
+embed_jax/data/image_prompt.py), "teacher": float32 (B, d)}`. Every problem names the record: corrupt image bytes, a wrong shape, channel count or
 dtype, a missing image, a vector of the wrong length.
 """
 from __future__ import annotations
@@ -53,7 +53,10 @@ import numpy as np
 
 from embed_jax.data import images as image_processing
 from embed_jax.data import records
+from embed_jax.data.image_prompt import ImagePrompt, image_prompt_tokens  # noqa: F401 (read here by train/)
+from embed_jax.data.pipeline import PipelineConfigError
 from embed_jax.data.records import Manifest, RecordsError
+from embed_jax.models.heads import head_name
 
 KIND = "image_caption"
 NORMALISATION = "per head: the text path's own L2-normalised head output; heads concatenated, not renormalised"
@@ -240,8 +243,6 @@ def head_slices(manifest: Manifest) -> dict[str, slice]:
 
 def check_heads_for_training(manifest: Manifest, student_head_dims: Sequence[int], *, records_key: str) -> None:
     """The caption vectors must hold exactly the student's heads, same names, dims and order; errors name the key."""
-    from embed_jax.models.heads import head_name
-
     stored = [(teacher.name, teacher.dim) for teacher in manifest.teachers]
     expected = [(head_name(dim), dim) for dim in student_head_dims]
     if stored != expected:
@@ -288,45 +289,6 @@ class ImageRecordSource(grain.sources.RandomAccessDataSource):
         return f"ImageRecordSource({self.folder}, {len(self)} records)"
 
 
-# ------------------------------------------------------------------------------------------------ the image prompt
-
-
-@dataclasses.dataclass(frozen=True)
-class ImagePrompt:
-    """The token row every image stands on: [CLS] <img_start> N × <img_token> <img_end> [SEP] (the tokenizer's own
-    special tokens around it), and the three placeholder ids (`Student`'s vision.placeholders)."""
-
-    input_ids: np.ndarray  # int32 (L,)
-    start_id: int
-    token_id: int
-    end_id: int
-
-    @property
-    def placeholders(self) -> dict[str, int]:
-        return {"start_id": self.start_id, "token_id": self.token_id, "end_id": self.end_id}
-
-
-def image_prompt_tokens(tokenizer_path: str, num_tokens: int) -> ImagePrompt:
-    """Tokenise `image_prompt(num_tokens)` with the student's tokenizer (Rust `tokenizers`, no torch), after adding
-    the three placeholders as special tokens when missing — the same ids Hugging Face's `add_special_tokens` gives
-    (new tokens are numbered from the vocabulary's end, in order)."""
-    import tokenizers
-
-    from embed_jax.data import pipeline
-    from embed_jax.models.student import IMAGE_END, IMAGE_START, IMAGE_TOKEN, ImagePlaceholders, \
-        check_image_placeholders, image_prompt
-
-    tokenizer, _ = pipeline.load_tokenizer(tokenizer_path, num_tokens + 64)
-    names = [IMAGE_START, IMAGE_TOKEN, IMAGE_END]
-    missing = [name for name in names if tokenizer.token_to_id(name) is None]
-    tokenizer.add_special_tokens([tokenizers.AddedToken(name, special=True, normalized=False) for name in missing])
-    start_id, token_id, end_id = (tokenizer.token_to_id(name) for name in names)
-    input_ids = np.asarray(tokenizer.encode(image_prompt(num_tokens)).ids, np.int32)
-    placeholders = ImagePlaceholders(start_id=start_id, token_id=token_id, end_id=end_id)
-    check_image_placeholders(input_ids[None], num_tokens=num_tokens, placeholders=placeholders)
-    return ImagePrompt(input_ids=input_ids, start_id=start_id, token_id=token_id, end_id=end_id)
-
-
 # ------------------------------------------------------------------------------------------------------ batches
 
 
@@ -370,8 +332,6 @@ def make_image_dataset(source: ImageRecordSource, *, settings: image_processing.
                        prefetch_batches: int = 4, include_ids: bool = False) -> grain.IterDataset:
     """This process's stream of image batches (module docstring), as `pipeline.make_dataset` for text: seeded
     shuffle, epochs trimmed to whole global batches, this process's share, resumable iterator."""
-    from embed_jax.data.pipeline import PipelineConfigError
-
     if global_batch_size <= 0 or global_batch_size % process_count:
         raise PipelineConfigError(f"data.global_batch_size={global_batch_size} must be a positive multiple of the "
                                   f"process count ({process_count}).")

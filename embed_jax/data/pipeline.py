@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from embed_jax.assets import resolve_model_path
 from embed_jax.data import records
 from embed_jax.data.records import Manifest, RecordsError
 
@@ -131,8 +132,6 @@ def load_tokenizer(path: str, max_length: int):
     tokenizer.json's own truncation and padding settings are replaced: max_length comes from the training config.
     """
     import tokenizers
-
-    from embed_jax.teachers.assets import resolve_model_path  # imports no torch: it only locates folders
 
     folder = resolve_model_path(path)
     tokenizer_file = folder / "tokenizer.json"

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from embed_jax.data import digits, images
-from embed_jax.data.image_records import image_prompt_tokens
+from embed_jax.data.image_prompt import image_prompt_tokens
 from embed_jax.eval.tasks import Task, TaskResult, TextVectors
 from embed_jax.train import vision_stage, workdir
 

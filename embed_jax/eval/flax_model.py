@@ -24,7 +24,7 @@ from flax import nnx
 from embed_jax.data.pipeline import load_tokenizer
 from embed_jax.eval import overlap
 from embed_jax.eval.encoding import EncodeContext, EvalModel, EvalProgress, ModelSpecError, files_fingerprint
-from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.train import workdir
 
 POOLED_HEAD = "pooled"

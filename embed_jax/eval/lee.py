@@ -34,7 +34,7 @@ def lee_documents() -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1)
 def human_similarity() -> np.ndarray:
     """The symmetric 50×50 matrix of human mean similarity (the file holds its upper triangle and a unit diagonal)."""
-    path = corpora._gensim_file(SIMILARITY_FILE)  # the one place that locates gensim's bundled data
+    path = corpora.gensim_file(SIMILARITY_FILE)
     upper = np.loadtxt(path)
     count = len(lee_documents())
     if upper.shape != (count, count):

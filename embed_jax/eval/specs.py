@@ -18,7 +18,7 @@ from embed_jax.eval import overlap
 from embed_jax.eval.derived import ConcatenatedModel, PcaModel
 from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError
 from embed_jax.eval.flax_model import FlaxStudentModel
-from embed_jax.teachers.assets import AssetError, resolve_model_path
+from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.train.workdir import STUDENT_CONFIG_FILE, choose_stage, is_stage_folder, stage_folders
 
 CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX = "concat:", "pca:", "asset:"

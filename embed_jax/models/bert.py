@@ -1,7 +1,7 @@
 """BERT-family text encoder in Flax NNX: BERT, MiniLM (a small BERT) and RoBERTa / XLM-RoBERTa.
 
 Module and attribute names follow Hugging Face's `BertModel` (embeddings.word_embeddings, encoder.layer.{i}.attention.
-self.query, …) so that embed_jax/convert/tables/bert.py is mostly transposes. Differences from Hugging Face, on purpose:
+self.query, …) so that embed_jax/models/tables/bert.py is mostly transposes. Differences from Hugging Face, on purpose:
 - no pooler (dense + tanh on [CLS]): embedding models pool the last hidden states themselves (SPEC §1: masked mean);
 - no dropout: the encoder is deterministic (the paper's student, Qwen2, has none either);
 - RoBERTa/XLM-R number positions from the padding index (`padding_idx + 1, …` for real tokens, `padding_idx` for
@@ -288,5 +288,5 @@ def from_hf_config(
     source: str = "config.json",
     **options: Any,
 ) -> BertModel:
-    """A randomly initialised BertModel shaped like `hf_config` (weights come from embed_jax.convert.hf_import)."""
+    """A randomly initialised BertModel shaped like `hf_config` (weights come from embed_jax.models.hf_import)."""
     return BertModel(config_from_hf(hf_config, source=source, **options), dtype=dtype, param_dtype=param_dtype, rngs=rngs)

@@ -188,5 +188,5 @@ def from_hf_config(
     source: str = "config.json",
     **options: Any,
 ) -> GPT2Model:
-    """A randomly initialised GPT2Model shaped like `hf_config` (weights come from embed_jax.convert.hf_import)."""
+    """A randomly initialised GPT2Model shaped like `hf_config` (weights come from embed_jax.models.hf_import)."""
     return GPT2Model(config_from_hf(hf_config, source=source, **options), dtype=dtype, param_dtype=param_dtype, rngs=rngs)

@@ -14,7 +14,7 @@ construction in `nnx.use_eager_sharding(False)`, keeps the result independent of
 Layer stacks. With `scan=True` the N identical layers are one module whose parameters have a leading 'layers' axis
 (built with `nnx.vmap`, run with `nnx.scan`): XLA compiles one layer instead of N, which matters for deep models
 (stella has 28). With `scan=False` they are an `nnx.List` named like Hugging Face's (`layer.0`, `layer.1`, …). Both
-load the same Hugging Face weights (embed_jax/convert/hf_import.py stacks per-layer tensors) and give the same
+load the same Hugging Face weights (embed_jax/models/hf_import.py stacks per-layer tensors) and give the same
 numbers (tests/models/test_bert.py, test_qwen2.py).
 """
 from __future__ import annotations

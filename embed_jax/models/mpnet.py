@@ -2,7 +2,7 @@
 
 Mirrors Hugging Face's `MPNetModel` (transformers/models/mpnet/modeling_mpnet.py), with its module and attribute names
 (embeddings.word_embeddings, encoder.layer.{i}.attention.attn.q, encoder.relative_attention_bias, …) so that
-embed_jax/convert/tables/mpnet.py is mostly transposes. What sets MPNet apart from BERT:
+embed_jax/models/tables/mpnet.py is mostly transposes. What sets MPNet apart from BERT:
 - no token-type embeddings;
 - positions numbered from the padding index as RoBERTa does (`padding_idx + 1, …` for real tokens, `padding_idx` for
   pads). Hugging Face hard-codes padding_idx = 1 in `MPNetEmbeddings`, whatever config.json's pad_token_id says, and so
@@ -263,5 +263,5 @@ def from_hf_config(
     source: str = "config.json",
     **options: Any,
 ) -> MPNetModel:
-    """A randomly initialised MPNetModel shaped like `hf_config` (weights come from embed_jax.convert.hf_import)."""
+    """A randomly initialised MPNetModel shaped like `hf_config` (weights come from embed_jax.models.hf_import)."""
     return MPNetModel(config_from_hf(hf_config, source=source, **options), dtype=dtype, param_dtype=param_dtype, rngs=rngs)

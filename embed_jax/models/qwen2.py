@@ -225,5 +225,5 @@ def from_hf_config(
     source: str = "config.json",
     **options: Any,
 ) -> Qwen2Model:
-    """A randomly initialised Qwen2Model shaped like `hf_config` (weights come from embed_jax.convert.hf_import)."""
+    """A randomly initialised Qwen2Model shaped like `hf_config` (weights come from embed_jax.models.hf_import)."""
     return Qwen2Model(config_from_hf(hf_config, source=source, **options), dtype=dtype, param_dtype=param_dtype, rngs=rngs)

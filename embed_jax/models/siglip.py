@@ -4,7 +4,7 @@ patch conv (stride = kernel = patch) → + learned position embeddings → N pre
 → optional multi-head attention pooling ("MAP") head on a learned probe.
 
 Module and attribute names follow Hugging Face's (embeddings.patch_embedding, encoder.layers.{i}.self_attn.q_proj,
-post_layernorm, head.attention, …) so that embed_jax/convert/tables/siglip.py is mostly transposes. Differences:
+post_layernorm, head.attention, …) so that embed_jax/models/tables/siglip.py is mostly transposes. Differences:
 - images are channels-last (B, H, W, C), JAX's convolution layout; Hugging Face's processors give (B, C, H, W), which
   is recognised and refused with the transpose to apply;
 - no position-embedding interpolation: an image must have the configured size (a clear error otherwise);
@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from embed_jax.convert import hf_import
-from embed_jax.convert.tables.siglip import TABLE
-from embed_jax.models import attention, layers
+from embed_jax.models import attention, hf_import, layers
 from embed_jax.models.config_utils import build_config
+from embed_jax.models.tables.siglip import TABLE
 
 # config.json model_type values this tower reads: the vision model alone, or a full SigLIP (vision_config inside).
 VISION_MODEL_TYPE = "siglip_vision_model"

@@ -23,24 +23,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from embed_jax.convert import hf_import
-from embed_jax.models import layers, pooling, siglip
+from embed_jax.models import hf_import, layers, pooling, siglip
 from embed_jax.models.heads import EmbeddingHeads
+from embed_jax.models.image_tokens import ImagePlaceholders, check_image_placeholders
 from embed_jax.models.projection_pool import ProjectionPool
-
-IMAGE_START = "<img_start>"
-IMAGE_TOKEN = "<img_token>"
-IMAGE_END = "<img_end>"
+from embed_jax.models.st_pooling import pooling_from_folder
 
 CONFIG_KEYS = ("text_encoder", "text_options", "pooling", "heads", "vision", "dtype", "param_dtype")
 HEADS_KEYS = ("teacher_dim", "reduction_dims")
@@ -50,60 +45,8 @@ PLACEHOLDER_KEYS = ("start_id", "token_id", "end_id")
 
 NO_VISION_TOWER = "this student has no vision tower: build it with a 'vision' config to pass pixel_values"
 
-# sentence-transformers 1_Pooling/config.json flags → embed_jax pooling names.
-SENTENCE_TRANSFORMERS_POOLING = {
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_lasttoken": "last",
-}
 
-
-# ------------------------------------------------------------------------------------------------ placeholders
-
-
-@dataclasses.dataclass(frozen=True)
-class ImagePlaceholders:
-    """Token ids of `<img_start>`, `<img_token>` and `<img_end>` in the student's tokenizer."""
-
-    start_id: int
-    token_id: int
-    end_id: int
-
-
-def image_prompt(num_tokens: int) -> str:
-    """The text that stands for one image: `<img_start>` + num_tokens × `<img_token>` + `<img_end>`."""
-    return IMAGE_START + IMAGE_TOKEN * num_tokens + IMAGE_END
-
-
-def add_image_placeholders(tokenizer: Any) -> ImagePlaceholders:
-    """Add the three placeholder tokens to a Hugging Face tokenizer (as special tokens, never split) if missing."""
-    names = [IMAGE_START, IMAGE_TOKEN, IMAGE_END]
-    missing = [name for name in names if name not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-    start_id, token_id, end_id = tokenizer.convert_tokens_to_ids(names)
-    return ImagePlaceholders(start_id=start_id, token_id=token_id, end_id=end_id)
-
-
-def check_image_placeholders(input_ids: Any, *, num_tokens: int, placeholders: ImagePlaceholders) -> None:
-    """Host-side check of an image batch: every row holds exactly one `<img_start>`, `num_tokens` × `<img_token>`
-    and one `<img_end>`, in that order and contiguous. Raises a ValueError naming the rows that do not."""
-    ids = np.asarray(input_ids)
-    problems = []
-    for row, row_ids in enumerate(ids):
-        starts = np.flatnonzero(row_ids == placeholders.start_id)
-        count = int(np.sum(row_ids == placeholders.token_id))
-        ends = np.flatnonzero(row_ids == placeholders.end_id)
-        if count != num_tokens:
-            problems.append(f"row {row}: {count} × {IMAGE_TOKEN}, the projection pool gives {num_tokens}")
-        elif len(starts) != 1 or len(ends) != 1 or ends[0] != starts[0] + num_tokens + 1:
-            problems.append(f"row {row}: not one contiguous {IMAGE_START} + {num_tokens} × {IMAGE_TOKEN} + {IMAGE_END}")
-    if problems:
-        raise ValueError(
-            "image batch does not match the student's projection pool:\n  " + "\n  ".join(problems) + "\n"
-            f"Tokenize each image as image_prompt({num_tokens}) (embed_jax.models.student) with a max_length long "
-            f"enough to keep all {num_tokens + 2} placeholder tokens."
-        )
+# ------------------------------------------------------------------------------- image tokens in the embeddings
 
 
 def insert_image_tokens(
@@ -413,23 +356,3 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         ):
             raise ValueError(f"student config key vision.placeholders={ids} must be three distinct token ids ≥ 0")
     return config
-
-
-def pooling_from_folder(folder: str | Path) -> str:
-    """The pooling a sentence-transformers folder declares (1_Pooling/config.json), else the paper's mean."""
-    folder = Path(folder)
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
-        return "mean"
-    for module in json.loads(modules_file.read_text()):
-        if module.get("type", "").endswith("Pooling"):
-            settings = json.loads((folder / module["path"] / "config.json").read_text())
-            chosen = [name for flag, name in SENTENCE_TRANSFORMERS_POOLING.items() if settings.get(flag)]
-            if len(chosen) != 1:
-                raise ValueError(
-                    f"{folder / module['path'] / 'config.json'} asks for pooling "
-                    f"{[flag for flag, on in settings.items() if on is True]}; embed_jax supports exactly one of "
-                    f"{list(SENTENCE_TRANSFORMERS_POOLING)}: pass pooling_method= to choose"
-                )
-            return chosen[0]
-    return "mean"

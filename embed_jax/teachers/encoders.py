@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from embed_jax.teachers import assets
+from embed_jax import assets
 
 POOLINGS = ("auto", "mean", "cls")
 # Files that describe a model but do not change its vectors.

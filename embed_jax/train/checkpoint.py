@@ -36,6 +36,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from embed_jax.models.param_paths import path_name
+
 METADATA_ITEM = "run_metadata"
 DATA_ITERATOR_ITEM = "data_iterator"
 RESERVED_ITEMS = (METADATA_ITEM, DATA_ITERATOR_ITEM)
@@ -76,21 +78,6 @@ def config_fingerprint(values: Mapping[str, Any]) -> str:
     """A short, stable hash of JSON-able config values (key order does not matter)."""
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def path_name(path: tuple) -> str:
-    """'params/encoder/layers/0/kernel' for a jax key path (NNX Variables' trailing '.value' dropped)."""
-    parts = []
-    for key in path:
-        for attribute in ("key", "name", "idx"):
-            if hasattr(key, attribute):
-                parts.append(str(getattr(key, attribute)))
-                break
-        else:
-            parts.append(str(key))
-    if len(parts) > 1 and parts[-1] == "value":
-        parts.pop()
-    return "/".join(parts)
 
 
 def array_shapes(state: Mapping[str, Any]) -> dict[str, list[int]]:

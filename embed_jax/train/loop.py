@@ -28,7 +28,7 @@ from embed_jax import losses
 from embed_jax.data import pipeline, records
 from embed_jax.models.heads import head_name
 from embed_jax.models.student import Student
-from embed_jax.teachers.assets import resolve_model_path
+from embed_jax.assets import resolve_model_path
 from embed_jax.train import checkpoint, metrics, optimizer as optimizers, sharding, stages, step as steps
 from embed_jax.train import vision_stage
 from embed_jax.train.metrics import read_metrics

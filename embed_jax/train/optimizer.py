@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import optax
 
+from embed_jax.models.param_paths import path_name, path_parts
+
 DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "warmup_fraction": 0.05,
@@ -41,31 +43,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _key_name(key: Any) -> str | None:
-    """One path component as text; the `.value` attribute NNX Variables add at the end of a path is dropped."""
-    if isinstance(key, jax.tree_util.DictKey):
-        return str(key.key)
-    if isinstance(key, jax.tree_util.SequenceKey):
-        return str(key.idx)
-    if isinstance(key, jax.tree_util.GetAttrKey):
-        return None if key.name == "value" else key.name
-    if isinstance(key, jax.tree_util.FlattenedIndexKey):
-        return str(key.key)
-    return str(key)
-
-
-def path_name(key_path: tuple) -> str:
-    """A JAX key path as 'text_encoder/encoder/layer/4/output/dense/bias' (the format of stages.path_name)."""
-    return "/".join(name for name in map(_key_name, key_path) if name is not None)
-
-
 def decay_mask(params: Any, no_decay_pattern: str = DEFAULTS["no_decay_pattern"]) -> Any:
     """True where AdamW's weight decay applies: arrays of rank ≥ 2 whose path has no component matching
     `no_decay_pattern`. Works on NNX States (Variables) and on plain pytrees of arrays alike."""
     no_decay = re.compile(no_decay_pattern)
 
     def decays(key_path: tuple, leaf: Any) -> bool:
-        names = [name for name in map(_key_name, key_path) if name is not None]
+        names = path_parts(key_path)
         return len(getattr(leaf, "shape", ())) >= 2 and not any(no_decay.search(name) for name in names)
 
     return jax.tree_util.tree_map_with_path(decays, params)

@@ -17,14 +17,11 @@ from typing import Any
 import jax
 from flax import nnx
 
+from embed_jax.models.param_paths import path_name  # noqa: F401 (callers write stages.path_name)
+
 TRAINABLE_CHOICES = ("heads", "heads+last_layers", "all", "vision", "encoder+heads")
 
 PathFilter = Callable[[tuple, Any], bool]
-
-
-def path_name(path: tuple) -> str:
-    """('text_encoder', 'encoder', 'layer', 4, 'output') → 'text_encoder/encoder/layer/4/output'."""
-    return "/".join(str(part) for part in path)
 
 
 def encoder_layer_index(path: tuple) -> int | None:

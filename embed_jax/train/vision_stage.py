@@ -33,7 +33,7 @@ from embed_jax.data import image_records, images, pipeline
 from embed_jax.data.records import RecordsError
 from embed_jax.models import siglip
 from embed_jax.models.student import Student
-from embed_jax.teachers.assets import resolve_model_path
+from embed_jax.assets import resolve_model_path
 
 FINGERPRINT_PREFIX = "text-path:"
 STUDENT_CONFIG_FILE = "student_config.json"

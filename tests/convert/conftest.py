@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from embed_jax.models.student import Student
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
 from embed_jax.train import checkpoint, loop
 
 REPO = Path(__file__).resolve().parents[2]

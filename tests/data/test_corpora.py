@@ -70,7 +70,7 @@ def test_wiki_passages_are_clean_prose():
     from gensim.corpora.wikicorpus import extract_pages
     import bz2
 
-    with bz2.open(corpora._gensim_file(corpora.WIKI_DUMP)) as dump:
+    with bz2.open(corpora.gensim_file(corpora.WIKI_DUMP)) as dump:
         articles = [text for _, text, _ in itertools.islice(extract_pages(dump, filter_namespaces=("0",)), 12)
                     if not text.lstrip().upper().startswith("#REDIRECT")]
     passages = [passage for article in articles[:3] for passage in corpora.wiki_article_passages(article)]

@@ -53,7 +53,7 @@ def test_batches_are_aligned_tokenised_and_bucketed(source):
 def test_tokenizer_gives_the_ids_of_hugging_face_tokenizers(source):
     from transformers import AutoTokenizer
 
-    from embed_jax.teachers.assets import AssetError, resolve_model_path
+    from embed_jax.assets import AssetError, resolve_model_path
 
     texts = [source[index]["text"] for index in range(len(source))]
     for name in ("asset:all-MiniLM-L6-v2", "asset:all-mpnet-base-v2"):
@@ -159,7 +159,7 @@ def test_folders_read_as_one_must_agree(records_folder, float32_records_folder):
 
 def test_training_path_imports_no_torch():
     code = ("import sys; import embed_jax.data.pipeline, embed_jax.data.records, embed_jax.data.corpora, "
-            "embed_jax.data.sources, embed_jax.teachers.assets; "
+            "embed_jax.data.sources, embed_jax.assets; "
             "bad = [name for name in ('torch', 'sentence_transformers', 'transformers') if name in sys.modules]; "
             "sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], check=True)

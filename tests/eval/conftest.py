@@ -17,7 +17,7 @@ import torch
 
 from embed_jax.data import corpora
 from embed_jax.train.workdir import RUN_CONFIG_FILE
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
 
 # Other test processes share the machine's two cores (see tests/teachers/conftest.py).
 torch.set_num_threads(1)

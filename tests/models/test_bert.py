@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from embed_jax.convert.hf_import import load_text_encoder
 from embed_jax.models import pooling
+from embed_jax.models.hf_import import load_text_encoder
 
 TOLERANCE = 1e-4  # issue 3: fp32 parity, absolute
 

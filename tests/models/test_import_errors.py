@@ -8,10 +8,9 @@ import transformers
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from embed_jax.convert import hf_import
-from embed_jax.convert.hf_import import WeightMismatchError, load_text_encoder
-from embed_jax.convert.tables.bert import TABLE as BERT_TABLE
-from embed_jax.models import bert
+from embed_jax.models import bert, hf_import
+from embed_jax.models.hf_import import WeightMismatchError, load_text_encoder
+from embed_jax.models.tables.bert import TABLE as BERT_TABLE
 
 BERT_CONFIG = dict(vocab_size=31, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=12,
                    max_position_embeddings=8)

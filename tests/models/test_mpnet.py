@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
-from embed_jax.convert.hf_import import load_text_encoder
 from embed_jax.models import mpnet, pooling
+from embed_jax.models.hf_import import load_text_encoder
 from embed_jax.train import sharding, stages
 
 TOLERANCE = 1e-4  # issue 3: fp32 parity, absolute
@@ -239,7 +239,7 @@ def wordnet_definitions(count, seed=0):
 
 @pytest.fixture(scope="module")
 def mpnet_folder():
-    from embed_jax.teachers.assets import AssetError, resolve_model_path
+    from embed_jax.assets import AssetError, resolve_model_path
 
     try:
         return str(resolve_model_path("asset:all-mpnet-base-v2"))

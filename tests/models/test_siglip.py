@@ -12,8 +12,8 @@ from transformers import SiglipConfig, SiglipModel
 from transformers import SiglipVisionConfig as HFSiglipVisionConfig
 from transformers import SiglipVisionModel as HFSiglipVisionModel
 
-from embed_jax.convert.hf_import import WeightMismatchError
 from embed_jax.models import siglip
+from embed_jax.models.hf_import import WeightMismatchError
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, image_size=30,
             patch_size=6)

@@ -10,17 +10,11 @@ from gensim.test.utils import datapath
 from sentence_transformers import SentenceTransformer
 from transformers import AutoTokenizer, BertModel, SiglipVisionConfig, SiglipVisionModel
 
-from embed_jax.models.student import (
-    ImagePlaceholders,
-    Student,
-    add_image_placeholders,
-    check_image_placeholders,
-    image_prompt,
-    insert_image_tokens,
-    pooling_from_folder,
-    validate_config,
-)
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
+from embed_jax.models.image_tokens import (ImagePlaceholders, add_image_placeholders, check_image_placeholders,
+                                           image_prompt)
+from embed_jax.models.st_pooling import pooling_from_folder
+from embed_jax.models.student import Student, insert_image_tokens, validate_config
 
 HEADS = {"teacher_dim": 48, "reduction_dims": [16, 8]}
 TINY_BERT = dict(model_type="bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -360,7 +354,7 @@ def test_num_layers_keeps_the_first_layers_of_the_real_minilm():
     from flax import nnx
 
     from embed_jax.models.student import Student
-    from embed_jax.teachers.assets import minilm_path
+    from embed_jax.assets import minilm_path
 
     heads = {"teacher_dim": 8, "reduction_dims": []}
     small = Student.from_pretrained(minilm_path(), heads=heads, text_options={"num_layers": 3})

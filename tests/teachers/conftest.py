@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
 
 # Other test processes share this machine's two cores; OpenMP threads spin-waiting for busy cores made each MiniLM
 # forward ~5× slower than one thread does (measured here), so the teachers run single-threaded in tests.

@@ -7,7 +7,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from embed_jax.data import corpora
 from embed_jax.teachers import encoders
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from sentence_transformers import SentenceTransformer
 from embed_jax.data import records
 from embed_jax.data.records import RecordsError
 from embed_jax.teachers import encoders, export, reuse, targets
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,7 @@ def tiny_student(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from embed_jax.teachers.assets import minilm_path
+    from embed_jax.assets import minilm_path
 
     folder = tmp_path_factory.mktemp("tiny_student")
     torch.manual_seed(0)

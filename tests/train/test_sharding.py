@@ -14,7 +14,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from embed_jax import losses
-from embed_jax.convert.hf_import import load_text_encoder
+from embed_jax.models.hf_import import load_text_encoder
 from embed_jax.train import optimizer, sharding
 
 MESH_SHAPES = [(8, 1, 1), (2, 2, 2), (1, 4, 2), (1, 1, 8)]

@@ -19,7 +19,7 @@ def tiny_text_folder(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from embed_jax.teachers.assets import minilm_path
+    from embed_jax.assets import minilm_path
 
     folder = tmp_path_factory.mktemp("tiny_text")
     torch.manual_seed(0)
@@ -33,7 +33,7 @@ def tiny_text_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def image_prompt(tiny_text_folder):
-    from embed_jax.data.image_records import image_prompt_tokens
+    from embed_jax.data.image_prompt import image_prompt_tokens
 
     return image_prompt_tokens(str(tiny_text_folder), NUM_IMAGE_TOKENS)
 

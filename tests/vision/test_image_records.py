@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from embed_jax.data import digits, image_records, records
+from embed_jax.data.image_prompt import image_prompt_tokens
 from embed_jax.data.records import RecordsError
 
 HEADS = [image_records.CaptionHead("dense_6", 6), image_records.CaptionHead("dense_2", 2)]
@@ -49,12 +50,12 @@ def test_round_trip_raw_and_png(tmp_path):
 def test_placeholder_ids_equal_hugging_face_add_special_tokens(tiny_text_folder):
     from transformers import AutoTokenizer
 
-    from embed_jax.models.student import add_image_placeholders, image_prompt
+    from embed_jax.models import image_tokens
 
-    prompt = image_records.image_prompt_tokens(str(tiny_text_folder), 4)
+    prompt = image_prompt_tokens(str(tiny_text_folder), 4)
     tokenizer = AutoTokenizer.from_pretrained(tiny_text_folder)
-    assert vars(add_image_placeholders(tokenizer)) == prompt.placeholders
-    assert tokenizer(image_prompt(4))["input_ids"] == prompt.input_ids.tolist()
+    assert vars(image_tokens.add_image_placeholders(tokenizer)) == prompt.placeholders
+    assert tokenizer(image_tokens.image_prompt(4))["input_ids"] == prompt.input_ids.tolist()
 
 
 def export_error(tmp_path, bad_row):

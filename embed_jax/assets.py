@@ -10,7 +10,7 @@ that no machine-specific path is written into a config. This module installs not
 raises an error that prints the pip line to run. It imports no torch, so the training path may use it to find the
 student's tokenizer.
 
-    python -m embed_jax.teachers.assets      # prints both folders, unpacking all-mpnet-base-v2 on first use
+    python -m embed_jax.assets      # prints both folders, unpacking all-mpnet-base-v2 on first use
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hugging Face folder (config.json + safetensors, sharded or not) → Flax NNX module with the same numbers.
 
 The machinery is family-agnostic: a family contributes a model builder (embed_jax/models/<family>.py,
-`from_hf_config`) and a name table (embed_jax/convert/tables/<family>.py, format in tables/__init__.py).
+`from_hf_config`) and a name table (embed_jax/models/tables/<family>.py, format in tables/__init__.py).
 
     module, hf_config = load_text_encoder(folder)                 # any supported text encoder
     report = load_weights(module, folder, table)                  # fill an existing module from a folder
@@ -30,7 +30,9 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from embed_jax.convert.tables import CONV_OIHW_TO_HWIO, IDENTITY, RESHAPE, TRANSPOSE, Rule, Table, Transform
+from embed_jax.models.param_paths import flat_variables, path_name
+from embed_jax.models.tables import (CONV_OIHW_TO_HWIO, IDENTITY, RESHAPE, TRANSPOSE, CompiledRule, Rule, Table,
+                                     Transform, compile_rules, flax_target, stacked_location)
 
 __all__ = [
     "CONV_OIHW_TO_HWIO", "IDENTITY", "RESHAPE", "TRANSPOSE", "Rule", "Table", "Transform",
@@ -41,12 +43,12 @@ __all__ = [
 
 # model_type (config.json) → (module with `from_hf_config`, module with `TABLE`).
 _TEXT_FAMILIES: dict[str, tuple[str, str]] = {
-    "bert": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
-    "roberta": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
-    "xlm-roberta": ("embed_jax.models.bert", "embed_jax.convert.tables.bert"),
-    "gpt2": ("embed_jax.models.gpt2", "embed_jax.convert.tables.gpt2"),
-    "mpnet": ("embed_jax.models.mpnet", "embed_jax.convert.tables.mpnet"),
-    "qwen2": ("embed_jax.models.qwen2", "embed_jax.convert.tables.qwen2"),
+    "bert": ("embed_jax.models.bert", "embed_jax.models.tables.bert"),
+    "roberta": ("embed_jax.models.bert", "embed_jax.models.tables.bert"),
+    "xlm-roberta": ("embed_jax.models.bert", "embed_jax.models.tables.bert"),
+    "gpt2": ("embed_jax.models.gpt2", "embed_jax.models.tables.gpt2"),
+    "mpnet": ("embed_jax.models.mpnet", "embed_jax.models.tables.mpnet"),
+    "qwen2": ("embed_jax.models.qwen2", "embed_jax.models.tables.qwen2"),
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_TEXT_FAMILIES))
 
@@ -162,47 +164,14 @@ def open_checkpoint(folder: str | Path) -> CheckpointTensors:
 # Applying a table
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in path)
-
-
-def _param_variables(module: nnx.Module) -> dict[str, nnx.Variable]:
-    """The module's parameters by dotted path (e.g. 'encoder.layer.0.attention.self.query.kernel')."""
-    return {_dotted(path): variable for path, variable in nnx.to_flat_state(nnx.state(module, nnx.Param))}
-
-
-def _compile_rules(table: Table) -> list[tuple[re.Pattern[str], str, Transform]]:
-    return [(re.compile(regex), template, transform) for regex, template, transform in table.rules]
-
-
-def _target(rules: list[tuple[re.Pattern[str], str, Transform]], name: str) -> tuple[str, Transform] | None:
-    """The Flax path and transform of the first rule matching the whole `name`, or None."""
-    for pattern, template, transform in rules:
-        match = pattern.fullmatch(name)
-        if match:
-            return template.format(*match.groups(), **match.groupdict()), transform
-    return None
-
-
-def _choose_prefix(names: list[str], table: Table, rules: list) -> str:
+def _choose_prefix(names: list[str], table: Table, rules: list[CompiledRule]) -> str:
     """The checkpoint prefix ("" or one of the table's) under which the most tensor names match a rule."""
     best_prefix, best_count = "", -1
     for prefix in ("",) + tuple(table.prefixes):
-        count = sum(1 for name in names if name.startswith(prefix) and _target(rules, name[len(prefix):]))
+        count = sum(1 for name in names if name.startswith(prefix) and flax_target(rules, name[len(prefix):]))
         if count > best_count:
             best_prefix, best_count = prefix, count
     return best_prefix
-
-
-def _stacked_location(path: str, params: Mapping[str, nnx.Variable]) -> tuple[str, int] | None:
-    """For a per-layer path such as 'encoder.layer.3.x.kernel' of a scanned model: ('encoder.layer.x.kernel', 3)."""
-    parts = path.split(".")
-    for position, part in enumerate(parts):
-        if part.isdigit():
-            stacked_path = ".".join(parts[:position] + parts[position + 1:])
-            if stacked_path in params:
-                return stacked_path, int(part)
-    return None
 
 
 def _shape(variable: nnx.Variable) -> tuple[int, ...]:
@@ -225,9 +194,9 @@ def assign_weights(
     Raises WeightMismatchError naming every missing, unexpected and mis-shaped tensor; the module is left untouched
     then. Values are cast to each parameter's dtype (the module's param_dtype).
     """
-    rules = _compile_rules(table)
+    rules = compile_rules(table)
     ignored_patterns = [re.compile(regex) for regex in table.ignored]
-    params = _param_variables(module)
+    params = flat_variables(module, separator=".")
     names = sorted(tensors)
     prefix = _choose_prefix(names, table, rules)
 
@@ -239,12 +208,12 @@ def assign_weights(
 
     for name in names:
         stripped = name[len(prefix):] if name.startswith(prefix) else name
-        target = _target(rules, stripped) if name.startswith(prefix) else None
+        target = flax_target(rules, stripped) if name.startswith(prefix) else None
         if target is None:
             (ignored if _is_ignored(name, stripped, ignored_patterns) else unexpected).append(name)
             continue
         path, transform = target
-        location = (path, None) if path in params else _stacked_location(path, params)
+        location = (path, None) if path in params else stacked_location(path, params)
         if location is None or (location[1] is not None and location[1] >= _shape(params[location[0]])[0]):
             unexpected.append(f"{name} → {path} (the model has no such parameter)")
             continue
@@ -288,7 +257,7 @@ def assign_weights(
 
     new_values = {**direct, **stacked}
     flat = [
-        (path, variable.replace(jnp.asarray(new_values[_dotted(path)])))
+        (path, variable.replace(jnp.asarray(new_values[path_name(path, separator=".")])))
         for path, variable in nnx.to_flat_state(nnx.state(module, nnx.Param))
     ]
     nnx.update(module, nnx.from_flat_state(flat))
@@ -313,7 +282,7 @@ def _mismatch_message(
             lines.extend(f"    {entry}" for entry in entries)
     lines.append(
         "Check that config.json belongs to these weights (sizes, layer count, model_type) and that the folder is "
-        "complete; a checkpoint of another architecture needs its own table in embed_jax/convert/tables/."
+        "complete; a checkpoint of another architecture needs its own table in embed_jax/models/tables/."
     )
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ ignored: the embeddings, every layer's q/k/v/o, LayerNorms and feed-forward, and
 `relative_attention_bias` map one to one; the `position_ids` buffer and the [CLS] pooler (dense + tanh, unused by
 mean-pooling embedding models; BERT's table drops it the same way) are ignored on import.
 """
-from embed_jax.convert.tables import IDENTITY, TRANSPOSE, Table
+from embed_jax.models.tables import IDENTITY, TRANSPOSE, Table
 
 _LAYER = r"encoder\.layer\.(\d+)\."
 

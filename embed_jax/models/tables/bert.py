@@ -1,5 +1,5 @@
 """Name table: Hugging Face BertModel / RobertaModel / XLMRobertaModel ↔ embed_jax.models.bert.BertModel."""
-from embed_jax.convert.tables import IDENTITY, TRANSPOSE, Table
+from embed_jax.models.tables import IDENTITY, TRANSPOSE, Table
 
 _LAYER = r"encoder\.layer\.(\d+)\."
 _NORM = r"(weight|gamma)"  # checkpoints from before PyTorch's rename call LayerNorm scale 'gamma' and bias 'beta'

@@ -1,6 +1,6 @@
-"""The declarative format of the Hugging Face ↔ Flax name tables, and the transforms they use.
+"""The declarative format of the Hugging Face ↔ Flax name tables, the transforms they use, and how a name is matched.
 
-A family's table (embed_jax/convert/tables/<family>.py) is a `Table`: a tuple of rules
+A family's table (embed_jax/models/tables/<family>.py) is a `Table`: a tuple of rules
 
     (hf_regex, flax_path_template, transform)
 
@@ -11,12 +11,20 @@ positional, or `{name}` for named groups); `transform` turns the PyTorch array i
 
 Stacked (scanned) layers need no special rules: a rule names the per-layer path, e.g. `encoder.layer.{0}.….kernel`,
 and the importer writes it into row {0} of the stacked parameter `encoder.layer.….kernel` when the model was built
-with `scan=True` (see embed_jax/convert/hf_import.py).
+with `scan=True` (see embed_jax/models/hf_import.py; `stacked_location` finds the row).
+
+The importer (embed_jax/models/hf_import.py) and the exporters (text encoder, vision tower; docs/export.md) read a
+table the same way:
+
+    rules = compile_rules(table)
+    flax_path, transform = flax_target(rules, hf_name)     # None when no rule matches
+    location = stacked_location(flax_path, params)         # a scanned model's (stacked path, layer row), or None
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Container, Sequence
 
 import numpy as np
 
@@ -81,3 +89,34 @@ class Table:
     rules: tuple[Rule, ...]
     ignored: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
+
+
+# A rule with its regex compiled: (pattern, flax_path_template, transform).
+CompiledRule = tuple[re.Pattern[str], str, Transform]
+
+
+def compile_rules(table: Table) -> list[CompiledRule]:
+    """The table's rules with their regexes compiled, in the table's order (the first match wins)."""
+    return [(re.compile(regex), template, transform) for regex, template, transform in table.rules]
+
+
+def flax_target(rules: Sequence[CompiledRule], hf_name: str) -> tuple[str, Transform] | None:
+    """The dotted Flax path and the transform of the first rule whose regex matches the whole `hf_name` (checkpoint
+    prefix already removed), or None when no rule does."""
+    for pattern, template, transform in rules:
+        match = pattern.fullmatch(hf_name)
+        if match:
+            return template.format(*match.groups(), **match.groupdict()), transform
+    return None
+
+
+def stacked_location(flax_path: str, params: Container[str]) -> tuple[str, int] | None:
+    """Where a per-layer path lives in a scanned model: 'encoder.layer.3.x.kernel' → ('encoder.layer.x.kernel', 3)
+    when `params` (dotted parameter paths) holds the stacked path; None when it holds no such stacked parameter."""
+    parts = flax_path.split(".")
+    for position, part in enumerate(parts):
+        if part.isdigit():
+            stacked_path = ".".join(parts[:position] + parts[position + 1:])
+            if stacked_path in params:
+                return stacked_path, int(part)
+    return None

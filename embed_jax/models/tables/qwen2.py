@@ -1,5 +1,5 @@
 """Name table: Hugging Face Qwen2Model / Qwen2ForCausalLM ↔ embed_jax.models.qwen2.Qwen2Model."""
-from embed_jax.convert.tables import IDENTITY, TRANSPOSE, Table
+from embed_jax.models.tables import IDENTITY, TRANSPOSE, Table
 
 _LAYER = r"layers\.(\d+)\."
 

@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from embed_jax.teachers import assets
+from embed_jax import assets
 
 
 def split_zip(tmp_path, files: dict[str, bytes], folder: str, parts: int):

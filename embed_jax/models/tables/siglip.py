@@ -1,5 +1,5 @@
 """Name table: Hugging Face SiglipVisionModel (or the vision half of SiglipModel) ↔ embed_jax.models.siglip."""
-from embed_jax.convert.tables import CONV_OIHW_TO_HWIO, IDENTITY, TRANSPOSE, Table
+from embed_jax.models.tables import CONV_OIHW_TO_HWIO, IDENTITY, TRANSPOSE, Table
 
 _LAYER = r"encoder\.layers\.(\d+)\."
 _LINEAR = r"(q_proj|k_proj|v_proj|out_proj)"

@@ -3,7 +3,7 @@
 GPT-2's projections are Conv1D modules whose weight is already (in, out): no transposes. The fused q/k/v projection
 (embed, 3·embed) is reshaped to (embed, 3, embed) (see embed_jax/models/gpt2.py for why).
 """
-from embed_jax.convert.tables import IDENTITY, RESHAPE, Table
+from embed_jax.models.tables import IDENTITY, RESHAPE, Table
 
 _LAYER = r"h\.(\d+)\."
 
