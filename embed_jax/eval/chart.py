@@ -14,7 +14,7 @@ def plot_results(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[floa
     import matplotlib.pyplot as plt
 
     width = 0.8 / max(len(rows), 1)
-    figure, axis = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) * max(1, len(rows)) ** 0.5 + 2), 4.2))
+    figure, axis = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(columns) * len(rows) + 4)), 4.5))
     for number, (label, values) in enumerate(rows):
         positions = [column + (number - (len(rows) - 1) / 2) * width for column in range(len(columns))]
         heights = [value if value is not None else 0.0 for value in values]
