@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from embed_jax.convert import hf_export, hf_vision, model_card
+from embed_jax.convert import hf_export, hf_vision, model_card, tokenizer_files
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
 from embed_jax.models.hf_import import open_checkpoint, resolve_model_folder
 from embed_jax.models.student import validate_config
@@ -37,8 +37,6 @@ from embed_jax.train import workdir as workdir_lib
 from embed_jax.train.metrics import read_metrics
 from embed_jax.train.workdir import checkpoint_steps, choose_stage, stage_folders
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                   "merges.txt", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
                     "tokenizer.model")
 
@@ -164,26 +162,6 @@ class ExportResult:
     notices: tuple[str, ...]
 
 
-def copy_tokenizer(source: Path, staging: Path) -> list[str]:
-    """Copies the tokenizer files; gives a tokenizer without a pad token (GPT-2) its end-of-text token as pad token,
-    so that sentence-transformers can batch (the pad id never matters: padded positions are masked)."""
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, staging / name)
-    from transformers import AutoTokenizer  # torch: only when a folder is written, not when this module is read
-
-    tokenizer = AutoTokenizer.from_pretrained(str(staging))
-    if tokenizer.pad_token is not None:
-        return []
-    substitute = tokenizer.eos_token or tokenizer.unk_token
-    if substitute is None:
-        raise ExportError(f"the tokenizer in {source} has no pad, end-of-text or unknown token to pad batches with; "
-                          "give it a pad token (tokenizer.add_special_tokens) and pass --tokenizer=FOLDER")
-    tokenizer.pad_token = substitute
-    tokenizer.save_pretrained(str(staging))
-    return [f"The tokenizer had no pad token; {substitute!r} serves as one (padded positions are masked out)."]
-
-
 def export(
     workdir: str | Path,
     out: str | Path,
@@ -251,7 +229,7 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         hf_export.write_backbone(staging, tensors, text_encoder)
-        notices += copy_tokenizer(tokenizer_dir, staging)
+        notices += tokenizer_files.copy_tokenizer(tokenizer_dir, staging)
         hf_export.write_heads(staging, heads)
         hf_export.write_sentence_transformers_files(
             staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),

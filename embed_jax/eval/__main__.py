@@ -26,7 +26,8 @@ _MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for 
                                    "embed_jax/eval/specs.py.", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md and cache/.", flag_values=FLAGS)
 _TASKS = flags.DEFINE_string("tasks", ",".join(tasks.DEFAULT_TASKS), "Comma-separated tasks (default: all of "
-                             f"{', '.join(tasks.DEFAULT_TASKS)}).", flag_values=FLAGS)
+                             f"{', '.join(tasks.DEFAULT_TASKS)}); your own data as beir:FOLDER[:SPLIT] (corpus.jsonl, "
+                             "queries.jsonl, qrels/SPLIT.tsv) or pairs:FILE (text1, text2, score).", flag_values=FLAGS)
 _MAX_LENGTH = flags.DEFINE_integer("max_length", 0, "Token window for every model (default 0: each model's own).",
                                    flag_values=FLAGS)
 _PCA_FIT_TEXTS = flags.DEFINE_integer("pca_fit_texts", encoding.EncodeContext.pca_fit_texts, "Built-in training "
@@ -36,7 +37,7 @@ _ALLOW_OVERLAP = flags.DEFINE_bool("allow_overlap", False, "Score models whose t
 _NO_CACHE = flags.DEFINE_bool("no_cache", False, "Do not read or write DIR/cache.", flag_values=FLAGS)
 _PROGRESS_EVERY_S = flags.DEFINE_float("progress_every_s", 10.0, "Seconds between progress lines.",
                                        flag_values=FLAGS)
-USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, overlap.HoldoutOverlapError,
+USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, tasks.TaskDataError, overlap.HoldoutOverlapError,
                overlap.TrainingRecordsError, report.OutputFolderError)
 
 

@@ -1,7 +1,9 @@
-"""The evaluation's output files: results.json (everything) and results.md (the table), in the --out folder.
+"""The evaluation's output files: results.json (everything), results.md (the table) and results.png (the table as a
+bar chart, embed_jax/eval/chart.py), in the --out folder.
 
 The folder may already hold an earlier evaluation's output (and its vector cache); those two files are replaced.
-Any other results.json / results.md there (not written by embed_jax.eval) is left alone and the run refuses.
+Any other results.json / results.md / results.png there (not written by embed_jax.eval) is left alone and the run
+refuses.
 """
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from embed_jax.eval import overlap
+from embed_jax.eval import chart, overlap
+from embed_jax.eval.tasks import TASK_PREFIXES
 
 FORMAT = "embed_jax.eval/1"
-JSON_FILE, MARKDOWN_FILE = "results.json", "results.md"
+JSON_FILE, MARKDOWN_FILE, CHART_FILE = "results.json", "results.md", "results.png"
 
 # (column title, metric key) of the Markdown table; the JSON holds every metric.
 COLUMNS = (
@@ -23,6 +26,9 @@ COLUMNS = (
     ("WN R@10", "wordnet_retrieval/recall@10"),
     ("WN MRR@10", "wordnet_retrieval/mrr@10"),
 )
+# Titles of the metrics of the user's own tasks (beir:, pairs:), whose columns follow the built-in ones.
+METRIC_TITLES = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "spearman": "Spearman", "pearson": "Pearson",
+                 "recall@1": "R@1", "recall@10": "R@10", "recall@100": "R@100"}
 HOLDOUT_MARKS = {overlap.CLEAN: "", overlap.EXTERNAL: "", overlap.UNCHECKED: " †", overlap.OVERLAP_ALLOWED: " ‡"}
 
 
@@ -42,9 +48,10 @@ def check_output_folder(out_dir: Path) -> None:
         if not ours:
             raise OutputFolderError(f"{json_path} exists and was not written by embed_jax.eval; nothing was changed. "
                                     f"Choose another --out folder or move that file.")
-    if markdown_path.is_file() and not ours:
-        raise OutputFolderError(f"{markdown_path} exists without an embed_jax.eval {JSON_FILE} beside it; nothing "
-                                f"was changed. Choose another --out folder or move that file.")
+    for path in (markdown_path, out_dir / CHART_FILE):
+        if path.is_file() and not ours:
+            raise OutputFolderError(f"{path} exists without an embed_jax.eval {JSON_FILE} beside it; nothing was "
+                                    f"changed. Choose another --out folder or move that file.")
 
 
 def format_value(value: float | None) -> str:
@@ -59,15 +66,37 @@ def stage_note(row: dict[str, Any]) -> str:
     return f" ({Path(stage_dir).name})"
 
 
-def markdown_table(report: dict[str, Any]) -> str:
+def task_label(name: str) -> str:
+    """'scifact:test' for beir:/data/scifact:test, 'sts.tsv' for pairs:/data/sts.tsv; a built-in name unchanged."""
+    prefix, _, argument = name.partition(":")
+    return Path(argument).name if argument and prefix in TASK_PREFIXES else name
+
+
+def table_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, metric key) of every column: the built-in ones present, then each other task's metrics in order."""
     columns = [(title, key) for title, key in COLUMNS if any(key in row["metrics"] for row in report["rows"])]
+    known = {key for _, key in COLUMNS}
+    for name, task in report["tasks"].items():
+        columns += [(f"{task_label(name)} {METRIC_TITLES.get(metric, metric)}", f"{name}/{metric}")
+                    for metric in task["metrics"] if f"{name}/{metric}" not in known]
+    return columns
+
+
+def row_label(row: dict[str, Any], report: dict[str, Any]) -> tuple[str, str]:
+    """(model cell, head cell) of a table row."""
+    several = sum(other["model"] == row["model"] for other in report["rows"]) > 1
+    head = "—" if row["head"] == "default" else row["head"] + (" (default)" if row["default_head"] and several
+                                                               else "")
+    return f"`{row['model']}`{stage_note(row)}{HOLDOUT_MARKS[row['holdout']['status']]}", head
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    columns = table_columns(report)
     header = ["model", "head", "dim"] + [title for title, _ in columns] + ["mean"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in report["rows"]:
-        several = sum(other["model"] == row["model"] for other in report["rows"]) > 1
-        head = "—" if row["head"] == "default" else row["head"] + (" (default)" if row["default_head"] and several
-                                                                   else "")
-        cells = [f"`{row['model']}`{stage_note(row)}{HOLDOUT_MARKS[row['holdout']['status']]}", head, str(row["dim"])]
+        model, head = row_label(row, report)
+        cells = [model, head, str(row["dim"])]
         cells += [format_value(row["metrics"].get(key)) for _, key in columns]
         cells.append(format_value(row["mean"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -102,17 +131,31 @@ def markdown(report: dict[str, Any]) -> str:
         f"Hold-out that training never sees (docs/eval.md). {counts_line(report)}. mean = unweighted mean of {mean}.",
         "",
         markdown_table(report),
+        "",
+        f"![scores per task metric, each model and head]({CHART_FILE})",
     ]
     if notes:
         text += [""] + notes
     return "\n".join(text) + "\n"
 
 
+def write_chart(report: dict[str, Any], path: Path) -> Path:
+    columns = table_columns(report)
+    rows = []
+    for row in report["rows"]:
+        _, head = row_label(row, report)
+        label = f"{row['model']}{stage_note(row)}" + ("" if head == "—" else f" · {head}")
+        rows.append((label, [row["metrics"].get(key) for _, key in columns]))
+    return chart.plot_results([title for title, _ in columns], rows, path)
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """results.json and results.md (returned), and results.png beside them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     check_output_folder(out_dir)
     json_path, markdown_path = out_dir / JSON_FILE, out_dir / MARKDOWN_FILE
     json_path.write_text(json.dumps({"format": FORMAT, **report}, indent=1, ensure_ascii=False) + "\n",
                          encoding="utf-8")
     markdown_path.write_text(markdown(report), encoding="utf-8")
+    write_chart(report, out_dir / CHART_FILE)
     return json_path, markdown_path

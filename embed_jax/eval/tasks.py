@@ -6,9 +6,11 @@ task's data loads lazily and once (the hold-out is read on first use).
 
 The registry maps a task name to "module:factory", imported on first use, so a task that needs other packages (the
 vision zero-shot task in embed_jax/eval/digits.py) costs nothing until asked for. To add a task: write a `Task`
-subclass in its own module and add one line to TASKS (or call `register_task` from a script). A task that scores
-images as well lists them in `images()` (name → array of pixel batches); the runner then calls the model's
-`encode_images` and passes the image vectors under `vectors.images[name]`; models without an image path skip it.
+subclass in its own module and add one line to TASKS (or call `register_task` from a script). A name with a prefix
+of TASK_PREFIXES (`beir:FOLDER[:SPLIT]`, `pairs:FILE`) is the user's own data: the factory gets the rest of the name,
+and reads its files at once (a malformed file stops the run before any model loads). A task that scores images as
+well lists them in `images()` (name → array of pixel batches); the runner then calls the model's `encode_images` and
+passes the image vectors under `vectors.images[name]`; models without an image path skip it.
 """
 from __future__ import annotations
 
@@ -25,11 +27,20 @@ TASKS: dict[str, str | Callable[[], "Task"]] = {
     "wordnet_retrieval": "embed_jax.eval.wordnet:WordNetRetrieval",
 }
 DEFAULT_TASKS = ("lee_similarity", "lee_retrieval", "wordnet_retrieval")
+# prefix → "module:factory" taking the rest of the name: the user's own data (docs/eval.md), e.g. beir:FOLDER:test.
+TASK_PREFIXES: dict[str, str] = {
+    "beir": "embed_jax.eval.beir:from_spec",
+    "pairs": "embed_jax.eval.pairs:from_spec",
+}
 
 
 class UnknownTaskError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
         return str(self.args[0])
+
+
+class TaskDataError(ValueError):
+    """A task's data file is missing or malformed; the message names the file and the line."""
 
 
 @dataclasses.dataclass
@@ -75,21 +86,35 @@ def register_task(name: str, target: str | Callable[[], Task]) -> None:
     TASKS[name] = target
 
 
+def _import(target: str) -> Callable:
+    module_name, factory_name = target.split(":")
+    return getattr(importlib.import_module(module_name), factory_name)
+
+
+def is_known(name: str) -> bool:
+    return name in TASKS or name.partition(":")[0] in TASK_PREFIXES and bool(name.partition(":")[2])
+
+
 def load_task(name: str) -> Task:
+    prefix, _, argument = name.partition(":")
+    if name not in TASKS and prefix in TASK_PREFIXES and argument:
+        task = _import(TASK_PREFIXES[prefix])(argument)
+        task.name = name
+        return task
     if name not in TASKS:
-        raise UnknownTaskError(f"unknown evaluation task {name!r}; the tasks are: {', '.join(sorted(TASKS))}.")
+        raise UnknownTaskError(f"unknown evaluation task {name!r}; the tasks are: {', '.join(sorted(TASKS))}, "
+                               "or beir:FOLDER[:SPLIT], pairs:FILE.")
     target = TASKS[name]
     if isinstance(target, str):
-        module_name, factory_name = target.split(":")
-        target = getattr(importlib.import_module(module_name), factory_name)
+        target = _import(target)
     task = target()
     task.name = name
     return task
 
 
 def load_tasks(names: Sequence[str]) -> list[Task]:
-    unknown = [name for name in names if name not in TASKS]
+    unknown = [name for name in names if not is_known(name)]
     if unknown:
         raise UnknownTaskError(f"unknown evaluation task(s) {', '.join(map(repr, unknown))}; the tasks are: "
-                               f"{', '.join(sorted(TASKS))}.")
+                               f"{', '.join(sorted(TASKS))}, or beir:FOLDER[:SPLIT], pairs:FILE.")
     return [load_task(name) for name in names]

@@ -15,6 +15,7 @@ SENTENCE_TRANSFORMERS_POOLING = {
     "pooling_mode_cls_token": "cls",
     "pooling_mode_lasttoken": "last",
 }
+SENTENCE_TRANSFORMERS_POOLING_MODES = {"mean": "mean", "cls": "cls", "lasttoken": "last"}  # its "pooling_mode" key
 
 
 def pooling_from_folder(folder: str | Path) -> str:
@@ -26,6 +27,9 @@ def pooling_from_folder(folder: str | Path) -> str:
     for module in json.loads(modules_file.read_text()):
         if module.get("type", "").endswith("Pooling"):
             settings = json.loads((folder / module["path"] / "config.json").read_text())
+            if isinstance(settings.get("pooling_mode"), str):  # sentence-transformers ≥ 6 writes one name
+                settings = {flag: True for flag, name in SENTENCE_TRANSFORMERS_POOLING.items()
+                            if SENTENCE_TRANSFORMERS_POOLING_MODES.get(settings["pooling_mode"]) == name}
             chosen = [name for flag, name in SENTENCE_TRANSFORMERS_POOLING.items() if settings.get(flag)]
             if len(chosen) != 1:
                 raise ValueError(
