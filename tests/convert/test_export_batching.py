@@ -12,7 +12,7 @@ import transformers
 from flax import nnx
 from sentence_transformers import SentenceTransformer
 
-from embed_jax.convert import hf, tokenizer_files
+from embed_jax.convert import st_export, tokenizer_files
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
 
@@ -91,7 +91,7 @@ def family_exports(tmp_path_factory, left_bpe_tokenizer, left_bert_tokenizer, st
                                                   rngs=nnx.Rngs(0)), seed=5)
         stage_writer(root / "train", "stage3", student, init_from=str(root / "init"), records_fingerprint="none")
         tokenizer = bpe_folder if family in ("gpt2", "qwen2") else left_bert_tokenizer
-        hf.export(root / "train", root / "out", tokenizer=str(tokenizer), skip_records=True)
+        st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), skip_records=True)
         exports[family] = (student, root / "out")
     return exports
 

@@ -13,10 +13,10 @@ from flax import nnx
 from sentence_transformers import SentenceTransformer
 from sentence_transformers import models as st_models
 
-from embed_jax.convert import hf, onnx_graph
+from embed_jax.convert import onnx_graph, st_export
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
-from embed_jax.teachers.assets import minilm_path
+from embed_jax.assets import minilm_path
 
 MIN_COSINE = 0.99999
 HEADS = {"teacher_dim": 64, "reduction_dims": [32]}
@@ -41,7 +41,7 @@ def minilm_student_folder(tmp_path_factory, stage_writer, perturber, minilm_toke
     root = tmp_path_factory.mktemp("minilm_onnx")
     student = perturber(Student.from_pretrained(minilm_path(), heads=HEADS, rngs=nnx.Rngs(0)), seed=2)
     stage_writer(root / "train", "stage3", student, init_from=str(minilm_path()), records_fingerprint="none")
-    hf.export(root / "train", root / "export", skip_records=True, tokenizer=str(minilm_tokenizer_files))
+    st_export.export(root / "train", root / "export", skip_records=True, tokenizer=str(minilm_tokenizer_files))
     return root / "export"
 
 
