@@ -21,6 +21,9 @@ import ml_collections
 
 from embed_jax.train import cached_stage, text_stage, vision_stage, workdir
 from embed_jax.train.train_state import StageResult
+# The run folder's names, for the readers that still import them from here (convert/hf.py, eval/zero_shot.py,
+# eval/flax_model.py, teachers/caption_export.py); they belong to embed_jax/train/workdir.py.
+from embed_jax.train.workdir import STUDENT_CONFIG_FILE, absolute_workdir, load_trained_student  # noqa: F401
 
 
 def run_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,
