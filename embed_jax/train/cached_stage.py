@@ -55,8 +55,8 @@ def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
 # ---------------------------------------------------------------------------------------------------- pooling pass
 
 
-def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any, batches: Iterable,
-                 batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
+def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any,
+                 local_batches: Iterable, batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
                  log=print, what: str = "records") -> tuple[np.ndarray, np.ndarray]:
     """(pooled (n, hidden) float32, teacher (n, teacher_dim) float32) of every global batch, on every process."""
 
@@ -66,7 +66,7 @@ def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state
 
     pooled, teacher = [], []
     started, count = time.perf_counter(), 0
-    for index, local in enumerate(batches):
+    for index, local in enumerate(local_batches):
         if max_batches is not None and index == max_batches:
             break
         batch = batches.global_batch(local, batch_sharding, pad_token_id=pad_token_id)

@@ -91,10 +91,11 @@ def test_cached_evaluation_equals_the_uncached_evaluator(handover):
     paths = [path for path, _ in nnx.to_flat_state(train_state.param_state(student))]
     graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("heads", paths))
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-    evaluate = text_stage.make_evaluator(config, graphdef=graphdef, loss_config=text_stage.loss_config_for(config, student),
-                                   trainable_sharding=sharding.state_sharding(trainable, mesh),
-                                   frozen_sharding=sharding.state_sharding(frozen, mesh),
-                                   batch_sharding=sharding.batch_sharding(mesh), pad_token_id=0)
+    evaluate = text_stage.make_evaluator(config, graphdef=graphdef,
+                                         loss_config=text_stage.loss_config_for(config, student),
+                                         trainable_sharding=sharding.state_sharding(trainable, mesh),
+                                         frozen_sharding=sharding.state_sharding(frozen, mesh),
+                                         batch_sharding=sharding.batch_sharding(mesh), pad_token_id=0)
     uncached = evaluate(trainable, frozen)
     logged = read_metrics(first.workdir / "metrics.jsonl")[-1]
     for name in ("eval/loss", "eval/dense_384/cosine", "eval/dense_384/similarity"):
