@@ -89,3 +89,11 @@ def test_records_of_other_heads_and_no_records_are_named(settings, tmp_path, tin
     config = vision_config(settings, tiny_text_folder, text_stage, "")
     with pytest.raises(ValueError, match="data.image_records_dir is empty"):
         loop.train_and_evaluate(config, tmp_path / "none")
+
+
+def test_text_student_that_is_no_stage_folder_is_named(settings, tmp_path, tiny_text_folder, caption_records):
+    from embed_jax.train import loop
+
+    config = vision_config(settings, tiny_text_folder, tmp_path / "no_stage", caption_records)
+    with pytest.raises(FileNotFoundError, match=r"model.text_student=.*no_stage.*student_config.json is missing"):
+        loop.train_and_evaluate(config, tmp_path / "run")
