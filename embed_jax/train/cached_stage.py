@@ -158,7 +158,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
         state_sharding = sharding.state_sharding(student_state, mesh)
         pool = functools.partial(pool_records, student_graphdef, student_state, state_sharding,
                                  batch_sharding=batch_sharding, pad_token_id=pad_id, log=log)
-        data_seed = seed + int(stage.get("data_seed_offset", 0))
+        data_seed = train_state.data_seed(config, stage)
         # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
         # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
         window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)

@@ -32,7 +32,7 @@ def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: 
     student = train_state.build_student(config, stage, seed=int(config.seed))
     if previous is not None:
         train_state.restore_previous_stage(previous, student, mesh, log)
-    data_seed = int(config.seed) + int(stage.get("data_seed_offset", 0))
+    data_seed = train_state.data_seed(config, stage)
 
     def make_stage_evaluator(state, batch_sharding, loss_config, pad_id):
         return make_evaluator(config, graphdef=state.graphdef, loss_config=loss_config,

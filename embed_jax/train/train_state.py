@@ -113,6 +113,11 @@ def stage_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
     return mesh
 
 
+def data_seed(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict) -> int:
+    """The seed of the stage's data stream: config.seed, shifted by the stage's data_seed_offset (a new order)."""
+    return int(config.seed) + int(stage.get("data_seed_offset", 0))
+
+
 def log(message: str) -> None:
     """A line on process 0's console: every process runs the same code, one of them speaks."""
     if jax.process_index() == 0:

@@ -57,7 +57,7 @@ def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir
         train_state.restore_previous_stage(previous, student, mesh, log)
     # Opened after the previous stage's weights are in: the caption vectors must be this text path's.
     source = open_image_records(config.data.image_records_dir, student, records_key="data.image_records_dir")
-    data_seed = int(config.seed) + int(stage.get("data_seed_offset", 0))
+    data_seed = train_state.data_seed(config, stage)
     return batch_stage.run_batch_stage(
         config, stage_name, run_dir / stage_name, mesh=mesh, cadence=cadence, student=student,
         manifest=source.manifest, data=make_image_batches(config, source, student, seed=data_seed),
