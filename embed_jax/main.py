@@ -52,11 +52,11 @@ def main(argv: list[str]) -> int:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
-    from embed_jax.train import loop
+    from embed_jax.train import driver, loop
 
     try:
         loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except loop.Preempted as stopped:
+    except driver.Preempted as stopped:
         print(f"[main] {stopped}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
     return 0
 

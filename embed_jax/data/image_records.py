@@ -53,7 +53,7 @@ import numpy as np
 
 from embed_jax.data import images as image_processing
 from embed_jax.data import records
-from embed_jax.data.image_prompt import ImagePrompt, image_prompt_tokens  # noqa: F401 (read here by train/)
+from embed_jax.data.image_prompt import ImagePrompt
 from embed_jax.data.pipeline import PipelineConfigError
 from embed_jax.data.records import Manifest, RecordsError
 from embed_jax.models.heads import head_name

@@ -20,7 +20,6 @@ and evaluation read them unchanged.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,10 +34,9 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from embed_jax import losses
-from embed_jax.data import pipeline
-from embed_jax.train import checkpoint, loop, metrics, sharding
-from embed_jax.train.preemption import PreemptionGuard
+from embed_jax.train import batches, driver, metrics, sharding, text_stage, train_state
 from embed_jax.train.step import student_heads
+from embed_jax.train.train_state import StageResult, log
 
 CONFIG_KEY = "cached_pooled"
 # Batches per length-sorted window in the pooling pass over the training records. 64 batches of 32 (2,048 texts)
@@ -57,8 +55,8 @@ def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
 # ---------------------------------------------------------------------------------------------------- pooling pass
 
 
-def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any, batches: Iterable,
-                 batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
+def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any,
+                 local_batches: Iterable, batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
                  log=print, what: str = "records") -> tuple[np.ndarray, np.ndarray]:
     """(pooled (n, hidden) float32, teacher (n, teacher_dim) float32) of every global batch, on every process."""
 
@@ -68,10 +66,10 @@ def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state
 
     pooled, teacher = [], []
     started, count = time.perf_counter(), 0
-    for index, local in enumerate(batches):
+    for index, local in enumerate(local_batches):
         if max_batches is not None and index == max_batches:
             break
-        batch = loop.global_batch(local, batch_sharding, pad_token_id=pad_token_id)
+        batch = batches.global_batch(local, batch_sharding, pad_token_id=pad_token_id)
         vectors = pooled_of(student_state, batch["input_ids"], batch["attention_mask"])
         pooled.append(np.asarray(multihost_utils.process_allgather(vectors, tiled=True)))
         teacher.append(np.asarray(multihost_utils.process_allgather(batch["teacher"], tiled=True), np.float32))
@@ -131,118 +129,81 @@ def batch_indices(num_rows: int, batch_size: int, step: int, seed: int) -> np.nd
 
 
 def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
-                     previous: loop.StageResult | None) -> loop.StageResult:
+                     previous: StageResult | None) -> StageResult:
     stage = config[stage_name]
     check_stage(stage, stage_name)
+    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=text_stage.evaluates(config))
     stage_dir = workdir / stage_name
     seed = int(config.seed)
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = train_state.stage_mesh(config)
     batch_size = int(config.data.global_batch_size)
-    sharding.check_batch_divisible(batch_size, mesh, key="data.global_batch_size")
-    is_main = jax.process_index() == 0
-    log = print if is_main else (lambda *_: None)
 
-    source = loop.open_records(config, config.data.records_dir, "data.records_dir")
-    student = loop.build_student(config, stage, seed=seed)
+    source = batches.open_records(config, config.data.records_dir, "data.records_dir")
+    student = train_state.build_student(config, stage, seed=seed)
     if previous is not None:
-        loop.restore_previous_stage(previous, student, mesh, log)
-    train_state = loop.prepare_training(config, stage_name, student, mesh)
+        train_state.restore_previous_stage(previous, student, mesh, log)
+    state = train_state.prepare_training(config, stage_name, student, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    num_steps = int(stage.num_steps)
 
-    manager = checkpoint.CheckpointManager(
-        stage_dir / "checkpoints", save_every=int(config.train.checkpoint_every),
-        keep=int(config.train.keep_checkpoints), identity=loop.run_identity(config, stage_name, source.manifest),
-        shape_config=loop.shape_config(config, student, source.manifest))
-    start_step = loop.resume_latest(manager, student, train_state, mesh)
-    if start_step:
-        log(f"[{stage_name}] resumed from step {start_step} in {stage_dir / 'checkpoints'}")
-    graphdef, trainable, frozen, opt_state = (train_state.graphdef, train_state.trainable, train_state.frozen,
-                                              train_state.opt_state)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    if is_main:
-        (stage_dir / loop.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
-    result = loop.StageResult(stage_name, stage_dir, start_step, student.config, {})
-    if start_step >= num_steps:
-        manager.close()
-        return result
+    with train_state.stage_checkpoints(config, stage_name, stage_dir, student, source.manifest) as manager:
+        # No data iterator: the steps draw their rows from (seed, step) alone (batch_indices).
+        start_step = train_state.resume_latest(manager, student, state, mesh, stage_name=stage_name)
+        train_state.save_student_config(stage_dir, student)
+        if start_step >= cadence.num_steps:
+            return StageResult(stage_name, stage_dir, start_step, student.config, {})
 
-    _, pad_id = pipeline.load_tokenizer(config.data.tokenizer or config.model.init_from, config.data.max_length)
-    student_graphdef, student_state = nnx.split(nnx.merge(graphdef, trainable, frozen))
-    state_sharding = sharding.state_sharding(student_state, mesh)
-    pool = functools.partial(pool_records, student_graphdef, student_state, state_sharding,
-                             batch_sharding=batch_sharding, pad_token_id=pad_id, log=log)
-    data_seed = seed + int(stage.get("data_seed_offset", 0))
-    # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
-    # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
-    window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)
-    pooled, teacher = pool(loop.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
-                                             length_grouping_window=window),
-                           what=f"training records of {config.data.records_dir}")
-    eval_rows = None
-    if int(config.train.eval_every) and config.data.eval_records_dir:
-        if int(config.train.eval_every) % int(config.train.log_every):
-            raise ValueError(f"config key train.eval_every={config.train.eval_every} must be a multiple of "
-                             f"train.log_every={config.train.log_every}: evaluations are written with the logged "
-                             "metrics")
-        eval_source = loop.open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
-        eval_rows = pool(loop.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1),
-                         max_batches=int(config.train.eval_batches), what="validation records")
-    # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
-    pooled_all = jax.device_put(pooled, replicated)
-    teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
-    loss_config = loop.loss_config_for(config, student)
-    train_step, eval_step = make_steps(graphdef=graphdef, optimizer=train_state.optimizer, loss_config=loss_config,
-                                       trainable_sharding=train_state.trainable_sharding,
-                                       frozen_sharding=train_state.frozen_sharding,
-                                       opt_state_sharding=train_state.opt_state_sharding,
-                                       batch_sharding=batch_sharding, replicated=replicated)
+        pad_id = batches.pad_token_id(config)
+        student_graphdef, student_state = nnx.split(nnx.merge(state.graphdef, state.trainable, state.frozen))
+        state_sharding = sharding.state_sharding(student_state, mesh)
+        pool = functools.partial(pool_records, student_graphdef, student_state, state_sharding,
+                                 batch_sharding=batch_sharding, pad_token_id=pad_id, log=log)
+        data_seed = train_state.data_seed(config, stage)
+        # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
+        # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
+        window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)
+        pooled, teacher = pool(batches.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
+                                                    length_grouping_window=window),
+                               what=f"training records of {config.data.records_dir}")
+        eval_rows = None
+        if cadence.eval_every:
+            eval_source = batches.open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+            eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1),
+                             max_batches=int(config.train.eval_batches), what="validation records")
+        # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
+        pooled_all = jax.device_put(pooled, replicated)
+        teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
+        train_step, eval_step = make_steps(graphdef=state.graphdef, optimizer=state.optimizer,
+                                           loss_config=text_stage.loss_config_for(config, student),
+                                           trainable_sharding=state.trainable_sharding,
+                                           frozen_sharding=state.frozen_sharding,
+                                           opt_state_sharding=state.opt_state_sharding,
+                                           batch_sharding=batch_sharding, replicated=replicated)
 
-    def evaluate(trainable, frozen) -> dict[str, float]:
-        eval_pooled, eval_teacher = eval_rows
-        chunks = [slice(start, start + batch_size) for start in range(0, len(eval_pooled), batch_size)]
-        results = [jax.device_get(eval_step(trainable, frozen, jax.device_put(eval_pooled[chunk], batch_sharding),
-                                            jax.device_put(eval_teacher[chunk], batch_sharding)))
-                   for chunk in chunks]
-        return {f"eval/{name}": float(np.mean([float(row[name]) for row in results])) for name in results[0]}
+        def step(trainable_and_opt_state, step_index: int) -> driver.Stepped:
+            trainable, opt_state = trainable_and_opt_state
+            indices = jax.device_put(batch_indices(len(pooled), batch_size, step_index, data_seed), replicated)
+            trainable, opt_state, step_metrics = train_step(trainable, state.frozen, opt_state, pooled_all,
+                                                            teacher_all, indices)
+            return driver.Stepped((trainable, opt_state), step_metrics)
 
-    writer = metrics.MetricsWriter(stage_dir, total_steps=num_steps, start_step=start_step,
-                                   title=f"{stage_name}: {stage.trainable} (cached pooled vectors)")
-    log_every, eval_every = int(config.train.log_every), int(config.train.eval_every)
-    step_number, since_last_log, last_metrics = start_step, [], {}
-    started = time.perf_counter()
-    try:
-        with PreemptionGuard() as guard:
-            while step_number < num_steps:
-                indices = jax.device_put(batch_indices(len(pooled), batch_size, step_number, data_seed), replicated)
-                trainable, opt_state, step_metrics = train_step(trainable, frozen, opt_state, pooled_all,
-                                                                teacher_all, indices)
-                since_last_log.append(step_metrics)
-                step_number += 1
-                writer.advance()
-                if step_number % log_every == 0 or step_number == num_steps or step_number == start_step + 1:
-                    host = loop.mean_metrics(jax.device_get(since_last_log))
-                    since_last_log = []
-                    loop.check_finite(host, step_number, stage_name, manager)
-                    host["learning_rate"] = float(train_state.schedule(step_number - 1))
-                    host["steps_per_s"] = (step_number - start_step) / (time.perf_counter() - started)
-                    if eval_rows is not None and (step_number % eval_every == 0 or step_number == num_steps):
-                        host.update(evaluate(trainable, frozen))
-                    writer.write(step_number, host)
-                    last_metrics = host
-                stop = guard.should_stop(step_number)
-                if stop or step_number % int(config.train.checkpoint_every) == 0 or step_number == num_steps:
-                    loop.check_finite_now(step_metrics, step_number, stage_name, manager)
-                    state = {loop.PARAMS_ITEM: loop.merged_params(graphdef, trainable, frozen),
-                             loop.OPT_STATE_ITEM: opt_state}
-                    manager.save(step_number, state, force=stop or step_number == num_steps)
-                if stop:
-                    writer.message(f"[{stage_name}] stop requested (SIGTERM): saved step {step_number}; rerun the "
-                                   "same command to resume")
-                    raise loop.Preempted(step_number)
-    finally:
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
-    return loop.StageResult(stage_name, stage_dir, step_number, student.config, last_metrics)
+        def evaluate(trainable_and_opt_state) -> dict[str, float]:
+            trainable = trainable_and_opt_state[0]
+            eval_pooled, eval_teacher = eval_rows
+            chunks = [slice(start, start + batch_size) for start in range(0, len(eval_pooled), batch_size)]
+            results = [jax.device_get(eval_step(trainable, state.frozen,
+                                                jax.device_put(eval_pooled[chunk], batch_sharding),
+                                                jax.device_put(eval_teacher[chunk], batch_sharding)))
+                       for chunk in chunks]
+            return {f"eval/{name}": float(np.mean([float(row[name]) for row in results])) for name in results[0]}
+
+        stage_steps = driver.StageSteps(
+            step=step,
+            checkpoint_items=lambda trainable_and_opt_state: state.checkpoint_items(*trainable_and_opt_state),
+            learning_rate=state.schedule,
+            rates=metrics.StepRate(),
+            evaluate=evaluate if eval_rows is not None else None)
+        finished = driver.run_steps(stage_name, cadence, stage_steps, state=(state.trainable, state.opt_state),
+                                    start_step=start_step, manager=manager, metrics_dir=stage_dir,
+                                    title=f"{stage_name}: {stage.trainable} (cached pooled vectors)")
+    return StageResult(stage_name, stage_dir, finished.step, student.config, finished.last_metrics)

@@ -130,8 +130,25 @@ class Throughput:
         self._examples += examples
         self._tokens += tokens
 
-    def read_and_reset(self) -> dict[str, float]:
+    def read(self) -> dict[str, float]:
+        """The rates since the last read (or since the start); counting starts again from now."""
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         rates = {"examples_per_s": self._examples / elapsed, "tokens_per_s": self._tokens / elapsed}
         self.__init__()
         return rates
+
+
+class StepRate:
+    """Steps/s since the stage (re)started: the cached heads-only stage's steps (embed_jax/train/cached_stage.py)
+    read no records, so examples/s would say nothing its step rate does not."""
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def add(self, examples: int, tokens: int) -> None:
+        del examples, tokens
+        self._steps += 1
+
+    def read(self) -> dict[str, float]:
+        return {"steps_per_s": self._steps / max(time.perf_counter() - self._start, 1e-9)}

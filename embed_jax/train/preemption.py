@@ -2,8 +2,9 @@
 
 A TPU VM that is preempted, or a spot slice that is reclaimed, gets SIGTERM and about 30 seconds before it is stopped
 (Cloud TPU documentation, "Preemptible / Spot TPUs"). Dying mid-step would lose everything since the last periodic
-checkpoint, so the handler only records the request; the loop asks `should_stop(step)` after every step and, when it
-says yes, saves a checkpoint with `force=True` and returns normally.
+checkpoint, so the handler only records the request; the step driver (embed_jax/train/driver.py) asks
+`should_stop(step)` after every step and, when it says yes, saves a checkpoint with `force=True` and raises
+`driver.Preempted`, which the entry point turns into exit status 0.
 
 With several processes every one of them must stop at the same step, or the collective save hangs. Two ways:
 
@@ -13,14 +14,14 @@ With several processes every one of them must stop at the same step, or the coll
 - otherwise, a process-agreed flag: every `should_stop` all-gathers each process's flag, so one host's SIGTERM stops
   all of them at the same step.
 
-Usage::
+Usage (what `driver.run_steps` does)::
 
     with PreemptionGuard() as guard:
         for step in range(start, total + 1):
             state = train_step(state, next(batches))
             if guard.should_stop(step):
                 checkpoints.save(step, state, iterator, force=True)
-                break
+                raise Preempted(step)
             checkpoints.save(step, state, iterator)
 """
 from __future__ import annotations

@@ -6,9 +6,9 @@ caption vectors came from this student's text path.
       + projection pool (model.vision.pool_mode, num_tokens) + placeholder tokens added to the tokenizer
     trains on image–caption records (data.image_records_dir) with target "captions" (embed_jax/train/step.py).
 
-A stage is an image stage when it trains the vision tower (trainable="vision"). The loop (embed_jax/train/loop.py)
-calls `build_student`, `open_records` and `make_batches` from here for such a stage and runs the same jitted step,
-mesh and checkpoints as for text.
+A stage is an image stage when it trains the vision tower (trainable="vision"). `run_vision_stage` builds its
+student, records and batches and runs them through the same batch stage as text (embed_jax/train/batch_stage.py:
+jitted step, mesh, checkpoints, driver); it has no periodic held-out loss (embed_jax.eval.zero_shot scores it).
 
 Self-distillation (the paper's stage 4): the caption vectors are the student's own text path's outputs, exported by
 `python -m embed_jax.teachers.caption_export`. The export stores a fingerprint of that text path (encoder and heads);
@@ -18,7 +18,6 @@ not be the one that made the targets.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,17 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from embed_jax import losses
+from embed_jax.assets import resolve_model_path
 from embed_jax.data import image_records, images, pipeline
+from embed_jax.data.image_prompt import ImagePrompt, image_prompt_tokens
 from embed_jax.data.records import RecordsError
 from embed_jax.models import siglip
 from embed_jax.models.student import Student
-from embed_jax.assets import resolve_model_path
+from embed_jax.train import batch_stage, batches, driver, train_state, workdir
+from embed_jax.train.train_state import StageResult, log
 
 FINGERPRINT_PREFIX = "text-path:"
-STUDENT_CONFIG_FILE = "student_config.json"
 # Parameters that make a caption's vectors: the encoder and the heads. Placeholder rows (added_embeddings) never
 # meet a caption's tokens, and the vision tower and pool only see images.
 TEXT_PATH_ROOTS = ("text_encoder", "heads")
@@ -46,18 +48,36 @@ def is_image_stage(stage: ml_collections.ConfigDict) -> bool:
     return stage.trainable == "vision"
 
 
+def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,
+                     previous: StageResult | None) -> StageResult:
+    stage = config[stage_name]
+    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=False)
+    mesh = train_state.stage_mesh(config)
+    student = build_vision_student(config, train_state.stage_heads(config, stage), seed=int(config.seed), mesh=mesh)
+    if previous is not None:
+        train_state.restore_previous_stage(previous, student, mesh, log)
+    # Opened after the previous stage's weights are in: the caption vectors must be this text path's.
+    source = open_image_records(config.data.image_records_dir, student, records_key="data.image_records_dir")
+    data_seed = train_state.data_seed(config, stage)
+    return batch_stage.run_batch_stage(
+        config, stage_name, run_dir / stage_name, mesh=mesh, cadence=cadence, student=student,
+        manifest=source.manifest, data=make_image_batches(config, source, student, seed=data_seed),
+        loss_config=image_loss_config(config), target="captions", title=f"{stage_name}: {stage.trainable}")
+
+
+def image_loss_config(config: ml_collections.ConfigDict) -> losses.LossConfig:
+    """Stage 4: every head gets all three terms against its captions' vectors (losses.image_caption_loss)."""
+    return losses.LossConfig.from_mapping({**dict(config.loss), "main_head": None, "reduction_target": "teacher"})
+
+
 # ---------------------------------------------------------------------------------------------------- the student
 
 
-def tokenizer_path(config: ml_collections.ConfigDict) -> str:
-    return str(config.data.tokenizer or config.model.init_from)
+def image_prompt(config: ml_collections.ConfigDict) -> ImagePrompt:
+    return image_prompt_tokens(batches.tokenizer_path(config), int(config.model.vision.num_tokens))
 
 
-def image_prompt(config: ml_collections.ConfigDict) -> image_records.ImagePrompt:
-    return image_records.image_prompt_tokens(tokenizer_path(config), int(config.model.vision.num_tokens))
-
-
-def vision_section(config: ml_collections.ConfigDict, prompt: image_records.ImagePrompt) -> dict[str, Any]:
+def vision_section(config: ml_collections.ConfigDict, prompt: ImagePrompt) -> dict[str, Any]:
     """`Student.from_pretrained`'s vision argument from model.vision; errors name the key."""
     vision = config.model.vision
     folder, tower = str(vision.get("folder", "") or ""), vision.get("tower")
@@ -71,20 +91,10 @@ def vision_section(config: ml_collections.ConfigDict, prompt: image_records.Imag
     return section
 
 
-def read_stage_config(stage_dir: str | Path) -> dict[str, Any]:
-    config_file = Path(stage_dir) / STUDENT_CONFIG_FILE
-    if not config_file.is_file():
-        raise FileNotFoundError(f"config key model.text_student={str(stage_dir)!r}: {config_file} is missing; name a "
-                                "stage folder a text run wrote, e.g. runs/default/train/stage3")
-    return json.loads(config_file.read_text())
-
-
-def build_student(config: ml_collections.ConfigDict, heads: Mapping[str, Any], *, seed: int,
-                  mesh: jax.sharding.Mesh, restore_params) -> Student:
+def build_vision_student(config: ml_collections.ConfigDict, heads: Mapping[str, Any], *, seed: int,
+                         mesh: jax.sharding.Mesh) -> Student:
     """The stage-4 student: text path from model.text_student (its trained weights) or model.init_from (fresh heads,
     for a run whose earlier stages fill them in), plus the vision tower, pool and placeholders.
-
-    restore_params(stage_dir, student_config, mesh) → the stage's parameters (the loop's `restore_stage_params`).
     """
     prompt = image_prompt(config)
     vision = vision_section(config, prompt)
@@ -95,7 +105,7 @@ def build_student(config: ml_collections.ConfigDict, heads: Mapping[str, Any], *
             resolve_model_path(config.model.init_from), heads=dict(heads), vision=vision,
             pooling_method=config.model.pooling or None, dtype=dtype, param_dtype=param_dtype,
             text_options=dict(config.model.text_options), rngs=nnx.Rngs(seed))
-    text_config = read_stage_config(text_student)
+    text_config = workdir.read_student_config(text_student, key="model.text_student")
     tower = None
     if "folder" in vision:
         tower, tower_config = siglip.load(vision.pop("folder"), dtype=dtype, param_dtype=param_dtype)
@@ -103,7 +113,7 @@ def build_student(config: ml_collections.ConfigDict, heads: Mapping[str, Any], *
     student_config = {**text_config, "vision": vision, "dtype": jnp.dtype(dtype).name,
                       "param_dtype": jnp.dtype(param_dtype).name}
     student = Student.from_config(student_config, rngs=nnx.Rngs(seed))
-    trained = restore_params(Path(text_student).resolve(), text_config, mesh)  # Orbax needs absolute paths
+    trained = workdir.restore_stage_params(workdir.absolute_workdir(text_student), text_config, mesh)
     copy_text_path(student, trained)
     if tower is not None:
         nnx.update(student.vision, nnx.state(tower, nnx.Param))
@@ -178,7 +188,7 @@ def image_settings(student: Student) -> images.ImageSettings:
     return images.ImageSettings(student.vision.config.image_size)
 
 
-def open_records(folder: str, student: Student, *, records_key: str) -> image_records.ImageRecordSource:
+def open_image_records(folder: str, student: Student, *, records_key: str) -> image_records.ImageRecordSource:
     if not folder:
         raise ValueError(f"config key {records_key} is empty: an image stage trains on image–caption records "
                          "(python -m embed_jax.teachers.caption_export)")
@@ -188,8 +198,8 @@ def open_records(folder: str, student: Student, *, records_key: str) -> image_re
     return source
 
 
-def make_batches(config: ml_collections.ConfigDict, source: image_records.ImageRecordSource, student: Student, *,
-                 seed: int, shuffle: bool = True, num_epochs: int | None = None):
+def make_image_batches(config: ml_collections.ConfigDict, source: image_records.ImageRecordSource,
+                       student: Student, *, seed: int, shuffle: bool = True, num_epochs: int | None = None):
     return image_records.make_image_dataset(
         source, settings=image_settings(student), prompt=image_prompt(config),
         global_batch_size=int(config.data.global_batch_size), seed=seed, shuffle=shuffle, num_epochs=num_epochs,
@@ -218,7 +228,7 @@ def encode_texts(student: Student, tokenizer: str, texts: Sequence[str], *, max_
     return {dim: np.concatenate(parts) for dim, parts in outputs.items()}
 
 
-def encode_images(student: Student, prompt: image_records.ImagePrompt, pixel_values: np.ndarray, *,
+def encode_images(student: Student, prompt: ImagePrompt, pixel_values: np.ndarray, *,
                   batch_size: int = 64) -> dict[int, np.ndarray]:
     """{dim: (n, dim) unit vectors} of preprocessed images (n, S, S, 3) through the image path."""
     forward = nnx.jit(lambda model, ids, pixels: model(ids, pixel_values=pixels)["embeddings"])

@@ -17,7 +17,8 @@ from flax import nnx
 
 from embed_jax.models.student import Student
 from embed_jax.assets import minilm_path
-from embed_jax.train import checkpoint, loop
+from embed_jax.train import checkpoint
+from embed_jax.train.workdir import PARAMS_ITEM, STUDENT_CONFIG_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM_ASSET = "asset:all-MiniLM-L6-v2"
@@ -45,12 +46,12 @@ def write_stage(workdir: Path, stage: str, student: Student, *, init_from: str, 
     """A stage folder as the training loop leaves it."""
     stage_dir = workdir / stage
     stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / loop.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
+    (stage_dir / STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
     identity = {"stage": stage, "init_from": init_from, "records_fingerprint": records_fingerprint,
                 "teachers": list(teachers), "seed": 0}
     manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity=identity,
                                            shape_config={})
-    manager.save(step, {loop.PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
+    manager.save(step, {PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
     manager.close()
     (stage_dir / "metrics.jsonl").write_text(json.dumps({"step": step, "loss": 1.25}) + "\n")
     return stage_dir

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from embed_jax.train import cached_stage, loop, sharding, stages, step as steps
+from embed_jax.train import batches, cached_stage, driver, loop, sharding, stages, step as steps, text_stage
+from embed_jax.train import train_state, workdir
+from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.metrics import read_metrics
 
 FC1 = "heads/dense/dense_384/kernel"
@@ -23,14 +25,14 @@ def cached_config(smoke_config, *, stage_order=("stage1",), num_steps=6):
 
 
 def test_cached_loss_and_gradients_equal_the_encoder_step(smoke_config):
-    student = loop.build_student(smoke_config, smoke_config.stage1, seed=0)
-    paths = [path for path, _ in nnx.to_flat_state(loop.param_state(student))]
+    student = train_state.build_student(smoke_config, smoke_config.stage1, seed=0)
+    paths = [path for path, _ in nnx.to_flat_state(train_state.param_state(student))]
     graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("heads", paths))
-    loss_config = loop.loss_config_for(smoke_config, student)
+    loss_config = text_stage.loss_config_for(smoke_config, student)
     mesh = sharding.make_mesh(smoke_config.mesh)
-    source = loop.open_records(smoke_config, smoke_config.data.records_dir, "data.records_dir")
-    local = next(iter(loop.make_batches(smoke_config, source, seed=0)))
-    batch = loop.global_batch(local, sharding.batch_sharding(mesh), pad_token_id=0)
+    source = batches.open_records(smoke_config, smoke_config.data.records_dir, "data.records_dir")
+    local = next(iter(batches.make_batches(smoke_config, source, seed=0)))
+    batch = batches.global_batch(local, sharding.batch_sharding(mesh), pad_token_id=0)
 
     def encoder_loss(trainable):
         return steps.compute_loss(trainable, frozen, batch, graphdef=graphdef, loss_config=loss_config)
@@ -62,7 +64,7 @@ def handover(new_smoke_config, tmp_path_factory):
 def straight(new_smoke_config, tmp_path_factory):
     """Six uninterrupted cached steps on the default mesh (8 devices along data)."""
     config = cached_config(new_smoke_config())
-    return loop.load_stage_params(loop.train_and_evaluate(config, tmp_path_factory.mktemp("straight"))[0])
+    return train_state.load_stage_params(loop.train_and_evaluate(config, tmp_path_factory.mktemp("straight"))[0])
 
 
 def test_cached_stage1_trains_fc1_only_and_hands_over_to_stage2(handover):
@@ -71,7 +73,7 @@ def test_cached_stage1_trains_fc1_only_and_hands_over_to_stage2(handover):
     assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
     assert {"eval/loss", "eval/dense_384/cosine", "dense_384/relative_similarity"} <= set(rows[-1])
     assert rows[-1]["loss"] < rows[0]["loss"]  # 6 steps at 1e-2 on a fresh FC1
-    init, after_stage1 = loop.load_init_params(config), loop.load_stage_params(first)
+    init, after_stage1 = train_state.load_init_params(config), train_state.load_stage_params(first)
     encoder = "text_encoder/encoder/layer/3/attention/self/query/kernel"
     np.testing.assert_array_equal(after_stage1[encoder], init[encoder])
     assert not np.allclose(after_stage1[FC1], init[FC1])
@@ -82,17 +84,18 @@ def test_cached_stage1_trains_fc1_only_and_hands_over_to_stage2(handover):
 
 
 def test_cached_evaluation_equals_the_uncached_evaluator(handover):
-    """Stage 1's final params scored by loop.make_evaluator (the encoder on every batch) give the validation loss
+    """Stage 1's final params scored by text_stage.make_evaluator (the encoder on every batch) give the validation loss
     the cached stage logged at its last step: the cached eval rows are the same batches."""
     config, (first, _) = handover
-    student = loop.load_trained_student(first.workdir)
-    paths = [path for path, _ in nnx.to_flat_state(loop.param_state(student))]
+    student = workdir.load_trained_student(first.workdir)
+    paths = [path for path, _ in nnx.to_flat_state(train_state.param_state(student))]
     graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("heads", paths))
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-    evaluate = loop.make_evaluator(config, graphdef=graphdef, loss_config=loop.loss_config_for(config, student),
-                                   trainable_sharding=sharding.state_sharding(trainable, mesh),
-                                   frozen_sharding=sharding.state_sharding(frozen, mesh),
-                                   batch_sharding=sharding.batch_sharding(mesh), pad_token_id=0)
+    evaluate = text_stage.make_evaluator(config, graphdef=graphdef,
+                                         loss_config=text_stage.loss_config_for(config, student),
+                                         trainable_sharding=sharding.state_sharding(trainable, mesh),
+                                         frozen_sharding=sharding.state_sharding(frozen, mesh),
+                                         batch_sharding=sharding.batch_sharding(mesh), pad_token_id=0)
     uncached = evaluate(trainable, frozen)
     logged = read_metrics(first.workdir / "metrics.jsonl")[-1]
     for name in ("eval/loss", "eval/dense_384/cosine", "eval/dense_384/similarity"):
@@ -103,25 +106,25 @@ def test_interrupted_cached_stage_resumes_to_the_same_weights(smoke_config, stra
     config = cached_config(smoke_config)
 
     calls = {"count": 0}
-    original = cached_stage.PreemptionGuard.should_stop
+    original = PreemptionGuard.should_stop
 
     def stop_at_step_3(self, step_number):
         calls["count"] += 1
         return step_number == 3 or original(self, step_number)
 
-    monkeypatch.setattr(cached_stage.PreemptionGuard, "should_stop", stop_at_step_3)
-    with pytest.raises(loop.Preempted):
+    monkeypatch.setattr(PreemptionGuard, "should_stop", stop_at_step_3)
+    with pytest.raises(driver.Preempted):
         loop.train_and_evaluate(config, tmp_path / "resumed")
-    monkeypatch.setattr(cached_stage.PreemptionGuard, "should_stop", original)
+    monkeypatch.setattr(PreemptionGuard, "should_stop", original)
     resumed = loop.train_and_evaluate(config, tmp_path / "resumed")[0]
     assert calls["count"] == 3 and resumed.final_step == 6
-    np.testing.assert_allclose(loop.load_stage_params(resumed)[FC1], straight[FC1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(train_state.load_stage_params(resumed)[FC1], straight[FC1], rtol=1e-6, atol=1e-7)
 
 
 def test_cached_stage_is_the_same_on_any_mesh(smoke_config, straight, tmp_path):
     config = cached_config(smoke_config)
     config.mesh.data, config.mesh.tensor = 2, 4  # FC1 split over 4 devices, batches over 2
-    mixed = loop.load_stage_params(loop.train_and_evaluate(config, tmp_path / "data2_tensor4")[0])
+    mixed = train_state.load_stage_params(loop.train_and_evaluate(config, tmp_path / "data2_tensor4")[0])
     np.testing.assert_allclose(mixed[FC1], straight[FC1], rtol=1e-5, atol=1e-6)
 
 

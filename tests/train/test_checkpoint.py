@@ -1,10 +1,11 @@
-"""Checkpoints (embed_jax.train.checkpoint) and preemption (embed_jax.train.preemption) on a small real training loop.
+"""Checkpoints (embed_jax.train.checkpoint) and preemption (embed_jax.train.preemption) through the real step driver
+(embed_jax.train.driver) at toy scale.
 
-The loop below is a real one at toy scale: an NNX MLP whose params carry logical axis names, sharded over 8
-simulated CPU devices, optax AdamW, and a grain iterator over an in-memory MapDataset. The SIGTERM test runs it in a
-subprocess (this file is also a script: `python tests/train/test_checkpoint.py WORKDIR TOTAL_STEPS SLEEP_S`), sends a
-real SIGTERM, resumes, and checks that the interrupted run equals an uninterrupted one bit for bit: same batches, same
-final parameters.
+The step is a real one: an NNX MLP whose params carry logical axis names, sharded over 8 simulated CPU devices,
+optax AdamW, and a grain iterator over an in-memory MapDataset; `run_loop` hands it to the driver that every
+training stage runs. The SIGTERM and several-host tests run it in subprocesses (this file is also a script:
+`python tests/train/test_checkpoint.py WORKDIR TOTAL_STEPS SLEEP_S`), send a real SIGTERM, resume, and check that the
+interrupted run equals an uninterrupted one bit for bit: same batches, same final parameters.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from embed_jax.train import checkpoint
+from embed_jax.train import checkpoint, driver, metrics
 from embed_jax.train.preemption import PreemptionGuard
 
 IN_DIM, HIDDEN = 16, 32
@@ -140,7 +141,8 @@ def manager(directory, *, save_every=5, keep=2, identity=IDENTITY, shape_config=
 
 
 def run_loop(workdir: Path, total_steps: int, sleep_s: float = 0.0) -> None:
-    """The loop under test: resume if possible, train, save periodically, stop cleanly on SIGTERM.
+    """The real step driver (embed_jax.train.driver) around the toy step: resume if possible, train, save every 5
+    steps and at the end, stop cleanly on SIGTERM.
 
     Appends the record ids of each step's local batch to workdir/seen_<process>.jsonl and, on one process, writes
     workdir/final.npz at the end. Runs as one process or as several (`jax.distributed` initialised by the caller).
@@ -149,26 +151,31 @@ def run_loop(workdir: Path, total_steps: int, sleep_s: float = 0.0) -> None:
     mesh = make_mesh((jax.device_count(), 1))
     state = initial_state(mesh)
     batches = data_iterator(process_index=process_index, process_count=process_count)
-    with manager(workdir / "checkpoints") as checkpoints, PreemptionGuard() as guard:
+
+    def step(state, step_index: int) -> driver.Stepped:
+        batch = next(batches)
+        state, loss = train_step(state, global_batch(batch, mesh))
+        with open(workdir / f"seen_{process_index}.jsonl", "a") as seen:
+            seen.write(json.dumps({"step": step_index + 1, "ids": batch["id"].tolist()}) + "\n")
+        print(f"step {step_index + 1}", flush=True)
+        time.sleep(sleep_s)
+        return driver.Stepped(state, {"loss": loss}, examples=len(batch["id"]))
+
+    stage_steps = driver.StageSteps(step=step, checkpoint_items=lambda state: state, learning_rate=lambda _: 1e-2,
+                                    rates=metrics.Throughput(), data_iterator=batches)
+    cadence = driver.Cadence(num_steps=total_steps, log_every=5, checkpoint_every=5)
+    with manager(workdir / "checkpoints") as checkpoints:
         restored = checkpoints.restore(None, abstract_targets(state, mesh), batches)
-        first = 1
+        start_step = 0
         if restored is not None:
-            state, first = restored.state, restored.step + 1
+            state, start_step = restored.state, restored.step
             print(f"resumed from step {restored.step}", flush=True)
-        for step in range(first, total_steps + 1):
-            batch = next(batches)
-            state, _ = train_step(state, global_batch(batch, mesh))
-            with open(workdir / f"seen_{process_index}.jsonl", "a") as seen:
-                seen.write(json.dumps({"step": step, "ids": batch["id"].tolist()}) + "\n")
-            print(f"step {step}", flush=True)
-            time.sleep(sleep_s)
-            if guard.should_stop(step):
-                checkpoints.save(step, state, batches, force=True)
-                checkpoints.wait_until_finished()
-                print(f"preempted: saved step {step}", flush=True)
-                return
-            checkpoints.save(step, state, batches)
-        checkpoints.save(total_steps, state, batches, force=True)
+        try:
+            state = driver.run_steps("toy", cadence, stage_steps, state=state, start_step=start_step,
+                                     manager=checkpoints, metrics_dir=workdir, title="toy").state
+        except driver.Preempted as stopped:
+            print(f"preempted: saved step {stopped.step}", flush=True)
+            return
     if process_count == 1:
         leaves = jax.tree_util.tree_flatten_with_path(state["params"])[0]
         np.savez(workdir / "final.npz", **{checkpoint.path_name(path): np.asarray(leaf) for path, leaf in leaves})
@@ -473,6 +480,7 @@ def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_equals_an_uninterr
     [output] = run_children(interrupted, total_steps, sleep_s=0.1, stop_after_step=4)
     stopped_at = saved_step(output)
     assert 4 <= stopped_at < total_steps
+    assert f"[toy] stop requested (SIGTERM): saved step {stopped_at}; rerun" in output  # the driver's own message
     with manager(interrupted / "checkpoints") as checkpoints:
         assert checkpoints.latest_step() == stopped_at
     assert max(read_seen(interrupted)) == stopped_at

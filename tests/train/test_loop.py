@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embed_jax.data.pipeline import PipelineConfigError
-from embed_jax.train import checkpoint, loop
+from embed_jax.train import checkpoint, driver, loop, train_state, workdir
 from embed_jax.train.metrics import read_metrics
 
 
@@ -35,20 +35,20 @@ def test_three_stages_run_chain_and_write_their_outputs(three_stages):
     assert {"dense_384/cosine", "dense_16/similarity", "dense_16/relative_similarity"} <= set(last)
     assert "dense_16/cosine" not in last
     assert {"eval/loss", "eval/dense_384/cosine", "eval/dense_16/similarity"} <= set(last)
-    assert json.loads((results[2].workdir / loop.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
+    assert json.loads((results[2].workdir / workdir.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
     # The run's config, records folders absolute, for export and evaluation to find what the student learnt from.
-    run_config = json.loads((results[0].workdir.parent / loop.RUN_CONFIG_FILE).read_text())
+    run_config = json.loads((results[0].workdir.parent / workdir.RUN_CONFIG_FILE).read_text())
     assert run_config["data"]["records_dir"] == str(Path(smoke_config.data.records_dir).resolve())
     assert run_config["stage2"]["num_steps"] == smoke_config.stage2.num_steps
 
 
 def test_each_stage_trains_only_its_parameters(three_stages):
     smoke_config, results = three_stages
-    params = [loop.load_stage_params(result) for result in results]
+    params = [train_state.load_stage_params(result) for result in results]
     encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
     encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
     fc1 = "heads/dense/dense_384/kernel"
-    init = loop.load_init_params(smoke_config)
+    init = train_state.load_init_params(smoke_config)
     # Stage 1: FC1 moves, the encoder does not.
     assert not np.allclose(params[0][fc1], params[1][fc1])
     np.testing.assert_array_equal(params[0][encoder_layer3], init[encoder_layer3])
@@ -94,7 +94,7 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkp
     smoke_config.stage1.learning_rate = 1e38  # the first update overflows FC1 to inf
     smoke_config.optimizer.clip_norm = 0.0
     smoke_config.optimizer.warmup_fraction = 0.0
-    with pytest.raises(loop.NonFiniteLossError, match=r"step \d+: loss term 'dense_384/\w+'"):
+    with pytest.raises(driver.NonFiniteLossError, match=r"step \d+: loss term 'dense_384/\w+'"):
         loop.train_and_evaluate(smoke_config, tmp_path)
 
 

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,7 +14,8 @@ from flax import nnx
 from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
-from embed_jax.train import loop, optimizer, sharding, stages, step
+from embed_jax.train import optimizer, sharding, stages, step, train_state, workdir
+from embed_jax.train.metrics import read_metrics
 
 TEACHER_DIM = 24
 MESHES = [
@@ -109,7 +111,7 @@ def run_main(workdir, overrides, *, processes: int, devices_per_process: int, ti
     if processes > 1:
         command += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}"]
     workers = [subprocess.Popen(command + ([f"--process_id={index}"] if processes > 1 else []), env=env,
-                                cwd=loop.Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                                cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
                for index in range(processes)]
     outputs = [worker.communicate(timeout=timeout)[0] for worker in workers]
@@ -124,13 +126,13 @@ def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path
                  "--config.stage1.num_steps=2", "--config.train.checkpoint_every=2"]
     run_main(tmp_path / "one", overrides, processes=1, devices_per_process=4)
     run_main(tmp_path / "two", overrides, processes=2, devices_per_process=2)
-    one = loop.read_metrics(tmp_path / "one" / "stage1" / "metrics.jsonl")
-    two = loop.read_metrics(tmp_path / "two" / "stage1" / "metrics.jsonl")
+    one = read_metrics(tmp_path / "one" / "stage1" / "metrics.jsonl")
+    two = read_metrics(tmp_path / "two" / "stage1" / "metrics.jsonl")
     assert [row["step"] for row in one] == [row["step"] for row in two] == [1, 2]
     for row_one, row_two in zip(one, two):
         for name in ("loss", "dense_384/cosine", "dense_384/similarity", "dense_384/relative_similarity"):
             np.testing.assert_allclose(row_two[name], row_one[name], rtol=2e-5, err_msg=name)
-    params_one = loop.flat_params(loop.load_trained_student(tmp_path / "one" / "stage1"))
-    params_two = loop.flat_params(loop.load_trained_student(tmp_path / "two" / "stage1"))
+    params_one = train_state.flat_params(workdir.load_trained_student(tmp_path / "one" / "stage1"))
+    params_two = train_state.flat_params(workdir.load_trained_student(tmp_path / "two" / "stage1"))
     for name, value in params_one.items():
         np.testing.assert_allclose(params_two[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

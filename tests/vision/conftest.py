@@ -57,15 +57,15 @@ def save_text_stage(folder: Path, tiny_text_folder: Path, seed: int) -> Path:
     import json
 
     from embed_jax.models.student import Student
-    from embed_jax.train import checkpoint, loop
+    from embed_jax.train import checkpoint, workdir
 
     student = Student.from_pretrained(tiny_text_folder, heads=HEADS, rngs=nnx.Rngs(seed))
     folder.mkdir(parents=True)
-    (folder / loop.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config))
+    (folder / workdir.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config))
     manager = checkpoint.CheckpointManager(folder / "checkpoints", save_every=1, keep=1,
                                            identity={"stage": "stage1", "init_from": str(tiny_text_folder)},
                                            shape_config={})
-    manager.save(1, {loop.PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
+    manager.save(1, {workdir.PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
     manager.wait_until_finished()
     manager.close()
     return folder

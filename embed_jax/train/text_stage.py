@@ -1,0 +1,105 @@
+"""A text stage (stages 1–3, SPEC §4): the student's encoder and heads trained on teacher records, one batch per
+step, with a periodic held-out loss.
+
+    student   = init folder's encoder + the stage's heads, the previous stage's weights loaded (train_state.py)
+    target    'records' (the teacher vectors, SPEC §2) or 'pooled' (the student's own vectors: self-distillation)
+    evaluator mean loss terms over the first train.eval_batches batches of data.eval_records_dir
+
+A heads-only stage 1 may instead train from pooled vectors computed once (embed_jax/train/cached_stage.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+from flax import nnx
+
+from embed_jax import losses
+from embed_jax.models.heads import head_name
+from embed_jax.models.student import Student
+from embed_jax.train import batch_stage, batches, driver, step as steps, train_state
+from embed_jax.train.train_state import StageResult, log
+
+
+def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
+                   previous: StageResult | None) -> StageResult:
+    stage = config[stage_name]
+    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=evaluates(config))
+    target = loss_target(config)
+    mesh = train_state.stage_mesh(config)
+    source = batches.open_records(config, config.data.records_dir, "data.records_dir")
+    student = train_state.build_student(config, stage, seed=int(config.seed))
+    if previous is not None:
+        train_state.restore_previous_stage(previous, student, mesh, log)
+    data_seed = train_state.data_seed(config, stage)
+
+    def make_stage_evaluator(state, batch_sharding, loss_config, pad_id):
+        return make_evaluator(config, graphdef=state.graphdef, loss_config=loss_config,
+                              trainable_sharding=state.trainable_sharding, frozen_sharding=state.frozen_sharding,
+                              batch_sharding=batch_sharding, pad_token_id=pad_id)
+
+    return batch_stage.run_batch_stage(
+        config, stage_name, workdir / stage_name, mesh=mesh, cadence=cadence, student=student,
+        manifest=source.manifest, data=batches.make_batches(config, source, seed=data_seed),
+        loss_config=loss_config_for(config, student), target=target, title=f"{stage_name}: {stage.trainable}",
+        make_evaluator=make_stage_evaluator if cadence.eval_every else None)
+
+
+# ---------------------------------------------------------------------------------------------------- the loss
+
+
+def loss_target(config: ml_collections.ConfigDict) -> str:
+    """'records' (teacher vectors, SPEC §2) or 'pooled' (the student's own vectors: loss.reduction_target='pooled')."""
+    if config.loss.reduction_target != "pooled":
+        return "records"
+    if config.model.teacher_dim:
+        raise ValueError(f"config key loss.reduction_target='pooled' shrinks a model with its own vectors: it has no "
+                         f"FC1, so set model.teacher_dim=0 (got {config.model.teacher_dim})")
+    if not tuple(config.model.reduction_dims):
+        raise ValueError("config key loss.reduction_target='pooled' needs model.reduction_dims, e.g. (128, 64)")
+    return "pooled"
+
+
+def loss_config_for(config: ml_collections.ConfigDict, student: Student) -> losses.LossConfig:
+    values = dict(config.loss)
+    main_dim = config.model.teacher_dim
+    if loss_target(config) == "pooled":
+        values["main_head"], values["reduction_target"] = None, "teacher"
+        return losses.LossConfig.from_mapping(values)
+    values["main_head"] = head_name(main_dim)
+    if main_dim not in student.heads.dims:
+        raise ValueError(f"model.teacher_dim={main_dim} names no head of the student (heads {student.heads.dims})")
+    return losses.LossConfig.from_mapping(values)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluates(config: ml_collections.ConfigDict) -> bool:
+    """Whether a text stage evaluates: train.eval_every > 0 and held-out records (data.eval_records_dir) given."""
+    return bool(int(config.train.eval_every)) and bool(config.data.eval_records_dir)
+
+
+def make_evaluator(config: ml_collections.ConfigDict, *, graphdef, loss_config, trainable_sharding, frozen_sharding,
+                   batch_sharding, pad_token_id: int):
+    """The periodic evaluation: mean loss terms over the first `train.eval_batches` batches of held-out records
+    (data.eval_records_dir, exported like the training records from texts training never sees)."""
+    source = batches.open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+    eval_step = steps.make_eval_step(graphdef=graphdef, loss_config=loss_config,
+                                     trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
+                                     batch_sharding=batch_sharding, target=loss_target(config))
+
+    def evaluate(trainable: nnx.State, frozen: nnx.State) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        count = 0
+        for local in batches.make_batches(config, source, seed=0, shuffle=False, num_epochs=1):
+            batch = batches.global_batch(local, batch_sharding, pad_token_id=pad_token_id)
+            for name, value in jax.device_get(eval_step(trainable, frozen, batch)).items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            count += 1
+            if count == int(config.train.eval_batches):
+                break
+        return {f"eval/{name}": total / count for name, total in totals.items()}
+
+    return evaluate
