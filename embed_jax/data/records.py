@@ -281,18 +281,13 @@ def adopt_shard(folder: Path, index: int, source: Path, info: ShardInfo, manifes
     return adopted
 
 
-def finished_shards(folder: Path) -> tuple[Manifest, list[ShardInfo]]:
-    """The manifest of the export in `folder` (finished or not) and the shards it has finished, in order."""
+def finished_shards(folder: Path) -> tuple[Manifest, dict[int, ShardInfo]]:
+    """The manifest of the export in `folder` (finished or not) and {index: shard} of the shards it has finished
+    (an unfinished export of several workers may have gaps)."""
     manifest = read_manifest_file(folder / MANIFEST_NAME)
     if manifest.status == STATUS_COMPLETE:
-        return manifest, list(manifest.shards)
-    done: list[ShardInfo] = []
-    while (folder / f"{shard_stem(len(done))}.json").exists():
-        info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
-        if not (folder / info.file).exists():
-            break
-        done.append(info)
-    return manifest, done
+        return manifest, dict(enumerate(manifest.shards))
+    return manifest, finished_shard_map(folder, manifest)
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

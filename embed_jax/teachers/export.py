@@ -187,8 +187,10 @@ def run_export(config) -> Manifest | None:
             if previous.status == records.STATUS_COMPLETE:
                 log(f"{folder} already holds this export, complete ({previous.num_records:,} records); nothing to do.")
                 return previous
-            workers.check_worker_count(folder, worker)
+            started_with = workers.check_worker_count(folder, worker)
             done = records.finished_shard_map(folder, draft)
+            if started_with == 1:
+                workers.refuse_gaps(folder, done)
         if done:
             log(f"resuming: {len(done)} shards ({sum(shard.num_records for shard in done.values()):,} records) "
                 f"already written")

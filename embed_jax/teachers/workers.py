@@ -115,8 +115,9 @@ def claim(folder: Path, worker: Worker) -> Iterator[None]:
         os.close(descriptor)
 
 
-def check_worker_count(folder: Path, worker: Worker) -> None:
-    """Under `folder_lock`, on an unfinished export: the count it started with must be this run's (first run: set)."""
+def check_worker_count(folder: Path, worker: Worker) -> int:
+    """Under `folder_lock`, on an unfinished export: the count it started with must be this run's (first run: set).
+    Returns that count."""
     path = folder / WORKERS_FILE
     if not path.exists():
         # A folder without the file was started by an export of one worker (before workers existed) or is new.
@@ -128,5 +129,18 @@ def check_worker_count(folder: Path, worker: Worker) -> None:
         raise WorkerError(
             f"{folder} is an unfinished export started by {started} worker(s); this run is {worker} "
             f"(num_workers / WORLD_SIZE). The shares of the shards follow the count, so mixing counts would write "
-            f"some shards twice and others never. Run {started} workers (--config.num_workers={started}); or, to "
-            f"change the count, stop every worker of the first run and delete {path} (finished shards are kept).")
+            f"some shards twice and others never. Run {started} workers (--config.num_workers={started}); or, for "
+            f"another count, export into a new folder with --config.reuse_from={folder} (its finished shards are "
+            f"copied, not encoded again).")
+    return started
+
+
+def refuse_gaps(folder: Path, done: Mapping[int, records.ShardInfo]) -> None:
+    """One worker writes its shards in order, so a gap in a one-worker export is a hand edit: not resumed around."""
+    missing = [index for index in range(max(done, default=-1)) if index not in done]
+    if missing:
+        later = sorted(path.name for path in folder.glob("shard-*")
+                       if path.name.split(".")[0] > records.shard_stem(missing[0]))
+        raise records.RecordsError(f"{folder}: shards {', '.join(later[:5])} follow a gap at "
+                                   f"{records.shard_stem(missing[0])}; the folder was edited by hand. Re-export into "
+                                   f"an empty folder.")
