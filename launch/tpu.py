@@ -2,6 +2,7 @@
 
     python -m launch.tpu create   --name=embed-v5e --zone=us-west4-a --accelerator-type=v5litepod-16 --spot
     python -m launch.tpu setup    --name=embed-v5e --zone=us-west4-a            # copies this checkout's HEAD
+    python -m launch.tpu setup    --name=embed-v5e --zone=us-west4-a --gcsfuse-bucket=BUCKET   # + /mnt/gcs/BUCKET
     python -m launch.tpu run      --name=embed-v5e --zone=us-west4-a --log=train.log -- \\
         python -m embed_jax.main --config=configs/jasper.py --workdir=gs://BUCKET/jasper
     python -m launch.tpu delete   --name=embed-v5e --zone=us-west4-a
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--extras", default="tpu", help="pip extras to install (default: tpu, i.e. jax[tpu])")
     setup.add_argument("--python", default="3.11", help="Python version of the workers' virtual env")
     setup.add_argument("--remote-dir", default="embed_jax", help="folder on each worker, relative to its home")
+    setup.add_argument("--gcsfuse-bucket", action="append", default=[], metavar="BUCKET",
+                       help="also mount this bucket read-only with gcsfuse on every worker (repeatable); records "
+                            "are then read from /mnt/gcs/BUCKET/... (see docs/launch.md)")
+    setup.add_argument("--mount-point", help="with one --gcsfuse-bucket: where to mount it (default /mnt/gcs/BUCKET)")
 
     run = actions.add_parser("run", parents=[common], help="run the command after -- on every worker")
     run.add_argument("--remote-dir", default="embed_jax", help="folder `setup` installed into")
@@ -112,11 +117,15 @@ def plan(options: argparse.Namespace, command: list[str]) -> list[gcloud.Command
             queued=options.queued,
         )
     if options.action == "setup":
+        if options.mount_point and len(options.gcsfuse_bucket) != 1:
+            raise gcloud.LaunchError("--mount-point needs exactly one --gcsfuse-bucket (each bucket gets its own "
+                                     "/mnt/gcs/BUCKET otherwise)")
+        mounts = [gcloud.mount_bucket(target, bucket, options.mount_point) for bucket in options.gcsfuse_bucket]
         if options.git_url:
             return gcloud.setup_from_git(
                 target, options.git_url, options.ref, options.remote_dir, options.extras, options.python
-            )
-        return checkout_commands(options, target)
+            ) + mounts
+        return checkout_commands(options, target) + mounts
     if options.action == "run":
         env = gcloud.parse_env(options.env)
         return gcloud.run_everywhere(target, command, options.remote_dir, env, options.log, worker=options.worker)
