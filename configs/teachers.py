@@ -111,4 +111,5 @@ def _teacher(path: str, pooling: str = "auto", prompt: str = "", max_seq_length:
         "trust_remote_code": False,  # a folder with its own modelling code (config.json auto_map) needs True
         "prompt_name": "",  # a prompt named in the folder's config_sentence_transformers.json (instead of prompt)
         "dense_head": "",  # sentence-transformers: a Dense folder replacing the folder's own, e.g. 2_Dense_8192
+        "append_eos": False,  # end each text with the tokenizer's EOS token (NV-Embed-v2's model card does)
     })

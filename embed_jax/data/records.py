@@ -93,6 +93,7 @@ class TeacherInfo:
     device: str = "cpu"  # the kind of device that computed the vectors (cpu, cuda)
     prompt_name: str = ""  # where `prompt` came from, if from the folder's named prompts
     dense_head: str = ""  # the sentence-transformers Dense folder that replaced the folder's own
+    append_eos: bool = False  # each text ended with the tokenizer's EOS token
 
 
 _TEACHER_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TeacherInfo)

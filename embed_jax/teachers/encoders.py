@@ -61,6 +61,7 @@ class TeacherSpec:
     trust_remote_code: bool = False
     prompt_name: str = ""  # a prompt of the folder's config_sentence_transformers.json
     dense_head: str = ""  # sentence-transformers: a Dense folder that replaces the folder's Dense module
+    append_eos: bool = False  # end every text with the tokenizer's EOS token (NV-Embed-v2's card does)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +140,19 @@ class Teacher:
     dim: int
     max_seq_length: int
 
+    def ended(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the teacher reads them after its prompt: with the EOS token appended if asked."""
+        if not self.spec.append_eos:
+            return list(texts)
+        eos = self.tokenizer.eos_token
+        if not eos:
+            raise TeacherConfigError(f"teachers.{self.spec.name}.append_eos=True, but the tokenizer of {self.folder} "
+                                     f"defines no eos_token; set teachers.{self.spec.name}.append_eos=False.")
+        return [text + eos for text in texts]
+
     def prompted(self, texts: Sequence[str]) -> list[str]:
-        return [self.prompt + text for text in texts] if self.prompt else list(texts)
+        texts = self.ended(texts)
+        return [self.prompt + text for text in texts] if self.prompt else texts
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         encoded = self.tokenizer(self.prompted(texts), truncation=True, max_length=self.max_seq_length)
@@ -174,7 +186,8 @@ class SentenceTransformerTeacher(Teacher):
 
     @torch.inference_mode()
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        features = _to_device(self.model.preprocess(list(texts), prompt=self.prompt or None), self.placement.device)
+        features = self.model.preprocess(self.ended(texts), prompt=self.prompt or None)
+        features = _to_device(features, self.placement.device)
         with self.placement.forward_context():
             vectors = self.model(features)["sentence_embedding"]
         return vectors.float().cpu().numpy()

@@ -63,7 +63,8 @@ def teacher_spec(name: str, entry) -> encoders.TeacherSpec:
         max_seq_length=int(entry.get("max_seq_length", 0)), device=str(entry.get("device", "cpu")),
         dtype=str(entry.get("dtype", "float32")), autocast=bool(entry.get("autocast", False)),
         trust_remote_code=bool(entry.get("trust_remote_code", False)),
-        prompt_name=str(entry.get("prompt_name", "") or ""), dense_head=str(entry.get("dense_head", "") or ""))
+        prompt_name=str(entry.get("prompt_name", "") or ""), dense_head=str(entry.get("dense_head", "") or ""),
+        append_eos=bool(entry.get("append_eos", False)))
 
 
 def local_folders(value: str, key: str) -> tuple[Path, ...]:
@@ -118,7 +119,7 @@ def teacher_info(teacher: encoders.Teacher, order: int) -> TeacherInfo:
                        max_seq_length=teacher.max_seq_length,
                        weights_sha256=encoders.folder_fingerprint(teacher.folder), order=order, dtype=spec.dtype,
                        autocast=spec.autocast, device=teacher.placement.device_kind, prompt_name=spec.prompt_name,
-                       dense_head=spec.dense_head)
+                       dense_head=spec.dense_head, append_eos=spec.append_eos)
 
 
 def draft_manifest(settings: ExportSettings, teachers: Sequence[encoders.Teacher],

@@ -67,8 +67,8 @@ def test_prompt_name_is_the_folders_named_prompt(st_folder):
 
 
 def test_unknown_prompt_name_lists_the_defined_ones(st_folder, tiny_bert):
-    with pytest.raises(TeacherConfigError, match=r"teachers.st.prompt_name='s2p_query': .*"
-                                                 r"config_sentence_transformers.json defines .*'passage', 'query'; name one"):
+    message = r"teachers.st.prompt_name='s2p_query': .*config_sentence_transformers.json defines .*'passage', 'query'"
+    with pytest.raises(TeacherConfigError, match=message):
         encoders.load_teacher(TeacherSpec("st", str(st_folder), prompt_name="s2p_query"))
     with pytest.raises(TeacherConfigError, match=r"teachers.hf.prompt_name='query': .* defines no prompts"):
         encoders.load_teacher(TeacherSpec("hf", str(tiny_bert), pooling="mean", prompt_name="query"))
@@ -84,11 +84,25 @@ def test_dense_head_replaces_the_folders_dense_module(st_folder):
 
 
 def test_missing_dense_head_lists_the_heads_there(st_folder, tiny_bert):
-    with pytest.raises(TeacherConfigError, match=r"teachers.st.dense_head='2_Dense_8192': .* is not a Dense folder "
-                                                 r"\(no config.json\); the folder's Dense heads are 2_Dense, 2_Dense_8"):
+    message = (r"teachers.st.dense_head='2_Dense_8192': .* is not a Dense folder \(no config.json\); the folder's "
+               r"Dense heads are 2_Dense, 2_Dense_8")
+    with pytest.raises(TeacherConfigError, match=message):
         encoders.load_teacher(TeacherSpec("st", str(st_folder), dense_head="2_Dense_8192"))
     with pytest.raises(TeacherConfigError, match=r"teachers.hf.dense_head='2_Dense_8' needs pooling 'auto'"):
         encoders.load_teacher(TeacherSpec("hf", str(tiny_bert), pooling="mean", dense_head="2_Dense_8"))
+
+
+def test_append_eos_ends_every_text_with_the_eos_token(st_folder, tmp_path):
+    with pytest.raises(TeacherConfigError, match=r"teachers.st.append_eos=True, but the tokenizer of .* defines no "
+                                                 r"eos_token"):
+        encode(encoders.load_teacher(TeacherSpec("st", str(st_folder), append_eos=True)))
+    with_eos = shutil.copytree(st_folder, tmp_path / "with_eos")
+    tokenizer_config = json.loads((with_eos / "tokenizer_config.json").read_text())
+    (with_eos / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "eos_token": "[SEP]"}))
+    teacher = encoders.load_teacher(TeacherSpec("st", str(with_eos), append_eos=True, prompt_name="query"))
+    expected = reference_st(with_eos).encode([text + "[SEP]" for text in TEXTS], prompt_name="query")
+    np.testing.assert_allclose(encode(teacher), expected, atol=1e-6)
+    assert np.abs(encode(teacher) - reference_st(with_eos).encode(TEXTS, prompt_name="query")).max() > 1e-4
 
 
 # --- remote code ----------------------------------------------------------------------------------------------------
