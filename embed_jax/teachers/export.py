@@ -176,7 +176,7 @@ def run_export(config) -> Manifest | None:
         return None
     draft = draft_manifest(settings, teachers, corpus.describe())
     folder = settings.output_dir
-    records.refuse_foreign_files(folder)  # before the lock files appear in a folder that is not ours
+    refuse_before_claiming(folder, draft)
     with workers.claim(folder, worker):
         with workers.folder_lock(folder):
             manifest_path = folder / records.MANIFEST_NAME
@@ -196,6 +196,15 @@ def run_export(config) -> Manifest | None:
             log(f"resuming: {len(done)} shards ({sum(shard.num_records for shard in done.values()):,} records) "
                 f"already written")
         return write_records(corpus, teachers, draft, done, settings)
+
+
+def refuse_before_claiming(folder: Path, draft: Manifest) -> None:
+    """A folder that is not ours, or holds another export, is refused before any lock file appears in it (the
+    checks run again under the folder lock, where they count)."""
+    records.refuse_foreign_files(folder)
+    manifest_path = folder / records.MANIFEST_NAME
+    if manifest_path.exists() and records.read_manifest_file(manifest_path).export_id != draft.export_id:
+        records.prepare_output_folder(folder, draft)  # raises, naming the differences
 
 
 def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
