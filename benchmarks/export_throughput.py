@@ -1,140 +1,180 @@
-"""Teacher export throughput: embed_jax's length-bucketed export vs plain `SentenceTransformer.encode`, one run.
+"""Teacher export throughput: the export run as W workers vs sentence-transformers' own way with W processes.
 
-    python benchmarks/export_throughput.py                         # 1,000 built-in texts, MiniLM + mpnet
-    python benchmarks/export_throughput.py --texts 400 --corpus wiki --repeats 1
+    python benchmarks/export_throughput.py                          # 2 workers, 1,024 built-in texts, 3 rounds
+    python benchmarks/export_throughput.py --workers 1 --threads 2  # one process each: the export vs plain encode
+    python benchmarks/export_throughput.py --dtype bfloat16 --autocast
 
-Both sides turn the same real texts (the first N of a built-in corpus, the export's own default mix: WordNet
-definitions and examples, Wikipedia passages, ABC news) into the same target, SPEC §2's normalised concatenation of
-all-MiniLM-L6-v2 and all-mpnet-base-v2 (1152-d), on the same CPU threads:
+Both sides turn the same texts (the first N built-in texts, the export's default mix) into the same target, SPEC
+§2's normalised concatenation of all-MiniLM-L6-v2 and all-mpnet-base-v2 (1152-d), each teacher reading at most 128
+tokens (configs/teachers.py), in the same dtype, each process on `--threads` torch threads (OMP_NUM_THREADS too):
 
-- sentence-transformers: what a user writes by hand, `model.encode(texts, normalize_embeddings=True)` per teacher
-  (batch 32; it sorts by character length), then concatenate and renormalise.
-- embed_jax: the export's encoding path (`export.encode_shard`), shard by shard (1,024 texts, the default): texts
-  sorted by token length and cut into batches of at most 4,096 padded tokens and 256 rows, then
-  `targets.concatenated_target` (which also checks every vector).
+- sentence-transformers: what its documentation offers for several processes, `model.encode(texts,
+  device=["cpu"] * W, normalize_embeddings=True)` per teacher (a spawned pool; batches of 32, sorted by characters),
+  then concatenate and renormalise. With W = 1, plain `model.encode(texts)`.
+- embed_jax: `python -m embed_jax.teachers.export` started W times with --config.worker_index/num_workers on one
+  fresh folder (shards of `--shard-size` texts, float32 storage), until the manifest is written.
 
-Model loading is outside the timed part on both sides; tokenisation is inside. Each side runs in its own child
-process, so its peak resident memory is its own; sides alternate `--repeats` times and the best time counts (the
-machine is shared). The table reports texts/s, the ratio, peak RSS, and the max abs difference between the two
-sides' vectors (equal vectors are the condition of the comparison).
+Each side is timed from starting its processes to having every vector (imports and model loading included on both
+sides: that is what a user waits for). Sides alternate, A B A B …, `--rounds` times; the table gives the median
+texts/s with its min–max spread, the ratio to sentence-transformers, and the max abs difference between the two
+sides' vectors (equal vectors are the condition of the comparison). The load average is printed at the start and
+at the end, with a warning above 0.5 per core. Figures: docs/data.md, "Measured".
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-TEACHERS = ("asset:all-MiniLM-L6-v2", "asset:all-mpnet-base-v2")
+REPO = Path(__file__).resolve().parents[1]
+TEACHERS = {"minilm": "asset:all-MiniLM-L6-v2", "mpnet": "asset:all-mpnet-base-v2"}
+MAX_SEQ_LENGTH = 128
 
 
-def corpus_texts(corpus: str, count: int) -> list[str]:
+def load_line() -> str:
+    one, five, _ = os.getloadavg()
+    cores = os.cpu_count() or 1
+    warning = f"  WARNING: above 0.5 per core ({cores} cores); figures are noisy" if one > 0.5 * cores else ""
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min){warning}"
+
+
+def corpus_texts(count: int) -> list[str]:
     from embed_jax.data import corpora
 
-    return [item.text for item in corpora.builtin_texts(corpus, count)]
+    return [item.text for item in corpora.builtin_texts("all", count)]
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def run_sentence_transformers(texts: list[str]) -> tuple[np.ndarray, float]:
+def child_sentence_transformers(args: argparse.Namespace) -> None:
+    """The sentence-transformers side, in its own process: load, encode with W processes, combine, save."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from embed_jax.assets import resolve_model_path
 
-    models = [SentenceTransformer(str(resolve_model_path(path)), device="cpu") for path in TEACHERS]
-    started = time.perf_counter()
-    parts = [model.encode(texts, normalize_embeddings=True) for model in models]
-    joined = np.concatenate(parts, axis=1)
-    target = joined / np.linalg.norm(joined, axis=1, keepdims=True)
-    return target.astype(np.float32), time.perf_counter() - started
-
-
-def run_embed_jax(texts: list[str], shard_size: int) -> tuple[np.ndarray, float]:
-    import ml_collections
-
-    from embed_jax.data.records import Text
-    from embed_jax.teachers import encoders, export
-
-    config = ml_collections.ConfigDict({"output_dir": "unused", "storage_dtype": "float32", "shard_size": shard_size,
-                                        "max_tokens_per_batch": 4096, "max_batch_size": 256, "teacher_order": "a,b",
-                                        "teachers": {"a": {"path": TEACHERS[0], "pooling": "auto"},
-                                                     "b": {"path": TEACHERS[1], "pooling": "auto"}}})
-    settings = export.settings_from_config(config)
-    teachers = [encoders.load_teacher(spec) for spec in settings.teacher_specs]
-    items = [Text(str(index), text) for index, text in enumerate(texts)]
-    started = time.perf_counter()
-    shards = [export.encode_shard(items[start:start + shard_size], teachers, settings)
-              for start in range(0, len(items), shard_size)]
-    return np.concatenate(shards), time.perf_counter() - started
-
-
-def child(args: argparse.Namespace) -> None:
-    import torch
-
     torch.set_num_threads(args.threads)
-    texts = corpus_texts(args.corpus, args.texts)
-    if args.side == "sentence-transformers":
-        vectors, seconds = run_sentence_transformers(texts)
-    else:
-        vectors, seconds = run_embed_jax(texts, args.shard_size)
-    np.save(args.vectors, vectors)
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_rss_mib()}))
+    texts = corpus_texts(args.texts)
+    parts = []
+    for path in TEACHERS.values():
+        model = SentenceTransformer(str(resolve_model_path(path)), device="cpu")
+        model.max_seq_length = MAX_SEQ_LENGTH
+        if args.dtype != "float32" and not args.autocast:
+            model.to(getattr(torch, args.dtype))
+        devices = ["cpu"] * args.workers if args.workers > 1 else None
+        with torch.autocast("cpu", dtype=getattr(torch, args.dtype), enabled=args.autocast):
+            parts.append(model.encode(texts, device=devices, normalize_embeddings=True, convert_to_numpy=True)
+                         .astype(np.float32))
+    joined = np.concatenate(parts, axis=1)
+    np.save(args.vectors, joined / np.linalg.norm(joined, axis=1, keepdims=True))
 
 
-def run_side(side: str, args: argparse.Namespace, vectors_path: str) -> dict:
-    command = [sys.executable, __file__, "--child", side, "--vectors", vectors_path, "--texts", str(args.texts),
-               "--corpus", args.corpus, "--threads", str(args.threads), "--shard-size", str(args.shard_size)]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+def run_sentence_transformers(args: argparse.Namespace, vectors: Path) -> float:
+    command = [sys.executable, __file__, "--child", "--vectors", str(vectors), *forwarded(args)]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(args))
     if result.returncode:
-        raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"sentence-transformers side failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def export_command(args: argparse.Namespace, folder: Path, index: int) -> list[str]:
+    settings = {"output_dir": folder, "corpus.kind": "builtin", "corpus.builtin": "all", "corpus.max_texts": args.texts,
+                "teacher_order": ",".join(TEACHERS), "storage_dtype": "float32", "shard_size": args.shard_size,
+                "torch_threads": args.threads, "progress_every_s": 1e9, "worker_index": index,
+                "num_workers": args.workers}
+    for name, path in TEACHERS.items():
+        settings |= {f"teachers.{name}.path": path, f"teachers.{name}.max_seq_length": MAX_SEQ_LENGTH,
+                     f"teachers.{name}.dtype": args.dtype, f"teachers.{name}.autocast": args.autocast}
+    return [sys.executable, "-m", "embed_jax.teachers.export", "--config=configs/teachers.py"] + [
+        f"--config.{key}={value}" for key, value in settings.items()]
+
+
+def run_export(args: argparse.Namespace, folder: Path) -> float:
+    started = time.perf_counter()
+    processes = [subprocess.Popen(export_command(args, folder, index), cwd=REPO, env=environment(args),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for index in range(args.workers)]
+    errors = [process.communicate()[1] for process in processes]
+    seconds = time.perf_counter() - started
+    for process, error in zip(processes, errors):
+        if process.returncode:
+            raise SystemExit(f"export worker failed:\n{error[-3000:]}")
+    return seconds
+
+
+def exported_vectors(folder: Path) -> np.ndarray:
+    from array_record.python import array_record_module
+
+    from embed_jax.data import records
+
+    manifest = records.read_manifest(folder)
+    vectors = []
+    for path in records.shard_paths(folder, manifest):
+        reader = array_record_module.ArrayRecordReader(str(path))
+        vectors.extend(records.decode_record(data)["teacher"] for data in reader.read_all())
+        reader.close()
+    return np.stack(vectors)
+
+
+def environment(args: argparse.Namespace) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads), "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def forwarded(args: argparse.Namespace) -> list[str]:
+    return ["--texts", str(args.texts), "--workers", str(args.workers), "--threads", str(args.threads),
+            "--dtype", args.dtype] + (["--autocast"] if args.autocast else [])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", type=int, default=1000)
-    parser.add_argument("--corpus", default="all", help="built-in corpus: all, wordnet, wiki, lee_background")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--shard-size", type=int, default=1024)
-    parser.add_argument("--child", choices=("sentence-transformers", "embed_jax"))
+    parser.add_argument("--texts", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shard-size", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--autocast", action="store_true", help="float32 weights, forward under torch.autocast")
+    parser.add_argument("--child", action="store_true")
     parser.add_argument("--vectors")
     args = parser.parse_args()
     if args.child:
-        args.side = args.child
-        child(args)
+        child_sentence_transformers(args)
         return
 
-    sides = ("sentence-transformers", "embed_jax")
-    best: dict[str, dict] = {}
+    print(load_line(), file=sys.stderr)
+    seconds: dict[str, list[float]] = {"sentence-transformers": [], "embed_jax export": []}
     with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            for side in sides:
-                result = run_side(side, args, os.path.join(scratch, f"{side}.npy"))
-                print(f"repeat {repeat + 1}: {side}: {args.texts / result['seconds']:.1f} texts/s", file=sys.stderr)
-                if side not in best or result["seconds"] < best[side]["seconds"]:
-                    best[side] = result
-        vectors = {side: np.load(os.path.join(scratch, f"{side}.npy")) for side in sides}
-    difference = float(np.abs(vectors["embed_jax"] - vectors["sentence-transformers"]).max())
-    baseline = best["sentence-transformers"]["seconds"]
-    mean_words = np.mean([len(text.split()) for text in corpus_texts(args.corpus, args.texts)])
-    print(f"\n{args.texts} texts of built-in corpus '{args.corpus}' (mean {mean_words:.0f} words), teachers "
-          f"all-MiniLM-L6-v2 + all-mpnet-base-v2 → 1152-d, {args.threads} CPU threads, best of {args.repeats}\n")
-    print("| side | texts/s | seconds | ratio | peak RSS (MiB) | max abs diff vs ST |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for side in sides:
-        seconds = best[side]["seconds"]
-        print(f"| {side} | {args.texts / seconds:.1f} | {seconds:.1f} | {baseline / seconds:.2f}× | "
-              f"{best[side]['peak_rss_mib']:.0f} | {0.0 if side == sides[0] else difference:.1e} |")
+        st_vectors, folder = Path(scratch) / "st.npy", Path(scratch) / "records"
+        for round_index in range(args.rounds):
+            shutil.rmtree(folder, ignore_errors=True)
+            seconds["sentence-transformers"].append(run_sentence_transformers(args, st_vectors))
+            seconds["embed_jax export"].append(run_export(args, folder))
+            print(f"round {round_index + 1}: " + ", ".join(f"{side} {args.texts / values[-1]:.1f} texts/s"
+                                                           for side, values in seconds.items()), file=sys.stderr)
+        difference = float(np.abs(exported_vectors(folder) - np.load(st_vectors)).max())
+    print(load_line(), file=sys.stderr)
+    rates = {side: [args.texts / value for value in values] for side, values in seconds.items()}
+    baseline = statistics.median(rates["sentence-transformers"])
+    precision = args.dtype + (" autocast" if args.autocast else "")
+    print(f"\n{args.texts} built-in texts, MiniLM + mpnet → 1152-d, ≤ {MAX_SEQ_LENGTH} tokens, {precision}, "
+          f"{args.workers} process(es) × {args.threads} thread(s), median of {args.rounds} interleaved rounds "
+          f"(min–max), start to finish\n")
+    print("| side | texts/s | ratio | max abs diff vs ST |")
+    print("|---|---:|---:|---:|")
+    for side, values in rates.items():
+        median = statistics.median(values)
+        diff = "—" if side == "sentence-transformers" else f"{difference:.1e}"
+        print(f"| {side} | {median:.1f} ({min(values):.1f}–{max(values):.1f}) | {median / baseline:.2f}× | {diff} |")
+    print(json.dumps({"seconds": seconds, "max_abs_diff": difference}), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 r"""The paper's recipe (SPEC §4): a stella_en_1.5B_v5 student (Qwen2, bidirectional) distilled from NV-Embed-v2
 (4096-d) + stella's 8192-d head = a 12288-d target, global batch 128, length 512, bf16 compute, stages 1 → 2 → 3.
 
-Export the teacher records first (PyTorch, on GPUs), then on every worker of a TPU slice (launch/, docs/launch.md):
+Export the teacher records first (PyTorch, on GPUs: configs/jasper_teachers.py) and copy them to a bucket; mount
+the bucket on every worker of the TPU slice (records are read as local files: a gs:// records_dir is refused), then
+train there (launch/, docs/launch.md). The workdir may be gs:// (Orbax writes checkpoints there directly):
 
-    python -m launch.tpu run --name=jasper -- \
+    python -m launch.tpu setup --name=jasper --zone=ZONE --gcsfuse-bucket=BUCKET     # mounts /mnt/gcs/BUCKET
+    python -m launch.tpu run --name=jasper --zone=ZONE -- \
       python -m embed_jax.main --config=configs/jasper.py --workdir=gs://BUCKET/jasper \
-        --config.model.init_from=/path/to/stella_en_1.5B_v5 --config.data.records_dir=gs://BUCKET/records
+        --config.model.init_from=/path/to/stella_en_1.5B_v5 --config.data.records_dir=/mnt/gcs/BUCKET/records/jasper
 
 One stage at a time (e.g. to inspect stage 1 before stage 2): add --config.stage_order="('stage1',)", then rerun
 with "('stage1','stage2')" — finished stages are resumed at their end, not repeated.

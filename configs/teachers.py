@@ -24,6 +24,13 @@ Any field is overridable, e.g.
 A teacher is a sentence-transformers folder (pooling 'auto': the folder's own pooling) or a Hugging Face folder
 with pooling 'mean' or 'cls'. `asset:<name>` paths resolve to the bundled models (embed_jax/assets.py).
 Killed at any point, the same command resumes and ends with exactly the records an uninterrupted run writes.
+
+Many workers on one folder (docs/data.md, "Many workers"): the same command under torchrun, or once per worker with
+--config.worker_index=K --config.num_workers=N; the records are byte-identical to one worker's:
+
+    torchrun --standalone --nproc_per_node=8 -m embed_jax.teachers.export --config=configs/jasper_teachers.py
+
+Plan first: --config.dry_run=True prints the texts, target dim, bytes on disk, measured rate and ETA; writes nothing.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -77,6 +84,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Records folders whose finished shards this export may copy instead of encoding (embed_jax/teachers/reuse.py):
     # comma-separated. E.g. grow runs/a (4,000 texts) into runs/b (32,000) paying only for the new 28,000.
     config.reuse_from = ""
+    # Many workers, one folder: -1 / 0 take torchrun's RANK / WORLD_SIZE (else one worker); or set both explicitly.
+    config.worker_index = -1
+    config.num_workers = 0
+    # Print the plan (texts, target dim, bytes on disk, rate over a sample of dry_run_texts, ETA) and write nothing.
+    config.dry_run = False
+    config.dry_run_texts = 256
     return config
 
 
@@ -86,5 +99,17 @@ _MAX_SEQ_LENGTH = 128
 
 
 def _teacher(path: str, pooling: str = "auto", prompt: str = "", max_seq_length: int = _MAX_SEQ_LENGTH):
-    return ml_collections.ConfigDict(
-        {"path": path, "pooling": pooling, "prompt": prompt, "max_seq_length": max_seq_length})
+    return ml_collections.ConfigDict({
+        "path": path, "pooling": pooling, "prompt": prompt, "max_seq_length": max_seq_length,
+        # cpu | cuda | cuda:N | auto (cuda:LOCAL_RANK where torch sees a GPU, else cpu).
+        "device": "cpu",
+        # float32 on CPU: on this machine's CPU (AVX512-BF16, torch 2.13) bfloat16 was slower for both teachers,
+        # as autocast (0.78× MiniLM, 0.40× mpnet) and as weights (0.82×, 0.49×), min cosine to fp32 0.99995 /
+        # 0.99983 (docs/data.md, "Device and precision"). On a GPU, bfloat16 is the usual choice.
+        "dtype": "float32",
+        "autocast": False,  # True: float32 weights, forward under torch.autocast(dtype)
+        "trust_remote_code": False,  # a folder with its own modelling code (config.json auto_map) needs True
+        "prompt_name": "",  # a prompt named in the folder's config_sentence_transformers.json (instead of prompt)
+        "dense_head": "",  # sentence-transformers: a Dense folder replacing the folder's own, e.g. 2_Dense_8192
+        "append_eos": False,  # end each text with the tokenizer's EOS token (NV-Embed-v2's model card does)
+    })

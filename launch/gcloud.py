@@ -29,6 +29,24 @@ ARCHIVE_ON_WORKER = "embed_jax.tar.gz"
 # Braced so that inside an `&&` chain the `||` cannot swallow an earlier failure.
 INSTALL_UV = "{ command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; }"
 
+# Cloud Storage bucket names: lower-case letters, digits, dots, hyphens and underscores, 3 to 63 long (dotted names
+# up to 222), starting and ending with a letter or digit.
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+# gcsfuse from Google's apt repository, as Cloud Storage FUSE's install page gives it (Debian/Ubuntu images).
+INSTALL_GCSFUSE = (
+    "{ command -v gcsfuse >/dev/null || { "
+    'echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt '
+    'gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && '
+    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
+    ">/dev/null && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse; }; }"
+)
+# Read-only, with metadata caches that never expire: exported records never change once written (MaxText mounts its
+# grain data the same way, tools/setup/setup_gcsfuse.sh). Training reads records only; checkpoints go to gs:// by
+# Orbax directly.
+GCSFUSE_OPTIONS = ("-o", "ro", "--implicit-dirs", "--type-cache-max-size-mb=-1", "--stat-cache-max-size-mb=-1",
+                   "--kernel-list-cache-ttl-secs=-1", "--metadata-cache-ttl-secs=-1")
+DEFAULT_MOUNT_ROOT = "/mnt/gcs"  # embed_jax.data.records.GCSFUSE_MOUNT_ROOT: the path its gs:// error suggests
+
 # Versions only: touching the TPU here would hold it, and on a slice would wait for every worker.
 VERSION_CHECK = 'import embed_jax, jax; print("embed_jax", embed_jax.__version__, "jax", jax.__version__)'
 
@@ -170,6 +188,31 @@ def setup_from_git(
             f"clone {git_url} at {ref} and install on every worker",
         )
     ]
+
+
+def bucket_name(bucket: str) -> str:
+    """`my-bucket` or `gs://my-bucket` → `my-bucket`; anything else is named."""
+    name = bucket.removeprefix("gs://").rstrip("/")
+    if not BUCKET_NAME.match(name):
+        raise LaunchError(f"--gcsfuse-bucket {bucket!r} is not a bucket name: give the bucket alone, e.g. "
+                          f"--gcsfuse-bucket=my-bucket (not a path inside it; mount the bucket, pass the path below "
+                          f"{DEFAULT_MOUNT_ROOT}/my-bucket)")
+    return name
+
+
+def mount_bucket(target: Target, bucket: str, mount_point: str | None = None) -> Command:
+    """Mount `bucket` read-only with gcsfuse at `mount_point` (default /mnt/gcs/BUCKET) on every worker; installs
+    gcsfuse where it is missing, and leaves a mount that is already there alone."""
+    name = bucket_name(bucket)
+    mount_point = mount_point or f"{DEFAULT_MOUNT_ROOT}/{name}"
+    folder = shlex.quote(mount_point)
+    mount = shlex.join(["gcsfuse", *GCSFUSE_OPTIONS, name]) + f" {folder}"
+    remote = "set -e; " + " && ".join([
+        INSTALL_GCSFUSE,
+        f'sudo mkdir -p {folder} && sudo chown "$(id -u):$(id -g)" {folder}',
+        f"{{ mountpoint -q {folder} || {mount}; }}",
+    ])
+    return on_all_workers(target, remote, f"mount gs://{name} read-only at {mount_point} on every worker (gcsfuse)")
 
 
 def parse_env(assignments: Sequence[str]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
     python -m launch.tpu create   --name=embed-v5e --zone=us-west4-a --accelerator-type=v5litepod-16 --spot
     python -m launch.tpu setup    --name=embed-v5e --zone=us-west4-a            # copies this checkout's HEAD
+    python -m launch.tpu setup    --name=embed-v5e --zone=us-west4-a --gcsfuse-bucket=BUCKET   # + /mnt/gcs/BUCKET
     python -m launch.tpu run      --name=embed-v5e --zone=us-west4-a --log=train.log -- \\
         python -m embed_jax.main --config=configs/jasper.py --workdir=gs://BUCKET/jasper
     python -m launch.tpu delete   --name=embed-v5e --zone=us-west4-a
@@ -41,7 +42,7 @@ COMMON_FLAGS = ("name", "zone", "project", "dry-run", "help")
 ACTIONS = ("create", "setup", "run", "delete", "describe")
 ACTION_FLAGS = {
     "create": ("accelerator-type", "version", "spot", "preemptible", "queued"),
-    "setup": ("git-url", "ref", "commit", "extras", "python", "remote-dir"),
+    "setup": ("git-url", "ref", "commit", "extras", "python", "remote-dir", "gcsfuse-bucket", "mount-point"),
     "run": ("remote-dir", "env", "log", "worker"),
     "delete": ("queued", "yes"),
     "describe": (),
@@ -70,6 +71,11 @@ flags.DEFINE_string("extras", "tpu", "setup: pip extras to install (default: tpu
 flags.DEFINE_string("python", "3.11", "setup: Python version of the workers' virtual env.", flag_values=FLAGS)
 flags.DEFINE_string("remote-dir", "embed_jax", "setup: folder on each worker, relative to its home; run: the folder "
                     "setup installed into.", flag_values=FLAGS)
+flags.DEFINE_multi_string("gcsfuse-bucket", [], "setup: also mount this bucket read-only with gcsfuse on every worker "
+                          "(repeatable); records are then read from /mnt/gcs/BUCKET/... (see docs/launch.md).",
+                          flag_values=FLAGS)
+flags.DEFINE_string("mount-point", None, "setup with one --gcsfuse-bucket: where to mount it (default "
+                    "/mnt/gcs/BUCKET).", flag_values=FLAGS)
 # run
 flags.DEFINE_multi_string("env", [], "run: KEY=VALUE environment for the command (repeat for several).",
                           flag_values=FLAGS)
@@ -136,11 +142,15 @@ def plan(options: SimpleNamespace, command: list[str]) -> list[gcloud.Command]:
             queued=options.queued,
         )
     if options.action == "setup":
+        if options.mount_point and len(options.gcsfuse_bucket) != 1:
+            raise gcloud.LaunchError("--mount-point needs exactly one --gcsfuse-bucket (each bucket gets its own "
+                                     "/mnt/gcs/BUCKET otherwise)")
+        mounts = [gcloud.mount_bucket(target, bucket, options.mount_point) for bucket in options.gcsfuse_bucket]
         if options.git_url:
             return gcloud.setup_from_git(
                 target, options.git_url, options.ref, options.remote_dir, options.extras, options.python
-            )
-        return checkout_commands(options, target)
+            ) + mounts
+        return checkout_commands(options, target) + mounts
     if options.action == "run":
         env = gcloud.parse_env(options.env)
         return gcloud.run_everywhere(target, command, options.remote_dir, env, options.log, worker=options.worker)

@@ -43,10 +43,14 @@ class PipelineConfigError(ValueError):
 class RecordDataSource(grain.sources.RandomAccessDataSource):
     """Every record of one or more records folders (whose manifests must agree), decoded, by global index."""
 
-    def __init__(self, folders: str | os.PathLike | Sequence[str | os.PathLike]):
+    def __init__(self, folders: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 records_key: str = "data.records_dir"):
+        """`records_key`: the config key the folders came from, named in errors (e.g. data.eval_records_dir)."""
         folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
         if not folders:
             raise RecordsError("no records folder given; export one with `python -m embed_jax.teachers.export`.")
+        for folder in folders:
+            records.check_local_records_path(folder, records_key)  # before Path() turns gs://b into gs:/b
         self.folders = [Path(folder) for folder in folders]
         self.manifests = [records.read_manifest(folder) for folder in self.folders]
         records.check_manifests_agree(list(zip(self.folders, self.manifests)))

@@ -9,6 +9,13 @@ A records folder holds what the teacher export wrote (SPEC §2: texts row-aligne
                                      schema version, export id) plus its record count, first/last id and the running
                                      corpus hash at its end. A shard counts as written only once its sidecar exists.
     ...
+    .export.lock, .export-workers.json, .export-worker-00000.lock, ...
+                                     the export's coordination files: a folder lock held while the manifest is set
+                                     up or completed, the worker count a multi-worker export started with, one lock
+                                     per worker index (embed_jax/teachers/workers.py). Empty or tiny; never records.
+
+Records are local files: ArrayRecord opens local paths only, so a bucket is read through a gcsfuse mount
+(`check_local_records_path`, docs/launch.md).
 
 Byte layout of one record (schema version 1), little-endian:
 
@@ -52,6 +59,10 @@ SCHEMA_FIELDS = ("schema_version", "teacher_dim", "dtype", "teachers", "normalis
 # Fields that define an export: the same values give the same records, so a run may resume another's work.
 IDENTITY_FIELDS = ("schema_version", "teachers", "dtype", "normalisation", "corpus", "shard_size")
 _TEMPORARY_SUFFIX = ".tmp"
+# Names of the export's own coordination files (embed_jax/teachers/workers.py): not "foreign" to a records folder.
+COORDINATION_PREFIX = ".export"
+# Where launch/tpu.py's `setup --gcsfuse-bucket=BUCKET` mounts a bucket on every worker (docs/launch.md).
+GCSFUSE_MOUNT_ROOT = "/mnt/gcs"
 
 
 class RecordsError(ValueError):
@@ -75,6 +86,18 @@ class TeacherInfo:
     max_seq_length: int
     weights_sha256: str
     order: int
+    # Added after schema 1's first exports, with the values those exports had: a manifest without them reads as
+    # before, and `export_id` leaves default values out so that its identity stays the same.
+    dtype: str = "float32"  # the weights' dtype, or with autocast the forward's
+    autocast: bool = False
+    device: str = "cpu"  # the kind of device that computed the vectors (cpu, cuda)
+    prompt_name: str = ""  # where `prompt` came from, if from the folder's named prompts
+    dense_head: str = ""  # the sentence-transformers Dense folder that replaced the folder's own
+    append_eos: bool = False  # each text ended with the tokenizer's EOS token
+
+
+_TEACHER_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TeacherInfo)
+                     if field.default is not dataclasses.MISSING}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +159,8 @@ def export_id(fields: dict[str, Any]) -> str:
     another path (a moved cache, a relative path from another folder) resumes the same export.
     """
     identity = {field: fields[field] for field in IDENTITY_FIELDS}
-    identity["teachers"] = [{key: value for key, value in teacher.items() if key != "path"}
+    identity["teachers"] = [{key: value for key, value in teacher.items()
+                             if key != "path" and not (key in _TEACHER_DEFAULTS and value == _TEACHER_DEFAULTS[key])}
                             for teacher in identity["teachers"]]
     canonical = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=list)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
@@ -182,6 +206,24 @@ def decode_record(data: bytes) -> dict[str, Any]:
         "text": data[text_start:vector_start].decode("utf-8"),
         "teacher": np.frombuffer(data, dtype=dtype, count=dim, offset=vector_start).astype(np.float32),
     }
+
+
+def check_local_records_path(path: str | os.PathLike, key: str) -> None:
+    """Refuse a URL (gs://, s3://...) where a records folder is read or written: ArrayRecord opens local files only,
+    and `Path("gs://b/x")` would silently become the local `gs:/b/x`. The error names the mount to use instead."""
+    text = os.fspath(path)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return
+    if scheme == "gs":
+        bucket, _, inside = rest.partition("/")
+        mounted = f"{GCSFUSE_MOUNT_ROOT}/{bucket}" + (f"/{inside}" if inside else "")
+        raise RecordsError(
+            f"{key}={text!r}: records are local files (the ArrayRecord reader opens local paths only). Mount the "
+            f"bucket with gcsfuse on every worker (`python -m launch.tpu setup ... --gcsfuse-bucket={bucket}` mounts "
+            f"it at {GCSFUSE_MOUNT_ROOT}/{bucket}) and pass {key}={mounted}; docs/launch.md, \"Records in a bucket\".")
+    raise RecordsError(f"{key}={text!r}: records are local files (the ArrayRecord reader opens local paths only); "
+                       f"mount the storage as a local folder and pass that folder's path.")
 
 
 # ------------------------------------------------------------------------------------------------------ shards
@@ -240,18 +282,13 @@ def adopt_shard(folder: Path, index: int, source: Path, info: ShardInfo, manifes
     return adopted
 
 
-def finished_shards(folder: Path) -> tuple[Manifest, list[ShardInfo]]:
-    """The manifest of the export in `folder` (finished or not) and the shards it has finished, in order."""
+def finished_shards(folder: Path) -> tuple[Manifest, dict[int, ShardInfo]]:
+    """The manifest of the export in `folder` (finished or not) and {index: shard} of the shards it has finished
+    (an unfinished export of several workers may have gaps)."""
     manifest = read_manifest_file(folder / MANIFEST_NAME)
     if manifest.status == STATUS_COMPLETE:
-        return manifest, list(manifest.shards)
-    done: list[ShardInfo] = []
-    while (folder / f"{shard_stem(len(done))}.json").exists():
-        info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
-        if not (folder / info.file).exists():
-            break
-        done.append(info)
-    return manifest, done
+        return manifest, dict(enumerate(manifest.shards))
+    return manifest, finished_shard_map(folder, manifest)
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
@@ -304,12 +341,7 @@ def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardI
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.exists():
-        foreign = sorted(path.name for path in folder.iterdir())
-        if foreign:
-            raise RecordsError(
-                f"{folder} is not empty ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}) and holds no "
-                f"{MANIFEST_NAME}: refusing to write records beside files that are not an embed_jax export. "
-                f"Choose an empty or new output folder (--config.output_dir=...).")
+        refuse_foreign_files(folder)
         _write_json_atomically(manifest_path, manifest.to_json())
         return [], None
     existing = read_manifest_file(manifest_path)
@@ -323,6 +355,18 @@ def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardI
         read_manifest(folder)  # checks the shards are still all there
         return list(existing.shards), existing
     return _resume_state(folder, existing), existing
+
+
+def refuse_foreign_files(folder: Path) -> None:
+    """A folder without a manifest must hold nothing but the export's own coordination files (or not exist)."""
+    if (folder / MANIFEST_NAME).exists() or not folder.is_dir():
+        return
+    foreign = sorted(path.name for path in folder.iterdir() if not path.name.startswith(COORDINATION_PREFIX))
+    if foreign:
+        raise RecordsError(
+            f"{folder} is not empty ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}) and holds no "
+            f"{MANIFEST_NAME}: refusing to write records beside files that are not an embed_jax export. "
+            f"Choose an empty or new output folder (--config.output_dir=...).")
 
 
 def describe_export_differences(old: Manifest, new: Manifest) -> list[str]:
@@ -367,6 +411,34 @@ def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:
         raise RecordsError(f"{folder}: shards {', '.join(later[:5])} follow a gap at {shard_stem(len(done))}; "
                            f"the folder was edited by hand. Re-export into an empty folder.")
     return done
+
+
+def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]:
+    """{index: shard} of every finished shard of an in-progress export, gaps allowed (several workers write one
+    folder, each its own shards: embed_jax/teachers/workers.py). A shard is finished once its sidecar exists; its
+    file must then hold the records the sidecar lists."""
+    done: dict[int, ShardInfo] = {}
+    for sidecar_path in sorted(folder.glob("shard-*.json")):
+        index = _shard_index(sidecar_path)
+        if index < 0:
+            continue
+        info = check_sidecar(folder, manifest, sidecar_path)
+        shard_path = folder / info.file
+        if not shard_path.exists() or count_shard_records(shard_path) != info.num_records:
+            raise RecordsError(f"{shard_path}: missing or not the {info.num_records} records its sidecar lists. "
+                               f"Delete {shard_path} and {sidecar_path} and run again.")
+        done[index] = info
+    return done
+
+
+def remove_unfinished_shard(folder: Path, index: int) -> None:
+    """A writer's own leftovers of shard `index` from an interrupted run: temporaries, records without sidecar."""
+    stem = shard_stem(index)
+    if (folder / f"{stem}.json").exists():
+        return
+    for leftover in (f"{stem}.array_record{_TEMPORARY_SUFFIX}", f"{stem}.json{_TEMPORARY_SUFFIX}",
+                     f"{stem}.array_record"):
+        (folder / leftover).unlink(missing_ok=True)
 
 
 def _shard_index(path: Path) -> int:

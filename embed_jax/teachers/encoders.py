@@ -6,13 +6,26 @@
 * `pooling="mean"` or `"cls"` on any Hugging Face folder (config.json + weights + tokenizer) runs `AutoModel` and
   pools its last hidden states: masked mean over real tokens, or the first token.
 
-A prompt is prepended to each text for this teacher only (SPEC §2: teachers may want an instruction prompt).
+A prompt is prepended to each text for this teacher only (SPEC §2: teachers may want an instruction prompt): given
+as text (`prompt`) or by name from the folder's config_sentence_transformers.json (`prompt_name`). A
+sentence-transformers teacher's Dense module can be swapped for another head folder it ships (`dense_head`, e.g.
+stella_en_1.5B_v5's `2_Dense_8192`).
+
+Device and precision are per teacher (docs/data.md, "Device and precision"): `device` is cpu, cuda, cuda:N or auto
+(cuda:LOCAL_RANK when torch sees a GPU, else cpu); `dtype` is the weights' dtype (float32, bfloat16, float16), and
+`autocast=True` keeps float32 weights and runs the forward under `torch.autocast` in `dtype`. Whatever the dtype,
+vectors leave a teacher as float32. A folder that ships its own modelling code (config.json `auto_map`) runs only
+with `trust_remote_code=True`.
+
 Teachers return raw vectors; normalisation and concatenation are `targets.concatenated_target`'s job.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +35,9 @@ import torch
 from embed_jax import assets
 
 POOLINGS = ("auto", "mean", "cls")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_FORMS = "cpu, cuda, cuda:N or auto"
+PROMPTS_FILE = "config_sentence_transformers.json"
 # Files that describe a model but do not change its vectors.
 _NOT_FINGERPRINTED = ("README.md", "desktop.ini")
 # Above this, a tokenizer's model_max_length is Hugging Face's "no limit" placeholder, not a real window.
@@ -39,6 +55,66 @@ class TeacherSpec:
     pooling: str = "auto"
     prompt: str = ""
     max_seq_length: int = 0  # 0: the model's own window
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    dtype: str = "float32"  # the weights' dtype, or with autocast the forward's
+    autocast: bool = False  # float32 weights, forward under torch.autocast(dtype)
+    trust_remote_code: bool = False
+    prompt_name: str = ""  # a prompt of the folder's config_sentence_transformers.json
+    dense_head: str = ""  # sentence-transformers: a Dense folder that replaces the folder's Dense module
+    append_eos: bool = False  # end every text with the tokenizer's EOS token (NV-Embed-v2's card does)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where and in what precision a teacher runs: torch device, weights dtype, autocast dtype (None: off)."""
+    device: torch.device
+    weights_dtype: torch.dtype
+    autocast_dtype: torch.dtype | None
+
+    @property
+    def device_kind(self) -> str:
+        return self.device.type
+
+    def forward_context(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def resolve_device(spec: TeacherSpec, local_rank: int | None = None) -> torch.device:
+    """`spec.device` as a torch device; `auto` is cuda:LOCAL_RANK (torchrun's) when torch sees a GPU, else cpu."""
+    key = f"teachers.{spec.name}.device"
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    device = spec.device.strip()
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or (device.startswith("cuda:") and device.removeprefix("cuda:").isdigit()):
+        if not torch.cuda.is_available():
+            raise TeacherConfigError(f"{key}={spec.device!r}, but torch sees no GPU here (torch {torch.__version__}, "
+                                     f"CUDA {'built' if torch.backends.cuda.is_built() else 'not built'}); set "
+                                     f"--config.{key}=cpu, or auto to use a GPU where there is one.")
+        index = local_rank if device == "cuda" else int(device.removeprefix("cuda:"))
+        if index >= torch.cuda.device_count():
+            raise TeacherConfigError(f"{key}={spec.device!r}: GPU {index} asked for, torch sees "
+                                     f"{torch.cuda.device_count()}; use cuda:0 … cuda:{torch.cuda.device_count() - 1}.")
+        return torch.device(f"cuda:{index}")
+    raise TeacherConfigError(f"{key}={spec.device!r}; choose one of {DEVICE_FORMS}.")
+
+
+def resolve_placement(spec: TeacherSpec, local_rank: int | None = None) -> Placement:
+    key = f"teachers.{spec.name}"
+    if spec.dtype not in DTYPES:
+        raise TeacherConfigError(f"{key}.dtype={spec.dtype!r}; choose one of {', '.join(DTYPES)}.")
+    if spec.autocast and spec.dtype == "float32":
+        raise TeacherConfigError(f"{key}.autocast=True with dtype float32 changes nothing; set {key}.dtype=bfloat16 "
+                                 f"(or float16), or {key}.autocast=False.")
+    device = resolve_device(spec, local_rank)
+    if spec.autocast:
+        return Placement(device, torch.float32, DTYPES[spec.dtype])
+    return Placement(device, DTYPES[spec.dtype], None)
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -59,11 +135,24 @@ class Teacher:
 
     spec: TeacherSpec
     folder: Path
+    placement: Placement
+    prompt: str  # the text prepended to each text: spec.prompt, or the folder's prompt named spec.prompt_name
     dim: int
     max_seq_length: int
 
+    def ended(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the teacher reads them after its prompt: with the EOS token appended if asked."""
+        if not self.spec.append_eos:
+            return list(texts)
+        eos = self.tokenizer.eos_token
+        if not eos:
+            raise TeacherConfigError(f"teachers.{self.spec.name}.append_eos=True, but the tokenizer of {self.folder} "
+                                     f"defines no eos_token; set teachers.{self.spec.name}.append_eos=False.")
+        return [text + eos for text in texts]
+
     def prompted(self, texts: Sequence[str]) -> list[str]:
-        return [self.spec.prompt + text for text in texts] if self.spec.prompt else list(texts)
+        texts = self.ended(texts)
+        return [self.prompt + text for text in texts] if self.prompt else texts
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         encoded = self.tokenizer(self.prompted(texts), truncation=True, max_length=self.max_seq_length)
@@ -73,13 +162,22 @@ class Teacher:
         raise NotImplementedError
 
 
+def _to_device(features: dict, device: torch.device) -> dict:
+    return {name: value.to(device) if torch.is_tensor(value) else value for name, value in features.items()}
+
+
 class SentenceTransformerTeacher(Teacher):
-    def __init__(self, spec: TeacherSpec, folder: Path):
+    def __init__(self, spec: TeacherSpec, folder: Path, placement: Placement, prompt: str):
         from sentence_transformers import SentenceTransformer
 
-        self.spec, self.folder = spec, folder
-        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-        self.model.eval()
+        self.spec, self.folder, self.placement, self.prompt = spec, folder, placement, prompt
+        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True,
+                                         trust_remote_code=spec.trust_remote_code,
+                                         model_kwargs={"torch_dtype": placement.weights_dtype})
+        if spec.dense_head:
+            replace_dense_module(self.model, folder, spec)
+        # Every module (Dense heads too) in the weights' dtype, then onto the device.
+        self.model.to(dtype=placement.weights_dtype).to(placement.device).eval()
         if spec.max_seq_length:
             self.model.max_seq_length = spec.max_seq_length
         self.max_seq_length = int(self.model.max_seq_length)
@@ -88,17 +186,39 @@ class SentenceTransformerTeacher(Teacher):
 
     @torch.inference_mode()
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        features = self.model.preprocess(list(texts), prompt=self.spec.prompt or None)
-        return self.model(features)["sentence_embedding"].float().numpy()
+        features = self.model.preprocess(self.ended(texts), prompt=self.prompt or None)
+        features = _to_device(features, self.placement.device)
+        with self.placement.forward_context():
+            vectors = self.model(features)["sentence_embedding"]
+        return vectors.float().cpu().numpy()
+
+
+def replace_dense_module(model, folder: Path, spec: TeacherSpec) -> None:
+    """Swap the folder's one Dense module for the head in `folder/spec.dense_head` (e.g. stella's 2_Dense_8192)."""
+    from sentence_transformers.base.modules.dense import Dense
+
+    key = f"teachers.{spec.name}.dense_head"
+    head = folder / spec.dense_head
+    if not (head / "config.json").is_file():
+        heads = sorted(path.name for path in folder.iterdir() if path.is_dir() and "Dense" in path.name)
+        raise TeacherConfigError(f"{key}={spec.dense_head!r}: {head} is not a Dense folder (no config.json); the "
+                                 f"folder's Dense heads are {', '.join(heads) or 'none'}.")
+    dense_names = [name for name, module in model.named_children() if isinstance(module, Dense)]
+    if len(dense_names) != 1:
+        raise TeacherConfigError(f"{key}: {folder / 'modules.json'} lists {len(dense_names)} Dense modules; a head "
+                                 f"can replace exactly one. Clear {key}, or edit modules.json in a copy.")
+    model._modules[dense_names[0]] = Dense.load(str(head))
 
 
 class PooledHuggingFaceTeacher(Teacher):
-    def __init__(self, spec: TeacherSpec, folder: Path):
+    def __init__(self, spec: TeacherSpec, folder: Path, placement: Placement, prompt: str):
         from transformers import AutoModel, AutoTokenizer
 
-        self.spec, self.folder = spec, folder
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
+        self.spec, self.folder, self.placement, self.prompt = spec, folder, placement, prompt
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                       trust_remote_code=spec.trust_remote_code)
+        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=placement.weights_dtype,
+                                               trust_remote_code=spec.trust_remote_code).to(placement.device).eval()
         self.max_seq_length = spec.max_seq_length or self._model_window()
         self.dim = int(self.model.config.hidden_size)
 
@@ -113,16 +233,65 @@ class PooledHuggingFaceTeacher(Teacher):
     @torch.inference_mode()
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         inputs = self.tokenizer(self.prompted(texts), truncation=True, max_length=self.max_seq_length,
-                                padding=True, return_tensors="pt")
-        hidden = self.model(**inputs).last_hidden_state.float()
+                                padding=True, return_tensors="pt").to(self.placement.device)
+        with self.placement.forward_context():
+            hidden = self.model(**inputs).last_hidden_state
+        hidden = hidden.float()  # pooled in float32 whatever the model's dtype
         if self.spec.pooling == "cls":
-            return hidden[:, 0].numpy()
+            return hidden[:, 0].cpu().numpy()
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).numpy()
+        return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).cpu().numpy()
 
 
-def load_teacher(spec: TeacherSpec) -> Teacher:
-    """The teacher `spec` names, after checking its folder and pooling; errors name the config key."""
+def remote_code_configs(folder: Path) -> dict[str, dict]:
+    """{config.json path: its auto_map} for the folder's and its modules' configs that name their own code."""
+    configs = [folder / "config.json"]
+    if (folder / "modules.json").is_file():
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        configs += [folder / module["path"] / "config.json" for module in modules if module.get("path")]
+    found = {}
+    for path in configs:
+        if path.is_file():
+            auto_map = json.loads(path.read_text(encoding="utf-8")).get("auto_map")
+            if auto_map:
+                found[str(path)] = auto_map
+    return found
+
+
+def check_remote_code(spec: TeacherSpec, folder: Path) -> None:
+    """A folder that ships its own modelling code runs only when the user said so."""
+    if spec.trust_remote_code:
+        return
+    found = remote_code_configs(folder)
+    if found:
+        path, auto_map = next(iter(found.items()))
+        classes = ", ".join(f"{name}: {target}" for name, target in auto_map.items())
+        raise TeacherConfigError(
+            f"teachers.{spec.name}.trust_remote_code is off, but {path} has an auto_map ({classes}): the model runs "
+            f"Python files of {folder}. Read them, then set --config.teachers.{spec.name}.trust_remote_code=True.")
+
+
+def resolve_prompt(spec: TeacherSpec, folder: Path) -> str:
+    """The prompt text: `spec.prompt`, or the one `spec.prompt_name` names in the folder's prompts file."""
+    key = f"teachers.{spec.name}"
+    if not spec.prompt_name:
+        return spec.prompt
+    if spec.prompt:
+        raise TeacherConfigError(f"{key}.prompt and {key}.prompt_name are both set; keep one (prompt_name looks the "
+                                 f"text up in {folder / PROMPTS_FILE}).")
+    path = folder / PROMPTS_FILE
+    prompts = (json.loads(path.read_text(encoding="utf-8")).get("prompts") or {}) if path.is_file() else {}
+    if spec.prompt_name not in prompts:
+        raise TeacherConfigError(f"{key}.prompt_name={spec.prompt_name!r}: {path} defines "
+                                 f"{', '.join(repr(name) for name in prompts) or 'no prompts'}; name one of them, "
+                                 f"or give the text itself as {key}.prompt.")
+    return str(prompts[spec.prompt_name])
+
+
+def load_teacher(spec: TeacherSpec, local_rank: int | None = None) -> Teacher:
+    """The teacher `spec` names, after checking its folder, pooling, device and dtype; errors name the config key.
+
+    `local_rank`: the GPU an `auto` device means (default: $LOCAL_RANK, as torchrun sets it, else 0)."""
     key = f"teachers.{spec.name}"
     if spec.pooling not in POOLINGS:
         raise TeacherConfigError(f"{key}.pooling={spec.pooling!r}; choose one of {', '.join(POOLINGS)}.")
@@ -135,14 +304,21 @@ def load_teacher(spec: TeacherSpec) -> Teacher:
     if not folder.is_dir():
         raise TeacherConfigError(f"{key}.path={spec.path!r}: {folder} is not a folder. Give a sentence-transformers "
                                  f"folder, or a Hugging Face folder with a pooling (mean or cls).")
+    placement = resolve_placement(spec, local_rank)
+    prompt = resolve_prompt(spec, folder)
     if spec.pooling == "auto":
         if not (folder / "modules.json").is_file():
             raise TeacherConfigError(f"{key}.pooling='auto' needs a sentence-transformers folder (modules.json), "
                                      f"and {folder} has none; set {key}.pooling to 'mean' or 'cls'.")
-        return SentenceTransformerTeacher(spec, folder)
+        check_remote_code(spec, folder)
+        return SentenceTransformerTeacher(spec, folder, placement, prompt)
+    if spec.dense_head:
+        raise TeacherConfigError(f"{key}.dense_head={spec.dense_head!r} needs pooling 'auto' (a sentence-transformers "
+                                 f"folder's own modules); clear {key}.dense_head or set {key}.pooling='auto'.")
     if not (folder / "config.json").is_file():
         raise TeacherConfigError(f"{key}.path: {folder} has no config.json; it is not a Hugging Face model folder.")
-    return PooledHuggingFaceTeacher(spec, folder)
+    check_remote_code(spec, folder)
+    return PooledHuggingFaceTeacher(spec, folder, placement, prompt)
 
 
 def encode_texts(teacher: Teacher, texts: Sequence[str], *, max_tokens_per_batch: int,

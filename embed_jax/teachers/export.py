@@ -15,6 +15,13 @@ those of an uninterrupted run: same ids, same texts, same vectors. A folder of a
 
 `reuse_from`: other records folders whose finished shards are copied where they hold exactly this export's shard
 (embed_jax/teachers/reuse.py) — to grow an export, or to cut an unfinished big one short without encoding again.
+
+Many workers, one folder (embed_jax/teachers/workers.py): run the same command N times, under torchrun or with
+--config.worker_index/num_workers. Worker k writes the shards i with i % N == k; whichever worker finds every shard
+on disk at its end writes the complete manifest. A restarted worker redoes only its own unfinished shard.
+
+`dry_run=True` loads the teachers, encodes a sample, prints the plan (texts, target dim, bytes on disk, rate, ETA
+at N workers) and writes nothing.
 """
 from __future__ import annotations
 
@@ -27,12 +34,10 @@ from typing import Sequence
 
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
-from embed_jax.teachers import encoders, reuse, targets
+from embed_jax.teachers import encoders, plan, reuse, targets, workers
 from embed_jax.teachers.progress import Progress, format_duration
-
-
-class ExportError(ValueError):
-    """The export configuration or corpus contents are wrong; the message names the key or record."""
+from embed_jax.teachers.shards import ExportError, ShardedCorpus
+from embed_jax.teachers.workers import Worker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +51,35 @@ class ExportSettings:
     progress_every_s: float
     torch_threads: int
     reuse_from: tuple[Path, ...] = ()
+    worker: Worker = Worker(0, 1)
+    dry_run: bool = False
+    dry_run_texts: int = 256
+
+
+def teacher_spec(name: str, entry) -> encoders.TeacherSpec:
+    """`teachers.<name>` as a spec; the keys added for devices and published teachers default to the old behaviour."""
+    return encoders.TeacherSpec(
+        name=name, path=str(entry.path), pooling=str(entry.pooling), prompt=str(entry.get("prompt", "")),
+        max_seq_length=int(entry.get("max_seq_length", 0)), device=str(entry.get("device", "cpu")),
+        dtype=str(entry.get("dtype", "float32")), autocast=bool(entry.get("autocast", False)),
+        trust_remote_code=bool(entry.get("trust_remote_code", False)),
+        prompt_name=str(entry.get("prompt_name", "") or ""), dense_head=str(entry.get("dense_head", "") or ""),
+        append_eos=bool(entry.get("append_eos", False)))
+
+
+def local_folders(value: str, key: str) -> tuple[Path, ...]:
+    """Comma-separated local folders (a gs:// URL is refused with what to mount instead)."""
+    folders = [folder.strip() for folder in str(value or "").split(",") if folder.strip()]
+    for folder in folders:
+        records.check_local_records_path(folder, key)
+    return tuple(Path(folder).expanduser() for folder in folders)
 
 
 def settings_from_config(config) -> ExportSettings:
     """Checks every export key (except corpus.*, which sources checks) and names the one that is wrong."""
     if not config.output_dir:
         raise ExportError("output_dir is empty; name the records folder, e.g. --config.output_dir=workdir/records.")
+    records.check_local_records_path(config.output_dir, "output_dir")
     if config.storage_dtype not in records.STORAGE_DTYPES:
         raise ExportError(f"storage_dtype={config.storage_dtype!r}; choose one of "
                           f"{', '.join(records.STORAGE_DTYPES)}.")
@@ -70,26 +98,28 @@ def settings_from_config(config) -> ExportSettings:
         if name not in config.teachers:
             raise ExportError(f"teacher_order names {name!r}, but there is no teachers.{name} entry; the entries "
                               f"are {', '.join(config.teachers.keys()) or 'none'}.")
-        entry = config.teachers[name]
-        specs.append(encoders.TeacherSpec(name=name, path=str(entry.path), pooling=str(entry.pooling),
-                                          prompt=str(entry.get("prompt", "")),
-                                          max_seq_length=int(entry.get("max_seq_length", 0))))
+        specs.append(teacher_spec(name, config.teachers[name]))
+    worker = workers.resolve_worker(int(config.get("worker_index", -1)), int(config.get("num_workers", 0)))
+    if int(config.get("dry_run_texts", 256)) <= 0:
+        raise ExportError(f"dry_run_texts={config.dry_run_texts} must be positive.")
     return ExportSettings(output_dir=Path(config.output_dir).expanduser(), teacher_specs=tuple(specs),
                           storage_dtype=config.storage_dtype, shard_size=int(config.shard_size),
                           max_tokens_per_batch=int(config.max_tokens_per_batch),
                           max_batch_size=int(config.max_batch_size),
                           progress_every_s=float(config.get("progress_every_s", 10.0)),
                           torch_threads=int(config.get("torch_threads", 0)),
-                          reuse_from=tuple(Path(folder.strip()).expanduser()
-                                           for folder in str(config.get("reuse_from", "") or "").split(",")
-                                           if folder.strip()))
+                          reuse_from=local_folders(config.get("reuse_from", ""), "reuse_from"), worker=worker,
+                          dry_run=bool(config.get("dry_run", False)),
+                          dry_run_texts=int(config.get("dry_run_texts", 256)))
 
 
 def teacher_info(teacher: encoders.Teacher, order: int) -> TeacherInfo:
     spec = teacher.spec
-    return TeacherInfo(name=spec.name, path=spec.path, dim=teacher.dim, pooling=spec.pooling, prompt=spec.prompt,
+    return TeacherInfo(name=spec.name, path=spec.path, dim=teacher.dim, pooling=spec.pooling, prompt=teacher.prompt,
                        max_seq_length=teacher.max_seq_length,
-                       weights_sha256=encoders.folder_fingerprint(teacher.folder), order=order)
+                       weights_sha256=encoders.folder_fingerprint(teacher.folder), order=order, dtype=spec.dtype,
+                       autocast=spec.autocast, device=teacher.placement.device_kind, prompt_name=spec.prompt_name,
+                       dense_head=spec.dense_head, append_eos=spec.append_eos)
 
 
 def draft_manifest(settings: ExportSettings, teachers: Sequence[encoders.Teacher],
@@ -118,7 +148,7 @@ def encode_shard(texts: Sequence[Text], teachers: Sequence[encoders.Teacher], se
 
 
 def check_finished_shard(done: ShardInfo, texts: Sequence[Text], corpus_hash: str, index: int, folder: Path) -> None:
-    """A shard kept from an earlier run must have been cut from the same texts as this run's."""
+    """A shard kept from an earlier run (or written by another worker) must be cut from this run's texts."""
     same = (done.num_records == len(texts) and done.first_id == texts[0].id and done.last_id == texts[-1].id
             and done.corpus_hash == corpus_hash)
     if not same:
@@ -128,98 +158,124 @@ def check_finished_shard(done: ShardInfo, texts: Sequence[Text], corpus_hash: st
             f"texts). Restore the corpus, or export into a new folder (--config.output_dir=...).")
 
 
-class ShardedCorpus:
-    """Streams the corpus into shards of kept texts, skipping and counting empty ones, refusing duplicate ids."""
-
-    def __init__(self, corpus: sources.Corpus, shard_size: int):
-        self.corpus, self.shard_size = corpus, shard_size
-        self.skipped_empty = 0
-        self.hasher = records.corpus_hasher()
-
-    def __iter__(self):
-        seen_ids: set[str] = set()
-        pending: list[Text] = []
-        for item in self.corpus:
-            if not item.text.strip():
-                self.skipped_empty += 1
-                continue
-            if item.id in seen_ids:
-                raise ExportError(f"corpus: id {item.id!r} appears twice; ids must be unique so that every vector "
-                                  f"stays aligned with its text. Fix the ids, or set --config.corpus.id_field='' "
-                                  f"to use positions.")
-            seen_ids.add(item.id)
-            records.update_corpus_hash(self.hasher, [item])
-            pending.append(item)
-            if len(pending) == self.shard_size:
-                yield pending, self.hasher.hexdigest()
-                pending = []
-        if pending:
-            yield pending, self.hasher.hexdigest()
-
-
-def run_export(config) -> Manifest:
-    """Export (or resume, or confirm) the records `config` describes; returns the finished manifest."""
+def run_export(config) -> Manifest | None:
+    """Export (or resume, or confirm) this worker's share of the records `config` describes; returns the finished
+    manifest, or None when other workers' shards are still missing (the last worker to finish writes it)."""
     settings = settings_from_config(config)
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
     corpus = sources.open_corpus(config.corpus)
-    log(f"corpus: {corpus.describe()['kind']} · teachers: {', '.join(spec.name for spec in settings.teacher_specs)}")
+    worker = settings.worker
+    log(f"corpus: {corpus.describe()['kind']} · teachers: {', '.join(spec.name for spec in settings.teacher_specs)}"
+        + (f" · {worker}" if worker.count > 1 else ""))
     teachers = [encoders.load_teacher(spec) for spec in settings.teacher_specs]
+    if settings.dry_run:
+        plan.print_plan(corpus, teachers, settings)
+        return None
     draft = draft_manifest(settings, teachers, corpus.describe())
-    done, previous = records.prepare_output_folder(settings.output_dir, draft)
-    if previous is not None and previous.status == records.STATUS_COMPLETE:
-        log(f"{settings.output_dir} already holds this export, complete ({previous.num_records:,} records); "
-            f"nothing to do.")
-        return previous
-    if done:
-        log(f"resuming: {len(done)} shards ({sum(shard.num_records for shard in done):,} records) already written")
-    return write_records(corpus, teachers, draft, done, settings)
+    folder = settings.output_dir
+    refuse_before_claiming(folder, draft)
+    with workers.claim(folder, worker):
+        with workers.folder_lock(folder):
+            manifest_path = folder / records.MANIFEST_NAME
+            if not manifest_path.exists():
+                records.prepare_output_folder(folder, draft)  # refuses files that are not ours; writes the draft
+            previous = records.read_manifest_file(manifest_path)
+            if previous.export_id != draft.export_id or previous.status == records.STATUS_COMPLETE:
+                records.prepare_output_folder(folder, draft)  # refuses another export; checks a complete one
+            if previous.status == records.STATUS_COMPLETE:
+                log(f"{folder} already holds this export, complete ({previous.num_records:,} records); nothing to do.")
+                return previous
+            started_with = workers.check_worker_count(folder, worker)
+            done = records.finished_shard_map(folder, draft)
+            if started_with == 1:
+                workers.refuse_gaps(folder, done)
+        if done:
+            log(f"resuming: {len(done)} shards ({sum(shard.num_records for shard in done.values()):,} records) "
+                f"already written")
+        return write_records(corpus, teachers, draft, done, settings)
+
+
+def refuse_before_claiming(folder: Path, draft: Manifest) -> None:
+    """A folder that is not ours, or holds another export, is refused before any lock file appears in it (the
+    checks run again under the folder lock, where they count)."""
+    records.refuse_foreign_files(folder)
+    manifest_path = folder / records.MANIFEST_NAME
+    if manifest_path.exists() and records.read_manifest_file(manifest_path).export_id != draft.export_id:
+        records.prepare_output_folder(folder, draft)  # raises, naming the differences
 
 
 def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
-                  done: Sequence[ShardInfo], settings: ExportSettings) -> Manifest:
-    folder = settings.output_dir
+                  done: dict[int, ShardInfo], settings: ExportSettings) -> Manifest | None:
+    folder, worker = settings.output_dir, settings.worker
     progress = Progress(corpus.count(), every_s=settings.progress_every_s)
     stream = ShardedCorpus(corpus, settings.shard_size)
-    shards: list[ShardInfo] = []
+    cut: list[ShardInfo] = []  # every shard as this run cut it from the corpus: what a finished one must match
     started = time.monotonic()
     kept = 0
     donors = reuse.donor_shards(settings.reuse_from, draft)
     for index, (texts, corpus_hash) in enumerate(stream):
         before = progress.done
-        donor = None if index < len(done) else reuse.matching_shard(donors, index, len(texts), texts[0].id,
-                                                                     texts[-1].id, corpus_hash)
-        if index < len(done):
+        cut.append(ShardInfo(file="", num_records=len(texts), first_id=texts[0].id, last_id=texts[-1].id,
+                             corpus_hash=corpus_hash))
+        if index in done:
             check_finished_shard(done[index], texts, corpus_hash, index, folder)
-            shards.append(done[index])
-        elif donor is not None:
-            shards.append(records.adopt_shard(folder, index, donor[0], donor[1], draft))
-            log(f"shard {index}: copied from {donor[0]} (same texts, same teachers)")
-        else:
-            vectors = encode_shard(texts, teachers, settings)
-            rows = [(item.id, item.text, vector) for item, vector in zip(texts, vectors)]
-            shards.append(records.write_shard(folder, index, rows, draft, corpus_hash))
+        elif worker.owns(index):
+            records.remove_unfinished_shard(folder, index)
+            donor = reuse.matching_shard(donors, index, len(texts), texts[0].id, texts[-1].id, corpus_hash)
+            if donor is not None:
+                records.adopt_shard(folder, index, donor[0], donor[1], draft)
+                log(f"shard {index}: copied from {donor[0]} (same texts, same teachers)")
+            else:
+                vectors = encode_shard(texts, teachers, settings)
+                rows = [(item.id, item.text, vector) for item, vector in zip(texts, vectors)]
+                records.write_shard(folder, index, rows, draft, corpus_hash)
         kept += len(texts)
-        # Texts the corpus yielded so far: the kept ones and the skipped empty ones.
-        (progress.skip if index < len(done) else progress.advance)(kept + stream.skipped_empty - before)
-    if len(shards) < len(done):
-        raise ExportError(f"{folder}: the corpus now yields {len(shards)} shards, but an earlier run of this export "
-                          f"wrote {len(done)}: the corpus changed. Restore it, or export into a new folder.")
+        # Texts the corpus yielded so far: the kept ones and the skipped empty ones. Other workers' shards count as
+        # progress too: they run alongside, so the rate and ETA are the whole export's.
+        (progress.skip if index in done else progress.advance)(kept + stream.skipped_empty - before)
+    if done and max(done) >= len(cut):
+        raise ExportError(f"{folder}: the corpus now yields {len(cut)} shards, but an earlier run of this export "
+                          f"wrote shard {max(done)}: the corpus changed. Restore it, or export into a new folder.")
+    progress.finish()
     manifest = dataclasses.replace(
         draft, status=records.STATUS_COMPLETE, num_records=kept,
-        skipped_empty=stream.skipped_empty, corpus_fingerprint=stream.hasher.hexdigest(), shards=tuple(shards))
-    records.finish_output_folder(folder, manifest)
-    progress.finish()
-    log(f"wrote {manifest.num_records:,} records in {len(shards)} shards to {folder} ({manifest.teacher_dim}-d, "
-        f"{manifest.dtype}) in {format_duration(time.monotonic() - started)}; skipped {stream.skipped_empty:,} "
+        skipped_empty=stream.skipped_empty, corpus_fingerprint=stream.hasher.hexdigest())
+    return finish_if_complete(manifest, cut, settings, time.monotonic() - started)
+
+
+def finish_if_complete(manifest: Manifest, cut: Sequence[ShardInfo], settings: ExportSettings,
+                       seconds: float) -> Manifest | None:
+    """Write the complete manifest when every shard is on disk (whoever finishes last); else say what is missing."""
+    folder, worker = settings.output_dir, settings.worker
+    with workers.folder_lock(folder):
+        on_disk = records.finished_shard_map(folder, manifest)
+        missing = [index for index in range(len(cut)) if index not in on_disk]
+        if missing:
+            owners = sorted({index % worker.count for index in missing})
+            log(f"{worker}: its shards are written in {format_duration(seconds)}; {len(missing)} shards of workers "
+                f"{', '.join(map(str, owners))} are still missing (e.g. {records.shard_stem(missing[0])}). The last "
+                f"worker to finish writes the manifest.")
+            return None
+        for index, info in on_disk.items():
+            expected = cut[index]
+            if (info.num_records, info.first_id, info.last_id, info.corpus_hash) != (
+                    expected.num_records, expected.first_id, expected.last_id, expected.corpus_hash):
+                raise ExportError(f"{folder / info.file}: written by another worker from other texts than this "
+                                  f"worker read (shard {index}); every worker must read the same corpus. Check "
+                                  f"corpus.* on every worker, then delete that shard and its sidecar and rerun it.")
+        manifest = dataclasses.replace(manifest, shards=tuple(on_disk[index] for index in range(len(cut))))
+        records.finish_output_folder(folder, manifest)
+    log(f"wrote {manifest.num_records:,} records in {len(cut)} shards to {folder} ({manifest.teacher_dim}-d, "
+        f"{manifest.dtype}) in {format_duration(seconds)}; skipped {manifest.skipped_empty:,} "
         f"empty or whitespace-only texts")
     return manifest
 
 
 USER_ERRORS = (ExportError, RecordsError, sources.CorpusError, encoders.TeacherConfigError,
-               targets.TeacherOutputError)
+               targets.TeacherOutputError, workers.WorkerError, reuse.ReuseError)
 
 
 def main(config) -> int:

@@ -30,9 +30,11 @@ class Progress:
         self.last_reported = -1
 
     def skip(self, count: int) -> None:
-        """Work a previous run already did; the rate's clock restarts after it (skipping comes first)."""
+        """Work a previous run already did: counted as done, not toward the rate, whose clock starts after the
+        skipping that comes before this run's first work."""
         self.done += count
-        self.started = self.clock()
+        if not self.done_this_run:
+            self.started = self.clock()
 
     def advance(self, count: int, *, note: str = "") -> None:
         self.done += count

@@ -34,7 +34,7 @@ def vector_identity(manifest: Manifest) -> dict:
             "normalisation": manifest.normalisation, "shard_size": manifest.shard_size}
 
 
-def donor_shards(folders: Sequence[Path], draft: Manifest) -> list[tuple[Path, list[ShardInfo]]]:
+def donor_shards(folders: Sequence[Path], draft: Manifest) -> list[tuple[Path, dict[int, ShardInfo]]]:
     """(folder, its finished shards) for every reuse_from folder; refuses one whose vectors would differ."""
     donors = []
     wanted = vector_identity(draft)
@@ -52,11 +52,11 @@ def donor_shards(folders: Sequence[Path], draft: Manifest) -> list[tuple[Path, l
     return donors
 
 
-def matching_shard(donors: Sequence[tuple[Path, list[ShardInfo]]], index: int, num_records: int, first_id: str,
+def matching_shard(donors: Sequence[tuple[Path, dict[int, ShardInfo]]], index: int, num_records: int, first_id: str,
                    last_id: str, corpus_hash: str) -> tuple[Path, ShardInfo] | None:
     """The first donor shard at `index` cut from exactly the same texts, else None."""
     for folder, shards in donors:
-        if index < len(shards):
+        if index in shards:
             info = shards[index]
             if (info.num_records, info.first_id, info.last_id, info.corpus_hash) == (
                     num_records, first_id, last_id, corpus_hash):

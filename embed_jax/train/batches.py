@@ -30,7 +30,7 @@ def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_to
 
 
 def open_records(config: ml_collections.ConfigDict, folder: str, key: str) -> pipeline.RecordDataSource:
-    source = pipeline.RecordDataSource(folder)
+    source = pipeline.RecordDataSource(folder, records_key=key)
     teacher_dim = config.model.teacher_dim
     if teacher_dim:
         pipeline.check_manifest_for_training(source.manifest, teacher_dim=teacher_dim,

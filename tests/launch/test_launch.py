@@ -209,6 +209,42 @@ def test_setup_from_git_clones_the_ref_on_every_worker():
     assert syntax.returncode == 0, syntax.stderr
 
 
+def test_setup_mounts_a_bucket_with_gcsfuse_on_every_worker(tmp_path):
+    """The mount step run by a real bash, with sudo, gcsfuse and mountpoint standing in for the worker's tools."""
+    environment = dict(os.environ, TMPDIR=str(tmp_path))
+    *install, mount = dry_run("setup", *TPU, "--gcsfuse-bucket=gs://my-bucket", env=environment)
+    assert len(install) == 3 and mount[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "embed-test"]
+    assert "--worker=all" in mount
+    remote = remote_command(mount)
+    assert "gcsfuse -o ro --implicit-dirs" in remote and remote.endswith("my-bucket /mnt/gcs/my-bucket; }")
+
+    folder = tmp_path / "mnt gcs" / "my-bucket"
+    [mount] = dry_run("setup", *TPU, "--git-url=https://example.org/e.git", "--gcsfuse-bucket=my-bucket",
+                      f"--mount-point={folder}")[1:]
+    calls = tmp_path / "calls.txt"
+    stand_ins = (
+        f'sudo() {{ "$@"; }}; mountpoint() {{ return 1; }}; id() {{ echo 0; }}; chown() {{ :; }}\n'
+        f'gcsfuse() {{ printf "%s\\n" "$@" > {shlex.quote(str(calls))}; }}\n'
+    )
+    worker = subprocess.run(["bash", "-c", stand_ins + remote_command(mount)], capture_output=True, text=True,
+                            timeout=60)
+    assert worker.returncode == 0, worker.stderr
+    assert folder.is_dir()
+    assert calls.read_text().splitlines() == [
+        "-o", "ro", "--implicit-dirs", "--type-cache-max-size-mb=-1", "--stat-cache-max-size-mb=-1",
+        "--kernel-list-cache-ttl-secs=-1", "--metadata-cache-ttl-secs=-1", "my-bucket", str(folder),
+    ]  # fmt: skip
+
+
+def test_setup_leaves_a_mounted_bucket_alone(tmp_path):
+    [mount] = dry_run("setup", *TPU, "--git-url=https://example.org/e.git", "--gcsfuse-bucket=my-bucket",
+                      f"--mount-point={tmp_path / 'mounted'}")[1:]
+    stand_ins = 'sudo() { "$@"; }; mountpoint() { return 0; }; gcsfuse() { echo "mounted twice" >&2; exit 1; }\n'
+    worker = subprocess.run(["bash", "-c", stand_ins + remote_command(mount)], capture_output=True, text=True,
+                            timeout=60)
+    assert worker.returncode == 0, worker.stderr
+
+
 # --- bad input --------------------------------------------------------------------------------------------------------
 
 
@@ -231,11 +267,14 @@ def test_setup_from_git_clones_the_ref_on_every_worker():
         (["create", *TPU, "--accelerator-type=v4-8", "--git-url=x"], "unrecognized arguments: --git-url"),
         (["destroy", *TPU], "invalid choice: 'destroy'"),
         (["create", *TPU, "--accelerator-type=v4-8", "--nope"], "Unknown command line flag 'nope'"),
+        (["setup", *TPU, "--gcsfuse-bucket=gs://b/records"], "--gcsfuse-bucket 'gs://b/records' is not a bucket"),
+        (["setup", *TPU, "--mount-point=/mnt/x"], "--mount-point needs exactly one --gcsfuse-bucket"),
     ],
     ids=[
         "no-name", "no-zone", "no-accelerator", "run-without-command", "run-with-empty-command", "no-action",
         "bad-name", "bad-accelerator", "unknown-generation", "spot-and-preemptible", "bad-env", "command-for-delete",
-        "bad-commit", "flag-of-another-action", "unknown-action", "unknown-flag",
+        "bad-commit", "flag-of-another-action", "unknown-action", "unknown-flag", "bucket-path",
+        "mount-point-without-bucket",
     ],
 )  # fmt: skip
 def test_bad_requests_are_refused_with_what_to_fix(arguments, expected):

@@ -62,7 +62,7 @@ def teachers_config(arg: str = "smoke"):
     return module.get_config(arg)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shipped_config():
     return teachers_config
 
