@@ -26,10 +26,19 @@ METRICS_FILE = "metrics.jsonl"
 PARAMS_ITEM, OPT_STATE_ITEM = "params", "opt_state"
 
 
-def absolute_workdir(workdir: str | Path) -> Path:
-    """Orbax needs absolute checkpoint paths; a relative local workdir is taken from the current folder. (Cloud
-    Storage workdirs, gs://..., are already absolute and are passed through untouched.)"""
-    return Path(workdir) if str(workdir).startswith("gs://") else Path(workdir).resolve()
+def is_cloud_path(path: str | Path) -> bool:
+    return str(path).startswith("gs://")
+
+
+def absolute_workdir(workdir: str | Path):
+    """Orbax needs absolute checkpoint paths; a relative local workdir is taken from the current folder. A Cloud
+    Storage workdir (gs://...) becomes an etils `epath.Path`, which keeps the scheme (pathlib's Path would collapse
+    it to gs:/...) and supports the same `/`, mkdir and write_text (through gcsfs, the `tpu` extra)."""
+    if is_cloud_path(workdir):
+        from etils import epath  # Orbax's path library: only for cloud workdirs
+
+        return epath.Path(str(workdir))
+    return Path(workdir).resolve()
 
 
 # ---------------------------------------------------------------------------------------------------- configs
@@ -44,7 +53,8 @@ def run_config_values(config_values: Mapping[str, Any]) -> dict[str, Any]:
         if key not in data:
             continue
         folders = str(data[key] or "")
-        data[key] = ",".join(str(Path(folder.strip()).resolve()) for folder in folders.split(",") if folder.strip())
+        data[key] = ",".join(folder.strip() if is_cloud_path(folder.strip()) else str(Path(folder.strip()).resolve())
+                             for folder in folders.split(",") if folder.strip())
     return values
 
 

@@ -1,0 +1,37 @@
+"""The run folder's paths: local ones made absolute, Cloud Storage ones kept whole (pathlib would give gs:/...)."""
+from pathlib import Path
+
+from embed_jax.train import workdir
+
+
+def test_a_cloud_workdir_keeps_its_scheme_through_every_join():
+    run = workdir.absolute_workdir("gs://bucket/runs/a")
+    assert str(run / "stage1" / workdir.CHECKPOINTS_DIR) == "gs://bucket/runs/a/stage1/checkpoints"
+
+
+def test_a_local_workdir_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert workdir.absolute_workdir("runs/a") == tmp_path / "runs" / "a"
+
+
+def test_the_run_config_keeps_cloud_folders_and_resolves_local_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    values = workdir.run_config_values({"data": {"records_dir": "gs://b/records, local", "eval_records_dir": ""}})
+    assert values["data"] == {"records_dir": f"gs://b/records,{tmp_path / 'local'}", "eval_records_dir": ""}
+
+
+def test_stage_discovery_and_choice_name_what_the_workdir_holds(tmp_path):
+    for name, steps in (("stage1", [10]), ("stage2", []), ("stage10", [5])):
+        workdir.write_student_config(tmp_path / name, {"heads": {}})
+        for step in steps:
+            (tmp_path / name / workdir.CHECKPOINTS_DIR / str(step)).mkdir(parents=True)
+    assert [path.name for path in workdir.stage_folders(tmp_path)] == ["stage1", "stage2", "stage10"]
+    assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage10"
+    try:
+        workdir.choose_stage(tmp_path, "stage2")
+    except FileNotFoundError as error:
+        assert "trained stages: stage1, stage10" in str(error)
+    else:
+        raise AssertionError("an untrained stage was chosen")
+    assert workdir.read_student_config(tmp_path / "stage1") == {"heads": {}}
+    assert not workdir.is_stage_folder(Path(tmp_path))
