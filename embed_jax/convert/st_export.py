@@ -178,7 +178,8 @@ def export(
     title: str | None = None,
 ) -> ExportResult:
     """The whole export (see the module docstring); returns what was written."""
-    workdir, out = Path(workdir).expanduser().resolve(), Path(out).expanduser().resolve()
+    workdir = workdir_lib.absolute_workdir(os.path.expanduser(str(workdir)))
+    out = Path(out).expanduser().resolve()
     stage_dir = choose_stage(workdir, stage)
     step = step if step is not None else checkpoint_steps(stage_dir)[-1]
     if step not in checkpoint_steps(stage_dir):

@@ -30,6 +30,11 @@ def is_cloud_path(path: str | Path) -> bool:
     return str(path).startswith("gs://")
 
 
+def as_path(path: str | Path):
+    """A run folder path as given: pathlib for local paths, etils epath for gs:// (see `absolute_workdir`)."""
+    return absolute_workdir(path) if is_cloud_path(path) else Path(path)
+
+
 def absolute_workdir(workdir: str | Path):
     """Orbax needs absolute checkpoint paths; a relative local workdir is taken from the current folder. A Cloud
     Storage workdir (gs://...) becomes an etils `epath.Path`, which keeps the scheme (pathlib's Path would collapse
@@ -65,7 +70,7 @@ def write_run_config(config_values: Mapping[str, Any], workdir: Path) -> None:
 
 def run_config_file(stage_dir: Path) -> Path | None:
     """The run config in a stage folder's workdir, if there is one."""
-    path = Path(stage_dir).parent / RUN_CONFIG_FILE
+    path = as_path(stage_dir).parent / RUN_CONFIG_FILE
     return path if path.is_file() else None
 
 
@@ -80,7 +85,7 @@ def is_stage_folder(folder: Path) -> bool:
 
 def read_student_config(stage_dir: str | Path, *, key: str = "") -> dict[str, Any]:
     """A stage's student_config.json; the error says what to pass instead (`key` names the flag or config key)."""
-    config_file = Path(stage_dir) / STUDENT_CONFIG_FILE
+    config_file = as_path(stage_dir) / STUDENT_CONFIG_FILE
     if not config_file.is_file():
         where = f"{key}={stage_dir}: " if key else ""
         raise FileNotFoundError(f"{where}{config_file} is missing: {stage_dir} is not a stage folder written by "
@@ -100,7 +105,7 @@ def stage_folders(workdir: Path) -> list[Path]:
 
 
 def checkpoint_steps(stage_dir: Path) -> list[int]:
-    folder = Path(stage_dir) / CHECKPOINTS_DIR
+    folder = as_path(stage_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
     return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit() and path.is_dir())
@@ -143,10 +148,10 @@ def stored_identity(stage_dir: Path, step: int | None = None) -> dict[str, Any]:
     """The identity the training loop stored with a checkpoint (`step`, default the latest)."""
     from embed_jax.train import checkpoint  # Orbax: only when a checkpoint is read
 
-    with checkpoint.read_only_manager(Path(stage_dir) / CHECKPOINTS_DIR) as manager:
+    with checkpoint.read_only_manager(as_path(stage_dir) / CHECKPOINTS_DIR) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"{Path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
+            raise FileNotFoundError(f"{as_path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
         return dict(manager.metadata(step).get("identity", {}))
 
 
@@ -211,10 +216,10 @@ def restore_stage_params(stage_dir: Path, student_config: Mapping[str, Any], mes
 
     abstract = nnx.state(nnx.eval_shape(lambda: Student.from_config(student_config, rngs=nnx.Rngs(0))), nnx.Param)
     targets = checkpoint.abstract_with_shardings(abstract, sharding.state_sharding(abstract, mesh))
-    with checkpoint.read_only_manager(Path(stage_dir) / CHECKPOINTS_DIR) as manager:
+    with checkpoint.read_only_manager(as_path(stage_dir) / CHECKPOINTS_DIR) as manager:
         restored = manager.restore(step, {PARAMS_ITEM: targets}, check_identity=False)
     if restored is None:
-        raise FileNotFoundError(f"{Path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
+        raise FileNotFoundError(f"{as_path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
     return restored.state[PARAMS_ITEM]
 
 

@@ -35,3 +35,8 @@ def test_stage_discovery_and_choice_name_what_the_workdir_holds(tmp_path):
         raise AssertionError("an untrained stage was chosen")
     assert workdir.read_student_config(tmp_path / "stage1") == {"heads": {}}
     assert not workdir.is_stage_folder(Path(tmp_path))
+
+
+def test_stage_paths_built_here_keep_a_cloud_scheme():
+    assert str(workdir.as_path("gs://bucket/run/stage1") / workdir.STUDENT_CONFIG_FILE) == \
+        "gs://bucket/run/stage1/student_config.json"
