@@ -19,6 +19,7 @@ the parity measured on export).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -214,7 +215,15 @@ def quantize_int8(source: Path, target: Path) -> None:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    # Its shape inference writes scratch files (sym_shape_infer_temp.onnx and a weights .data file, ~90 MB for
+    # MiniLM) into the current folder: run it from the staging folder, which is removed or moved as a whole.
+    folder = Path(target).parent
+    before = set(folder.iterdir())
+    with contextlib.chdir(folder):
+        quantize_dynamic(str(Path(source).resolve()), str(Path(target).resolve()), weight_type=QuantType.QInt8,
+                         per_channel=True)
+    for scratch in set(folder.iterdir()) - before - {Path(target)}:
+        scratch.unlink()
 
 
 def session(path: Path, threads: int = 0) -> Any:
