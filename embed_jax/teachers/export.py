@@ -34,6 +34,7 @@ from typing import Sequence
 
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
+from embed_jax.data.tokenizer_folder import TokenizerFolderError
 from embed_jax.teachers import encoders, plan, reuse, targets, workers
 from embed_jax.teachers.progress import Progress, format_duration
 from embed_jax.teachers.shards import ExportError, ShardedCorpus
@@ -166,6 +167,8 @@ def run_export(config) -> Manifest | None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    for spec in settings.teacher_specs:  # every folder before the first teacher loads
+        encoders.check_teacher_folder(spec)
     corpus = sources.open_corpus(config.corpus)
     worker = settings.worker
     log(f"corpus: {corpus.describe()['kind']} · teachers: {', '.join(spec.name for spec in settings.teacher_specs)}"
@@ -275,7 +278,7 @@ def finish_if_complete(manifest: Manifest, cut: Sequence[ShardInfo], settings: E
 
 
 USER_ERRORS = (ExportError, RecordsError, sources.CorpusError, encoders.TeacherConfigError,
-               targets.TeacherOutputError, workers.WorkerError, reuse.ReuseError)
+               targets.TeacherOutputError, workers.WorkerError, reuse.ReuseError, TokenizerFolderError)
 
 
 def main(config) -> int:
