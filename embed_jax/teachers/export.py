@@ -35,7 +35,7 @@ from typing import Sequence
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
 from embed_jax.data.tokenizer_folder import TokenizerFolderError
-from embed_jax.teachers import encoders, plan, reuse, targets, workers
+from embed_jax.teachers import encoders, plan, reuse, shards, targets, workers
 from embed_jax.teachers.progress import Progress, format_duration
 from embed_jax.teachers.shards import ExportError, ShardedCorpus
 from embed_jax.teachers.workers import Worker
@@ -170,6 +170,7 @@ def run_export(config) -> Manifest | None:
     for spec in settings.teacher_specs:  # every folder before the first teacher loads
         encoders.check_teacher_folder(spec)
     corpus = sources.open_corpus(config.corpus)
+    shards.require_a_text(corpus)
     worker = settings.worker
     log(f"corpus: {corpus.describe()['kind']} · teachers: {', '.join(spec.name for spec in settings.teacher_specs)}"
         + (f" · {worker}" if worker.count > 1 else ""))
