@@ -204,11 +204,20 @@ def run_export(config) -> Manifest | None:
 
 def refuse_before_claiming(folder: Path, draft: Manifest) -> None:
     """A folder that is not ours, or holds another export, is refused before any lock file appears in it (the
-    checks run again under the folder lock, where they count)."""
+    checks run again under the folder lock, where they count). Another export that never finished a shard is not
+    worth refusing for: this one takes the folder over, saying so."""
     records.refuse_foreign_files(folder)
     manifest_path = folder / records.MANIFEST_NAME
-    if manifest_path.exists() and records.read_manifest_file(manifest_path).export_id != draft.export_id:
-        records.prepare_output_folder(folder, draft)  # raises, naming the differences
+    if not manifest_path.exists():
+        return
+    existing = records.read_manifest_file(manifest_path)
+    if existing.export_id == draft.export_id:
+        return
+    if records.holds_no_finished_shard(folder, existing):
+        log(f"{folder} holds an unfinished export of another configuration with no finished shard "
+            f"({'; '.join(records.describe_export_differences(existing, draft))}); this export starts over there")
+        return
+    records.prepare_output_folder(folder, draft)  # raises, naming the differences
 
 
 def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
@@ -229,6 +238,10 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
         elif worker.owns(index):
             records.remove_unfinished_shard(folder, index)
             donor = reuse.matching_shard(donors, index, len(texts), texts[0].id, texts[-1].id, corpus_hash)
+            problem = records.verify_shard(*donor).problem if donor is not None else None
+            if problem:
+                log(f"shard {index}: not copied from {donor[0]}, which fails its check ({problem}); encoding it")
+                donor = None
             if donor is not None:
                 records.adopt_shard(folder, index, donor[0], donor[1], draft)
                 log(f"shard {index}: copied from {donor[0]} (same texts, same teachers)")
