@@ -41,7 +41,9 @@ The vector is not aligned to its item size; numpy.frombuffer reads it anyway. Re
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -280,16 +282,28 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
     temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
-    writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
-    for record in records:
-        writer.write(encode(*record, manifest.dtype))
-    writer.close()
+    try:
+        writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
+        for record in records:
+            writer.write(encode(*record, manifest.dtype))
+        writer.close()
+    except RuntimeError as error:
+        temporary_path.unlink(missing_ok=True)  # on a full disk, give the space back at once
+        raise riegeli_os_error(error, temporary_path) from None
     info = ShardInfo(file=final_path.name, num_records=len(records), first_id=records[0][0],
                      last_id=records[-1][0], corpus_hash=corpus_hash, num_bytes=temporary_path.stat().st_size,
                      sha256=file_sha256(temporary_path))
     _publish(temporary_path, final_path)
     _write_sidecar(folder / f"{stem}.json", info, manifest)
     return info
+
+
+def riegeli_os_error(error: RuntimeError, path: Path) -> OSError:
+    """Riegeli reports a failed write as a RuntimeError naming the system's message (measured on a full tmpfs:
+    "write() failed: No space left on device; writing PATH; at byte 262144; ..."): the OSError it stands for."""
+    message = str(error)
+    code = next((code for code in sorted(errno.errorcode) if os.strerror(code) in message), None)
+    return OSError(code, os.strerror(code) if code else message, str(path))
 
 
 def _write_sidecar(path: Path, info: ShardInfo, manifest: Manifest) -> None:
@@ -386,67 +400,79 @@ def _which_was_edited(folder: Path, manifest: Manifest, sidecar: dict[str, Any])
 
 
 def count_shard_records(path: Path) -> int:
-    reader = _open_shard(path)
-    try:
-        return reader.num_records()
-    finally:
-        reader.close()
+    with _reading(path) as reader:
+        return _num_records(reader, path)
 
 
 # ------------------------------------------------------------------------------------ a shard against its sidecar
 
 
 def repair_hint(folder: Path) -> str:
+    """What to do about a damaged shard of `folder`, said once where a check fails for a reader."""
     return (f"Check every shard with `python -m embed_jax.data.verify --records={folder}`; to repair the folder, "
             f"export into a new one with --config.reuse_from={folder} (its intact shards are copied, the others "
             f"encoded again).")
 
 
-def _open_shard(path: Path):
-    """An ArrayRecordReader on `path`; a file ArrayRecord cannot open is an error naming it."""
+@contextlib.contextmanager
+def _reading(path: Path):
+    """An ArrayRecordReader on `path`; a file ArrayRecord cannot open is an error naming it. Riegeli reports damage
+    as RuntimeError, from the reader's constructor, a read, or `close()` once the reader has failed (measured: a
+    flipped byte in a block header opens as 0 records, then fails on close)."""
     from array_record.python import array_record_module
 
     try:
-        return array_record_module.ArrayRecordReader(str(path))
-    except (RuntimeError, ValueError, OSError) as error:  # riegeli reports damage as RuntimeError
-        raise RecordsError(f"{path}: not a readable ArrayRecord file ({error}). {repair_hint(path.parent)}") from None
+        reader = array_record_module.ArrayRecordReader(str(path))
+    except (RuntimeError, ValueError, OSError) as error:
+        raise RecordsError(f"{path}: not a readable ArrayRecord file ({error}).") from None
+    try:
+        yield reader
+    finally:
+        with contextlib.suppress(RuntimeError):  # its failure, if any, was raised by _num_records or a read
+            reader.close()
+
+
+def _num_records(reader, path: Path) -> int:
+    count = reader.num_records()
+    if not reader.ok():
+        try:
+            reader.close()
+        except RuntimeError as error:
+            raise RecordsError(f"{path}: not a readable ArrayRecord file ({error}): the file is damaged.") from None
+    return count
 
 
 def check_shard_size(path: Path, info: ShardInfo) -> None:
     """The file exists and, where the sidecar recorded it, has the size it was written with (a stat)."""
     if not path.is_file():
-        raise RecordsError(f"{path}: listed by its sidecar ({info.num_records} records) but missing. "
-                           f"{repair_hint(path.parent)}")
+        raise RecordsError(f"{path}: listed by its sidecar ({info.num_records} records) but missing.")
     size = path.stat().st_size
     if info.num_bytes and size != info.num_bytes:
         raise RecordsError(f"{path}: {size:,} bytes, its sidecar lists {info.num_bytes:,}: the file was truncated "
-                           f"or replaced. {repair_hint(path.parent)}")
+                           f"or replaced.")
 
 
 def check_shard_cheaply(path: Path, info: ShardInfo) -> None:
     """Size, record count and first id against the sidecar: finds truncated, replaced and swapped shards without
     reading more than one record."""
     check_shard_size(path, info)
-    reader = _open_shard(path)
-    try:
-        count = reader.num_records()
+    with _reading(path) as reader:
+        count = _num_records(reader, path)
         if count != info.num_records:
             raise RecordsError(f"{path}: holds {count} records, its sidecar lists {info.num_records}: the file was "
-                               f"replaced or truncated. {repair_hint(path.parent)}")
+                               f"replaced or truncated.")
         first = _read_records(reader, path, 0, 1)[0]
-    finally:
-        reader.close()
     if record_id(first) != info.first_id:
         raise RecordsError(f"{path}: its first record is {record_id(first)!r}, its sidecar lists {info.first_id!r}: "
-                           f"shard files were swapped or replaced. {repair_hint(path.parent)}")
+                           f"shard files were swapped or replaced.")
 
 
 def _read_records(reader, path: Path, start: int, stop: int) -> list[bytes]:
     try:
         return reader.read(start, stop)
     except (RuntimeError, ValueError, OSError) as error:
-        raise RecordsError(f"{path}: records {start}…{stop - 1} are unreadable ({error}): the file is damaged. "
-                           f"{repair_hint(path.parent)}") from None
+        raise RecordsError(f"{path}: records {start}…{stop - 1} are unreadable ({error}): the file is "
+                           f"damaged.") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,17 +492,14 @@ def verify_shard(path: Path, info: ShardInfo, *, batch: int = 256) -> ShardCheck
     count = 0
     try:
         check_shard_cheaply(path, info)
-        reader = _open_shard(path)
-        try:
-            count = reader.num_records()
+        with _reading(path) as reader:
+            count = _num_records(reader, path)
             last = b""
             for start in range(0, count, batch):
                 for data in _read_records(reader, path, start, min(start + batch, count)):
                     if bytes(data[:4]) == _MAGIC:
                         decode_record(data)
                     last = data
-        finally:
-            reader.close()
         if record_id(last) != info.last_id:
             raise RecordsError(f"{path}: its last record is {record_id(last)!r}, its sidecar lists "
                                f"{info.last_id!r}: the file was replaced.")
@@ -486,8 +509,8 @@ def verify_shard(path: Path, info: ShardInfo, *, batch: int = 256) -> ShardCheck
         return ShardCheck(path.name, count, size, "no checksum recorded")
     if file_sha256(path) != info.sha256:
         return ShardCheck(path.name, count, size, "mismatch",
-                          f"{path}: its sha256 is not the one its sidecar lists: the bytes changed after the export. "
-                          f"{repair_hint(path.parent)}")
+                          f"{path}: its sha256 is not the one its sidecar lists: the bytes changed after the "
+                          f"export.")
     return ShardCheck(path.name, count, size, "ok")
 
 
@@ -580,7 +603,7 @@ def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:
     done: list[ShardInfo] = []
     while (folder / f"{shard_stem(len(done))}.json").exists():
         info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
-        check_shard_cheaply(folder / info.file, info)
+        checked_with_hint(check_shard_cheaply, folder / info.file, info)
         done.append(info)
     # A shard renamed into place whose sidecar was never written is our own unfinished work.
     orphan = folder / f"{shard_stem(len(done))}.array_record"
@@ -603,7 +626,7 @@ def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]
         if index < 0:
             continue
         info = check_sidecar(folder, manifest, sidecar_path)
-        check_shard_cheaply(folder / info.file, info)
+        checked_with_hint(check_shard_cheaply, folder / info.file, info)
         done[index] = info
     return done
 
@@ -664,8 +687,16 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
             raise RecordsError(f"{folder / MANIFEST_NAME} no longer matches {sidecar_path.name} on shard {index} "
                                f"({'; '.join(differences)}, manifest vs sidecar): one of them was edited after the "
                                f"export. Restore it, or re-export.")
-        check_shard_size(folder / listed.file, listed)
+        checked_with_hint(check_shard_size, folder / listed.file, listed)
     return manifest
+
+
+def checked_with_hint(check: Callable[[Path, ShardInfo], None], path: Path, info: ShardInfo) -> None:
+    """`check(path, info)`, its error followed by what to do (repair_hint)."""
+    try:
+        check(path, info)
+    except RecordsError as error:
+        raise RecordsError(f"{error} {repair_hint(path.parent)}") from None
 
 
 def check_records_cheaply(folder: str | os.PathLike, key: str) -> Manifest:
@@ -676,7 +707,7 @@ def check_records_cheaply(folder: str | os.PathLike, key: str) -> Manifest:
     try:
         manifest = read_manifest(folder)
         for path, info in zip(shard_paths(folder, manifest), manifest.shards):
-            check_shard_cheaply(path, info)
+            checked_with_hint(check_shard_cheaply, path, info)
     except RecordsError as error:
         raise RecordsError(f"{key}={os.fspath(folder)!r}: {error}") from None
     return manifest

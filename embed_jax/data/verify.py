@@ -86,6 +86,9 @@ def report_lines(report: FolderReport) -> list[str]:
     lines += [f"  problem: {problem}" for problem in report.problems]
     sound = sum(1 for check in report.shards if not check.problem)
     lines.append(f"  {sound} of {len(report.shards)} shards sound; {len(report.problems)} problem(s)")
+    if report.problems:
+        lines.append(f"  to repair: export into a new folder with --config.reuse_from={report.folder} (its sound "
+                     f"shards are copied, the others encoded again).")
     return lines
 
 

@@ -35,7 +35,7 @@ from typing import Sequence
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
 from embed_jax.data.tokenizer_folder import TokenizerFolderError
-from embed_jax.teachers import encoders, plan, reuse, shards, targets, workers
+from embed_jax.teachers import encoders, output_folder, plan, reuse, shards, targets, workers
 from embed_jax.teachers.progress import Progress, format_duration
 from embed_jax.teachers.shards import ExportError, ShardedCorpus
 from embed_jax.teachers.workers import Worker
@@ -81,6 +81,7 @@ def settings_from_config(config) -> ExportSettings:
     if not config.output_dir:
         raise ExportError("output_dir is empty; name the records folder, e.g. --config.output_dir=workdir/records.")
     records.check_local_records_path(config.output_dir, "output_dir")
+    output_folder.check_writable(Path(config.output_dir).expanduser())
     if config.storage_dtype not in records.STORAGE_DTYPES:
         raise ExportError(f"storage_dtype={config.storage_dtype!r}; choose one of "
                           f"{', '.join(records.STORAGE_DTYPES)}.")
@@ -179,7 +180,16 @@ def run_export(config) -> Manifest | None:
         plan.print_plan(corpus, teachers, settings)
         return None
     draft = draft_manifest(settings, teachers, corpus.describe())
-    folder = settings.output_dir
+    try:
+        return write_folder(corpus, teachers, draft, settings)
+    except OSError as error:
+        raise output_folder.write_failed(error, settings.output_dir) from None
+
+
+def write_folder(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
+                 settings: ExportSettings) -> Manifest | None:
+    """Claim this worker's index, set up or check the folder's manifest, then write this worker's shards."""
+    folder, worker = settings.output_dir, settings.worker
     refuse_before_claiming(folder, draft)
     with workers.claim(folder, worker):
         with workers.folder_lock(folder):
