@@ -26,8 +26,15 @@ ACCELERATOR_TYPE = re.compile(r"^(?P<generation>v[0-9][a-z]*)-(?P<size>[0-9]+)$"
 RESOURCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 ARCHIVE_ON_WORKER = "embed_jax.tar.gz"
 # uv provides Python >= 3.11 (pyproject's floor) on images whose system Python is older (Ubuntu 22.04 has 3.10).
-# Braced so that inside an `&&` chain the `||` cannot swallow an earlier failure.
-INSTALL_UV = "{ command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; }"
+# Where a worker has none, a pinned uv comes from the package index as a wheel (pip checks it against the index's
+# hash), not from a web script piped into sh. 0.13.8: the newest release on the index when this was pinned; its
+# `uv venv --allow-existing` and `uv pip install --python` are what install_command runs (checked with that wheel).
+# PIP_BREAK_SYSTEM_PACKAGES lets a --user install through on images whose Python is marked externally managed
+# (Ubuntu 24.04); older pips ignore the variable. Braced so that inside an `&&` chain the `||` cannot swallow an
+# earlier failure.
+UV_VERSION = "0.13.8"
+INSTALL_UV = ("{ command -v uv >/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --quiet "
+              f"uv=={UV_VERSION}; }}")
 
 # Cloud Storage bucket names: lower-case letters, digits, dots, hyphens and underscores, 3 to 63 long (dotted names
 # up to 222), starting and ending with a letter or digit.

@@ -32,7 +32,7 @@ import grain
 import numpy as np
 
 from embed_jax.assets import resolve_model_path
-from embed_jax.data import records
+from embed_jax.data import records, tokenizer_folder
 from embed_jax.data.records import Manifest, RecordsError
 
 
@@ -141,12 +141,24 @@ def load_tokenizer(path: str, max_length: int):
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise PipelineConfigError(
-            f"data.tokenizer={path!r}: {folder} has no tokenizer.json. Write one with a fast tokenizer: "
+            f"data.tokenizer={path!r}: {folder} has no tokenizer.json (the one file the student's tokenizer "
+            f"reads; of {', '.join(tokenizer_folder.VOCABULARY_FILES)} it has "
+            f"{', '.join(found_tokenizer_files(folder)) or 'none'}). Write one with a fast tokenizer: "
             f"`AutoTokenizer.from_pretrained(folder).save_pretrained(folder)`.")
     tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+    special = [token for token in tokenizer.get_added_tokens_decoder().values() if token.special]
+    try:
+        tokenizer_folder.require_real_vocabulary(tokenizer.get_vocab_size(with_added_tokens=True), len(special),
+                                                 tokenizer_file, f"data.tokenizer={path!r}")
+    except tokenizer_folder.TokenizerFolderError as error:
+        raise PipelineConfigError(str(error)) from None
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer, pad_token_id(tokenizer, folder)
+
+
+def found_tokenizer_files(folder: Path) -> list[str]:
+    return [name for name in tokenizer_folder.VOCABULARY_FILES if (folder / name).is_file()]
 
 
 def pad_token_id(tokenizer, folder: Path) -> int:

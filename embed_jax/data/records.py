@@ -6,13 +6,20 @@ A records folder holds what the teacher export wrote (SPEC §2: texts row-aligne
                                      at the end (status "complete", record count, corpus fingerprint, shard list)
     shard-00000.array_record         ArrayRecord file, `group_size:1` so that any record is read by random access
     shard-00000.json                 sidecar: the shard's own copy of the schema fields (teachers, dims, dtype,
-                                     schema version, export id) plus its record count, first/last id and the running
-                                     corpus hash at its end. A shard counts as written only once its sidecar exists.
+                                     schema version, export id) plus its record count, first/last id, the running
+                                     corpus hash at its end, and the shard file's size and sha256. A shard counts as
+                                     written only once its sidecar exists.
     ...
     .export.lock, .export-workers.json, .export-worker-00000.lock, ...
                                      the export's coordination files: a folder lock held while the manifest is set
                                      up or completed, the worker count a multi-worker export started with, one lock
                                      per worker index (embed_jax/teachers/workers.py). Empty or tiny; never records.
+
+Checks of a shard against its sidecar, by cost: `read_manifest` (every reader, on open) compares each file's size;
+`check_records_cheaply` (training, before step 1) also opens each shard for its record count and first id, which
+finds truncated, replaced and swapped shards; `verify_shard` (`python -m embed_jax.data.verify`) reads every record
+and the file's sha256, which finds a flipped byte. Sidecars written before sizes and checksums were recorded have
+neither (0 and ""): they are read as before, and verify says "no checksum recorded".
 
 Records are local files: ArrayRecord opens local paths only, so a bucket is read through a gcsfuse mount
 (`check_local_records_path`, docs/launch.md).
@@ -34,7 +41,9 @@ The vector is not aligned to its item size; numpy.frombuffer reads it anyway. Re
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -107,6 +116,9 @@ class ShardInfo:
     first_id: str
     last_id: str
     corpus_hash: str  # running hash of every kept (id, text) up to this shard's last record
+    # The shard file as written; 0 and "" in sidecars written before they were recorded (read as before).
+    num_bytes: int = 0
+    sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +220,21 @@ def decode_record(data: bytes) -> dict[str, Any]:
     }
 
 
+# Where a record's id starts, by layout: both keep the id's uint16 length at offset 6 and the id right after the
+# header (this module's layout, and embed_jax/data/image_records.py's 28-byte header).
+_ID_STARTS = {_MAGIC: _HEADER.size, b"EJI1": 28}
+
+
+def record_id(data: bytes) -> str:
+    """The id of a record of either layout, without decoding the rest."""
+    start = _ID_STARTS.get(bytes(data[:4]))
+    if start is None or len(data) < start:
+        raise RecordsError(f"record does not start with an embed_jax magic ({', '.join(map(repr, _ID_STARTS))}; "
+                           f"got {bytes(data[:4])!r}).")
+    (id_length,) = struct.unpack_from("<H", data, 6)
+    return bytes(data[start:start + id_length]).decode("utf-8", errors="replace")
+
+
 def check_local_records_path(path: str | os.PathLike, key: str) -> None:
     """Refuse a URL (gs://, s3://...) where a records folder is read or written: ArrayRecord opens local files only,
     and `Path("gs://b/x")` would silently become the local `gs:/b/x`. The error names the mount to use instead."""
@@ -255,30 +282,56 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
     temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
-    writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
-    for record in records:
-        writer.write(encode(*record, manifest.dtype))
-    writer.close()
-    _publish(temporary_path, final_path)
+    try:
+        writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
+        for record in records:
+            writer.write(encode(*record, manifest.dtype))
+        writer.close()
+    except RuntimeError as error:
+        temporary_path.unlink(missing_ok=True)  # on a full disk, give the space back at once
+        raise riegeli_os_error(error, temporary_path) from None
     info = ShardInfo(file=final_path.name, num_records=len(records), first_id=records[0][0],
-                     last_id=records[-1][0], corpus_hash=corpus_hash)
-    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}
-    _write_json_atomically(folder / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+                     last_id=records[-1][0], corpus_hash=corpus_hash, num_bytes=temporary_path.stat().st_size,
+                     sha256=file_sha256(temporary_path))
+    _publish(temporary_path, final_path)
+    _write_sidecar(folder / f"{stem}.json", info, manifest)
     return info
+
+
+def riegeli_os_error(error: RuntimeError, path: Path) -> OSError:
+    """Riegeli reports a failed write as a RuntimeError naming the system's message (measured on a full tmpfs:
+    "write() failed: No space left on device; writing PATH; at byte 262144; ..."): the OSError it stands for."""
+    message = str(error)
+    code = next((code for code in sorted(errno.errorcode) if os.strerror(code) in message), None)
+    return OSError(code, os.strerror(code) if code else message, str(path))
+
+
+def _write_sidecar(path: Path, info: ShardInfo, manifest: Manifest) -> None:
+    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}
+    _write_json_atomically(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(16 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def adopt_shard(folder: Path, index: int, source: Path, info: ShardInfo, manifest: Manifest) -> ShardInfo:
     """Copy a finished shard of another export (same teachers, dtype and shard size; same texts up to its end, as its
     corpus hash proves) into `folder` as shard `index` of `manifest`'s export: the bytes are the records an encoding
-    would write, so the copy replaces the encoding (embed_jax/teachers/reuse.py)."""
+    would write, so the copy replaces the encoding (embed_jax/teachers/reuse.py). The caller verifies the source
+    first (`verify_shard`); the copy's size and sha256 are those of the bytes copied."""
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
     temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
     shutil.copyfile(source, temporary_path)
+    adopted = dataclasses.replace(info, file=final_path.name, num_bytes=temporary_path.stat().st_size,
+                                  sha256=file_sha256(temporary_path))
     _publish(temporary_path, final_path)
-    adopted = dataclasses.replace(info, file=final_path.name)
-    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(adopted)}
-    _write_json_atomically(folder / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    _write_sidecar(folder / f"{stem}.json", adopted, manifest)
     return adopted
 
 
@@ -309,24 +362,156 @@ def check_sidecar(folder: Path, manifest: Manifest, sidecar_path: Path) -> Shard
     expected = {**manifest.schema(), "export_id": manifest.export_id}
     differences = _differences(expected, sidecar)
     if differences:
-        raise RecordsError(
-            f"{sidecar_path}: this shard's manifest disagrees with {folder / MANIFEST_NAME} on "
-            f"{'; '.join(differences)}. The folder mixes shards of different exports; move the stray shard (and its "
-            f".array_record) out, or re-export into an empty folder.")
+        raise RecordsError(f"{sidecar_path}: this shard's manifest disagrees with {folder / MANIFEST_NAME} on "
+                           f"{'; '.join(differences)}. {_which_was_edited(folder, manifest, sidecar)}")
     try:
         return ShardInfo(**sidecar["shard"])
     except (KeyError, TypeError) as error:
         raise RecordsError(f"{sidecar_path}: sidecar lacks its shard description ({error}).") from error
 
 
+def manifest_inconsistencies(manifest: Manifest) -> list[str]:
+    """How a manifest disagrees with itself: what an edit by hand leaves (the export writes it consistent)."""
+    found = []
+    recomputed = export_id(manifest_to_dict(manifest))
+    if recomputed != manifest.export_id:
+        found.append(f"its fields give export id {recomputed}, it says {manifest.export_id}")
+    if manifest.teacher_dim != sum(teacher.dim for teacher in manifest.teachers):
+        found.append(f"teacher_dim {manifest.teacher_dim} is not the sum of its teachers' dims "
+                     f"({' + '.join(str(teacher.dim) for teacher in manifest.teachers)})")
+    if manifest.status == STATUS_COMPLETE and manifest.num_records != sum(s.num_records for s in manifest.shards):
+        found.append(f"num_records {manifest.num_records} is not the sum of its shards' "
+                     f"({sum(s.num_records for s in manifest.shards)})")
+    return found
+
+
+def _which_was_edited(folder: Path, manifest: Manifest, sidecar: dict[str, Any]) -> str:
+    """Why a sidecar and its manifest disagree, and what to do: an edited manifest, an edited sidecar, or a shard
+    of another export."""
+    edits = manifest_inconsistencies(manifest)
+    if edits:
+        return (f"{folder / MANIFEST_NAME} no longer matches itself ({'; '.join(edits)}): it was edited after the "
+                f"export. Restore it (every shard's sidecar keeps the values the export wrote), or re-export.")
+    if sidecar.get("export_id") == manifest.export_id:
+        return ("The sidecar names this export but other values: it was edited after the export. Restore it, or "
+                "re-export into a new folder with --config.reuse_from on this one (intact shards are copied).")
+    return ("The folder mixes shards of different exports; move the stray shard (and its .array_record) out, or "
+            "re-export into an empty folder.")
+
+
 def count_shard_records(path: Path) -> int:
+    with _reading(path) as reader:
+        return _num_records(reader, path)
+
+
+# ------------------------------------------------------------------------------------ a shard against its sidecar
+
+
+def repair_hint(folder: Path) -> str:
+    """What to do about a damaged shard of `folder`, said once where a check fails for a reader."""
+    return (f"Check every shard with `python -m embed_jax.data.verify --records={folder}`; to repair the folder, "
+            f"export into a new one with --config.reuse_from={folder} (its intact shards are copied, the others "
+            f"encoded again).")
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """An ArrayRecordReader on `path`; a file ArrayRecord cannot open is an error naming it. Riegeli reports damage
+    as RuntimeError, from the reader's constructor, a read, or `close()` once the reader has failed (measured: a
+    flipped byte in a block header opens as 0 records, then fails on close)."""
     from array_record.python import array_record_module
 
-    reader = array_record_module.ArrayRecordReader(str(path))
     try:
-        return reader.num_records()
+        reader = array_record_module.ArrayRecordReader(str(path))
+    except (RuntimeError, ValueError, OSError) as error:
+        raise RecordsError(f"{path}: not a readable ArrayRecord file ({error}).") from None
+    try:
+        yield reader
     finally:
-        reader.close()
+        with contextlib.suppress(RuntimeError):  # its failure, if any, was raised by _num_records or a read
+            reader.close()
+
+
+def _num_records(reader, path: Path) -> int:
+    count = reader.num_records()
+    if not reader.ok():
+        try:
+            reader.close()
+        except RuntimeError as error:
+            raise RecordsError(f"{path}: not a readable ArrayRecord file ({error}): the file is damaged.") from None
+    return count
+
+
+def check_shard_size(path: Path, info: ShardInfo) -> None:
+    """The file exists and, where the sidecar recorded it, has the size it was written with (a stat)."""
+    if not path.is_file():
+        raise RecordsError(f"{path}: listed by its sidecar ({info.num_records} records) but missing.")
+    size = path.stat().st_size
+    if info.num_bytes and size != info.num_bytes:
+        raise RecordsError(f"{path}: {size:,} bytes, its sidecar lists {info.num_bytes:,}: the file was truncated "
+                           f"or replaced.")
+
+
+def check_shard_cheaply(path: Path, info: ShardInfo) -> None:
+    """Size, record count and first id against the sidecar: finds truncated, replaced and swapped shards without
+    reading more than one record."""
+    check_shard_size(path, info)
+    with _reading(path) as reader:
+        count = _num_records(reader, path)
+        if count != info.num_records:
+            raise RecordsError(f"{path}: holds {count} records, its sidecar lists {info.num_records}: the file was "
+                               f"replaced or truncated.")
+        first = _read_records(reader, path, 0, 1)[0]
+    if record_id(first) != info.first_id:
+        raise RecordsError(f"{path}: its first record is {record_id(first)!r}, its sidecar lists {info.first_id!r}: "
+                           f"shard files were swapped or replaced.")
+
+
+def _read_records(reader, path: Path, start: int, stop: int) -> list[bytes]:
+    try:
+        return reader.read(start, stop)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise RecordsError(f"{path}: records {start}…{stop - 1} are unreadable ({error}): the file is "
+                           f"damaged.") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardCheck:
+    """What `verify_shard` found in one shard: `problem` is None when the shard is sound."""
+    file: str
+    num_records: int
+    num_bytes: int
+    checksum: str  # "ok", "no checksum recorded", "mismatch", or "not checked" (after another problem)
+    problem: str | None = None
+
+
+def verify_shard(path: Path, info: ShardInfo, *, batch: int = 256) -> ShardCheck:
+    """Every record read back (ArrayRecord checks each chunk's hash; text records are decoded), count, first and
+    last id, and the file's sha256 when the sidecar recorded one."""
+    size = path.stat().st_size if path.is_file() else 0
+    count = 0
+    try:
+        check_shard_cheaply(path, info)
+        with _reading(path) as reader:
+            count = _num_records(reader, path)
+            last = b""
+            for start in range(0, count, batch):
+                for data in _read_records(reader, path, start, min(start + batch, count)):
+                    if bytes(data[:4]) == _MAGIC:
+                        decode_record(data)
+                    last = data
+        if record_id(last) != info.last_id:
+            raise RecordsError(f"{path}: its last record is {record_id(last)!r}, its sidecar lists "
+                               f"{info.last_id!r}: the file was replaced.")
+    except RecordsError as error:
+        return ShardCheck(path.name, count, size, "not checked", str(error))
+    if not info.sha256:
+        return ShardCheck(path.name, count, size, "no checksum recorded")
+    if file_sha256(path) != info.sha256:
+        return ShardCheck(path.name, count, size, "mismatch",
+                          f"{path}: its sha256 is not the one its sidecar lists: the bytes changed after the "
+                          f"export.")
+    return ShardCheck(path.name, count, size, "ok")
 
 
 # ------------------------------------------------------------------------------------- writing a records folder
@@ -346,15 +531,36 @@ def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardI
         return [], None
     existing = read_manifest_file(manifest_path)
     if existing.export_id != manifest.export_id:
+        if holds_no_finished_shard(folder, existing):
+            start_over(folder, manifest)
+            return [], None
+        edited = manifest_inconsistencies(existing)
         raise RecordsError(
             f"{folder} holds records of another configuration (differences: "
-            f"{'; '.join(describe_export_differences(existing, manifest))}). Nothing was changed. To keep those "
-            f"records, choose another output folder (--config.output_dir=...); to replace them, delete {folder} "
-            f"first.")
+            f"{'; '.join(describe_export_differences(existing, manifest))}"
+            f"{'; and its manifest.json was edited: ' + '; '.join(edited) if edited else ''}). Nothing was changed. "
+            f"To keep those records, choose another output folder (--config.output_dir=...); to replace them, delete "
+            f"{folder} first.")
     if existing.status == STATUS_COMPLETE:
         read_manifest(folder)  # checks the shards are still all there
         return list(existing.shards), existing
     return _resume_state(folder, existing), existing
+
+
+def holds_no_finished_shard(folder: Path, existing: Manifest) -> bool:
+    """An unfinished export that never finished a shard (it stopped on a corpus or teacher error, or was killed in
+    its first shard): nothing in it is worth keeping, so another export may take the folder over."""
+    return existing.status != STATUS_COMPLETE and not any(folder.glob("shard-*.json"))
+
+
+def start_over(folder: Path, manifest: Manifest) -> None:
+    """Replace an export that holds no finished shard by `manifest`'s: its unfinished shard files and worker count
+    go (the lock files stay: the caller holds them)."""
+    leftovers = [*folder.glob("shard-*"), *folder.glob(f"*{_TEMPORARY_SUFFIX}"),
+                 *folder.glob(f"{COORDINATION_PREFIX}*.json")]
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    _write_json_atomically(folder / MANIFEST_NAME, manifest.to_json())
 
 
 def refuse_foreign_files(folder: Path) -> None:
@@ -397,16 +603,13 @@ def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:
     done: list[ShardInfo] = []
     while (folder / f"{shard_stem(len(done))}.json").exists():
         info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
-        shard_path = folder / info.file
-        if not shard_path.exists() or count_shard_records(shard_path) != info.num_records:
-            raise RecordsError(f"{shard_path}: missing or not the {info.num_records} records its sidecar lists. "
-                               f"Delete {shard_path} and {shard_path.with_suffix('.json')} and run again.")
+        checked_with_hint(check_shard_cheaply, folder / info.file, info)
         done.append(info)
     # A shard renamed into place whose sidecar was never written is our own unfinished work.
     orphan = folder / f"{shard_stem(len(done))}.array_record"
     if orphan.exists():
         orphan.unlink()
-    later = sorted(path.name for path in folder.glob("shard-*") if _shard_index(path) > len(done))
+    later = sorted(path.name for path in folder.glob("shard-*") if shard_index(path) > len(done))
     if later:
         raise RecordsError(f"{folder}: shards {', '.join(later[:5])} follow a gap at {shard_stem(len(done))}; "
                            f"the folder was edited by hand. Re-export into an empty folder.")
@@ -419,14 +622,11 @@ def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]
     file must then hold the records the sidecar lists."""
     done: dict[int, ShardInfo] = {}
     for sidecar_path in sorted(folder.glob("shard-*.json")):
-        index = _shard_index(sidecar_path)
+        index = shard_index(sidecar_path)
         if index < 0:
             continue
         info = check_sidecar(folder, manifest, sidecar_path)
-        shard_path = folder / info.file
-        if not shard_path.exists() or count_shard_records(shard_path) != info.num_records:
-            raise RecordsError(f"{shard_path}: missing or not the {info.num_records} records its sidecar lists. "
-                               f"Delete {shard_path} and {sidecar_path} and run again.")
+        checked_with_hint(check_shard_cheaply, folder / info.file, info)
         done[index] = info
     return done
 
@@ -441,7 +641,7 @@ def remove_unfinished_shard(folder: Path, index: int) -> None:
         (folder / leftover).unlink(missing_ok=True)
 
 
-def _shard_index(path: Path) -> int:
+def shard_index(path: Path) -> int:
     try:
         return int(path.name.split(".")[0].removeprefix("shard-"))
     except ValueError:
@@ -480,10 +680,36 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     for index, listed in enumerate(manifest.shards):
         sidecar_path = folder / f"{shard_stem(index)}.json"
         if not (folder / listed.file).exists():
-            raise RecordsError(f"{folder / listed.file}: listed in the manifest but missing.")
+            raise RecordsError(f"{folder / listed.file}: listed in the manifest but missing. {repair_hint(folder)}")
         on_disk = check_sidecar(folder, manifest, sidecar_path)
         if on_disk != listed:
-            raise RecordsError(f"{sidecar_path}: describes {on_disk} but the manifest lists {listed}.")
+            differences = _differences(dataclasses.asdict(listed), dataclasses.asdict(on_disk))
+            raise RecordsError(f"{folder / MANIFEST_NAME} no longer matches {sidecar_path.name} on shard {index} "
+                               f"({'; '.join(differences)}, manifest vs sidecar): one of them was edited after the "
+                               f"export. Restore it, or re-export.")
+        checked_with_hint(check_shard_size, folder / listed.file, listed)
+    return manifest
+
+
+def checked_with_hint(check: Callable[[Path, ShardInfo], None], path: Path, info: ShardInfo) -> None:
+    """`check(path, info)`, its error followed by what to do (repair_hint)."""
+    try:
+        check(path, info)
+    except RecordsError as error:
+        raise RecordsError(f"{error} {repair_hint(path.parent)}") from None
+
+
+def check_records_cheaply(folder: str | os.PathLike, key: str) -> Manifest:
+    """`read_manifest` and, for every shard, its size, record count and first id against its sidecar: what
+    training runs before step 1 (a truncated, replaced or swapped shard is named then, not at the step that reads
+    it). Errors name `key`, the config key the folder came from. The full check is `python -m embed_jax.data.verify`."""
+    check_local_records_path(folder, key)
+    try:
+        manifest = read_manifest(folder)
+        for path, info in zip(shard_paths(folder, manifest), manifest.shards):
+            checked_with_hint(check_shard_cheaply, path, info)
+    except RecordsError as error:
+        raise RecordsError(f"{key}={os.fspath(folder)!r}: {error}") from None
     return manifest
 
 

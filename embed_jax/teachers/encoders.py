@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from embed_jax import assets
+from embed_jax.data import tokenizer_folder
 
 POOLINGS = ("auto", "mean", "cls")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -178,10 +179,13 @@ class SentenceTransformerTeacher(Teacher):
             replace_dense_module(self.model, folder, spec)
         # Every module (Dense heads too) in the weights' dtype, then onto the device.
         self.model.to(dtype=placement.weights_dtype).to(placement.device).eval()
+        self.tokenizer = self.model.tokenizer
+        check_vocabulary(spec, folder, self.tokenizer)
+        transformer = next((module.auto_model for module in self.model if hasattr(module, "auto_model")), None)
         if spec.max_seq_length:
+            check_window(spec, folder, position_limit(transformer) if transformer is not None else None)
             self.model.max_seq_length = spec.max_seq_length
         self.max_seq_length = int(self.model.max_seq_length)
-        self.tokenizer = self.model.tokenizer
         self.dim = int(self.model.get_embedding_dimension())
 
     @torch.inference_mode()
@@ -217,13 +221,15 @@ class PooledHuggingFaceTeacher(Teacher):
         self.spec, self.folder, self.placement, self.prompt = spec, folder, placement, prompt
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                        trust_remote_code=spec.trust_remote_code)
+        check_vocabulary(spec, folder, self.tokenizer)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=placement.weights_dtype,
                                                trust_remote_code=spec.trust_remote_code).to(placement.device).eval()
+        check_window(spec, folder, position_limit(self.model))
         self.max_seq_length = spec.max_seq_length or self._model_window()
         self.dim = int(self.model.config.hidden_size)
 
     def _model_window(self) -> int:
-        windows = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        windows = [self.tokenizer.model_max_length, position_limit(self.model)]
         windows = [int(window) for window in windows if window and window < _NO_LIMIT]
         if not windows:
             raise TeacherConfigError(f"teachers.{self.spec.name}.max_seq_length: {self.folder} states no input "
@@ -241,6 +247,42 @@ class PooledHuggingFaceTeacher(Teacher):
             return hidden[:, 0].cpu().numpy()
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).cpu().numpy()
+
+
+def position_limit(model) -> int | None:
+    """The most tokens a Hugging Face model reads in one text: its position table (`max_position_embeddings`), less
+    the offset of models that count positions from padding_idx + 1 (RoBERTa, MPNet, XLM-R: measured, a RoBERTa of
+    130 positions reads 128 tokens and fails at 129 with an index error). None when the config states no table."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    padding_index = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+    return int(positions) - (int(padding_index) + 1 if padding_index is not None else 0)
+
+
+def check_window(spec: TeacherSpec, folder: Path, limit: int | None) -> None:
+    """A configured window beyond the model's position table would fail in the first long batch (a torch size
+    mismatch); refuse it before any text is encoded."""
+    if limit is not None and spec.max_seq_length > limit:
+        key = f"teachers.{spec.name}.max_seq_length"
+        raise TeacherConfigError(f"{key}={spec.max_seq_length}: the model in {folder} reads at most {limit} tokens "
+                                 f"(its position table); set --config.{key}={limit} or less (0: the model's own "
+                                 f"window).")
+
+
+def tokenizer_folder_of(folder: Path) -> Path:
+    """Where the teacher's tokenizer files are: a sentence-transformers folder's Transformer module, else the folder."""
+    if (folder / "modules.json").is_file():
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        for module in modules:
+            if str(module.get("type", "")).endswith("Transformer"):
+                return folder / module.get("path", "")
+    return folder
+
+
+def check_vocabulary(spec: TeacherSpec, folder: Path, tokenizer) -> None:
+    tokenizer_folder.require_real_vocabulary(len(tokenizer), len(set(tokenizer.all_special_ids)), folder,
+                                             f"teachers.{spec.name}.path")
 
 
 def remote_code_configs(folder: Path) -> dict[str, dict]:
@@ -288,10 +330,9 @@ def resolve_prompt(spec: TeacherSpec, folder: Path) -> str:
     return str(prompts[spec.prompt_name])
 
 
-def load_teacher(spec: TeacherSpec, local_rank: int | None = None) -> Teacher:
-    """The teacher `spec` names, after checking its folder, pooling, device and dtype; errors name the config key.
-
-    `local_rank`: the GPU an `auto` device means (default: $LOCAL_RANK, as torchrun sets it, else 0)."""
+def check_teacher_folder(spec: TeacherSpec) -> Path:
+    """The teacher's folder, after every check that needs no weights loaded (pooling, window, path, tokenizer files,
+    module layout, remote code): the export runs it on every teacher before it loads the first."""
     key = f"teachers.{spec.name}"
     if spec.pooling not in POOLINGS:
         raise TeacherConfigError(f"{key}.pooling={spec.pooling!r}; choose one of {', '.join(POOLINGS)}.")
@@ -304,20 +345,32 @@ def load_teacher(spec: TeacherSpec, local_rank: int | None = None) -> Teacher:
     if not folder.is_dir():
         raise TeacherConfigError(f"{key}.path={spec.path!r}: {folder} is not a folder. Give a sentence-transformers "
                                  f"folder, or a Hugging Face folder with a pooling (mean or cls).")
-    placement = resolve_placement(spec, local_rank)
-    prompt = resolve_prompt(spec, folder)
+    tokenizer_folder.require_vocabulary_files(tokenizer_folder_of(folder), f"{key}.path")
     if spec.pooling == "auto":
         if not (folder / "modules.json").is_file():
             raise TeacherConfigError(f"{key}.pooling='auto' needs a sentence-transformers folder (modules.json), "
                                      f"and {folder} has none; set {key}.pooling to 'mean' or 'cls'.")
-        check_remote_code(spec, folder)
-        return SentenceTransformerTeacher(spec, folder, placement, prompt)
-    if spec.dense_head:
-        raise TeacherConfigError(f"{key}.dense_head={spec.dense_head!r} needs pooling 'auto' (a sentence-transformers "
-                                 f"folder's own modules); clear {key}.dense_head or set {key}.pooling='auto'.")
-    if not (folder / "config.json").is_file():
-        raise TeacherConfigError(f"{key}.path: {folder} has no config.json; it is not a Hugging Face model folder.")
+    else:
+        if spec.dense_head:
+            raise TeacherConfigError(f"{key}.dense_head={spec.dense_head!r} needs pooling 'auto' (a "
+                                     f"sentence-transformers folder's own modules); clear {key}.dense_head or set "
+                                     f"{key}.pooling='auto'.")
+        if not (folder / "config.json").is_file():
+            raise TeacherConfigError(f"{key}.path: {folder} has no config.json; it is not a Hugging Face model "
+                                     f"folder.")
     check_remote_code(spec, folder)
+    return folder
+
+
+def load_teacher(spec: TeacherSpec, local_rank: int | None = None) -> Teacher:
+    """The teacher `spec` names, after checking its folder, pooling, device and dtype; errors name the config key.
+
+    `local_rank`: the GPU an `auto` device means (default: $LOCAL_RANK, as torchrun sets it, else 0)."""
+    folder = check_teacher_folder(spec)
+    placement = resolve_placement(spec, local_rank)
+    prompt = resolve_prompt(spec, folder)
+    if spec.pooling == "auto":
+        return SentenceTransformerTeacher(spec, folder, placement, prompt)
     return PooledHuggingFaceTeacher(spec, folder, placement, prompt)
 
 

@@ -34,7 +34,8 @@ from typing import Sequence
 
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
-from embed_jax.teachers import encoders, plan, reuse, targets, workers
+from embed_jax.data.tokenizer_folder import TokenizerFolderError
+from embed_jax.teachers import encoders, output_folder, plan, reuse, shards, targets, workers
 from embed_jax.teachers.progress import Progress, format_duration
 from embed_jax.teachers.shards import ExportError, ShardedCorpus
 from embed_jax.teachers.workers import Worker
@@ -80,6 +81,7 @@ def settings_from_config(config) -> ExportSettings:
     if not config.output_dir:
         raise ExportError("output_dir is empty; name the records folder, e.g. --config.output_dir=workdir/records.")
     records.check_local_records_path(config.output_dir, "output_dir")
+    output_folder.check_writable(Path(config.output_dir).expanduser())
     if config.storage_dtype not in records.STORAGE_DTYPES:
         raise ExportError(f"storage_dtype={config.storage_dtype!r}; choose one of "
                           f"{', '.join(records.STORAGE_DTYPES)}.")
@@ -166,7 +168,10 @@ def run_export(config) -> Manifest | None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    for spec in settings.teacher_specs:  # every folder before the first teacher loads
+        encoders.check_teacher_folder(spec)
     corpus = sources.open_corpus(config.corpus)
+    shards.require_a_text(corpus)
     worker = settings.worker
     log(f"corpus: {corpus.describe()['kind']} · teachers: {', '.join(spec.name for spec in settings.teacher_specs)}"
         + (f" · {worker}" if worker.count > 1 else ""))
@@ -175,7 +180,16 @@ def run_export(config) -> Manifest | None:
         plan.print_plan(corpus, teachers, settings)
         return None
     draft = draft_manifest(settings, teachers, corpus.describe())
-    folder = settings.output_dir
+    try:
+        return write_folder(corpus, teachers, draft, settings)
+    except OSError as error:
+        raise output_folder.write_failed(error, settings.output_dir) from None
+
+
+def write_folder(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
+                 settings: ExportSettings) -> Manifest | None:
+    """Claim this worker's index, set up or check the folder's manifest, then write this worker's shards."""
+    folder, worker = settings.output_dir, settings.worker
     refuse_before_claiming(folder, draft)
     with workers.claim(folder, worker):
         with workers.folder_lock(folder):
@@ -200,11 +214,20 @@ def run_export(config) -> Manifest | None:
 
 def refuse_before_claiming(folder: Path, draft: Manifest) -> None:
     """A folder that is not ours, or holds another export, is refused before any lock file appears in it (the
-    checks run again under the folder lock, where they count)."""
+    checks run again under the folder lock, where they count). Another export that never finished a shard is not
+    worth refusing for: this one takes the folder over, saying so."""
     records.refuse_foreign_files(folder)
     manifest_path = folder / records.MANIFEST_NAME
-    if manifest_path.exists() and records.read_manifest_file(manifest_path).export_id != draft.export_id:
-        records.prepare_output_folder(folder, draft)  # raises, naming the differences
+    if not manifest_path.exists():
+        return
+    existing = records.read_manifest_file(manifest_path)
+    if existing.export_id == draft.export_id:
+        return
+    if records.holds_no_finished_shard(folder, existing):
+        log(f"{folder} holds an unfinished export of another configuration with no finished shard "
+            f"({'; '.join(records.describe_export_differences(existing, draft))}); this export starts over there")
+        return
+    records.prepare_output_folder(folder, draft)  # raises, naming the differences
 
 
 def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
@@ -225,6 +248,10 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
         elif worker.owns(index):
             records.remove_unfinished_shard(folder, index)
             donor = reuse.matching_shard(donors, index, len(texts), texts[0].id, texts[-1].id, corpus_hash)
+            problem = records.verify_shard(*donor).problem if donor is not None else None
+            if problem:
+                log(f"shard {index}: not copied from {donor[0]}, which fails its check ({problem}); encoding it")
+                donor = None
             if donor is not None:
                 records.adopt_shard(folder, index, donor[0], donor[1], draft)
                 log(f"shard {index}: copied from {donor[0]} (same texts, same teachers)")
@@ -275,7 +302,7 @@ def finish_if_complete(manifest: Manifest, cut: Sequence[ShardInfo], settings: E
 
 
 USER_ERRORS = (ExportError, RecordsError, sources.CorpusError, encoders.TeacherConfigError,
-               targets.TeacherOutputError, workers.WorkerError, reuse.ReuseError)
+               targets.TeacherOutputError, workers.WorkerError, reuse.ReuseError, TokenizerFolderError)
 
 
 def main(config) -> int:

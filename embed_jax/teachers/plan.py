@@ -15,7 +15,7 @@ from typing import Sequence, TextIO
 from embed_jax.data import records, sources
 from embed_jax.teachers import encoders
 from embed_jax.teachers.progress import format_duration
-from embed_jax.teachers.shards import ExportError, ShardedCorpus
+from embed_jax.teachers.shards import ShardedCorpus
 
 # Bytes of one record besides its id, text and vector: the header of records.py's layout.
 RECORD_HEADER_BYTES = 16
@@ -62,8 +62,6 @@ def make_plan(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], sett
                       + len(item.text.encode("utf-8")) for item in texts)
         bytes_on_disk += (-(-payload // ARRAY_RECORD_BLOCK) + 1) * ARRAY_RECORD_BLOCK
         sample.extend(item.text for item in texts[:max(settings.dry_run_texts - len(sample), 0)])
-    if not num_texts:
-        raise ExportError("corpus: no non-empty text to export; check corpus.* (paths, text_field).")
     rates = {teacher.spec.name: measure_rate(teacher, sample, settings) for teacher in teachers}
     worker_rate = 1.0 / sum(1.0 / rate for rate in rates.values())
     return ExportPlan(num_texts=num_texts, skipped_empty=stream.skipped_empty, num_shards=num_shards,

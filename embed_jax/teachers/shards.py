@@ -1,6 +1,7 @@
 """The corpus as the export cuts it: kept texts in corpus order, `shard_size` to a shard, with the running hash.
 
-Empty or whitespace-only texts are skipped and counted; a repeated id is refused. Every worker of an export and its
+Empty or whitespace-only texts are skipped and counted; a repeated id is refused, and so is a corpus with no other
+text (`require_a_text`, before any teacher loads: docs/data.md lists it among the refusals). Every worker of an export and its
 dry run read the corpus through this one cut, so they agree on every shard's texts.
 """
 from __future__ import annotations
@@ -40,3 +41,22 @@ class ShardedCorpus:
                 pending = []
         if pending:
             yield pending, self.hasher.hexdigest()
+
+
+def where(corpus: sources.Corpus) -> str:
+    """The corpus as a user named it: its files, or its built-in or tfds name."""
+    description = corpus.describe()
+    if description.get("files"):
+        return ", ".join(str(file["path"]) for file in description["files"])
+    return f"{description['kind']} {description.get('name', '')}".strip()
+
+
+def require_a_text(corpus: sources.Corpus) -> None:
+    """Refuse a corpus whose every text is empty or whitespace-only: its export would hold 0 records."""
+    scanned = 0
+    for item in corpus:
+        if item.text.strip():
+            return
+        scanned += 1
+    raise ExportError(f"corpus ({where(corpus)}): no text to export, its {scanned} texts are all empty or "
+                      f"whitespace-only. Check corpus.paths (or corpus.builtin / tfds_name) and corpus.text_field.")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from launch import gcloud
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TPU = ["--name=embed-test", "--zone=us-central2-b"]
 
@@ -194,6 +196,9 @@ def test_setup_copies_the_checkouts_commit_and_installs_on_every_worker(tmp_path
     assert "tar -xzf embed_jax.tar.gz -C embed_jax" in remote and "rm -rf" not in remote
     assert "uv venv --allow-existing --python 3.11 .venv" in remote
     assert "uv pip install --python .venv/bin/python -e '.[tpu]'" in remote
+    # A missing uv comes pinned from the package index, never from a web script piped into a shell.
+    assert f"python3 -m pip install --user --quiet uv=={gcloud.UV_VERSION}" in remote
+    assert "| sh" not in remote and "curl" not in remote and "astral.sh" not in remote
     syntax = subprocess.run(["bash", "-n", "-c", remote], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
 

@@ -320,3 +320,14 @@ def test_reuse_from_refuses_folders_whose_vectors_differ(make_config, corpus_fil
         export.run_export(make_config(tmp_path / "out", corpus_file, reuse_from=str(other)))
     with pytest.raises(reuse.ReuseError, match=r"reuse_from: .*nowhere holds no manifest.json"):
         export.run_export(make_config(tmp_path / "out2", corpus_file, reuse_from=str(tmp_path / "nowhere")))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "   \n\t\n \n"])
+def test_corpus_without_a_text_is_refused_before_any_teacher_loads(make_config, tmp_path, monkeypatch, content):
+    corpus = tmp_path / "blank.txt"
+    corpus.write_text(content, encoding="utf-8")
+    monkeypatch.setattr(encoders, "load_teacher", lambda spec: pytest.fail("a teacher loaded"))
+    with pytest.raises(export.ExportError, match=rf"corpus \({corpus}\): no text to export, its {content.count(chr(10))}"
+                                                 r" texts are all empty or whitespace-only\. Check corpus.paths"):
+        export.run_export(make_config(tmp_path / "out", corpus))
+    assert not (tmp_path / "out").exists()
