@@ -12,6 +12,7 @@ reading a run folder's layout and configs costs nothing; only `load_trained_stud
 """
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,19 @@ def absolute_workdir(workdir: str | Path) -> Path:
     """Orbax needs absolute checkpoint paths; a relative local workdir is taken from the current folder. (Cloud
     Storage workdirs, gs://..., are already absolute and are passed through untouched.)"""
     return Path(workdir) if str(workdir).startswith("gs://") else Path(workdir).resolve()
+
+
+def make_workdir(workdir: Path) -> None:
+    """Creates the workdir and proves it writable before any work; an OSError naming the path and the cause (a file
+    in the way, a read-only or full disk, no permission) otherwise. A gs:// workdir is Orbax's to create."""
+    if str(workdir).startswith("gs://"):
+        return
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder, is in the way of --workdir", str(workdir))
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write-probe"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------- configs
