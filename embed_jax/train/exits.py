@@ -46,9 +46,10 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def storage_error(error: BaseException) -> OSError | None:
-    """The first OSError in `error`'s chain whose errno names a cause a user can fix (OS_ERROR_HINTS)."""
-    return next((cause for cause in causes(error)
-                 if isinstance(cause, OSError) and cause.errno in OS_ERROR_HINTS), None)
+    """The OSError in `error`'s chain whose errno names a cause a user can fix (OS_ERROR_HINTS), one that names its
+    file first (a failed flush during clean-up may raise again, without the name, on top of the first)."""
+    found = [cause for cause in causes(error) if isinstance(cause, OSError) and cause.errno in OS_ERROR_HINTS]
+    return next((cause for cause in found if cause.filename), found[0] if found else None)
 
 
 def describe_storage_error(error: OSError) -> str:
