@@ -28,6 +28,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
                                    "outside a TPU slice.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the stack of a refusal or fault, not just its one line.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", None, "Force jax.distributed.initialize() (default: when the "
                                  "flags above are given or a TPU pod slice is detected).")
 
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> int:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
-    return exits.run(_CONFIG.value, _WORKDIR.value)
+    return exits.run(_CONFIG.value, _WORKDIR.value, show_traceback=_TRACEBACK.value)
 
 
 # ---------------------------------------------------------------------------------------------------- overrides

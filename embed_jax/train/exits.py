@@ -9,7 +9,7 @@
 
 143 and 130 are 128 + the signal's number, what a shell reports for a process the signal ended: schedulers and
 wrappers that requeue a preempted job key on them (docs/training.md). Only the errors a user can act on become one
-line; anything else keeps its traceback, since it is a bug to report.
+line (`--traceback` shows the stack); anything else keeps its traceback, since it is a bug to report.
 """
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ def describe_storage_error(error: OSError) -> str:
     return f"cannot write {where}: {error.strerror or error} ({code}); {OS_ERROR_HINTS[error.errno]}"
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | Path, *, stderr=None) -> int:
+def run(config: ml_collections.ConfigDict, workdir: str | Path, *, stderr=None, show_traceback: bool = False) -> int:
     """Trains (embed_jax/train/loop.py) and returns the exit status above, printing one line for a refusal, a
-    fault or a stop."""
+    fault or a stop; `show_traceback` re-raises refusals and faults instead (--traceback)."""
     from embed_jax.data.records import RecordsError
     from embed_jax.train import driver, loop, run_lock
 
@@ -76,9 +76,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *, stderr=None) 
               "it", file=stderr)
         return 130
     except driver.NonFiniteLossError as error:
+        if show_traceback:
+            raise
         print(f"error: {error}", file=stderr)
         return FAULT
     except Exception as error:
+        if show_traceback:
+            raise
         found = storage_error(error)
         if found is not None:
             print(f"error: {describe_storage_error(found)}", file=stderr)
