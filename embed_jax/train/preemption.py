@@ -93,15 +93,15 @@ class PreemptionGuard:
         if signum == signal.SIGINT and self.requested:
             raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
         self._record(signal.Signals(signum))
+        # os.write, not print/logging: a signal handler may interrupt code that holds their locks.
+        message = f"\n{self._received.name} received: saving a checkpoint at the next step boundary, then exiting.\n"
+        os.write(2, message.encode())
 
     def _record(self, signum: signal.Signals) -> None:
         self._received = signum
         self._requested.set()
         if self._outer is not None:
             self._outer._record(signum)
-        # os.write, not print/logging: a signal handler may interrupt code that holds their locks.
-        message = f"\n{self._received.name} received: saving a checkpoint at the next step boundary, then exiting.\n"
-        os.write(2, message.encode())
 
     @property
     def requested(self) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from embed_jax.assets import resolve_model_path
+from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
 from embed_jax.train import batches, cached_stage, sharding, stages, text_stage, vision_stage
 
@@ -90,13 +91,8 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
     positive_int(data.max_length, "data.max_length", "texts are cut to that many tokens", 128)
     positive_int(data.get("length_grouping_window", 1), "data.length_grouping_window",
                  "1 is random batches, W > 1 groups W batches by length", 1)
-    text_stage_names = [name for name in config.stage_order if not vision_stage.is_image_stage(config[name])]
-    if text_stage_names:
-        for bucket in data.length_buckets:
-            if isinstance(bucket, bool) or not isinstance(bucket, int) or not 1 <= bucket <= data.max_length:
-                raise ConfigError(f"config key data.length_buckets={tuple(data.length_buckets)}: every bucket must "
-                                  f"be a whole number in 1..data.max_length ({data.max_length})")
     try:
+        pipeline.check_length_buckets(tuple(data.length_buckets), data.max_length)
         mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch_divisible(data.global_batch_size, mesh, key="data.global_batch_size")
     except ValueError as error:
