@@ -11,9 +11,10 @@ every stage's final parameters and logged metrics against an uninterrupted run o
 
 The command is configs/distill.py:smoke with log_every=1 (a resumed run logs its first step, so only a row per step
 compares with an uninterrupted run), checkpoint_every=2 and 6 steps per stage, plus any overrides after `--`.
-Each kill lands at a moment drawn uniformly from the reference run's wall time, so kills fall in start-up,
-compilation, steps, checkpoint saves and stage hand-overs alike; after the N kills the command is rerun until it
-exits 0. Timing columns (examples_per_s, tokens_per_s, steps_per_s) are left out of the comparison. Exit status 0
+Each kill lands after a random number of logged rows (drawn over the reference run's rows, in increasing order, so
+that each kill comes before the run could finish) plus a random part of the time a row takes, so kills fall in
+start-up, compilation, steps, checkpoint saves and stage hand-overs alike; after the N kills the command is rerun
+to the end. Timing columns (examples_per_s, tokens_per_s, steps_per_s) are left out of the comparison. Exit status 0
 when everything is bit-identical; the report says where each kill landed (docs/reliability.md has the last result).
 """
 from __future__ import annotations
@@ -67,18 +68,27 @@ def run_to_end(command: list[str], log: Path) -> float:
     return time.monotonic() - started
 
 
-def kill_at(command: list[str], workdir: Path, delay_s: float, log: Path) -> str:
-    """Starts the command, sends SIGKILL after `delay_s` (unless it finished first); where it was when killed."""
+def logged_rows(workdir: Path) -> int:
+    """Rows in every stage's metrics.jsonl: how far a run has come (a resume first drops the rows it replays)."""
+    return sum(len([line for line in path.read_text().splitlines() if line.strip()])
+               for path in workdir.glob("stage*/metrics.jsonl"))
+
+
+def kill_at(command: list[str], workdir: Path, target_rows: int, extra_s: float, log: Path) -> str:
+    """Starts the command, waits until the run has logged `target_rows` rows in all (0: no wait), then `extra_s`
+    more seconds (into the next step, save, compilation or stage hand-over), and sends SIGKILL."""
     with log.open("a") as output:
         process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=output, stderr=subprocess.STDOUT)
+        while logged_rows(workdir) < target_rows and process.poll() is None:
+            time.sleep(0.05)
         try:
-            process.wait(timeout=delay_s)
-            return f"finished before {delay_s:.1f} s (exit {process.returncode})"
+            process.wait(timeout=extra_s)
+            return f"finished before the kill (exit {process.returncode})"
         except subprocess.TimeoutExpired:
             where = progress(workdir)
             process.send_signal(signal.SIGKILL)
             process.wait()
-            return f"killed at {delay_s:.1f} s: {where}"
+            return f"killed {extra_s:.1f} s after row {target_rows}: {where}"
 
 
 def stage_results(workdir: Path) -> dict[str, tuple[dict, list[dict]]]:
@@ -177,9 +187,13 @@ def main() -> int:
     soaked = work / "soaked"
     command = train_command(soaked, init_from, records_dir, arguments.teacher_dim, extra)
     rng = random.Random(arguments.seed)
-    for kill in range(arguments.kills):
-        print(f"kill {kill + 1}/{arguments.kills}: {kill_at(command, soaked, rng.uniform(0, reference_s), log)}",
-              flush=True)
+    total_rows = logged_rows(work / "reference")
+    # Kill moments by progress, in increasing order, so that each kill lands before the run could finish: after a
+    # random number of logged rows, then a random part of the time one row takes (a step, a save, a compilation).
+    targets = sorted(rng.randrange(total_rows) for _ in range(arguments.kills))
+    for kill, target in enumerate(targets):
+        extra_s = rng.uniform(0, 2 * reference_s / total_rows)
+        print(f"kill {kill + 1}/{arguments.kills}: {kill_at(command, soaked, target, extra_s, log)}", flush=True)
     finish_s = run_to_end(command, log)
     print(f"final rerun to the end: {finish_s:.1f} s", flush=True)
 
