@@ -4,15 +4,22 @@ The same command on one CPU, one GPU, or every worker of a TPU pod slice (launch
 processes are joined with `jax.distributed.initialize()`: on a TPU slice it finds its peers by itself; elsewhere pass
 --coordinator_address, --num_processes and --process_id (e.g. two processes on one machine, as the tests do).
 Re-running the same command on the same workdir resumes from the latest checkpoint of the unfinished stage.
+Exit status: 0 finished, 1 a fault while training, 2 bad input, 143 / 130 stopped by SIGTERM / Ctrl-C after saving
+(embed_jax/train/exits.py; docs/training.md).
 """
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from embed_jax.train import exits
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (a get_config() module).",
                                           lock_config=True)
@@ -21,6 +28,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
                                    "outside a TPU slice.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the stack of a refusal or fault, not just its one line.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", None, "Force jax.distributed.initialize() (default: when the "
                                  "flags above are given or a TPU pod slice is detected).")
 
@@ -52,15 +60,68 @@ def main(argv: list[str]) -> int:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
-    from embed_jax.train import driver, loop
+    return exits.run(_CONFIG.value, _WORKDIR.value, show_traceback=_TRACEBACK.value)
 
+
+# ---------------------------------------------------------------------------------------------------- overrides
+
+
+def config_keys(config, prefix: str = "") -> list[str]:
+    """Every dotted key of a config ('train.log_every', 'model.vision.tower', ...), sections included."""
+    keys = []
+    for name, value in config.items():
+        keys.append(prefix + name)
+        if hasattr(value, "items") and not isinstance(value, (str, bytes)):
+            keys.extend(config_keys(value, f"{prefix}{name}."))
+    return keys
+
+
+def load_config_argument(argument: str):
+    """The config a --config=FILE[:ARG] names, loaded as ml_collections' flag does (FILE's get_config(ARG))."""
+    path, _, arg = argument.partition(":")
+    spec = importlib.util.spec_from_file_location("embed_jax_config_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_override(argv: Sequence[str], config) -> str | None:
+    """'--config.KEY: no such key; the closest is ...' for the first override whose key the config lacks."""
+    keys = config_keys(config)
+    for argument in argv:
+        if not argument.startswith("--config."):
+            continue
+        key = argument[len("--config."):].split("=", 1)[0]
+        if key in keys:
+            continue
+        sections = {name.rpartition(".")[0] for name in keys}
+        closest = difflib.get_close_matches(key, [name for name in keys if name not in sections], n=1, cutoff=0.0)
+        section = key.rpartition(".")[0]
+        siblings = sorted(name.rpartition(".")[2] for name in keys if name.rpartition(".")[0] == section
+                          and name != section)
+        return (f"--config.{key}: the config has no key {key!r}; the closest valid key is "
+                f"{closest[0] if closest else '(none)'!r}" + (f" ({section} holds {', '.join(siblings)})"
+                                                              if section in keys else ""))
+    return None
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's parsing, with a typo'd --config.KEY (which ml_collections reports with a long traceback that does not
+    name it) turned into one line naming the key and the closest valid one."""
     try:
-        loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except driver.Preempted as stopped:
-        print(f"[main] {stopped}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
-    return 0
+        return flags.FLAGS(list(argv))
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+    except (AttributeError, KeyError) as error:
+        config_argument = next((argument.split("=", 1)[1] for argument in argv if argument.startswith("--config=")),
+                               None)
+        message = None
+        if config_argument is not None:
+            message = unknown_override(argv, load_config_argument(config_argument))
+        print(f"error: {message or error}", file=sys.stderr)
+    sys.exit(exits.BAD_INPUT)
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

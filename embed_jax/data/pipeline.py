@@ -56,6 +56,10 @@ class RecordDataSource(grain.sources.RandomAccessDataSource):
         records.check_manifests_agree(list(zip(self.folders, self.manifests)))
         paths = [str(path) for folder, manifest in zip(self.folders, self.manifests)
                  for path in records.shard_paths(folder, manifest)]
+        if not paths:  # grain's reader fails on an empty list without naming the folder
+            raise RecordsError(f"{', '.join(map(str, self.folders))} holds 0 records (its manifest lists no shard: "
+                               "an empty corpus?). Export records from a corpus with texts "
+                               "(python -m embed_jax.teachers.export) and train on those.")
         self._shards = grain.sources.ArrayRecordDataSource(paths)
         expected = sum(manifest.num_records for manifest in self.manifests)
         if len(self._shards) != expected:

@@ -48,7 +48,8 @@ def run_batch_stage(config: ml_collections.ConfigDict, stage_name: str, stage_di
             batch = batches.global_batch(local, batch_sharding, pad_token_id=pad_id)
             trainable, opt_state, step_metrics = train_step(trainable, state.frozen, opt_state, batch)
             return driver.Stepped((trainable, opt_state), step_metrics, examples=int(batch["input_ids"].shape[0]),
-                                  tokens=int(local["attention_mask"].sum()) * jax.process_count())
+                                  tokens=int(local["attention_mask"].sum()) * jax.process_count(),
+                                  record_ids=local.get("id", ()))
 
         stage_steps = driver.StageSteps(
             step=step,

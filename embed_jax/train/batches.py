@@ -1,6 +1,7 @@
 """Text records → this process's batches → one global batch of jax.Arrays per step.
 
     open_records   the records folder, checked against the config's teacher_dim (errors name the key)
+    open_eval_records  the held-out records, checked to hold the training records' teachers, order and normalisation
     make_batches   the grain pipeline as the config sets it (shuffle, per-process shard, tokenise, length buckets)
     global_batch   this process's rows → one global jax.Array per field (processes agree on the padded length)
 
@@ -16,7 +17,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from embed_jax.data import pipeline
+from embed_jax.data import pipeline, records
 
 
 def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_token_id: int) -> dict[str, jax.Array]:
@@ -30,12 +31,67 @@ def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_to
 
 
 def open_records(config: ml_collections.ConfigDict, folder: str, key: str) -> pipeline.RecordDataSource:
-    source = pipeline.RecordDataSource(folder, records_key=key)
+    """The records of `folder` (config key `key`), refused with the key named when they cannot train this config."""
+    for part in str(folder).split(","):  # counts, first ids and sizes against the sidecars, before any work
+        if part.strip():
+            records.check_records_cheaply(part.strip(), key)  # its errors name the key
+    try:
+        source = pipeline.RecordDataSource(folder, records_key=key)
+    except records.RecordsError as error:
+        raise records.RecordsError(f"config key {key}: {error}") from None
     teacher_dim = config.model.teacher_dim
     if teacher_dim:
         pipeline.check_manifest_for_training(source.manifest, teacher_dim=teacher_dim,
                                              teacher_dim_key="model.teacher_dim", records_key=key)
     return source
+
+
+def open_eval_records(config: ml_collections.ConfigDict) -> pipeline.RecordDataSource:
+    """data.eval_records_dir, refused unless its vectors line up with data.records_dir's, slot for slot."""
+    source = open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+    check_same_teachers(records.read_manifest(config.data.records_dir), source.manifest,
+                        train_key="data.records_dir", held_out_key="data.eval_records_dir")
+    return source
+
+
+TEACHER_FIELDS = ("name", "dim", "pooling", "prompt", "weights_sha256")
+
+
+def teacher_layout(manifest: records.Manifest) -> list[dict[str, Any]]:
+    """What slot i of a record's vector means: each teacher (name, width, pooling, prompt, weights) in its order.
+    A folder path or a storage dtype may differ between two exports; these may not."""
+    return [{field: getattr(teacher, field) for field in TEACHER_FIELDS}
+            for teacher in sorted(manifest.teachers, key=lambda teacher: teacher.order)]
+
+
+def layout_differences(train: records.Manifest, held_out: records.Manifest) -> list[str]:
+    """'training X, held-out Y' for the teacher list (when names or widths differ), each teacher's other fields,
+    and the normalisation."""
+    expected, found = teacher_layout(train), teacher_layout(held_out)
+    if [(t["name"], t["dim"]) for t in expected] != [(t["name"], t["dim"]) for t in found]:
+        lines = [f"teachers in order: training {teacher_list(expected)}, held-out {teacher_list(found)}"]
+    else:
+        lines = [f"{first['name']} {field}: training {first[field]!r}, held-out {second[field]!r}"
+                 for first, second in zip(expected, found) for field in TEACHER_FIELDS if first[field] != second[field]]
+    if train.normalisation != held_out.normalisation:
+        lines.append(f"normalisation: training {train.normalisation!r}, held-out {held_out.normalisation!r}")
+    return lines
+
+
+def teacher_list(layout: list[dict[str, Any]]) -> str:
+    return "[" + ", ".join(f"{teacher['name']} {teacher['dim']}" for teacher in layout) + "]"
+
+
+def check_same_teachers(train: records.Manifest, held_out: records.Manifest, *, train_key: str,
+                        held_out_key: str) -> None:
+    """Held-out vectors of another teacher order (same total width) would be compared slot by slot with the wrong
+    teacher's: every eval/* curve silently wrong. Refuse them, naming each difference."""
+    differences = layout_differences(train, held_out)
+    if differences:
+        raise pipeline.PipelineConfigError(
+            f"config key {held_out_key}: its teacher vectors do not line up with the training records' "
+            f"({train_key}): {'; '.join(differences)}. Export the held-out texts with the training records' "
+            "teachers, in the same order (configs/teachers.py teacher_order).")
 
 
 def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource, *, seed: int,
@@ -55,6 +111,7 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
         num_epochs=num_epochs,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        include_ids=True,  # a NaN loss names the records of its batch (driver.check_finite)
     )
 
 

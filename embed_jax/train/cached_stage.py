@@ -167,7 +167,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
                                what=f"training records of {config.data.records_dir}")
         eval_rows = None
         if cadence.eval_every:
-            eval_source = batches.open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+            eval_source = batches.open_eval_records(config)
             eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1),
                              max_batches=int(config.train.eval_batches), what="validation records")
         # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).

@@ -4,7 +4,7 @@
         state = stage's step(state)                         (how a batch is made and stepped: the stage's)
         at log steps:   mean of the metrics since the last log → finiteness check → learning rate, throughput
                         → held-out evaluation at eval steps → MetricsWriter
-        SIGTERM:        save at this step boundary, say so, raise Preempted   (embed_jax/train/preemption.py)
+        SIGTERM/SIGINT: save at this step boundary, say so, raise Preempted   (embed_jax/train/preemption.py)
         every train.checkpoint_every steps and at the last:  save (the data iterator too, where the stage has one)
 
 A stage supplies a `StageSteps`; the driver decides when to log, evaluate, save and stop, so that every stage logs
@@ -13,7 +13,8 @@ the same rows, saves the same checkpoints and stops the same way on preemption (
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,21 +22,24 @@ import jax
 import ml_collections
 import numpy as np
 
-from embed_jax.train import checkpoint, metrics
+from embed_jax.train import checkpoint, metrics, preemption
 from embed_jax.train import step as steps
 from embed_jax.train.preemption import PreemptionGuard
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or inf; the message names the step and the term. The last good checkpoint stays."""
+    """A loss term became NaN or inf; the message names the step, the term, the batch and the last good checkpoint,
+    which stays."""
 
 
 class Preempted(Exception):
-    """Raised after the preemption save, so that later stages do not start."""
+    """Raised after the preemption save, so that later stages do not start. `exit_status`: 128 + the signal."""
 
-    def __init__(self, step: int):
-        super().__init__(f"stopped at step {step} on request")
-        self.step = step
+    def __init__(self, step: int, signum: signal.Signals | None = None, *, message: str | None = None):
+        name = signum.name if signum is not None else "a stop request"
+        super().__init__(message or f"stopped at step {step} on {name}")
+        self.step, self.signum = step, signum
+        self.exit_status = preemption.exit_status(signum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Cadence:
     def from_config(cls, train: ml_collections.ConfigDict, num_steps: int, *, evaluates: bool) -> Cadence:
         """The config's train.* cadence, checked before any work; `evaluates`: whether the stage has an evaluator."""
         log_every, eval_every = int(train.log_every), int(train.eval_every) if evaluates else 0
+        if log_every < 1 or int(train.checkpoint_every) < 1:
+            raise ValueError(f"config keys train.log_every={log_every} and train.checkpoint_every="
+                             f"{train.checkpoint_every} must both be ≥ 1 (steps between logged rows, between saves)")
         if eval_every % log_every:
             raise ValueError(f"config key train.eval_every={eval_every} must be a multiple of "
                              f"train.log_every={log_every}: evaluations are written with the logged metrics")
@@ -68,11 +75,13 @@ class Cadence:
 
 
 class Stepped(NamedTuple):
-    """One step's outcome: the new state, its metrics (device arrays), and the examples and tokens it consumed."""
+    """One step's outcome: the new state, its metrics (device arrays), the examples and tokens it consumed, and the
+    ids of this process's records in its batch (where the stage's batches carry them: named if its loss is NaN)."""
     state: Any
     metrics: Mapping[str, jax.Array]
     examples: int = 0
     tokens: int = 0
+    record_ids: Sequence[str] = ()
 
 
 @dataclasses.dataclass
@@ -102,15 +111,17 @@ def run_steps(stage_name: str, cadence: Cadence, stage_steps: StageSteps, *, sta
             while step_number < cadence.num_steps:
                 stepped = stage_steps.step(state, step_number)
                 state = stepped.state
-                since_last_log.append(stepped.metrics)
                 step_number += 1
+                since_last_log.append((step_number, stepped))
                 stage_steps.rates.add(stepped.examples, stepped.tokens)
                 writer.advance()
                 if cadence.logs(step_number, start_step):
                     # The mean over the steps since the last log: one batch's loss is too noisy to read a trend from.
-                    host = mean_metrics(jax.device_get(since_last_log))
+                    rows = jax.device_get([logged.metrics for _, logged in since_last_log])
+                    window = [(number, row, logged.record_ids) for (number, logged), row in zip(since_last_log, rows)]
                     since_last_log = []
-                    check_finite(host, step_number, stage_name, manager)
+                    check_finite(window, stage_name, manager)
+                    host = mean_metrics([row for _, row, _ in window])
                     host["learning_rate"] = float(stage_steps.learning_rate(step_number - 1))
                     host.update(stage_steps.rates.read())
                     if stage_steps.evaluate is not None and cadence.evaluates(step_number):
@@ -119,13 +130,15 @@ def run_steps(stage_name: str, cadence: Cadence, stage_steps: StageSteps, *, sta
                     last_metrics = host
                 stop = guard.should_stop(step_number)
                 if stop or cadence.saves(step_number):
-                    check_finite_now(stepped.metrics, step_number, stage_name, manager)
+                    check_finite([(step_number, jax.device_get(stepped.metrics), stepped.record_ids)], stage_name,
+                                 manager)
                     manager.save(step_number, stage_steps.checkpoint_items(state), stage_steps.data_iterator,
                                  force=stop or step_number == cadence.num_steps)
                 if stop:
-                    writer.message(f"[{stage_name}] stop requested (SIGTERM): saved step {step_number}; rerun the "
-                                   "same command to resume")
-                    raise Preempted(step_number)
+                    signum = guard.received_signal
+                    writer.message(f"[{stage_name}] stop requested ({signum.name if signum else 'SIGTERM'}): saved "
+                                   f"step {step_number}; rerun the same command to resume")
+                    raise Preempted(step_number, signum)
     finally:
         manager.wait_until_finished()
         writer.close()
@@ -137,22 +150,31 @@ def mean_metrics(rows: list[Mapping[str, Any]]) -> dict[str, float]:
     return {name: float(np.mean([float(row[name]) for row in rows])) for name in rows[0]}
 
 
-def check_finite(host_metrics: Mapping[str, float], step_number: int, stage_name: str,
+def check_finite(window: Sequence[tuple[int, Mapping[str, Any], Sequence[str]]], stage_name: str,
                  manager: checkpoint.CheckpointManager) -> None:
-    """NaN/inf in any term: stop, naming the step and the term; no checkpoint is written after it."""
-    terms = {name: value for name, value in host_metrics.items() if name not in ("loss", "grad_norm")}
-    bad = steps.first_nonfinite(terms) or steps.first_nonfinite(host_metrics)
-    if bad is None:
-        return
-    manager.wait_until_finished()
-    last_good = manager.latest_step()
-    raise NonFiniteLossError(
-        f"[{stage_name}] step {step_number}: loss term {bad!r} is {host_metrics[bad]} (non-finite). Training "
-        f"stopped; the last good checkpoint is step {last_good} in {manager.directory}. Lower the learning rate "
-        "(optimizer / stage learning_rate) or check the records for bad teacher vectors, then rerun to resume.")
+    """NaN/inf in any term of the steps in `window` ((step number, host metrics, record ids) each): stop, naming the
+    first such step, the term, that step's batch and the last good checkpoint; no checkpoint is written after it."""
+    for step_number, host_metrics, record_ids in window:
+        host_metrics = {name: float(value) for name, value in host_metrics.items()}
+        terms = {name: value for name, value in host_metrics.items() if name not in ("loss", "grad_norm")}
+        bad = steps.first_nonfinite(terms) or steps.first_nonfinite(host_metrics)
+        if bad is None:
+            continue
+        manager.wait_until_finished()
+        last_good = manager.latest_step()
+        last_good = "none yet" if last_good is None else f"step {last_good}"
+        raise NonFiniteLossError(
+            f"[{stage_name}] step {step_number}: loss term {bad!r} is {host_metrics[bad]} (non-finite); "
+            f"{describe_batch(step_number, record_ids)}. Training stopped; the last good checkpoint is {last_good} in "
+            f"{manager.directory}. Lower the learning rate (optimizer / stage learning_rate) or check those records "
+            "for bad teacher vectors or texts, then rerun to resume.")
 
 
-def check_finite_now(step_metrics: Mapping[str, jax.Array], step_number: int, stage_name: str,
-                     manager: checkpoint.CheckpointManager) -> None:
-    check_finite({name: float(value) for name, value in jax.device_get(step_metrics).items()}, step_number,
-                 stage_name, manager)
+def describe_batch(step_number: int, record_ids: Sequence[str], shown: int = 8) -> str:
+    """The batch a step trained on: its records' ids where the stage carries them, else its place in the stream."""
+    if len(record_ids):
+        listed = ", ".join(map(str, list(record_ids)[:shown]))
+        more = f" and {len(record_ids) - shown} more" if len(record_ids) > shown else ""
+        return f"its batch (this process's rows) held records {listed}{more}"
+    return (f"its batch is batch {step_number - 1} (0-based) of the stage's data stream, which a resume replays "
+            "exactly; this stage's batches carry no record ids")

@@ -19,7 +19,9 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from embed_jax.train import cached_stage, text_stage, vision_stage, workdir
+from embed_jax.train import cached_stage, preflight, run_lock, text_stage, train_state, vision_stage, workdir
+from embed_jax.train.driver import Preempted
+from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.train_state import StageResult
 
 
@@ -34,15 +36,31 @@ def run_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, run_dir: str | Path) -> list[StageResult]:
+    """Every stage of config.stage_order in `run_dir`, after every check that needs no training (preflight.py),
+    holding the workdir's lock (run_lock.py). A SIGTERM or Ctrl-C stops at the next step or stage boundary with
+    what is done saved, raising driver.Preempted."""
+    preflight.check_config(config)
     run_dir = workdir.absolute_workdir(run_dir)
-    if jax.process_index() == 0:  # every process runs this; one writes the run's files
-        workdir.write_run_config(config.to_dict(), run_dir)
-    results: list[StageResult] = []
-    previous = None
-    for stage_name in config.stage_order:
-        if stage_name not in config:
-            raise ValueError(f"config key stage_order names {stage_name!r}, but the config has no such section; "
-                             f"sections: {sorted(key for key in config.keys() if key.startswith('stage'))}")
-        previous = run_stage(config, stage_name, run_dir, previous)
-        results.append(previous)
-    return results
+    workdir.make_workdir(run_dir)
+    with run_lock.hold(run_dir, jax.process_index()), PreemptionGuard() as guard:
+        if jax.process_index() == 0:  # every process runs this; one writes the run's files
+            workdir.write_run_config(config.to_dict(), run_dir)
+        results: list[StageResult] = []
+        previous = None
+        for stage_name in config.stage_order:
+            if guard.stop_between_stages():
+                raise stopped_between_stages(guard, previous, stage_name)
+            previous = run_stage(config, stage_name, run_dir, previous)
+            results.append(previous)
+        return results
+
+
+def stopped_between_stages(guard: PreemptionGuard, finished: StageResult | None, next_stage: str) -> Preempted:
+    """The stop a signal asks for at a stage boundary: what is kept (the finished stage's last checkpoint)."""
+    signum = guard.received_signal
+    kept = (f"{finished.name} is finished and saved (step {finished.final_step})" if finished is not None
+            else "nothing was trained yet")
+    message = (f"stopped before {next_stage} on {signum.name if signum else 'a stop request'}: {kept}; rerun the "
+               f"same command to continue with {next_stage}")
+    train_state.log(f"[{next_stage}] {message}")
+    return Preempted(finished.final_step if finished is not None else 0, signum, message=message)

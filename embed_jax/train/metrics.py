@@ -1,10 +1,15 @@
 """Where training metrics go: a progress bar on the console, TensorBoard event files, metrics.jsonl, and a PNG of the
 loss curves at the end. Only process 0 writes; every process computes the same (global) values.
+
+A stage that resumes from its checkpoint at step S replays the steps after S that a killed run had already logged.
+So that each step is logged once, the writer first drops metrics.jsonl's rows past S (an atomic rewrite) and opens
+its TensorBoard file with purge_step=S+1, which tells TensorBoard to hide the older files' events from step S+1 on.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +34,15 @@ class MetricsWriter:
         if not self.is_writer:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = (self.workdir / "metrics.jsonl").open("a")
+        self.path = self.workdir / "metrics.jsonl"
+        keep_rows_up_to(self.path, start_step)
+        self._jsonl = self.path.open("a")
         from tensorboardX import SummaryWriter  # pure Python; writes event files TensorBoard reads
 
-        self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"))
+        # tensorboardX names its file by the second it opened it and opens it with "wb": a run resumed within the
+        # same second would empty the first run's file. The suffix keeps every run's file apart.
+        self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=start_step + 1,
+                                          filename_suffix=f".from-step-{start_step}.pid-{os.getpid()}")
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total_steps, initial=start_step, desc=title, unit="step", dynamic_ncols=True,
@@ -43,8 +53,11 @@ class MetricsWriter:
             return
         row = {"step": step, **{name: float(value) for name, value in scalars.items()}}
         self.rows.append(row)
-        self._jsonl.write(json.dumps(row) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps(row) + "\n")
+            self._jsonl.flush()
+        except OSError as error:  # a full disk: name the file (a failed write's OSError names none)
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
         for name, value in scalars.items():
             self._tensorboard.add_scalar(name, float(value), step)
         shown = {name: f"{row[name]:.4g}" for name in SHOWN_ON_BAR if name in row}
@@ -78,6 +91,33 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def keep_rows_up_to(path: Path, step: int) -> None:
+    """Drops the rows of metrics.jsonl past `step` (the step a stage resumes from), writing a new file and renaming
+    it over the old one, so that a kill during the rewrite leaves one or the other, whole. A row cut off by a kill
+    mid-write is dropped too."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if is_row_up_to(line, step)]
+    if len(kept) == len(lines):
+        return
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text("".join(line + "\n" for line in kept))
+    os.replace(partial, path)
+
+
+def is_row_up_to(line: str, step: int) -> bool:
+    try:
+        return json.loads(line)["step"] <= step
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def one_row_per_step(rows: list[Mapping[str, float]]) -> list[Mapping[str, float]]:
+    """Rows in step order, the last one written for a step winning: curves never run backwards."""
+    return sorted({row["step"]: row for row in rows}.values(), key=lambda row: row["step"])
+
+
 def loss_term_names(rows: list[Mapping[str, float]]) -> list[str]:
     """The unweighted loss terms ('dense_1152/cosine', ...) present in the rows, in a stable order."""
     names = {name for row in rows for name in row if "/" in name and not name.startswith("eval/")}
@@ -90,6 +130,8 @@ def plot_losses(rows: list[Mapping[str, float]], path: str | Path, *, title: str
 
     matplotlib.use("Agg")  # files only: no display on a TPU VM
     import matplotlib.pyplot as plt
+
+    rows = one_row_per_step(rows)
 
     panels = ["loss", *loss_term_names(rows)]
     columns = min(3, len(panels))

@@ -4,7 +4,14 @@ A TPU VM that is preempted, or a spot slice that is reclaimed, gets SIGTERM and 
 (Cloud TPU documentation, "Preemptible / Spot TPUs"). Dying mid-step would lose everything since the last periodic
 checkpoint, so the handler only records the request; the step driver (embed_jax/train/driver.py) asks
 `should_stop(step)` after every step and, when it says yes, saves a checkpoint with `force=True` and raises
-`driver.Preempted`, which the entry point turns into exit status 0.
+`driver.Preempted`, which the entry point turns into exit status 128 + the signal's number (143 for SIGTERM, 130 for
+Ctrl-C's SIGINT: what a shell reports for a process the signal ended, so a scheduler that requeues a preempted job
+tells it from a finished one, exit 0; docs/training.md). Ctrl-C is handled like SIGTERM; a second Ctrl-C interrupts
+at once.
+
+Guards nest: the training loop holds one across all stages (a signal while a stage is being set up, or between
+stages, is kept and acted on at the next step boundary or stage boundary), and the driver holds one per stage; the
+inner guard sees a request the outer one received, and passes its own on to it.
 
 With several processes every one of them must stop at the same step, or the collective save hangs. Two ways:
 
@@ -35,6 +42,14 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+# What a scheduler or a person sends to stop a run: TPU preemption and `kill` send SIGTERM, Ctrl-C sends SIGINT.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def exit_status(signum: signal.Signals | None) -> int:
+    """128 + the signal's number, as a shell reports a process that signal ended (SIGTERM 143, SIGINT 130)."""
+    return 128 + int(signum if signum is not None else signal.SIGTERM)
+
 
 def jax_preemption_service_running() -> bool:
     """Whether jax.distributed runs the preemption sync manager (its SIGTERM handler is installed)."""
@@ -47,15 +62,16 @@ def jax_preemption_service_running() -> bool:
 class PreemptionGuard:
     """Turns a termination signal into a `should_stop(step)` that every process answers alike at a step boundary.
 
-    `signals`: which signals mean "about to be stopped" (SIGTERM is what TPU preemption sends; add SIGINT to make
-    Ctrl-C save too). The previous handlers come back on `close()` / leaving the `with` block.
+    `signals`: which signals mean "about to be stopped" (SIGTERM is what TPU preemption sends, SIGINT is Ctrl-C).
+    The previous handlers come back on `close()` / leaving the `with` block.
     """
 
-    def __init__(self, signals: Sequence[signal.Signals] = (signal.SIGTERM,)):
+    def __init__(self, signals: Sequence[signal.Signals] = STOP_SIGNALS):
         self.signals = tuple(signals)
         self._requested = threading.Event()
         self._received: signal.Signals | None = None
         self._previous_handlers: dict[signal.Signals, object] = {}
+        self._outer: PreemptionGuard | None = None
         self.uses_jax_sync = jax.process_count() > 1 and jax_preemption_service_running()
         if not self.uses_jax_sync:
             self._install()
@@ -67,23 +83,35 @@ class PreemptionGuard:
                 "in the training entry point, before starting the loop."
             )
         for signum in self.signals:
-            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            previous = signal.signal(signum, self._on_signal)
+            self._previous_handlers[signum] = previous
+            if isinstance(getattr(previous, "__self__", None), PreemptionGuard):
+                self._outer = previous.__self__
 
     def _on_signal(self, signum: int, frame) -> None:
         del frame
-        self._received = signal.Signals(signum)
-        self._requested.set()
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
+        self._record(signal.Signals(signum))
         # os.write, not print/logging: a signal handler may interrupt code that holds their locks.
         message = f"\n{self._received.name} received: saving a checkpoint at the next step boundary, then exiting.\n"
         os.write(2, message.encode())
 
+    def _record(self, signum: signal.Signals) -> None:
+        self._received = signum
+        self._requested.set()
+        if self._outer is not None:
+            self._outer._record(signum)
+
     @property
     def requested(self) -> bool:
         """Whether this process received one of the signals (its own view, before processes agree)."""
-        return self._requested.is_set()
+        return self._requested.is_set() or (self._outer is not None and self._outer.requested)
 
     @property
     def received_signal(self) -> signal.Signals | None:
+        if self._received is None and self._outer is not None:
+            return self._outer.received_signal
         return self._received
 
     def request_stop(self) -> None:
@@ -94,6 +122,16 @@ class PreemptionGuard:
         """True when the loop must save and stop after `step`; call it on every process after every step."""
         if self.uses_jax_sync:
             return multihost_utils.reached_preemption_sync_point(step)
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested, dtype=np.int32))
+        return bool(np.any(flags))
+
+    def stop_between_stages(self) -> bool:
+        """At a stage boundary: whether any process asked to stop. Every process calls it at the same point. Under
+        jax's preemption service the request waits for the next stage's first step boundary (its sync point)."""
+        if self.uses_jax_sync:
+            return False
         if jax.process_count() == 1:
             return self.requested
         flags = multihost_utils.process_allgather(np.asarray(self.requested, dtype=np.int32))

@@ -85,7 +85,7 @@ def make_evaluator(config: ml_collections.ConfigDict, *, graphdef, loss_config, 
                    batch_sharding, pad_token_id: int):
     """The periodic evaluation: mean loss terms over the first `train.eval_batches` batches of held-out records
     (data.eval_records_dir, exported like the training records from texts training never sees)."""
-    source = batches.open_records(config, config.data.eval_records_dir, "data.eval_records_dir")
+    source = batches.open_eval_records(config)
     eval_step = steps.make_eval_step(graphdef=graphdef, loss_config=loss_config,
                                      trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
                                      batch_sharding=batch_sharding, target=loss_target(config))

@@ -85,10 +85,26 @@ def vision_section(config: ml_collections.ConfigDict, prompt: ImagePrompt) -> di
     if bool(folder) == bool(tower):
         raise ValueError("config key model.vision: set exactly one of model.vision.tower (a SigLIP config.json dict, "
                          "trained from scratch) and model.vision.folder (a SigLIP folder to load)")
+    if tower:
+        check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
+                                               source="config key model.vision.tower"))
     section = {"pool": {"mode": str(vision.pool_mode), "num_tokens": int(vision.num_tokens)},
                "placeholders": prompt.placeholders}
     section.update({"folder": folder} if folder else {"tower": dict(tower)})
     return section
+
+
+def check_patch_grid(tower: siglip.SiglipVisionConfig) -> None:
+    """A tower trained here (model.vision.tower) must tile its images with whole patches: with a remainder the
+    'valid' patch convolution never sees the border pixels, and they have no effect. (A published folder may do so
+    on purpose: siglip-so400m-patch14-384 drops 6 pixels, and its weights were trained that way; it is loaded as is.)"""
+    remainder = tower.image_size % tower.patch_size
+    if remainder:
+        lower = tower.image_size - remainder
+        raise ValueError(
+            f"config key model.vision.tower: image_size={tower.image_size} is not a multiple of "
+            f"patch_size={tower.patch_size}; the last {remainder} pixel rows and columns would reach no patch. Use "
+            f"image_size={lower} or {lower + tower.patch_size}, or a patch_size that divides {tower.image_size}.")
 
 
 def build_vision_student(config: ml_collections.ConfigDict, heads: Mapping[str, Any], *, seed: int,

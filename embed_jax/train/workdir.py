@@ -12,6 +12,7 @@ reading a run folder's layout and configs costs nothing; only `load_trained_stud
 """
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,19 @@ def absolute_workdir(workdir: str | Path):
 
         return epath.Path(str(workdir))
     return Path(workdir).resolve()
+
+
+def make_workdir(workdir: Path) -> None:
+    """Creates the workdir and proves it writable before any work; an OSError naming the path and the cause (a file
+    in the way, a read-only or full disk, no permission) otherwise. A gs:// workdir is Orbax's to create."""
+    if str(workdir).startswith("gs://"):
+        return
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder, is in the way of --workdir", str(workdir))
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write-probe"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------- configs

@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from embed_jax.train import checkpoint, driver, metrics
+from embed_jax.train import checkpoint, driver, metrics, preemption
 from embed_jax.train.preemption import PreemptionGuard
 
 IN_DIM, HIDDEN = 16, 32
@@ -543,3 +543,19 @@ def main(arguments: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def test_nested_guards_share_a_stop_and_ctrl_c_is_a_stop_too():
+    """The loop's guard (across stages) and the driver's (per stage): a signal either one receives is both's."""
+    with PreemptionGuard() as outer:
+        os.kill(os.getpid(), signal.SIGINT)  # during a stage's set-up: the outer guard holds it
+        with PreemptionGuard() as inner:
+            assert inner.should_stop(1) and inner.received_signal is signal.SIGINT
+    with PreemptionGuard() as outer:
+        with PreemptionGuard() as inner:
+            os.kill(os.getpid(), signal.SIGTERM)  # after the stage's last check: the outer guard sees it next
+            assert inner.requested
+        assert outer.stop_between_stages() and outer.received_signal is signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):  # a Ctrl-C after a stop was asked for: stop at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.exit_status(signal.SIGTERM) == 143 and preemption.exit_status(signal.SIGINT) == 130

@@ -1,5 +1,6 @@
-"""The entry point as a user runs it: SIGTERM (TPU preemption) saves at a step boundary and exits 0; the same command
-then resumes from that step; a missing --workdir is a usage error."""
+"""The entry point as a user runs it: SIGTERM (TPU preemption) and Ctrl-C save at a step boundary and exit 143 / 130
+(a finished run exits 0); the same command then resumes from that step; a kill -9 loses only the steps since the
+last checkpoint, which the resumed run logs once; bad flags and config values are one line, exit 2."""
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tiny_student, teacher_record
     assert process.poll() is None, process.communicate()[0][-3000:]
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
-    assert process.returncode == 0, output[-3000:]
+    assert process.returncode == 143, output[-3000:]  # 128 + SIGTERM: preempted, not finished (docs/training.md)
     assert "stop requested (SIGTERM)" in output
     saved = sorted(int(p.name) for p in (tmp_path / "stage1" / "checkpoints").iterdir() if p.name.isdigit())
     assert saved and saved[-1] >= 3  # saved off the 1000-step interval, at the step it stopped
@@ -52,3 +53,65 @@ def test_missing_workdir_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "--workdir is required" in done.stderr
+
+
+def start_and_wait_for_rows(command, workdir, rows: int, env):
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while len(logged_steps(workdir)) < rows and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[0][-3000:]
+    return process
+
+
+def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    process = start_and_wait_for_rows(main_command(tmp_path, tiny_student, teacher_records,
+                                                   "--config.stage1.num_steps=100000"), tmp_path, 2, env)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output[-3000:]
+    assert "stop requested (SIGINT)" in output and "Traceback" not in output
+    assert (tmp_path / "stage1" / "checkpoints").is_dir() and any(
+        p.name.isdigit() for p in (tmp_path / "stage1" / "checkpoints").iterdir())
+
+
+def test_kill_9_then_the_same_command_logs_each_step_once(tiny_student, teacher_records, tmp_path):
+    """kill -9 (no handler runs) after a checkpoint and a few more logged steps: the rerun is not refused by the
+    dead run's lock, resumes from the checkpoint, and metrics.jsonl holds every step exactly once."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    command = main_command(tmp_path, tiny_student, teacher_records, "--config.stage1.num_steps=100000",
+                           "--config.train.checkpoint_every=3")
+    process = start_and_wait_for_rows(command, tmp_path, 5, env)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    killed_at = logged_steps(tmp_path)[-1]
+    resumed = subprocess.run(main_command(tmp_path, tiny_student, teacher_records,
+                                          f"--config.stage1.num_steps={killed_at + 2}",
+                                          "--config.train.checkpoint_every=3"),
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout + resumed.stderr
+    assert logged_steps(tmp_path) == list(range(1, killed_at + 3))
+
+
+def run_main(*arguments):
+    return subprocess.run([sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke", *arguments],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_typo_in_an_override_key_is_one_line_naming_the_closest_key(tmp_path):
+    done = run_main(f"--workdir={tmp_path}", "--config.train.lrr=1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --config.train.lrr: the config has no key 'train.lrr'; the closest valid key is 'train.log_every' "
+        "(train holds checkpoint_every, eval_batches, eval_every, keep_checkpoints, log_every)"]
+    done = run_main(f"--workdir={tmp_path}", "--config.stage1.learnig_rate=1")
+    assert "the closest valid key is 'stage1.learning_rate'" in done.stderr and done.returncode == 2
+
+
+def test_a_bad_config_value_is_one_line_before_any_work(tmp_path):
+    done = run_main(f"--workdir={tmp_path / 'run'}", "--config.train.log_every=0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: config key train.log_every=0")
+    assert not (tmp_path / "run").exists()  # refused before the workdir was made

@@ -1,0 +1,112 @@
+"""Every config value no run can train with is refused before any work, in one line naming the key, the stage and
+the fix (embed_jax/train/preflight.py); records that cannot train are refused naming the folder."""
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from embed_jax.data import records
+from embed_jax.data.pipeline import PipelineConfigError
+from embed_jax.data.records import RecordsError
+from embed_jax.train import batches, preflight
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.log_every", 0, r"train.log_every=0: every stage logs"),
+    ("train.checkpoint_every", 0, r"train.checkpoint_every=0: every stage saves"),
+    ("stage1.num_steps", 0, r"stage1.num_steps=0: stage stage1 must train at least one step"),
+    ("stage2.learning_rate", -1e-4, r"stage2.learning_rate=-0.0001: stage stage2's peak learning rate must be "
+                                    r"a positive number"),
+    ("data.global_batch_size", 0, r"data.global_batch_size=0: every stage's step reads"),
+    ("data.global_batch_size", -8, r"data.global_batch_size=-8: .* must be a whole number ≥ 1"),
+])
+def test_bad_values_name_the_key_and_the_stage(load_config, key, value, message):
+    config = load_config("distill", "smoke")
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(preflight.ConfigError, match=message):
+        preflight.check_config(config)
+
+
+def test_max_length_beyond_the_position_table_is_refused_naming_the_limit(load_config, tiny_student):
+    config = load_config("distill", "smoke")
+    config.model.init_from = str(tiny_student)  # max_position_embeddings=64
+    config.data.max_length, config.data.length_buckets = 128, (64, 128)
+    with pytest.raises(preflight.ConfigError, match=r"data.max_length=128 \(stages stage1, stage2, stage3\).* "
+                                                    r"has 64 positions.*data.max_length=64 or less"):
+        preflight.check_config(config)
+
+
+@pytest.mark.parametrize("hf_config,limit", [
+    ({"model_type": "bert", "max_position_embeddings": 512}, 512),
+    ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 512),  # positions from pad + 1
+    ({"model_type": "gpt2", "n_positions": 1024}, 1024),
+])
+def test_position_limit_of_each_family(hf_config, limit):
+    base = {"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16, "n_embd": 8, "n_layer": 1, "n_head": 2}
+    assert preflight.position_limit({**base, **hf_config}, "config.json") == limit
+
+
+def test_vision_image_size_not_a_multiple_of_the_patch_size_is_refused(load_config):
+    config = load_config("vision", "smoke")
+    config.model.vision.tower.image_size, config.model.vision.tower.patch_size = 30, 8
+    with pytest.raises(ValueError, match=r"model.vision.tower: image_size=30 is not a multiple of patch_size=8; the "
+                                         r"last 6 pixel rows.*image_size=24 or 32"):
+        preflight.check_config(config)
+
+
+def test_records_folder_with_no_record_is_refused_naming_it(smoke_config, teacher_records, tmp_path):
+    empty = tmp_path / "empty_records"
+    empty.mkdir()
+    manifest = json.loads((teacher_records / records.MANIFEST_NAME).read_text())
+    manifest.update(shards=[], num_records=0)
+    (empty / records.MANIFEST_NAME).write_text(json.dumps(manifest))
+    smoke_config.data.records_dir = str(empty)
+    with pytest.raises(RecordsError, match=rf"config key data.records_dir: {empty} holds 0 records"):
+        preflight.check_config(smoke_config)
+
+
+def two_teacher_manifest(order: tuple[str, str], normalisation: str = "per_teacher_l2") -> records.Manifest:
+    teachers = {"minilm": 384, "mpnet": 768}
+    return records.Manifest(
+        schema_version=records.SCHEMA_VERSION, export_id="x", status=records.STATUS_COMPLETE,
+        teachers=tuple(records.TeacherInfo(name=name, path=f"/models/{name}", dim=teachers[name], pooling="mean",
+                                           prompt="", max_seq_length=128, weights_sha256=f"sha-{name}", order=index)
+                       for index, name in enumerate(order)),
+        teacher_dim=1152, dtype="float16", normalisation=normalisation, corpus={}, shard_size=32)
+
+
+def test_held_out_records_of_another_teacher_order_are_refused():
+    train = two_teacher_manifest(("minilm", "mpnet"))
+    batches.check_same_teachers(train, dataclasses.replace(train, dtype="float32", export_id="y"),
+                                train_key="data.records_dir", held_out_key="data.eval_records_dir")
+    with pytest.raises(PipelineConfigError, match=r"data.eval_records_dir: .*teachers in order: training "
+                                                  r"\[minilm 384, mpnet 768\], held-out \[mpnet 768, minilm 384\]"):
+        batches.check_same_teachers(train, two_teacher_manifest(("mpnet", "minilm")), train_key="data.records_dir",
+                                    held_out_key="data.eval_records_dir")
+    with pytest.raises(PipelineConfigError, match=r"normalisation: training 'per_teacher_l2', held-out 'none'"):
+        batches.check_same_teachers(train, two_teacher_manifest(("minilm", "mpnet"), "none"),
+                                    train_key="data.records_dir", held_out_key="data.eval_records_dir")
+    other_weights = dataclasses.replace(train, teachers=(
+        train.teachers[0], dataclasses.replace(train.teachers[1], weights_sha256="sha-other")))
+    with pytest.raises(PipelineConfigError, match=r"mpnet weights_sha256: training 'sha-mpnet', held-out"):
+        batches.check_same_teachers(train, other_weights, train_key="data.records_dir",
+                                    held_out_key="data.eval_records_dir")
+
+
+def test_held_out_records_are_checked_before_any_work(smoke_config, teacher_records, tmp_path):
+    """The check runs from preflight on the real folders: an eval folder whose manifest says its teacher pooled
+    otherwise is refused (an edited copy: its sidecars still agree, since they share the edit)."""
+    held_out = tmp_path / "held_out"
+    shutil.copytree(teacher_records, held_out)
+    for path in held_out.glob("*.json"):
+        data = json.loads(path.read_text())
+        for teacher in data.get("teachers", []):
+            teacher["pooling"] = "cls"
+        path.write_text(json.dumps(data))
+    smoke_config.data.eval_records_dir, smoke_config.train.eval_every = str(held_out), 1
+    with pytest.raises(PipelineConfigError, match=r"data.eval_records_dir.*minilm pooling: training 'auto', "
+                                                  r"held-out 'cls'"):
+        preflight.check_config(smoke_config)
