@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from embed_jax.convert import hf_export, tokenizer_files
+from embed_jax.models.st_pooling import pooling_from_folder
 
 MODEL_FILE, INT8_FILE, RECORD_FILE = "model.onnx", "model_int8.onnx", "onnx_export.json"
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -85,8 +86,6 @@ class OnnxResult:
 def read_folder(folder: str | Path) -> FolderPlan:
     """The folder's family, pooling, heads and module chain; an OnnxExportError naming --model for anything the
     graph cannot hold."""
-    from embed_jax.models.student import pooling_from_folder
-
     folder = Path(folder).expanduser()
     modules_file, config_file = folder / "modules.json", folder / "config.json"
     if not modules_file.is_file() or not config_file.is_file():

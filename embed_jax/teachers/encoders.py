@@ -34,6 +34,7 @@ import torch
 
 from embed_jax import assets
 from embed_jax.data import tokenizer_folder
+from embed_jax.teachers.batching import plan_length_batches
 
 POOLINGS = ("auto", "mean", "cls")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -377,8 +378,6 @@ def load_teacher(spec: TeacherSpec, local_rank: int | None = None) -> Teacher:
 def encode_texts(teacher: Teacher, texts: Sequence[str], *, max_tokens_per_batch: int,
                  max_batch_size: int) -> np.ndarray:
     """Raw (n, dim) float32 vectors of `texts` in their order, computed in length-bucketed batches."""
-    from embed_jax.teachers.batching import plan_length_batches
-
     vectors = np.empty((len(texts), teacher.dim), dtype=np.float32)
     for batch in plan_length_batches(teacher.token_lengths(texts), max_tokens_per_batch, max_batch_size):
         vectors[batch] = teacher.encode_batch([texts[index] for index in batch])

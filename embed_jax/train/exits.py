@@ -61,6 +61,8 @@ def describe_storage_error(error: OSError) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str | Path, *, stderr=None, show_traceback: bool = False) -> int:
     """Trains (embed_jax/train/loop.py) and returns the exit status above, printing one line for a refusal, a
     fault or a stop; `show_traceback` re-raises refusals and faults instead (--traceback)."""
+    # Here, not at the top: main.py imports this module before it parses flags and sets up jax.distributed, and
+    # these import jax (a --help or a flag error should not wait for it).
     from embed_jax.data.records import RecordsError
     from embed_jax.train import driver, loop, run_lock
 
