@@ -20,6 +20,8 @@ from embed_jax.convert.tokenizer_files import TOKENIZER_FILES
 REPO = Path(__file__).resolve().parents[1]
 # The tiny BERTs read all-MiniLM-L6-v2's vocabulary, so any real text tokenises for them and for MiniLM alike.
 MINILM_VOCAB_SIZE = 30522
+TINY_BERT_HIDDEN = 32
+TINY_BERT_POSITIONS = 128  # `tiny_bert`'s position table
 # `teacher_records`: WordNet definitions with their all-MiniLM-L6-v2 vectors.
 TEACHER_RECORDS_COUNT = 64
 MINILM_DIM = 384
@@ -42,16 +44,16 @@ def copy_tokenizer_files(source: Path, folder: Path) -> Path:
     return Path(folder)
 
 
-def save_tiny_bert(folder: Path, *, seed: int = 0, num_layers: int = 2, max_positions: int = 128,
+def save_tiny_bert(folder: Path, *, seed: int = 0, num_layers: int = 2, max_positions: int = TINY_BERT_POSITIONS,
                    pooler: bool = True, edit: Callable | None = None) -> Path:
-    """A random BERT (hidden 32, 4 heads, MLP 64) saved with save_pretrained, with MiniLM's tokenizer files.
+    """A random BERT (hidden 32, 4 heads, MLP 64, with its pooler unless `pooler=False`) saved with save_pretrained, with MiniLM's tokenizer files.
     `edit(model)` changes the weights (under torch.no_grad) before saving."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=4, intermediate_size=64,
-                        vocab_size=MINILM_VOCAB_SIZE, max_position_embeddings=max_positions)
+    config = BertConfig(hidden_size=TINY_BERT_HIDDEN, num_hidden_layers=num_layers, num_attention_heads=4,
+                        intermediate_size=64, vocab_size=MINILM_VOCAB_SIZE, max_position_embeddings=max_positions)
     model = BertModel(config, add_pooling_layer=pooler).eval()
     if edit is not None:
         with torch.no_grad():

@@ -280,35 +280,3 @@ def test_real_mpnet_student_matches_sentence_transformers_and_stage2_picks_its_l
     per_layer = [path for path in paths if path[:4] == ("text_encoder", "encoder", "layer", 11)]
     assert len(encoder_chosen) == 3 * len(per_layer) == 3 * 16
     assert {path[0] for path in chosen} == {"heads", "text_encoder"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# configs/shrink.py: MPNet by default, MiniLM on request
-
-
-def shrink_config_module():
-    path = Path(__file__).resolve().parents[2] / "configs" / "shrink.py"
-    spec = importlib.util.spec_from_file_location("shrink_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("arg, init_from, smoke", [
-    (None, "asset:all-mpnet-base-v2", False), ("smoke", "asset:all-mpnet-base-v2", True),
-    ("minilm", "asset:all-MiniLM-L6-v2", False), ("minilm,smoke", "asset:all-MiniLM-L6-v2", True),
-])
-def test_shrink_config_defaults_to_mpnet_and_keeps_minilm(arg, init_from, smoke):
-    config = shrink_config_module().get_config(arg)
-    assert config.model.init_from == init_from and tuple(config.model.reduction_dims) == (128, 64)
-    assert (config.shrink.num_steps < 10) == smoke
-
-
-@pytest.mark.parametrize("arg, message", [
-    ("tiny", r"configs/shrink.py:tiny: unknown word\(s\) \['tiny'\]; use a comma-separated subset of \['mpnet', "
-             r"'minilm', 'smoke'\]"),
-    ("minilm,mpnet", r"names 2 models \['minilm', 'mpnet'\]; choose one of"),
-])
-def test_shrink_config_refuses_unknown_or_conflicting_words(arg, message):
-    with pytest.raises(ValueError, match=message):
-        shrink_config_module().get_config(arg)
