@@ -4,12 +4,14 @@ the model tests (tests/models).
 Two computations of the same fp32 quantity in a different order (scan vs loop, remat, a sharded reduction, another
 library's kernels) differ by a few units in the last place *of the largest terms involved*: an absolute tolerance
 tighter than that fails sooner or later for no reason (a gradient entry of magnitude 16.5 once differed by 1.9e-6,
-one fp32 step, under `atol=1e-6`). `assert_close` bounds each element by `rtol` times the largest magnitude compared.
+one fp32 step, under `atol=1e-6`). `assert_close` bounds each element by `rtol` times the largest magnitude
+compared (`assert_trees_close`: of the whole tree).
 Bit-exact expectations (round trips, frozen parameters, a resumed run against the same computation) keep
 `np.testing.assert_array_equal`.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -23,11 +25,29 @@ PARITY_ATOL = 1e-4
 ORDER_RTOL = 1e-6
 
 
-def assert_close(actual, expected, *, rtol: float = ORDER_RTOL, err_msg: str = "") -> None:
-    """|actual − expected| ≤ rtol · (|expected| + max |value| of both arrays), element by element."""
+def assert_close(actual, expected, *, rtol: float = ORDER_RTOL, scale: float | None = None, err_msg: str = "") -> None:
+    """|actual − expected| ≤ rtol · (|expected| + scale), element by element; `scale` defaults to the largest
+    magnitude of both arrays (pass a larger one when the values were summed from larger terms)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = max(np.abs(actual).max(initial=0.0), np.abs(expected).max(initial=0.0))
+    if scale is None:
+        scale = largest_magnitude(actual, expected)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
+
+
+def assert_trees_close(actual, expected, *, rtol: float = ORDER_RTOL) -> None:
+    """`assert_close` for every leaf of two pytrees (gradients, parameters), scaled to the largest magnitude of the
+    whole tree: a gradient that is zero in exact arithmetic (a bias that a LayerNorm or a softmax cancels) is
+    rounding noise of the terms it was summed from, which the other gradients' size measures."""
+    actual_leaves, expected_leaves = jax.tree.leaves(actual), jax.tree.leaves(expected)
+    assert len(actual_leaves) == len(expected_leaves), (len(actual_leaves), len(expected_leaves))
+    scale = largest_magnitude(*actual_leaves, *expected_leaves)
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
+    for path, got, want in zip(paths, actual_leaves, expected_leaves, strict=True):
+        assert_close(got, want, rtol=rtol, scale=scale, err_msg=path)
+
+
+def largest_magnitude(*arrays) -> float:
+    return max((float(np.abs(np.asarray(array, np.float64)).max(initial=0.0)) for array in arrays), default=0.0)
 
 
 def padded_batch(vocab_size: int, lengths, total_length: int, *, pad_token_id: int = 0, seed: int = 0):

@@ -16,7 +16,6 @@ import pytest
 
 import kit
 from embed_jax.data.pipeline import RecordDataSource
-from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.assets import minilm_path
 from embed_jax.teachers.targets import concatenated_target
 from embed_jax.convert import shrink_folder
