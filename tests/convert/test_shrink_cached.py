@@ -141,5 +141,5 @@ def test_existing_out_folder_is_refused_and_kept(records, tmp_path):
 def test_command_line_reports_bad_input(records, tmp_path):
     run = subprocess.run([sys.executable, "-m", "embed_jax.convert.shrink_cached", f"--records={records}",
                           "--teacher=minilm", "--dims=32,x", f"--out={tmp_path / 'out'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+                         capture_output=True, text=True, cwd=kit.REPO, timeout=300)
     assert run.returncode == 1 and "--dims=32,x: give comma-separated positive integers" in run.stderr, run.stderr
