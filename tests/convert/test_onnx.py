@@ -37,7 +37,7 @@ def min_cosine(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def minilm_student_folder(tmp_path_factory, stage_writer, perturber, minilm_tokenizer_files):
+def minilm_student_folder(tmp_path_factory, minilm_tokenizer_files):
     """A student on the real all-MiniLM-L6-v2 (moved off its weights) with two heads, exported by the exporter."""
     root = tmp_path_factory.mktemp("minilm_onnx")
     student = kit.perturb(Student.from_pretrained(minilm_path(), heads=HEADS, rngs=nnx.Rngs(0)), seed=2)
