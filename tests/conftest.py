@@ -1,13 +1,54 @@
-"""Test-wide set-up.
+"""Test-wide set-up, and the session fixtures that several test packages share (built by tests/kit.py).
 
 Eight simulated CPU devices, so that sharded code can be compared with unsharded code on a laptop-class machine
 (multi-device tests build their own meshes; everything else runs on device 0). This must happen before jax is
 imported anywhere, hence at the top of conftest.
+
+Session fixtures are built once per test process (each pytest-xdist worker has its own session).
 """
+import importlib.util
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # Tests never reach a model hub: every model is a local folder or built offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if importlib.util.find_spec("torch") is not None:  # torch is optional (the teachers extra)
+    import torch
+
+    # Other test processes share the machine's cores; OpenMP threads spin-waiting for busy cores made each MiniLM
+    # forward ~5× slower than one thread does (measured on the 2-core reference machine), so torch runs one thread.
+    torch.set_num_threads(1)
+
+import kit  # noqa: E402  (after the environment above: kit imports embed_jax)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random 2-layer BERT (hidden 32, 128 positions) as a Hugging Face folder with MiniLM's tokenizer files."""
+    return kit.save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def teacher_records(tmp_path_factory) -> Path:
+    """64 WordNet definitions with real all-MiniLM-L6-v2 vectors (384-d, float32, 2 shards), written by the real
+    export into runs/records (a `train` folder beside it is the layout scripts/run.sh writes). Read-only: a test
+    that edits records copies them first."""
+    from embed_jax.teachers import export
+
+    config = kit.minilm_export_config(tmp_path_factory.mktemp("run") / "records")
+    export.run_export(config)
+    return Path(config.output_dir)
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer_files(tmp_path_factory) -> Path:
+    """Only the tokenizer files of all-MiniLM-L6-v2 (a --tokenizer folder for tiny BERT-vocabulary students)."""
+    from embed_jax.assets import minilm_path
+
+    return kit.copy_tokenizer_files(minilm_path(), tmp_path_factory.mktemp("minilm_tokenizer"))

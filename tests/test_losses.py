@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from jax.sharding import NamedSharding, PartitionSpec
 
 from embed_jax import losses
+from parity import assert_trees_close
 
 MARGIN = 0.015
 # Jitted once per shape: eager calls would compile every op (and each merge loop) separately.
@@ -247,7 +248,7 @@ def test_distillation_loss_gradient_over_several_heads_matches_bruteforce():
         return sum(resim_bruteforce_jnp(losses.l2_normalize(x), jnp.asarray(teacher)) for x in heads.values())
 
     expected = jax.grad(reference)(heads)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ours, expected)
+    assert_trees_close(ours, expected, rtol=1e-5)
 
 
 def test_distillation_loss_normalises_raw_inputs():

@@ -12,6 +12,7 @@ import transformers
 from flax import nnx
 from sentence_transformers import SentenceTransformer
 
+import kit
 from embed_jax.convert import st_export, tokenizer_files
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
@@ -79,7 +80,7 @@ def left_bert_tokenizer(tmp_path_factory, minilm_tokenizer_files):
 
 
 @pytest.fixture(scope="module")
-def family_exports(tmp_path_factory, left_bpe_tokenizer, left_bert_tokenizer, stage_writer, perturber):
+def family_exports(tmp_path_factory, left_bpe_tokenizer, left_bert_tokenizer):
     """{family: (student, exported folder)}, each exported by the real exporter from a left-padding tokenizer."""
     bpe_folder, bpe_vocab = left_bpe_tokenizer
     exports = {}
@@ -87,9 +88,9 @@ def family_exports(tmp_path_factory, left_bpe_tokenizer, left_bert_tokenizer, st
         root = tmp_path_factory.mktemp(family)
         torch.manual_seed(0)
         model_class(config).eval().save_pretrained(root / "init")
-        student = perturber(Student.from_pretrained(root / "init", heads=HEADS, text_options=options,
-                                                  rngs=nnx.Rngs(0)), seed=5)
-        stage_writer(root / "train", "stage3", student, init_from=str(root / "init"), records_fingerprint="none")
+        student = kit.perturb(Student.from_pretrained(root / "init", heads=HEADS, text_options=options,
+                                                      rngs=nnx.Rngs(0)), seed=5)
+        kit.write_stage(root / "train", "stage3", student, init_from=str(root / "init"), records_fingerprint="none")
         tokenizer = bpe_folder if family in ("gpt2", "qwen2") else left_bert_tokenizer
         st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), skip_records=True)
         exports[family] = (student, root / "out")

@@ -7,36 +7,21 @@ import sys
 
 import jax.numpy as jnp
 import pytest
-import transformers
 from flax import nnx
 
+import kit
 from embed_jax.convert import hf_export, model_card, st_export
 from embed_jax.models.student import Student
 
 
 @pytest.fixture(scope="module")
-def tiny_init(tmp_path_factory, minilm_tokenizer_files):
-    """A tiny random BERT with MiniLM's vocabulary and tokenizer, saved as a Hugging Face folder."""
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny_init")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                                     vocab_size=30522, max_position_embeddings=64)
-    transformers.BertModel(config).save_pretrained(folder)
-    for path in minilm_tokenizer_files.iterdir():
-        shutil.copy(path, folder / path.name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_workdir(records, fingerprint, tiny_init, stage_writer):
+def tiny_workdir(teacher_records, fingerprint, tiny_bert):
     """Beside the records (found without --records_dir): stage1 with FC1 only, stage3 with a reduction head too."""
-    workdir = records.parent / "tiny_train"
+    workdir = teacher_records.parent / "tiny_train"
     for stage, reduction in (("stage1", []), ("stage3", [8])):
-        student = Student.from_pretrained(tiny_init, heads={"teacher_dim": 16, "reduction_dims": reduction},
+        student = Student.from_pretrained(tiny_bert, heads={"teacher_dim": 16, "reduction_dims": reduction},
                                           rngs=nnx.Rngs(0))
-        stage_writer(workdir, stage, student, init_from=str(tiny_init), records_fingerprint=fingerprint)
+        kit.write_stage(workdir, stage, student, init_from=str(tiny_bert), records_fingerprint=fingerprint)
     return workdir
 
 
@@ -139,8 +124,8 @@ def test_unknown_head_kind_is_named(tiny_workdir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_parameters_the_exporter_does_not_know_are_named(tiny_init):
-    student = Student.from_pretrained(tiny_init, heads={"teacher_dim": 16}, rngs=nnx.Rngs(0))
+def test_parameters_the_exporter_does_not_know_are_named(tiny_bert):
+    student = Student.from_pretrained(tiny_bert, heads={"teacher_dim": 16}, rngs=nnx.Rngs(0))
     student.heads.gate = nnx.Param(jnp.ones((16,)))
     with pytest.raises(hf_export.ExportError, match=r"does not know: heads\.gate"):
         hf_export.split_params(hf_export.flat_params(student))
@@ -196,14 +181,14 @@ def test_evaluation_table_is_rendered_tolerantly(tmp_path):
 # ---------------------------------------------------------------------------------------------------- the command
 
 
-def test_command_line_exports_what_the_training_loop_wrote(tmp_path, records, tiny_init, config_loader):
+def test_command_line_exports_what_the_training_loop_wrote(tmp_path, teacher_records, tiny_bert):
     """configs/distill.py:smoke, one stage of one step, run by the real loop; then the command as users type it."""
     from embed_jax.train import loop
 
-    config = config_loader("distill", "smoke")
-    config.model.init_from = str(tiny_init)
+    config = kit.load_config_file("distill", "smoke")
+    config.model.init_from = str(tiny_bert)
     config.model.teacher_dim = 384
-    config.data.records_dir = str(records)
+    config.data.records_dir = str(teacher_records)
     config.stage_order = ("stage1",)
     config.stage1.num_steps = 2  # 1 step leaves the warm-up-then-cosine schedule no decay steps (optax refuses)
     loop.train_and_evaluate(config, tmp_path / "train")
@@ -211,7 +196,7 @@ def test_command_line_exports_what_the_training_loop_wrote(tmp_path, records, ti
     eval_json.write_text(json.dumps([{"model": "student", "head": 384, "lee/spearman": 0.25}]))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "embed_jax.convert.hf", f"--workdir={tmp_path / 'train'}", f"--out={out}",
-               f"--records_dir={records}", f"--eval_json={eval_json}"]
+               f"--records_dir={teacher_records}", f"--eval_json={eval_json}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert f"wrote {out} from stage1 step 2: heads 384, default 384" in result.stdout

@@ -10,6 +10,7 @@ import transformers
 from flax import nnx
 from sentence_transformers import SentenceTransformer
 
+import kit
 from embed_jax.convert import hf_export, st_export
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
@@ -54,8 +55,7 @@ def bpe_tokenizer(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def family_exports(tmp_path_factory, records, fingerprint, bpe_tokenizer, minilm_tokenizer_files, stage_writer,
-                   perturber):
+def family_exports(tmp_path_factory, teacher_records, fingerprint, bpe_tokenizer, minilm_tokenizer_files):
     """{family: (student, hf folder it started from, exported folder)}."""
     bpe_folder, bpe_vocab = bpe_tokenizer
     exports = {}
@@ -63,11 +63,12 @@ def family_exports(tmp_path_factory, records, fingerprint, bpe_tokenizer, minilm
         root = tmp_path_factory.mktemp(family)
         torch.manual_seed(0)
         model_class(config).eval().save_pretrained(root / "init")
-        student = perturber(Student.from_pretrained(root / "init", heads=HEADS, text_options=options,
-                                                  rngs=nnx.Rngs(0)), seed=7)
-        stage_writer(root / "train", "stage3", student, init_from=str(root / "init"), records_fingerprint=fingerprint)
+        student = kit.perturb(Student.from_pretrained(root / "init", heads=HEADS, text_options=options,
+                                                      rngs=nnx.Rngs(0)), seed=7)
+        kit.write_stage(root / "train", "stage3", student, init_from=str(root / "init"),
+                        records_fingerprint=fingerprint)
         tokenizer = bpe_folder if family == "gpt2" else minilm_tokenizer_files
-        st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), records_dirs=[str(records)])
+        st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), records_dirs=[str(teacher_records)])
         exports[family] = (student, root / "init", root / "out")
     return exports
 
@@ -109,10 +110,11 @@ def test_gpt2_folder_encodes_in_sentence_transformers(family_exports):
     assert any("no pad token" in notice for notice in notices)
 
 
-def test_bidirectional_decoder_is_refused(family_exports, tmp_path, fingerprint, records, stage_writer):
+def test_bidirectional_decoder_is_refused(family_exports, tmp_path, fingerprint, teacher_records):
     _, init_folder, _ = family_exports["gpt2"]
     student = Student.from_pretrained(init_folder, heads=HEADS, text_options={"causal": False}, rngs=nnx.Rngs(0))
-    stage_writer(tmp_path / "train", "stage1", student, init_from=str(init_folder), records_fingerprint=fingerprint)
+    kit.write_stage(tmp_path / "train", "stage1", student, init_from=str(init_folder),
+                    records_fingerprint=fingerprint)
     with pytest.raises(hf_export.ExportError, match="text_options.causal=False"):
-        st_export.export(tmp_path / "train", tmp_path / "out", records_dirs=[str(records)])
+        st_export.export(tmp_path / "train", tmp_path / "out", records_dirs=[str(teacher_records)])
     assert not (tmp_path / "out").exists()

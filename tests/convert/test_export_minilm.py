@@ -10,6 +10,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Dense
 from transformers import AutoTokenizer
 
+import kit
 from embed_jax.convert import hf_export
 from embed_jax.convert.hf_export import load_exported
 from embed_jax.data.corpora import lee_holdout, wordnet_holdout
@@ -80,13 +81,15 @@ def test_reverse_import_gives_back_the_same_parameters_bit_exact(minilm_export, 
     assert restored.pooling_method == student.pooling_method and restored.heads.dims == student.heads.dims
 
 
-def test_folder_follows_the_export_contract(minilm_export, minilm_workdir, records, fingerprint, minilm_students):
+def test_folder_follows_the_export_contract(minilm_export, minilm_workdir, teacher_records, fingerprint,
+                                           minilm_students):
     record = json.loads((minilm_export / hf_export.EXPORT_FILE).read_text())
     assert record["format_version"] == 1
     assert record["student_config"] == json.loads(json.dumps(minilm_students[1].config))
     assert record["heads"] == [1152, 256, 128] and record["default_head"] == 1152
     assert record["source"] == {"workdir": str(minilm_workdir), "stage": "stage3", "step": 5}
-    assert record["training_records"] == [{"records_dir": str(records), "num_records": 32,
+    assert record["training_records"] == [{"records_dir": str(teacher_records),
+                                           "num_records": kit.TEACHER_RECORDS_COUNT,
                                            "corpus_fingerprint": fingerprint}]
     assert record["vision"] is None
     modules = json.loads((minilm_export / "modules.json").read_text())

@@ -13,6 +13,7 @@ from flax import nnx
 from sentence_transformers import SentenceTransformer
 from sentence_transformers import models as st_models
 
+import kit
 from embed_jax.convert import onnx_graph, st_export
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
@@ -36,11 +37,11 @@ def min_cosine(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def minilm_student_folder(tmp_path_factory, stage_writer, perturber, minilm_tokenizer_files):
+def minilm_student_folder(tmp_path_factory, minilm_tokenizer_files):
     """A student on the real all-MiniLM-L6-v2 (moved off its weights) with two heads, exported by the exporter."""
     root = tmp_path_factory.mktemp("minilm_onnx")
-    student = perturber(Student.from_pretrained(minilm_path(), heads=HEADS, rngs=nnx.Rngs(0)), seed=2)
-    stage_writer(root / "train", "stage3", student, init_from=str(minilm_path()), records_fingerprint="none")
+    student = kit.perturb(Student.from_pretrained(minilm_path(), heads=HEADS, rngs=nnx.Rngs(0)), seed=2)
+    kit.write_stage(root / "train", "stage3", student, init_from=str(minilm_path()), records_fingerprint="none")
     st_export.export(root / "train", root / "export", skip_records=True, tokenizer=str(minilm_tokenizer_files))
     return root / "export"
 

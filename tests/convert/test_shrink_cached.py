@@ -6,7 +6,6 @@ Records: 256 real WordNet texts exported by the real export with two teachers, t
 pooling), so the target is a real two-part concatenation.
 """
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,20 +13,15 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
+import kit
 from embed_jax.data.pipeline import RecordDataSource
-from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.assets import minilm_path
 from embed_jax.teachers.targets import concatenated_target
 from embed_jax.convert import shrink_folder
 from embed_jax.train import shrink_cached
 from embed_jax.train.shrink_cached import ShrinkError
 
-# Other test processes share the two cores; single-threaded torch is faster there (tests/teachers/conftest.py).
-torch.set_num_threads(1)
-
-REPO = Path(__file__).resolve().parents[2]
 NUM_TEXTS = 256
 SETTINGS = dict(steps=100, batch=32, learning_rate=1e-2, holdout=64, log_every=25)
 DIMS = (32, 16)
@@ -36,41 +30,14 @@ SENTENCES = ["A cat sat quietly on the warm windowsill.", "Stock markets fell sh
              "He plays the violin in an orchestra.", "rain"]
 
 
-def load_config_file(name: str, arg: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"config_{name}", REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-def save_tiny_bert(folder: Path) -> Path:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                         vocab_size=30522, max_position_embeddings=128)).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_path() / name, folder / name)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def records(tmp_path_factory) -> Path:
+def records(tmp_path_factory, tiny_bert) -> Path:
     from embed_jax.teachers import export
 
-    config = load_config_file("teachers", "smoke")
-    config.output_dir = str(tmp_path_factory.mktemp("shrink_records") / "records")
-    config.corpus.builtin = "wordnet"
-    config.corpus.max_texts = NUM_TEXTS
-    del config.teachers["mpnet"]
-    tiny = save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
-    config.teachers.tiny = dict(path=str(tiny), pooling="mean", prompt="", max_seq_length=0)
+    config = kit.minilm_export_config(tmp_path_factory.mktemp("shrink_records") / "records", num_texts=NUM_TEXTS,
+                                      shard_size=128)
+    config.teachers.tiny = dict(path=str(tiny_bert), pooling="mean", prompt="", max_seq_length=0)
     config.teacher_order = "minilm,tiny"
-    config.storage_dtype = "float32"
-    config.shard_size = 128
-    config.progress_every_s = 0.0
     export.run_export(config)
     return Path(config.output_dir)
 
@@ -174,5 +141,5 @@ def test_existing_out_folder_is_refused_and_kept(records, tmp_path):
 def test_command_line_reports_bad_input(records, tmp_path):
     run = subprocess.run([sys.executable, "-m", "embed_jax.convert.shrink_cached", f"--records={records}",
                           "--teacher=minilm", "--dims=32,x", f"--out={tmp_path / 'out'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+                         capture_output=True, text=True, cwd=kit.REPO, timeout=300)
     assert run.returncode == 1 and "--dims=32,x: give comma-separated positive integers" in run.stderr, run.stderr

@@ -1,28 +1,19 @@
-"""Records for the data tests: real exports by the real teacher export (all-MiniLM-L6-v2) of real English text.
+"""Records for the data tests: a real export by the real teacher export (all-MiniLM-L6-v2) of real English text,
+stored as float16 (the shared float32 `teacher_records` of tests/conftest.py is the folder that disagrees with it).
 
 The corpus mixes short WordNet definitions with long ABC news documents, so that batches fall into different length
 buckets.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
-# Other test processes share this machine's two cores; OpenMP threads spin-waiting for busy cores made each MiniLM
-# forward ~5× slower than one thread does (measured here), so the teachers run single-threaded in tests.
-torch.set_num_threads(1)
-
+import kit
 from embed_jax.data import corpora
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def export_config(output_dir: Path, corpus_file: Path, **overrides):
-    spec = importlib.util.spec_from_file_location("teachers_config", REPO / "configs" / "teachers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = kit.load_config_file("teachers", "smoke")
     config.output_dir = str(output_dir)
     config.corpus.kind = "text"
     config.corpus.paths = str(corpus_file)
@@ -56,12 +47,3 @@ def records_folder(tmp_path_factory, mixed_corpus) -> Path:
     export.run_export(export_config(folder, mixed_corpus))
     return folder
 
-
-@pytest.fixture(scope="session")
-def float32_records_folder(tmp_path_factory, mixed_corpus) -> Path:
-    """The same texts and teacher, stored as float32: a folder whose manifest disagrees on dtype."""
-    from embed_jax.teachers import export
-
-    folder = tmp_path_factory.mktemp("records") / "minilm_fp32"
-    export.run_export(export_config(folder, mixed_corpus, storage_dtype="float32", shard_size=84))
-    return folder

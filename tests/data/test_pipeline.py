@@ -148,11 +148,11 @@ def test_tokenizer_folder_without_tokenizer_json(tmp_path, source):
         make(source, tokenizer=str(tmp_path))
 
 
-def test_folders_read_as_one_must_agree(records_folder, float32_records_folder):
+def test_folders_read_as_one_must_agree(records_folder, teacher_records):
     both = pipeline.RecordDataSource([records_folder, records_folder])
     assert len(both) == 168
     with pytest.raises(RecordsError, match=r"disagree with .* on dtype"):
-        pipeline.RecordDataSource([records_folder, float32_records_folder])
+        pipeline.RecordDataSource([records_folder, teacher_records])
     with pytest.raises(RecordsError, match="no records folder given"):
         pipeline.RecordDataSource([])
 

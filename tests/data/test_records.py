@@ -1,5 +1,6 @@
 """Record bytes, shard sidecars, manifests: what is written is read back, and disagreement is refused."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -56,17 +57,18 @@ def test_sidecar_that_disagrees_with_the_manifest_is_named(records_folder, tmp_p
         records.read_manifest(folder)
 
 
-def test_shard_from_another_export_is_refused(records_folder, float32_records_folder, tmp_path):
+def test_shard_from_another_export_is_refused(records_folder, teacher_records, tmp_path):
     folder = copy_of(records_folder, tmp_path)
     for suffix in (".array_record", ".json"):
-        shutil.copy(float32_records_folder / f"shard-00000{suffix}", folder / f"shard-00000{suffix}")
+        shutil.copy(teacher_records / f"shard-00000{suffix}", folder / f"shard-00000{suffix}")
     with pytest.raises(RecordsError, match=r"shard-00000.json: this shard's manifest disagrees .*dtype"):
         records.read_manifest(folder)
 
 
-def test_folders_read_together_must_agree(records_folder, float32_records_folder):
-    pairs = [(folder, records.read_manifest(folder)) for folder in (records_folder, float32_records_folder)]
-    with pytest.raises(RecordsError, match=r"minilm_fp32 disagree with .*minilm on dtype: 'float16' vs 'float32'"):
+def test_folders_read_together_must_agree(records_folder, teacher_records):
+    pairs = [(folder, records.read_manifest(folder)) for folder in (records_folder, teacher_records)]
+    with pytest.raises(RecordsError, match=rf"{re.escape(str(teacher_records))} disagree with "
+                                           rf"{re.escape(str(records_folder))} on dtype: 'float16' vs 'float32'"):
         records.check_manifests_agree(pairs)
     records.check_manifests_agree([pairs[0], pairs[0]])
 

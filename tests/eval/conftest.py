@@ -1,13 +1,13 @@
 """Fixtures for the evaluation tests: real folders in every layout the evaluator reads, built small.
 
-* `tiny_bert`: a random 2-layer BERT saved as a Hugging Face folder, with all-MiniLM-L6-v2's tokenizer files;
+* `tiny_bert` (tests/conftest.py): a random 2-layer BERT saved as a Hugging Face folder, with all-MiniLM-L6-v2's
+  tokenizer files;
 * `tiny_st`: the same encoder as a stella-style sentence-transformers folder (Pooling + two `2_Dense_{dim}` heads,
   modules.json routing through 2_Dense_16), the layout embed_jax's exporter writes;
 * `export_records(name, items)`: real teacher records (embed_jax.teachers.export, the tiny BERT as teacher) of a
   JSONL corpus of (id, text) pairs;
 * `tiny_workdir`: a stage-1 student trained by the real loop on clean records, with its run config (config.json).
 """
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,38 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import kit
 from embed_jax.data import corpora
 from embed_jax.train.workdir import RUN_CONFIG_FILE
-from embed_jax.assets import minilm_path
 
-# Other test processes share the machine's two cores (see tests/teachers/conftest.py).
-torch.set_num_threads(1)
-
-REPO = Path(__file__).resolve().parents[2]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-TINY_HIDDEN = 32
-TINY_WINDOW = 128
 HEAD_DIMS = (16, 8)
-
-
-def load_config_file(name: str, arg: str | None = None):
-    spec = importlib.util.spec_from_file_location(f"eval_config_{name}", REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg is not None else module.get_config()
-
-
-def save_tiny_bert(folder: Path) -> Path:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(hidden_size=TINY_HIDDEN, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=64, vocab_size=30522, max_position_embeddings=TINY_WINDOW),
-                      add_pooling_layer=False).eval()
-    model.save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path() / name, folder / name)
-    return folder
 
 
 def save_stella_folder(folder: Path, encoder_folder: Path, default_dim: int = HEAD_DIMS[0]) -> Path:
@@ -54,14 +27,15 @@ def save_stella_folder(folder: Path, encoder_folder: Path, default_dim: int = HE
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling
 
     shutil.copytree(encoder_folder, folder)
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": TINY_WINDOW,
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": kit.TINY_BERT_POSITIONS,
                                                                   "do_lower_case": False}))
     (folder / "1_Pooling").mkdir()
-    Pooling(TINY_HIDDEN, pooling_mode="mean").save(str(folder / "1_Pooling"))
+    Pooling(kit.TINY_BERT_HIDDEN, pooling_mode="mean").save(str(folder / "1_Pooling"))
     torch.manual_seed(1)
     for dim in HEAD_DIMS:
         (folder / f"2_Dense_{dim}").mkdir()
-        Dense(TINY_HIDDEN, dim, activation_function=torch.nn.Identity()).save(str(folder / f"2_Dense_{dim}"))
+        head = Dense(kit.TINY_BERT_HIDDEN, dim, activation_function=torch.nn.Identity())
+        head.save(str(folder / f"2_Dense_{dim}"))
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -71,11 +45,6 @@ def save_stella_folder(folder: Path, encoder_folder: Path, default_dim: int = HE
     (folder / "3_Normalize").mkdir()
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("eval_tiny_bert") / "tiny_bert")
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +61,7 @@ def export_records(tmp_path_factory, tiny_bert):
         root = tmp_path_factory.mktemp(f"records_{name}")
         corpus = root / "corpus.jsonl"
         corpus.write_text("".join(json.dumps({"id": record_id, "text": text}) + "\n" for record_id, text in items))
-        config = load_config_file("teachers", "smoke")
+        config = kit.load_config_file("teachers", "smoke")
         config.output_dir = str(root / "records")
         config.corpus.kind = "jsonl"
         config.corpus.paths = str(corpus)
@@ -152,9 +121,9 @@ def write_run_config(workdir: Path, config) -> None:
 def tiny_workdir(tmp_path_factory, tiny_bert, clean_records) -> Path:
     from embed_jax.train import loop
 
-    config = load_config_file("distill", "smoke")
+    config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_bert)
-    config.model.teacher_dim = TINY_HIDDEN
+    config.model.teacher_dim = kit.TINY_BERT_HIDDEN
     config.model.reduction_dims = (8,)
     config.data.records_dir = str(clean_records)
     config.stage_order = ("stage1",)

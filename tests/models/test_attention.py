@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from embed_jax.models import attention, bert
+from parity import assert_close
 
 
 def _right_padded_mask(lengths, length):
@@ -26,7 +27,7 @@ def test_lengths_equal_boolean_mask_for_right_padding(causal):
     assert lengths.dtype == jnp.int32 and lengths.tolist() == [7, 3, 1]
     from_lengths = jax.nn.dot_product_attention(query, key, value, key_value_seq_lengths=lengths, is_causal=causal,
                                                 implementation="xla")
-    np.testing.assert_allclose(np.asarray(from_lengths), np.asarray(masked), atol=1e-6)
+    assert_close(from_lengths, masked)
 
 
 def test_unknown_implementation_is_refused_by_name():

@@ -4,58 +4,18 @@ import numpy as np
 import pytest
 import torch
 import transformers
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from embed_jax.models import pooling
 from embed_jax.models.hf_import import load_text_encoder
-
-TOLERANCE = 1e-4  # issue 3: fp32 parity, absolute
-
-
-def padded_batch(vocab_size, lengths, total_length, pad_token_id, seed=0):
-    """Random token ids for rows of the given real lengths, right-padded with pad_token_id."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (len(lengths), total_length), generator=generator)
-    ids[ids == pad_token_id] = (pad_token_id + 1) % vocab_size  # real tokens are never the pad id
-    mask = torch.zeros(len(lengths), total_length, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        mask[row, :length] = 1
-    ids[mask == 0] = pad_token_id
-    return ids, mask
-
+from parity import assert_close, assert_masked_parity, assert_trees_close, check_parity, forward, padded_batch
 
 def save_tiny(model_class, config, folder, seed=0):
     torch.manual_seed(seed)
     model = model_class(config).eval()
     model.save_pretrained(folder)
     return model
-
-
-def assert_parity(flax_hidden, torch_hidden, mask):
-    """Last hidden states at real tokens and masked-mean vectors within TOLERANCE."""
-    real = mask.numpy().astype(bool)
-    flax_hidden = np.asarray(flax_hidden)
-    np.testing.assert_allclose(flax_hidden[real], torch_hidden[real], atol=TOLERANCE, rtol=0)
-    torch_mean = (torch_hidden * real[..., None]).sum(1) / real.sum(1, keepdims=True)
-    flax_mean = np.asarray(pooling.masked_mean(jnp.asarray(flax_hidden), jnp.asarray(mask.numpy())))
-    np.testing.assert_allclose(flax_mean, torch_mean, atol=TOLERANCE, rtol=0)
-
-
-def run_both(torch_model, folder, ids, mask, token_type_ids=None, **options):
-    with torch.no_grad():
-        expected = torch_model(input_ids=ids, attention_mask=mask, token_type_ids=token_type_ids).last_hidden_state.numpy()
-    module, _ = load_text_encoder(folder, **options)
-    extra = {} if token_type_ids is None else {"token_type_ids": jnp.asarray(token_type_ids.numpy())}
-    actual = forward(module, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy()), **extra)
-    return actual, expected, module
-
-
-@nnx.jit
-def forward(module, input_ids, attention_mask, **kwargs):
-    """One compiled call (eager NNX dispatches op by op, which is slower than compiling these tiny models)."""
-    return module(input_ids, attention_mask, **kwargs)
 
 
 # Odd vocab (97), head_dim 12 (not a power of two), 2 token types, a sequence at the position limit (16).
@@ -77,9 +37,9 @@ def test_bert_matches_pytorch_on_padded_batch_at_position_limit(tiny_bert, scan)
     torch_model, folder = tiny_bert
     ids, mask = padded_batch(97, [16, 9, 1, 4], 16, pad_token_id=0)
     token_types = (torch.arange(16)[None, :] >= 5).long().expand(4, 16) * mask
-    actual, expected, _ = run_both(torch_model, folder, ids, mask, token_type_ids=token_types, scan=scan)
+    module, _ = load_text_encoder(folder, scan=scan)
+    actual = check_parity(torch_model, module, ids, mask, token_type_ids=token_types)
     assert actual.shape == (4, 16, 36)
-    assert_parity(actual, expected, mask)
 
 
 def test_scan_and_loop_load_the_same_weights_and_agree(tiny_bert):
@@ -94,7 +54,7 @@ def test_scan_and_loop_load_the_same_weights_and_agree(tiny_bert):
     assert scanned.encoder.layer.attention.self.query.kernel.out_sharding == ("layers", "embed", "heads")
     ids, mask = padded_batch(97, [7, 3], 8, pad_token_id=0, seed=1)
     args = (jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy()))
-    np.testing.assert_allclose(np.asarray(forward(looped, *args)), np.asarray(forward(scanned, *args)), atol=1e-6, rtol=0)
+    assert_close(forward(looped, *args), forward(scanned, *args))
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -112,8 +72,7 @@ def test_remat_changes_nothing_but_memory(tiny_bert, scan):
     plain_loss, plain_grads = loss_and_grads(plain)
     remat_loss, remat_grads = loss_and_grads(rematerialised)
     np.testing.assert_allclose(float(plain_loss), float(remat_loss), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(plain_grads), jax.tree.leaves(remat_grads)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+    assert_trees_close(remat_grads, plain_grads)
 
 
 def test_inputs_embeds_replace_only_the_word_lookup(tiny_bert):
@@ -123,7 +82,7 @@ def test_inputs_embeds_replace_only_the_word_lookup(tiny_bert):
     ids, mask = jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())
     from_ids = forward(module, ids, mask)
     from_embeds = nnx.jit(lambda m: m(attention_mask=mask, inputs_embeds=m.embed_tokens(ids)))(module)
-    np.testing.assert_allclose(np.asarray(from_ids), np.asarray(from_embeds), atol=1e-6, rtol=0)
+    assert_close(from_ids, from_embeds)
 
 
 def test_too_long_input_is_refused_or_truncated(tiny_bert):
@@ -136,7 +95,7 @@ def test_too_long_input_is_refused_or_truncated(tiny_bert):
     lenient, _ = load_text_encoder(folder, truncate_long_inputs=True)
     truncated = forward(lenient, ids, mask)
     assert truncated.shape == (2, 16, 36)
-    np.testing.assert_allclose(np.asarray(truncated), np.asarray(forward(strict, ids[:, :16], mask[:, :16])), atol=1e-6)
+    assert_close(truncated, forward(strict, ids[:, :16], mask[:, :16]))
 
 
 def test_masked_lm_checkpoint_loads_with_prefix_and_heads_dropped(tmp_path):
@@ -146,7 +105,7 @@ def test_masked_lm_checkpoint_loads_with_prefix_and_heads_dropped(tmp_path):
     with torch.no_grad():
         expected = masked_lm.bert(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
     module, _ = load_text_encoder(tmp_path)
-    assert_parity(forward(module, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())), expected, mask)
+    assert_masked_parity(forward(module, ids.numpy(), mask.numpy()), expected, mask.numpy())
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -158,9 +117,9 @@ def test_xlm_roberta_positions_from_padding_index_at_position_limit(tmp_path, sc
     )
     torch_model = save_tiny(transformers.XLMRobertaModel, config, tmp_path, seed=6)
     ids, mask = padded_batch(101, [18, 12, 2], 18, pad_token_id=1, seed=6)
-    actual, expected, module = run_both(torch_model, tmp_path, ids, mask, scan=scan)
+    module, _ = load_text_encoder(tmp_path, scan=scan)
     assert module.config.max_sequence_length == 18
-    assert_parity(actual, expected, mask)
+    check_parity(torch_model, module, ids, mask)
     with pytest.raises(ValueError, match="input length 19"):
         module(jnp.ones((1, 19), jnp.int32))
 

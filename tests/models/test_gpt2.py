@@ -1,25 +1,13 @@
 """GPT-2 encoder: parity with Hugging Face PyTorch (fp32), causal and bidirectional, at the position limit,
 scan equivalence, LM-head checkpoints, long inputs, unsupported settings."""
-import numpy as np
 import pytest
 import torch
 import transformers
 import jax.numpy as jnp
-from flax import nnx
 
-from embed_jax.models import gpt2, pooling
+from embed_jax.models import gpt2
 from embed_jax.models.hf_import import load_text_encoder
-
-TOLERANCE = 1e-4  # issue 3: fp32 parity, absolute
-
-
-def padded_batch(vocab_size, lengths, total_length, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (len(lengths), total_length), generator=generator)
-    mask = torch.zeros(len(lengths), total_length, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        mask[row, :length] = 1
-    return ids * mask, mask
+from parity import assert_close, assert_masked_parity, forward, padded_batch
 
 
 def tiny_config(**overrides):
@@ -40,20 +28,6 @@ def torch_hidden(model, ids, mask, *, causal):
         return model(input_ids=ids, attention_mask=full).last_hidden_state.numpy()
 
 
-@nnx.jit
-def forward(module, input_ids, attention_mask):
-    return module(input_ids, attention_mask)
-
-
-def assert_parity(flax_hidden, expected, mask):
-    real = mask.numpy().astype(bool)
-    flax_hidden = np.asarray(flax_hidden)
-    np.testing.assert_allclose(flax_hidden[real], expected[real], atol=TOLERANCE, rtol=0)
-    torch_mean = (expected * real[..., None]).sum(1) / real.sum(1, keepdims=True)
-    flax_mean = np.asarray(pooling.masked_mean(jnp.asarray(flax_hidden), jnp.asarray(mask.numpy())))
-    np.testing.assert_allclose(flax_mean, torch_mean, atol=TOLERANCE, rtol=0)
-
-
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_gpt2")
@@ -69,8 +43,8 @@ def test_matches_pytorch_at_position_limit(tiny_gpt2, causal, scan):
     torch_model, folder = tiny_gpt2
     ids, mask = padded_batch(101, [10, 6, 1], 10, seed=1)
     module, _ = load_text_encoder(folder, causal=causal, scan=scan)
-    assert_parity(forward(module, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())),
-                  torch_hidden(torch_model, ids, mask, causal=causal), mask)
+    assert_masked_parity(forward(module, ids.numpy(), mask.numpy()),
+                         torch_hidden(torch_model, ids, mask, causal=causal), mask.numpy())
 
 
 def test_fused_qkv_is_split_per_head_axis(tiny_gpt2):
@@ -86,8 +60,8 @@ def test_lm_head_checkpoint_loads_with_prefix(tmp_path):
     lm.save_pretrained(tmp_path)
     ids, mask = padded_batch(101, [7, 2], 7, seed=2)
     module, _ = load_text_encoder(tmp_path)
-    assert_parity(forward(module, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())),
-                  torch_hidden(lm.transformer, ids, mask, causal=True), mask)
+    assert_masked_parity(forward(module, ids.numpy(), mask.numpy()),
+                         torch_hidden(lm.transformer, ids, mask, causal=True), mask.numpy())
 
 
 def test_too_long_input_is_refused_or_truncated(tiny_gpt2):
@@ -98,8 +72,7 @@ def test_too_long_input_is_refused_or_truncated(tiny_gpt2):
     with pytest.raises(ValueError, match="input length 11 exceeds .*10 tokens"):
         strict(ids, mask)
     lenient, _ = load_text_encoder(folder, truncate_long_inputs=True)
-    np.testing.assert_allclose(np.asarray(forward(lenient, ids, mask)),
-                               np.asarray(forward(strict, ids[:, :10], mask[:, :10])), atol=1e-6)
+    assert_close(forward(lenient, ids, mask), forward(strict, ids[:, :10], mask[:, :10]))
 
 
 @pytest.mark.parametrize(

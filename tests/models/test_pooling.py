@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from embed_jax.models import pooling
+from parity import assert_close
 
 SENTENCE_TRANSFORMERS_MODE = {"mean": "mean", "first": "cls", "last": "lasttoken"}
 
@@ -34,7 +35,7 @@ def test_pooling_matches_sentence_transformers(method):
     expected = reference(features)["sentence_embedding"].numpy()
     actual = np.asarray(pooling.pool(jnp.asarray(hidden), jnp.asarray(mask), method))
     assert actual.dtype == np.float32
-    np.testing.assert_allclose(actual, expected, atol=1e-6, rtol=0)
+    assert_close(actual, expected)
 
 
 def test_masked_mean_of_all_padding_row_is_zero_not_nan():
@@ -42,7 +43,7 @@ def test_masked_mean_of_all_padding_row_is_zero_not_nan():
     pooled = np.asarray(pooling.masked_mean(jnp.asarray(hidden), jnp.asarray(mask)))
     assert np.all(np.isfinite(pooled))
     np.testing.assert_array_equal(pooled[4], 0.0)
-    np.testing.assert_allclose(pooled[1], hidden[1, :3].mean(0), atol=1e-6)
+    assert_close(pooled[1], hidden[1, :3].mean(0))
 
 
 def test_bf16_hidden_states_pool_in_fp32():

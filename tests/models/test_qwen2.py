@@ -9,19 +9,9 @@ import transformers
 import jax.numpy as jnp
 from flax import nnx
 
-from embed_jax.models import pooling, qwen2
+from embed_jax.models import qwen2
 from embed_jax.models.hf_import import load_text_encoder
-
-TOLERANCE = 1e-4  # issue 3: fp32 parity, absolute
-
-
-def padded_batch(vocab_size, lengths, total_length, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (len(lengths), total_length), generator=generator)
-    mask = torch.zeros(len(lengths), total_length, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        mask[row, :length] = 1
-    return ids * mask, mask
+from parity import assert_close, assert_masked_parity, forward, padded_batch
 
 
 def tiny_config(**overrides):
@@ -52,21 +42,6 @@ def torch_hidden(model, ids, mask, *, causal):
         return model(input_ids=ids, attention_mask={"full_attention": full}).last_hidden_state.numpy()
 
 
-@nnx.jit
-def forward(module, input_ids, attention_mask):
-    return module(input_ids, attention_mask)
-
-
-def assert_parity(flax_hidden, torch_hidden_states, mask):
-    real = mask.numpy().astype(bool)
-    flax_hidden = np.asarray(flax_hidden)
-    np.testing.assert_allclose(flax_hidden[real], torch_hidden_states[real], atol=TOLERANCE, rtol=0)
-    torch_mean = (torch_hidden_states * real[..., None]).sum(1) / real.sum(1, keepdims=True)
-    flax_mean = np.asarray(pooling.masked_mean(jnp.asarray(flax_hidden), jnp.asarray(mask.numpy())))
-    np.testing.assert_allclose(flax_mean, torch_mean, atol=TOLERANCE, rtol=0)
-    return flax_hidden
-
-
 @pytest.fixture(scope="module")
 def tiny_qwen2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_qwen2")
@@ -79,8 +54,8 @@ def test_one_kv_head_matches_pytorch_at_position_limit(tiny_qwen2, causal, scan)
     torch_model, folder = tiny_qwen2
     ids, mask = padded_batch(97, [12, 7, 1], 12, seed=1)
     module, _ = load_text_encoder(folder, causal=causal, scan=scan)
-    assert_parity(forward(module, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())),
-                  torch_hidden(torch_model, ids, mask, causal=causal), mask)
+    assert_masked_parity(forward(module, ids.numpy(), mask.numpy()),
+                         torch_hidden(torch_model, ids, mask, causal=causal), mask.numpy())
 
 
 def test_bidirectional_differs_from_causal(tiny_qwen2):
@@ -104,8 +79,8 @@ def test_grouped_query_attention_from_a_sharded_causal_lm_checkpoint(tmp_path, c
     assert "head_dim" not in json.loads((tmp_path / "config.json").read_text())
     module, _ = load_text_encoder(tmp_path, causal=causal)
     assert module.config.head_dim == 6
-    assert_parity(forward(module, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy())),
-                  torch_hidden(torch_model.model, ids, mask, causal=causal), mask)
+    assert_masked_parity(forward(module, ids.numpy(), mask.numpy()),
+                         torch_hidden(torch_model.model, ids, mask, causal=causal), mask.numpy())
 
 
 def test_scan_and_loop_agree_and_carry_layer_axis(tiny_qwen2):
@@ -118,7 +93,7 @@ def test_scan_and_loop_agree_and_carry_layer_axis(tiny_qwen2):
     assert scanned.layers.self_attn.k_proj.kernel.out_sharding == ("layers", "embed", "kv")
     ids, mask = padded_batch(97, [8, 5], 8, seed=4)
     args = (jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy()))
-    np.testing.assert_allclose(np.asarray(forward(looped, *args)), np.asarray(forward(scanned, *args)), atol=1e-6)
+    assert_close(forward(looped, *args), forward(scanned, *args))
 
 
 def test_inputs_embeds_and_truncation(tiny_qwen2):
@@ -129,7 +104,7 @@ def test_inputs_embeds_and_truncation(tiny_qwen2):
     truncated = forward(module, ids, mask)
     assert truncated.shape == (2, 12, 40)
     from_embeds = nnx.jit(lambda m: m(attention_mask=mask[:, :12], inputs_embeds=m.embed_tokens(ids[:, :12])))(module)
-    np.testing.assert_allclose(np.asarray(truncated), np.asarray(from_embeds), atol=1e-6)
+    assert_close(truncated, from_embeds)
     strict, _ = load_text_encoder(folder)
     with pytest.raises(ValueError, match="input length 14 exceeds .*12 tokens"):
         strict(ids, mask)

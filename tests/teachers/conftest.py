@@ -1,65 +1,40 @@
-"""Teachers for the export tests: the real all-MiniLM-L6-v2 and tiny random BERTs saved as real HF folders.
+"""Teachers for the export tests: the real all-MiniLM-L6-v2 and tiny random BERTs saved as real HF folders
+(`tiny_bert` from tests/conftest.py; broken variants of it here).
 
 The tiny BERTs use MiniLM's vocabulary (its tokenizer files are copied in), so any text tokenises for both. Broken
 variants are real folders too: one whose weights hold a NaN (every output is NaN), one whose last LayerNorm has zero
 weight and bias (every hidden state, so the CLS vector, is exactly zero).
 """
-import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertConfig, BertModel
 
-from embed_jax.assets import minilm_path
-
-# Other test processes share this machine's two cores; OpenMP threads spin-waiting for busy cores made each MiniLM
-# forward ~5× slower than one thread does (measured here), so the teachers run single-threaded in tests.
-torch.set_num_threads(1)
-
-REPO = Path(__file__).resolve().parents[2]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+import kit
 
 
-def save_tiny_bert(folder: Path, *, seed: int = 0, breakage: str = "") -> Path:
-    torch.manual_seed(seed)
-    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                 vocab_size=30522, max_position_embeddings=128)).eval()
-    with torch.no_grad():
-        if breakage == "nan":
-            model.embeddings.word_embeddings.weight[:] = float("nan")
-        elif breakage == "zero":
-            last_norm = model.encoder.layer[-1].output.LayerNorm
-            last_norm.weight.zero_()
-            last_norm.bias.zero_()
-    model.save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path() / name, folder / name)
-    return folder
+def poison_embeddings(model) -> None:
+    model.embeddings.word_embeddings.weight[:] = float("nan")
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+def zero_last_norm(model) -> None:
+    last_norm = model.encoder.layer[-1].output.LayerNorm
+    last_norm.weight.zero_()
+    last_norm.bias.zero_()
 
 
 @pytest.fixture(scope="session")
 def nan_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("nan_bert"), breakage="nan")
+    return kit.save_tiny_bert(tmp_path_factory.mktemp("nan_bert"), edit=poison_embeddings)
 
 
 @pytest.fixture(scope="session")
 def zero_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("zero_bert"), breakage="zero")
+    return kit.save_tiny_bert(tmp_path_factory.mktemp("zero_bert"), edit=zero_last_norm)
 
 
 def teachers_config(arg: str = "smoke"):
-    """configs/teachers.py (not a package, so loaded from its file) — the config users run."""
-    spec = importlib.util.spec_from_file_location("teachers_config", REPO / "configs" / "teachers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    """configs/teachers.py — the config users run."""
+    return kit.load_config_file("teachers", arg)
 
 
 @pytest.fixture(scope="session")

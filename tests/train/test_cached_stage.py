@@ -10,6 +10,7 @@ from embed_jax.train import batches, cached_stage, driver, loop, sharding, stage
 from embed_jax.train import train_state, workdir
 from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.metrics import read_metrics
+from parity import assert_trees_close
 
 FC1 = "heads/dense/dense_384/kernel"
 
@@ -47,8 +48,7 @@ def test_cached_loss_and_gradients_equal_the_encoder_step(smoke_config):
     (cached, cached_terms), cached_grads = jax.value_and_grad(cached_loss, has_aux=True)(trainable)
     np.testing.assert_allclose(float(cached), float(loss), rtol=1e-6)
     assert set(cached_terms) == set(terms)
-    for expected, got in zip(jax.tree.leaves(grads), jax.tree.leaves(cached_grads), strict=True):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-7)
+    assert_trees_close(cached_grads, grads, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

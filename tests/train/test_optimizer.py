@@ -13,6 +13,7 @@ from flax import nnx
 from transformers import get_cosine_schedule_with_warmup
 
 from embed_jax.train import optimizer
+from parity import assert_close
 
 
 def axes(*names):
@@ -46,7 +47,7 @@ def test_schedule_matches_hugging_face(total_steps, warmup_fraction):
     )
     expected = [3e-4 * hf.lr_lambdas[0](step) for step in range(total_steps + 1)]
     got = [float(schedule(step)) for step in range(total_steps + 1)]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
+    assert_close(got, expected, rtol=1e-5)
 
 
 def test_updates_match_torch_adamw_with_clipping_and_decay_groups():

@@ -1,12 +1,11 @@
 """Fixtures for the vision tests: a tiny random BERT text student saved as a real Hugging Face folder (MiniLM's
 tokenizer, so real captions tokenise), a tiny SigLIP-shaped tower config, and a stage-4 student built from both."""
-import shutil
 from pathlib import Path
 
 import pytest
 from flax import nnx
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+import kit
 TINY_TOWER = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
               "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 16, "patch_size": 8,
               "vision_use_head": False}
@@ -16,19 +15,7 @@ HEADS = {"teacher_dim": 24, "reduction_dims": [8]}
 
 @pytest.fixture(scope="session")
 def tiny_text_folder(tmp_path_factory) -> Path:
-    import torch
-    from transformers import BertConfig, BertModel
-
-    from embed_jax.assets import minilm_path
-
-    folder = tmp_path_factory.mktemp("tiny_text")
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                 vocab_size=30522, max_position_embeddings=64), add_pooling_layer=False)
-    model.save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path() / name, folder / name)
-    return folder
+    return kit.save_tiny_bert(tmp_path_factory.mktemp("tiny_text"), max_positions=64, pooler=False)
 
 
 @pytest.fixture(scope="session")
@@ -52,23 +39,13 @@ def new_vision_student(tiny_text_folder, image_prompt):
 
 
 def save_text_stage(folder: Path, tiny_text_folder: Path, seed: int) -> Path:
-    """A text stage folder as embed_jax.main leaves one (student_config.json + an Orbax checkpoint whose run metadata
-    names init_from): the tiny student with seeded FC heads, no vision."""
-    import json
-
+    """A text stage folder as embed_jax.main leaves one (kit.write_stage): the tiny student with seeded FC heads, no
+    vision."""
     from embed_jax.models.student import Student
-    from embed_jax.train import checkpoint, workdir
 
     student = Student.from_pretrained(tiny_text_folder, heads=HEADS, rngs=nnx.Rngs(seed))
-    folder.mkdir(parents=True)
-    (folder / workdir.STUDENT_CONFIG_FILE).write_text(json.dumps(student.config))
-    manager = checkpoint.CheckpointManager(folder / "checkpoints", save_every=1, keep=1,
-                                           identity={"stage": "stage1", "init_from": str(tiny_text_folder)},
-                                           shape_config={})
-    manager.save(1, {workdir.PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
-    manager.wait_until_finished()
-    manager.close()
-    return folder
+    return kit.write_stage(folder.parent, folder.name, student, init_from=str(tiny_text_folder),
+                           records_fingerprint=None, step=1)
 
 
 @pytest.fixture(scope="session")

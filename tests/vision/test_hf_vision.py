@@ -1,16 +1,15 @@
 """The exported image path: a real Hugging Face SiglipVisionModel folder, and images encoded from the exported folder
 with torch + transformers only land where the Flax student puts them (cosine ≥ 0.9999)."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
+import kit
 from embed_jax.convert import hf_export, hf_vision
 from embed_jax.data import digits, images
 from embed_jax.train import vision_stage
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
 def export_text_path(student, text_folder, folder):
@@ -19,8 +18,7 @@ def export_text_path(student, text_folder, folder):
     tensors, _ = hf_export.backbone_tensors(encoder, student.config["text_encoder"])
     hf_export.write_backbone(folder, tensors, student.config["text_encoder"])
     hf_export.write_heads(folder, hf_export.head_tensors(heads, tuple(student.heads.dims)))
-    for name in TOKENIZER_FILES:
-        shutil.copy(text_folder / name, folder / name)
+    kit.copy_tokenizer_files(text_folder, folder)
 
 
 @pytest.mark.parametrize("mode", ["linear", "adaptive_average"])

@@ -1,14 +1,10 @@
 """Stage 4 end to end on the tiny student: caption export → `train_and_evaluate` with configs/vision.py:smoke →
 zero-shot evaluation and export; and the stage's refusals (records of another text path, other heads, none)."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import kit
 from embed_jax.data.records import RecordsError
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +14,7 @@ def settings(tiny_vision_settings):
 
 def vision_config(settings, text_folder, text_stage, records):
     tower, num_tokens, _ = settings
-    spec = importlib.util.spec_from_file_location("config_vision", REPO / "configs" / "vision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = kit.load_config_file("vision", "smoke")
     config.model.init_from = str(text_folder)
     config.model.text_student = str(text_stage)
     config.model.teacher_dim, config.model.reduction_dims = 24, (8,)

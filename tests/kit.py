@@ -1,0 +1,114 @@
+"""What many test packages build the same way: the shipped configs, tiny random BERTs saved as real Hugging Face
+folders, the export config of real teacher records, and stage folders in the training loop's layout.
+
+Test modules `import kit` (pyproject.toml's pytest `pythonpath` puts tests/ on the path; conftest files are not
+importable under --import-mode=importlib). tests/conftest.py turns the expensive builds into session fixtures
+(`tiny_bert`, `teacher_records`, `minilm_tokenizer_files`); the functions here are for the shapes a test needs of its
+own. Numerical comparisons live in tests/parity.py. jax and torch are imported inside the functions that use them:
+every test process imports this module through tests/conftest.py, the torch-free and jax-free tests included.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from embed_jax.assets import minilm_path
+from embed_jax.convert.tokenizer_files import TOKENIZER_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+# The tiny BERTs read all-MiniLM-L6-v2's vocabulary, so any real text tokenises for them and for MiniLM alike.
+MINILM_VOCAB_SIZE = 30522
+TINY_BERT_HIDDEN = 32
+TINY_BERT_POSITIONS = 128  # `tiny_bert`'s position table
+# `teacher_records`: WordNet definitions with their all-MiniLM-L6-v2 vectors.
+TEACHER_RECORDS_COUNT = 64
+MINILM_DIM = 384
+
+
+def load_config_file(name: str, arg: str | None = None):
+    """configs/NAME.py (not a package) loaded from its path, as --config=configs/NAME.py[:arg] does."""
+    spec = importlib.util.spec_from_file_location(f"config_{name}", REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config() if arg is None else module.get_config(arg)
+
+
+def copy_tokenizer_files(source: Path, folder: Path) -> Path:
+    """The tokenizer files of `source` (those embed_jax's exporter copies), byte for byte, into `folder`."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copy(Path(source) / name, Path(folder) / name)
+    return Path(folder)
+
+
+def save_tiny_bert(folder: Path, *, seed: int = 0, num_layers: int = 2, max_positions: int = TINY_BERT_POSITIONS,
+                   pooler: bool = True, edit: Callable | None = None) -> Path:
+    """A random BERT (hidden 32, 4 heads, MLP 64, with its pooler unless `pooler=False`) saved with save_pretrained, with MiniLM's tokenizer files.
+    `edit(model)` changes the weights (under torch.no_grad) before saving."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=TINY_BERT_HIDDEN, num_hidden_layers=num_layers, num_attention_heads=4,
+                        intermediate_size=64, vocab_size=MINILM_VOCAB_SIZE, max_position_embeddings=max_positions)
+    model = BertModel(config, add_pooling_layer=pooler).eval()
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
+    model.save_pretrained(folder)
+    return copy_tokenizer_files(minilm_path(), folder)
+
+
+def minilm_export_config(output_dir: Path, *, num_texts: int = TEACHER_RECORDS_COUNT, shard_size: int = 32):
+    """configs/teachers.py:smoke with all-MiniLM-L6-v2 alone on the first `num_texts` WordNet definitions, float32."""
+    config = load_config_file("teachers", "smoke")
+    config.output_dir = str(output_dir)
+    config.corpus.builtin = "wordnet"
+    config.corpus.max_texts = num_texts
+    del config.teachers["mpnet"]
+    config.teacher_order = "minilm"
+    config.storage_dtype = "float32"
+    config.shard_size = shard_size
+    config.progress_every_s = 0.0
+    return config
+
+
+def perturb(student, seed: int, scale: float = 0.01):
+    """Moves every parameter of `student` a little, as training would: an export that wrote the source model's
+    weights instead of the student's would then fail the parity tests."""
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    rng = np.random.default_rng(seed)
+    for _, variable in nnx.to_flat_state(nnx.state(student, nnx.Param)):
+        value = np.asarray(variable.get_value())
+        variable.set_value(jnp.asarray(value + scale * rng.standard_normal(value.shape).astype(value.dtype)))
+    return student
+
+
+def write_stage(workdir: Path, stage: str, student, *, init_from: str, records_fingerprint: str | None,
+                teachers=("minilm",), step: int = 3) -> Path:
+    """A stage folder as the training loop leaves it (embed_jax/train/workdir.py's layout): student_config.json, an
+    Orbax checkpoint through embed_jax.train.checkpoint with the run identity, metrics.jsonl."""
+    import json
+
+    from flax import nnx
+
+    from embed_jax.train import checkpoint
+    from embed_jax.train.workdir import PARAMS_ITEM, STUDENT_CONFIG_FILE
+
+    stage_dir = Path(workdir) / stage
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / STUDENT_CONFIG_FILE).write_text(json.dumps(student.config, indent=1, default=str))
+    identity = {"stage": stage, "init_from": init_from, "records_fingerprint": records_fingerprint,
+                "teachers": list(teachers), "seed": 0}
+    manager = checkpoint.CheckpointManager(stage_dir / "checkpoints", save_every=1, keep=1, identity=identity,
+                                           shape_config={})
+    manager.save(step, {PARAMS_ITEM: nnx.state(student, nnx.Param)}, force=True)
+    manager.close()
+    (stage_dir / "metrics.jsonl").write_text(json.dumps({"step": step, "loss": 1.25}) + "\n")
+    return stage_dir
