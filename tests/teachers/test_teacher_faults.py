@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import kit
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
 
@@ -12,9 +13,6 @@ from embed_jax.data.tokenizer_folder import TokenizerFolderError
 from embed_jax.teachers import encoders, export
 from embed_jax.teachers.encoders import TeacherConfigError
 from embed_jax.assets import minilm_path
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-
 
 @pytest.fixture(scope="module")
 def bert_without_tokenizer(tmp_path_factory) -> Path:
@@ -77,8 +75,7 @@ def test_roberta_window_counts_its_padding_offset(tmp_path):
     torch.manual_seed(0)
     RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
                                vocab_size=30522, max_position_embeddings=130)).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path() / name, folder / name)
+    kit.copy_tokenizer_files(minilm_path(), folder)
     with pytest.raises(TeacherConfigError, match=r"max_seq_length=129: .* reads at most 128 tokens"):
         encoders.load_teacher(encoders.TeacherSpec("roberta", str(folder), "mean", max_seq_length=129))
     teacher = encoders.load_teacher(encoders.TeacherSpec("roberta", str(folder), "mean", max_seq_length=128))
