@@ -132,7 +132,7 @@ def markdown(report: dict[str, Any]) -> str:
                      "(results.json: holdout.note).")
     if overlap.OVERLAP_ALLOWED in statuses:
         notes.append("‡ trained on records that overlap the hold-out (--allow_overlap): not a fair score.")
-    if any(row["kind"] == "asymmetric" for row in report["rows"]):
+    if any(row.get("kind") == "asymmetric" for row in report["rows"]):
         notes.append("asym: rows (head QUERY→DOCUMENT) rank documents encoded by the second model for queries encoded "
                      "by the first; they score retrieval tasks only (— elsewhere).")
     if any(precision_of(row) != quantized.FLOAT for row in report["rows"]):
