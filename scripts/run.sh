@@ -29,7 +29,7 @@ cat <<DONE
 [run] loss curves:    $RUN_DIR/train/stage{1,2,3}/loss_curves.png (metrics.jsonl and TensorBoard events beside them)
 [run] next:
   .venv/bin/python -m embed_jax.eval --model=$RUN_DIR/train --model='asym:$RUN_DIR/train' --quantize=int8,binary --out=$RUN_DIR/eval_asym
-      # + documents by the concatenated teachers, int8/binary vectors (mpnet encodes the suite once: ~35 min here)
+      # + documents by the concatenated teachers, int8/binary vectors (mpnet encodes the suite once: ~35 min at load 8–20)
   .venv/bin/python -m embed_jax.eval --model=$RUN_DIR/model --tasks=beir:YOUR_FOLDER --out=$RUN_DIR/eval_mine
       # your own retrieval data (BEIR layout) or scored pairs (pairs:FILE), docs/eval.md
   .venv/bin/python -m embed_jax.convert.onnx --model=$RUN_DIR/model --out=$RUN_DIR/onnx    # one ONNX graph, docs/export.md
