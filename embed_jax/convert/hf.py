@@ -35,7 +35,8 @@ _RECORDS_DIR = flags.DEFINE_list("records_dir", [], "The training records folder
                                  "workdir).", flag_values=FLAGS)
 _SKIP_RECORDS = flags.DEFINE_bool("skip_records", False, "Export without locating the training records.",
                                   flag_values=FLAGS)
-_EVAL_JSON = flags.DEFINE_string("eval_json", None, "JSON from python -m embed_jax.eval for the model card's table.",
+_EVAL_JSON = flags.DEFINE_string("eval_json", None, "python -m embed_jax.eval's results.json: the model card's table, "
+                                 "and the results.png beside it as the card's chart.",
                                  flag_values=FLAGS)
 _MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", None, "sentence-transformers max_seq_length (default: the "
                                        "source folder's).", flag_values=FLAGS)

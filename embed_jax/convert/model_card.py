@@ -1,9 +1,12 @@
 """The README.md model card of an exported student: what it is, how it was made, how to load it and pick a head,
-and (optionally) its evaluation table from `python -m embed_jax.eval`'s JSON.
+and (optionally) its evaluation from `python -m embed_jax.eval`: the table and the bar chart.
 
 The evaluation JSON is read tolerantly: a list of rows, or an object whose "rows" is that list; each row a flat dict
-such as {"model": ..., "head": ..., "lee/spearman": 0.51, ...}. Columns are "model", "head", then every other key in
-the order first seen; numbers print with 4 decimals, missing cells stay empty.
+such as {"model": ..., "head": ..., "lee/spearman": 0.51, ...}, or a row of embed_jax.eval's results.json, whose
+"metrics" are spread into columns (model, head, dim, every metric, mean; a quantised row's head reads "256 · int8").
+Columns are "model", "head", then every other key in the order first seen; numbers print with 4 decimals, missing
+cells stay empty. The chart embed_jax.eval writes beside its JSON (results.png) is copied into the folder as
+evaluation.png and shown above the table.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 LEADING_COLUMNS = ("model", "head")
+# The bar chart embed_jax/eval/report.py writes beside results.json (its CHART_FILE), and its name in an export.
+EVAL_CHART_FILE, CARD_CHART_FILE = "results.png", "evaluation.png"
+FLOAT_PRECISION = "float32"  # embed_jax.eval's unquantised rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,7 @@ class CardFacts:
     training_records: Sequence[Mapping[str, Any]]
     notices: Sequence[str] = ()
     eval_rows: Sequence[Mapping[str, Any]] = ()
+    eval_chart: str | None = None  # the chart's file name in the exported folder
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -56,7 +63,22 @@ def read_eval_rows(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not all(isinstance(row, Mapping) for row in rows):
         raise ValueError(f"--eval_json={path}: expected a list of rows (objects such as {{\"model\": ..., \"head\": "
                          "..., \"metric\": value}}) or an object with such a list under \"rows\"")
-    return [dict(row) for row in rows]
+    return [flat_row(row) if isinstance(row.get("metrics"), Mapping) else dict(row) for row in rows]
+
+
+def flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of embed_jax.eval's results.json as table cells."""
+    head = row.get("head")
+    precision = row.get("precision", FLOAT_PRECISION)
+    if precision != FLOAT_PRECISION:
+        head = f"{head} · {precision}"
+    return {"model": row.get("model"), "head": head, "dim": row.get("dim"), **row["metrics"], "mean": row.get("mean")}
+
+
+def chart_beside(eval_json: str | Path) -> Path | None:
+    """The bar chart embed_jax.eval wrote beside its JSON, if it is there."""
+    path = Path(eval_json).with_name(EVAL_CHART_FILE)
+    return path if path.is_file() else None
 
 
 def _cell(value: Any) -> str:
@@ -210,8 +232,10 @@ def render(facts: CardFacts) -> str:
         *_usage_section(facts),
     ]
     if facts.eval_rows:
-        lines += ["", "## Evaluation", "", "From `python -m embed_jax.eval` (one row per model and head):", "",
-                  markdown_table(facts.eval_rows)]
+        lines += ["", "## Evaluation", "", "From `python -m embed_jax.eval` (one row per model and head):", ""]
+        if facts.eval_chart:
+            lines += [f"![evaluation: each model and head, per task metric]({facts.eval_chart})", ""]
+        lines.append(markdown_table(facts.eval_rows))
     if facts.notices:
         lines += ["", "## Notes", ""] + [f"- {notice}" for notice in facts.notices]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,9 @@ Where things come from:
 - the tokenizer and the tensors the student does not train (BERT's pooler): the folder the run started from (its
   checkpoints record `init_from`), or --tokenizer=FOLDER;
 - teachers, prompts and the records' identity: the records folder whose corpus fingerprint the checkpoints record,
-  found beside the workdir (DIR/records, DIR/../records, DIR/../*/) or given with --records_dir.
+  found beside the workdir (DIR/records, DIR/../records, DIR/../*/) or given with --records_dir;
+- the card's evaluation (--eval_json): the table of python -m embed_jax.eval's results.json, and the bar chart beside
+  it (results.png), copied into the folder as evaluation.png (embed_jax/convert/model_card.py).
 
 The output folder is written aside and moved in at the end: a failed export leaves FOLDER as it was. An existing,
 non-empty FOLDER is refused unless --overwrite, and --overwrite replaces only the files a previous export listed in
@@ -192,6 +194,7 @@ def export(
     hf_export.check_text_options(student_config.get("text_options") or {})
     check_output_folder(out, overwrite)
     eval_rows = model_card.read_eval_rows(eval_json) if eval_json else []
+    eval_chart = model_card.chart_beside(eval_json) if eval_json else None
 
     identity = workdir_lib.stored_identity(stage_dir, step)
     init_from = identity.get("init_from")
@@ -236,6 +239,8 @@ def export(
             staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),
             default_dim=default_head, max_seq_length=seq_length, prompts={})
         vision = hf_vision.export_vision(student, staging) if student.vision is not None else None
+        if eval_chart is not None:
+            shutil.copyfile(eval_chart, staging / model_card.CARD_CHART_FILE)
         facts = model_card.CardFacts(
             title=title or f"embed_jax student ({text_encoder.get('model_type')}, {workdir.name}/{stage_dir.name})",
             family=text_encoder.get("model_type"), hf_class=hf_class, hidden_size=int(student.hidden_size),
@@ -245,7 +250,8 @@ def export(
             teacher_dim=student.heads.teacher_dim, max_seq_length=seq_length, init_from=str(init_from or tokenizer),
             source={"workdir": str(workdir), "stage": stage_dir.name, "step": step},
             stages=[stage_summary(path) for path in stage_folders(workdir) if checkpoint_steps(path)],
-            teachers=teachers, training_records=training_records, notices=notices, eval_rows=eval_rows)
+            teachers=teachers, training_records=training_records, notices=notices, eval_rows=eval_rows,
+            eval_chart=model_card.CARD_CHART_FILE if eval_chart is not None else None)
         (staging / "README.md").write_text(model_card.render(facts), encoding="utf-8")
         export_record = {
             "format_version": hf_export.FORMAT_VERSION,

@@ -8,7 +8,11 @@ and a trained workdir:
         --model=asset:all-MiniLM-L6-v2 --model=asset:all-mpnet-base-v2 \
         --model=concat:asset:all-MiniLM-L6-v2+asset:all-mpnet-base-v2 --model=runs/default/train
 
-Specs: embed_jax/eval/specs.py. Encoded vectors are cached in DIR/cache (--no_cache to skip).
+Specs: embed_jax/eval/specs.py. Encoded vectors are cached in DIR/cache (--no_cache to skip). Asymmetric retrieval
+(queries by a student's FC1, documents by its teachers) and quantised vectors are extra rows of the retrieval tasks:
+
+    python -m embed_jax.eval --out=runs/eval --model=runs/default/train --model=asym:runs/default/train \
+        --quantize=int8,binary
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 from absl import flags
 
 from embed_jax import cli
-from embed_jax.eval import encoding, overlap, report, runner, tasks
+from embed_jax.eval import encoding, overlap, quantized, report, runner, tasks
 
 FLAGS = cli.program_flags()
 _MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); see "
@@ -34,11 +38,14 @@ _PCA_FIT_TEXTS = flags.DEFINE_integer("pca_fit_texts", encoding.EncodeContext.pc
                                       "texts that pca:SPEC@DIM is fitted on.", flag_values=FLAGS)
 _ALLOW_OVERLAP = flags.DEFINE_bool("allow_overlap", False, "Score models whose training records overlap the "
                                    "hold-out (their rows are marked).", flag_values=FLAGS)
+_QUANTIZE = flags.DEFINE_string("quantize", "", "Comma-separated precisions scored as extra rows of the retrieval "
+                                f"tasks: {', '.join(quantized.QUANTISED)} (sentence-transformers' quantize_embeddings; "
+                                "embed_jax/eval/quantized.py).", flag_values=FLAGS)
 _NO_CACHE = flags.DEFINE_bool("no_cache", False, "Do not read or write DIR/cache.", flag_values=FLAGS)
 _PROGRESS_EVERY_S = flags.DEFINE_float("progress_every_s", 10.0, "Seconds between progress lines.",
                                        flag_values=FLAGS)
 USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, tasks.TaskDataError, overlap.HoldoutOverlapError,
-               overlap.TrainingRecordsError, report.OutputFolderError)
+               overlap.TrainingRecordsError, report.OutputFolderError, quantized.QuantisationError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,9 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      progress_every_s=_PROGRESS_EVERY_S.value, max_length=_MAX_LENGTH.value,
                                      pca_fit_texts=_PCA_FIT_TEXTS.value, allow_overlap=_ALLOW_OVERLAP.value)
     try:
+        precisions = quantized.parse_precisions(_QUANTIZE.value)
         report.check_output_folder(out)
         results = runner.evaluate(_MODEL.value, [name.strip() for name in _TASKS.value.split(",") if name.strip()],
-                                  context)
+                                  context, precisions)
     except USER_ERRORS as error:
         return cli.fail(error)
     results["command"] = ["python", "-m", "embed_jax.eval", *argv]

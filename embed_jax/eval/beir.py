@@ -130,6 +130,7 @@ def query_scores(ranking: np.ndarray, gains: dict[int, float], scores: np.ndarra
 
 class BeirRetrieval(Task):
     description = "BEIR-format retrieval folder"
+    retrieval = True
 
     def __init__(self, folder: str | Path, split: str = DEFAULT_SPLIT):
         self.folder, self.split = Path(folder), split
@@ -142,8 +143,7 @@ class BeirRetrieval(Task):
         return self.data.queries + self.data.corpus
 
     def score(self, vectors: TextVectors) -> TaskResult:
-        queries = metrics.unit_rows(vectors.rows(self.data.queries))
-        corpus = metrics.unit_rows(vectors.rows(self.data.corpus))
+        queries, corpus = vectors.retrieval(self.data.queries, self.data.corpus)
         per_query = []
         for start in range(0, len(queries), QUERY_CHUNK):
             block = queries[start:start + QUERY_CHUNK] @ corpus.T

@@ -14,11 +14,13 @@ def plot_results(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[floa
     import matplotlib.pyplot as plt
 
     width = 0.8 / max(len(rows), 1)
+    # tab10 repeats after ten bars; quantised and asymmetric rows (docs/eval.md) easily make more.
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
     figure, axis = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(columns) * len(rows) + 4)), 4.5))
     for number, (label, values) in enumerate(rows):
         positions = [column + (number - (len(rows) - 1) / 2) * width for column in range(len(columns))]
         heights = [value if value is not None else 0.0 for value in values]
-        bars = axis.bar(positions, heights, width, label=label)
+        bars = axis.bar(positions, heights, width, label=label, color=colours[number % len(colours)])
         for bar, value in zip(bars, values):
             if value is not None:
                 axis.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center",

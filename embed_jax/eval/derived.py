@@ -3,6 +3,10 @@
 * `concat:A+B+...`: each part's default head, L2-normalised, concatenated in the given order, renormalised: the
   distillation target of SPEC §2, computed by the same function as the teacher export
   (`embed_jax.teachers.targets.concatenated_target`).
+* `asym:QUERY_SPEC|DOC_SPEC`: queries encoded by one model, documents by another (LEAF's use: documents indexed
+  by the teacher, queries by the small student). The document side is DOC_SPEC's default head; the query side is
+  QUERY_SPEC's first head of that dimension (a student's FC1 against its teacher target). `asym:STUDENT` takes the
+  documents' model from the student's training records (embed_jax/eval/specs.py). Only retrieval tasks score it.
 * `pca:SPEC@DIM`: SPEC's default head projected on its DIM leading principal directions, then renormalised. The
   directions are fitted on SPEC's unit vectors of the first N built-in training texts (`corpora.builtin_texts("all",
   N)`, N = --pca_fit_texts, default 10,000): unlabeled text that excludes the hold-out, in the fixed pseudo-random
@@ -18,10 +22,11 @@ import numpy as np
 
 from embed_jax.data import corpora
 from embed_jax.eval import overlap
-from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError, encode
+from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError, documents_key, encode
 from embed_jax.teachers.targets import concatenated_target
 
 CONCAT_HEAD = "concat"
+ASYMMETRIC_SEPARATOR = "|"
 PCA_FIT_CORPUS = "all"
 
 
@@ -45,6 +50,48 @@ class ConcatenatedModel(EvalModel):
         per_part = [encode(part, texts, context)[part.default_head] for part in self.parts]
         ids = [f"text {index}" for index in range(len(texts))]
         return {CONCAT_HEAD: concatenated_target(per_part, [part.spec for part in self.parts], ids)}
+
+
+def head_list(model: EvalModel) -> str:
+    return ", ".join(f"{dim}-d" if head == str(dim) else f"{head} {dim}-d" for head, dim in model.heads.items())
+
+
+def query_head(spec: str, queries: EvalModel, documents: EvalModel) -> str:
+    """The query model's first head of the documents' dimension, or an error naming both specs and dims."""
+    dim = documents.heads[documents.default_head]
+    head = next((head for head, head_dim in queries.heads.items() if head_dim == dim), None)
+    if head is None:
+        raise ModelSpecError(f"model spec {spec!r}: the documents ({documents.spec}, head {documents.default_head}) "
+                             f"are {dim}-d but no head of the queries' model {queries.spec} is (its heads: "
+                             f"{head_list(queries)}); pair a student with the teacher target its FC1 learned.")
+    return head
+
+
+class AsymmetricModel(EvalModel):
+    """One row: queries by `queries`' head of the documents' dimension, documents by `documents`' default head."""
+
+    kind = "asymmetric"
+    cacheable = False  # both sides are cached as their own models
+    asymmetric = True
+
+    def __init__(self, spec: str, queries: EvalModel, documents: EvalModel, *, resolved_from: str = ""):
+        self.spec, self.queries, self.documents = spec, queries, documents
+        self.query_head = query_head(spec, queries, documents)
+        self.head = f"{self.query_head}→{documents.default_head}"
+        self.heads = {self.head: queries.heads[self.query_head]}
+        self.default_head = self.head
+        self.holdout = overlap.combine([queries.holdout, documents.holdout], "queries and documents by two models")
+        self.source = {"queries": {"spec": queries.spec, "head": self.query_head},
+                       "documents": {"spec": documents.spec, "head": documents.default_head}}
+        if resolved_from:
+            self.source["documents"]["from"] = resolved_from
+
+    def fingerprint(self) -> str:
+        return f"{self.queries.fingerprint()}|{self.documents.fingerprint()}"
+
+    def encode_uncached(self, texts: Sequence[str], context: EncodeContext) -> dict[str, np.ndarray]:
+        return {self.head: encode(self.queries, texts, context)[self.query_head],
+                documents_key(self.head): encode(self.documents, texts, context)[self.documents.default_head]}
 
 
 def fit_pca(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -64,6 +64,9 @@ class EvalModel:
     holdout: overlap.HoldoutCheck
     source: dict[str, Any]
     cacheable: bool = True
+    # An asymmetric model's `encode_uncached` also returns each head's document side under `documents_key(head)`
+    # (embed_jax/eval/derived.py: AsymmetricModel); only retrieval tasks score its rows.
+    asymmetric: bool = False
 
     def fingerprint(self) -> str:
         """Changes whenever the vectors could (files, settings)."""
@@ -75,6 +78,11 @@ class EvalModel:
 
     def encode_images(self, images: Any) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"{self.spec} has no image path")
+
+
+def documents_key(head: str) -> str:
+    """Where an asymmetric model's vectors of the document side of row `head` are."""
+    return f"{head}:documents"
 
 
 def unit_float32(vectors: np.ndarray) -> np.ndarray:

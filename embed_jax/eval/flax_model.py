@@ -13,6 +13,7 @@ jitted forward compiles once per bucket; one device.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -114,8 +115,13 @@ class FlaxStudentModel(EvalModel):
         self._forward = None
 
     def fingerprint(self) -> str:
-        return files_fingerprint(self.stage_dir, self.tokenizer_folder,
-                                 settings={"kind": self.kind, "max_length": self.max_length})
+        """The checkpoints, the architecture and the tokenizer: what the vectors depend on. Not the whole stage
+        folder: a resumed run that trains nothing rewrites student_config.json (same text), loss_curves.png and
+        TensorBoard events, which must not cost a re-encoding (measured on `bash scripts/run.sh`, docs/eval.md)."""
+        student_config = (self.stage_dir / workdir.STUDENT_CONFIG_FILE).read_bytes()
+        return files_fingerprint(self.stage_dir / workdir.CHECKPOINTS_DIR, self.tokenizer_folder,
+                                 settings={"kind": self.kind, "max_length": self.max_length,
+                                           "student_config": hashlib.sha256(student_config).hexdigest()})
 
     def forward(self):
         """The jitted forward: (input_ids, attention_mask) → ({dim: unit vectors}, pooled)."""

@@ -66,16 +66,18 @@ class LeeSimilarity(Task):
 class LeeRetrieval(Task):
     metric_names = (f"ndcg@{NDCG_K}",)
     description = "Lee graded retrieval: each document queries the other 49, gain = human similarity"
+    retrieval = True
 
     def texts(self):
         return lee_documents()
 
     def score(self, vectors: TextVectors) -> TaskResult:
-        cosines = metrics.cosine_matrix(vectors.rows(lee_documents()), vectors.rows(lee_documents()))
+        queries, documents = vectors.retrieval(lee_documents(), lee_documents())
+        scores = queries @ documents.T
         human = human_similarity()
         per_query = []
         for query in range(len(human)):
             others = np.delete(np.arange(len(human)), query)
-            per_query.append(metrics.ndcg_at_k(cosines[query, others], human[query, others], NDCG_K))
+            per_query.append(metrics.ndcg_at_k(scores[query, others], human[query, others], NDCG_K))
         return TaskResult(metrics={f"ndcg@{NDCG_K}": float(np.mean(per_query))},
                           counts={"queries": len(human), "candidates_per_query": len(human) - 1})

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from embed_jax.eval import chart, overlap
+from embed_jax.eval import chart, overlap, quantized
 from embed_jax.eval.tasks import TASK_PREFIXES
 
 FORMAT = "embed_jax.eval/1"
@@ -82,12 +82,20 @@ def table_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
     return columns
 
 
+def precision_of(row: dict[str, Any]) -> str:
+    return row.get("precision", quantized.FLOAT)
+
+
 def row_label(row: dict[str, Any], report: dict[str, Any]) -> tuple[str, str]:
-    """(model cell, head cell) of a table row."""
-    several = sum(other["model"] == row["model"] for other in report["rows"]) > 1
+    """(model cell, head cell) of a table row; a quantised row's head cell ends in its precision ("256 · int8")."""
+    several = sum(other["model"] == row["model"] and precision_of(other) == precision_of(row)
+                  for other in report["rows"]) > 1
     head = "—" if row["head"] == "default" else row["head"] + (" (default)" if row["default_head"] and several
                                                                else "")
-    return f"`{row['model']}`{stage_note(row)}{HOLDOUT_MARKS[row['holdout']['status']]}", head
+    if precision_of(row) != quantized.FLOAT:
+        head = precision_of(row) if head == "—" else f"{head} · {precision_of(row)}"
+    model = row["model"].replace("|", "\\|")  # a table cell's pipe, even in code (asym:QUERY|DOC)
+    return f"`{model}`{stage_note(row)}{HOLDOUT_MARKS[row['holdout']['status']]}", head
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -124,6 +132,13 @@ def markdown(report: dict[str, Any]) -> str:
                      "(results.json: holdout.note).")
     if overlap.OVERLAP_ALLOWED in statuses:
         notes.append("‡ trained on records that overlap the hold-out (--allow_overlap): not a fair score.")
+    if any(row.get("kind") == "asymmetric" for row in report["rows"]):
+        notes.append("asym: rows (head QUERY→DOCUMENT) rank documents encoded by the second model for queries encoded "
+                     "by the first; they score retrieval tasks only (— elsewhere).")
+    if any(precision_of(row) != quantized.FLOAT for row in report["rows"]):
+        notes.append("· int8 / · binary rows score quantised vectors (sentence-transformers' quantize_embeddings): "
+                     "int8 calibrated on each task's documents, integer dot product; binary by Hamming distance. "
+                     "Retrieval tasks only (— elsewhere); docs/eval.md.")
     mean = ", ".join(report["headline"]["metrics"])
     text = [
         "# embed_jax evaluation",

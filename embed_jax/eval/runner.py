@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any, Sequence
 
-from embed_jax.eval import encoding, tasks as task_registry
+from embed_jax.eval import encoding, quantized, tasks as task_registry
 from embed_jax.eval.encoding import EncodeContext, EvalModel
 from embed_jax.eval.specs import ModelLoader
 from embed_jax.eval.tasks import Task, TaskResult, TextVectors
@@ -63,45 +63,75 @@ def image_vectors(model: EvalModel, suite: Sequence[Task]) -> tuple[dict[str, di
     return vectors, skipped
 
 
+def retrieval_only(suite: Sequence[Task], why: str) -> dict[str, str]:
+    """{task: why skipped} for the tasks that are not retrieval (similarity, zero-shot)."""
+    return {task.name: why for task in suite if not task.retrieval}
+
+
+def row_skips(model: EvalModel, precision: str, suite: Sequence[Task], image_skips: dict[str, str]
+              ) -> dict[str, str]:
+    """Which tasks a row leaves out, and why: asymmetric and quantised rows score retrieval tasks only."""
+    if model.asymmetric:
+        return {**image_skips, **retrieval_only(suite, "asymmetric rows score retrieval tasks only")}
+    if precision != quantized.FLOAT:
+        return {**image_skips, **retrieval_only(suite, "quantised rows score retrieval tasks only (int8 is "
+                                                       "calibrated on a task's documents)")}
+    return image_skips
+
+
 def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: dict[str, int],
-                context: EncodeContext) -> list[dict[str, Any]]:
+                context: EncodeContext, precisions: Sequence[str] = ()) -> list[dict[str, Any]]:
     model = run.model
     timings: list[encoding.EncodeTiming] = []
     vectors = encoding.encode(model, texts, context, timings)
-    images, skipped = image_vectors(model, suite)
+    images, image_skips = image_vectors(model, suite)
     rows = []
     for head, dim in model.heads.items():
-        started = time.perf_counter()
-        head_images = {name: encoding.unit_float32(by_head[head]) for name, by_head in images.items()}
-        results: dict[str, TaskResult] = {task.name: task.score(TextVectors(index, vectors[head], head_images))
-                                          for task in suite if task.name not in skipped}
-        metrics = {metric_key(name, metric): value for name, result in results.items()
-                   for metric, value in result.metrics.items()}
-        rows.append({
-            "model": model.spec, "kind": model.kind, "head": head, "dim": dim,
-            "default_head": head == model.default_head,
-            "metrics": metrics, "mean": headline_mean(metrics),
-            "counts": {name: result.counts for name, result in results.items()},
-            "skipped_tasks": skipped,
-            "holdout": model.holdout.as_json(),
-            "source": model.source,
-            "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timings[0].seconds, 3),
-                        "texts": timings[0].texts, "from_cache": timings[0].cached,
-                        # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing.
-                        "texts_per_s": (None if timings[0].cached or not model.cacheable or not timings[0].seconds
-                                        else round(timings[0].texts / timings[0].seconds, 1)),
-                        "score_s": round(time.perf_counter() - started, 3)},
-        })
+        for precision in (quantized.FLOAT, *precisions):
+            started = time.perf_counter()
+            skipped = row_skips(model, precision, suite, image_skips)
+            head_vectors = TextVectors(
+                index, vectors[head], {name: encoding.unit_float32(by_head[head]) for name, by_head in images.items()},
+                documents=vectors[encoding.documents_key(head)] if model.asymmetric else None, precision=precision)
+            results: dict[str, TaskResult] = {task.name: task.score(head_vectors)
+                                              for task in suite if task.name not in skipped}
+            rows.append(result_row(run, head, dim, precision, results, skipped, timings[0],
+                                   time.perf_counter() - started))
     return rows
 
 
-def evaluate(specs: Sequence[str], task_names: Sequence[str], context: EncodeContext) -> dict[str, Any]:
-    """The report as a JSON-able dict: tasks, headline definition, rows."""
+def result_row(run: ModelRun, head: str, dim: int, precision: str, results: dict[str, TaskResult],
+               skipped: dict[str, str], timing: encoding.EncodeTiming, score_s: float) -> dict[str, Any]:
+    model = run.model
+    metrics = {metric_key(name, metric): value for name, result in results.items()
+               for metric, value in result.metrics.items()}
+    return {
+        "model": model.spec, "kind": model.kind, "head": head, "dim": dim,
+        "default_head": head == model.default_head,
+        "precision": precision, "bytes_per_vector": quantized.bytes_per_vector(dim, precision),
+        "metrics": metrics, "mean": headline_mean(metrics),
+        "counts": {name: result.counts for name, result in results.items()},
+        "skipped_tasks": skipped,
+        "holdout": model.holdout.as_json(),
+        "source": model.source,
+        "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timing.seconds, 3),
+                    "texts": timing.texts, "from_cache": timing.cached,
+                    # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing.
+                    "texts_per_s": (None if timing.cached or not model.cacheable or not timing.seconds
+                                    else round(timing.texts / timing.seconds, 1)),
+                    "score_s": round(score_s, 3)},
+    }
+
+
+def evaluate(specs: Sequence[str], task_names: Sequence[str], context: EncodeContext,
+             precisions: Sequence[str] = ()) -> dict[str, Any]:
+    """The report as a JSON-able dict: tasks, headline definition, rows (every model × head × precision:
+    float32, then each of `precisions`, embed_jax/eval/quantized.py)."""
     suite = task_registry.load_tasks(task_names)
     runs = load_models(specs, context)
     texts = suite_texts(suite)
     index = {text: position for position, text in enumerate(texts)}
-    rows = [row for run in runs for row in score_model(run, suite, texts, index, context)]
+    rows = [row for run in runs for row in score_model(run, suite, texts, index, context, precisions)]
     return {
         "tasks": {task.name: {"description": task.description, "metrics": list(task.metric_names),
                               "counts": next((row["counts"][task.name] for row in rows

@@ -6,6 +6,9 @@
     WORKDIR with stage*/student_config.json            its last trained stage (as the exporter picks it)
     concat:SPEC+SPEC[+...]                             the concatenated teacher (SPEC §2)
     pca:SPEC@DIM                                       SPEC reduced to DIM by PCA (baseline)
+    asym:QUERY_SPEC|DOC_SPEC                           queries by one model, documents by another (retrieval only)
+    asym:STUDENT                                       queries by the student's FC1, documents by its teachers:
+                                                       concat:T1+T2+... (or the one teacher) of its records' manifest
 
 The hold-out check (overlap.py) runs while loading: a model whose training records contain hold-out material stops
 here, before any encoding.
@@ -14,16 +17,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embed_jax.data import records
 from embed_jax.eval import overlap
-from embed_jax.eval.derived import ConcatenatedModel, PcaModel
+from embed_jax.eval.derived import ASYMMETRIC_SEPARATOR, AsymmetricModel, ConcatenatedModel, PcaModel
 from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError
 from embed_jax.eval.flax_model import FlaxStudentModel
 from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.train.workdir import STUDENT_CONFIG_FILE, choose_stage, is_stage_folder, stage_folders
 
-CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX = "concat:", "pca:", "asset:"
+CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX, ASYMMETRIC_PREFIX = "concat:", "pca:", "asset:", "asym:"
 SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-transformers folder (modules.json), an "
-              "embed_jax stage folder (student_config.json) or workdir (stage*/), concat:SPEC+SPEC, pca:SPEC@DIM")
+              "embed_jax stage folder (student_config.json) or workdir (stage*/), concat:SPEC+SPEC, pca:SPEC@DIM, "
+              "asym:QUERY_SPEC|DOC_SPEC, asym:STUDENT")
+
+
+def teachers_spec(spec: str, student: EvalModel) -> str:
+    """The spec of a student's teacher target, from the manifest of the records it was trained on (the folders the
+    hold-out check read): its one teacher, or concat: of its teachers in the manifest's order."""
+    if not student.holdout.records_dirs:
+        raise ModelSpecError(f"model spec {spec!r}: the training records of {student.spec} were not found "
+                             f"({student.holdout.note}), so its teachers are unknown; name the documents' model: "
+                             f"asym:{student.spec}{ASYMMETRIC_SEPARATOR}DOC_SPEC.")
+    teacher_lists = {tuple(teacher.path for teacher in records.read_manifest(folder).teachers)
+                     for folder in student.holdout.records_dirs}
+    if len(teacher_lists) > 1:
+        raise ModelSpecError(f"model spec {spec!r}: {student.spec} was trained on records of different teachers "
+                             f"({'; '.join(' + '.join(paths) for paths in sorted(teacher_lists))}); name the "
+                             f"documents' model: asym:{student.spec}{ASYMMETRIC_SEPARATOR}DOC_SPEC.")
+    paths = next(iter(teacher_lists))
+    return paths[0] if len(paths) == 1 else CONCAT_PREFIX + "+".join(paths)
 
 
 class ModelLoader:
@@ -46,6 +68,8 @@ class ModelLoader:
             return self._concat(spec)
         if spec.startswith(PCA_PREFIX):
             return self._pca(spec)
+        if spec.startswith(ASYMMETRIC_PREFIX):
+            return self._asymmetric(spec)
         if spec.startswith(ASSET_PREFIX):
             return self._asset(spec)
         return self._folder(spec, Path(spec).expanduser())
@@ -62,6 +86,28 @@ class ModelLoader:
         if not separator or not base or not dim.isdigit():
             raise ModelSpecError(f"model spec {spec!r}: write pca:SPEC@DIM, e.g. pca:asset:all-mpnet-base-v2@128.")
         return PcaModel(spec, self.load(base), int(dim), self.context.pca_fit_texts)
+
+    def _asymmetric(self, spec: str) -> EvalModel:
+        query_spec, separator, document_spec = (part.strip() for part in
+                                                spec.removeprefix(ASYMMETRIC_PREFIX).partition(ASYMMETRIC_SEPARATOR))
+        nested = any(part.startswith(ASYMMETRIC_PREFIX) for part in (query_spec, document_spec))
+        if not query_spec or (separator and not document_spec) or nested:
+            raise ModelSpecError(f"model spec {spec!r}: write asym:QUERY_SPEC{ASYMMETRIC_SEPARATOR}DOC_SPEC (two "
+                                 f"specs that are not asym: themselves), or asym:STUDENT for a student and its "
+                                 f"teachers, e.g. 'asym:runs/default/train{ASYMMETRIC_SEPARATOR}concat:asset:"
+                                 f"all-MiniLM-L6-v2+asset:all-mpnet-base-v2'.")
+        queries = self.load(query_spec)
+        resolved_from = ""
+        if not separator:
+            document_spec = teachers_spec(spec, queries)
+            resolved_from = f"the teachers in the manifest of {', '.join(queries.holdout.records_dirs)}"
+        return AsymmetricModel(spec, queries, self._document_side(spec, document_spec), resolved_from=resolved_from)
+
+    def _document_side(self, spec: str, document_spec: str) -> EvalModel:
+        try:
+            return self.load(document_spec)
+        except ModelSpecError as error:
+            raise ModelSpecError(f"model spec {spec!r}: its documents' model {document_spec!r}: {error}") from error
 
     def _asset(self, spec: str) -> EvalModel:
         from embed_jax.eval.st_model import SentenceTransformerModel  # torch: only for sentence-transformers specs

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from embed_jax.eval import quantized
+
 # name → "module:factory" (or the factory itself); DEFAULT_TASKS is the headline text suite (docs/eval.md).
 TASKS: dict[str, str | Callable[[], "Task"]] = {
     "lee_similarity": "embed_jax.eval.lee:LeeSimilarity",
@@ -45,14 +47,30 @@ class TaskDataError(ValueError):
 
 @dataclasses.dataclass
 class TextVectors:
-    """One head's unit vectors of the suite's texts, looked up by text (`rows(texts)` → (n, dim) float32)."""
+    """One head's unit vectors of the suite's texts, looked up by text (`rows(texts)` → (n, dim) float32).
+
+    A retrieval task asks `retrieval(query_texts, document_texts)` for its two sides: the documents come from
+    `documents` when another model encoded them (an asymmetric row, embed_jax/eval/derived.py), and both sides are
+    quantised to `precision` (embed_jax/eval/quantized.py); `queries @ documents.T` is then the score to rank by.
+    """
 
     index: Mapping[str, int]
     matrix: np.ndarray
     images: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    documents: np.ndarray | None = None  # the document side's vectors of the same texts; None: `matrix`
+    precision: str = quantized.FLOAT
 
     def rows(self, texts: Sequence[str]) -> np.ndarray:
         return self.matrix[[self.index[text] for text in texts]]
+
+    def document_rows(self, texts: Sequence[str]) -> np.ndarray:
+        matrix = self.matrix if self.documents is None else self.documents
+        return matrix[[self.index[text] for text in texts]]
+
+    def retrieval(self, query_texts: Sequence[str], document_texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(queries, documents), float64, whose product is each query's score of each document."""
+        return quantized.retrieval_vectors(self.rows(query_texts), self.document_rows(document_texts),
+                                           self.precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +80,15 @@ class TaskResult:
 
 
 class Task:
-    """Base class: `name`, `metric_names` (reported in this order), `texts()`, `score(vectors)`."""
+    """Base class: `name`, `metric_names` (reported in this order), `texts()`, `score(vectors)`.
+
+    A retrieval task (`retrieval = True`) ranks documents for queries through `vectors.retrieval`; only those score
+    the asymmetric and quantised rows (the others show "—")."""
 
     name: str = ""
     metric_names: tuple[str, ...] = ()
     description: str = ""
+    retrieval: bool = False
 
     def texts(self) -> Sequence[str]:
         raise NotImplementedError

@@ -47,6 +47,7 @@ def definition_retrieval_set() -> RetrievalSet:
 class WordNetRetrieval(Task):
     metric_names = ("recall@1", "recall@10", "mrr@10")
     description = "WordNet: usage example → its synset's definition among all held-out definitions"
+    retrieval = True
 
     def texts(self):
         retrieval = definition_retrieval_set()
@@ -54,8 +55,7 @@ class WordNetRetrieval(Task):
 
     def score(self, vectors: TextVectors) -> TaskResult:
         retrieval = definition_retrieval_set()
-        queries = metrics.unit_rows(vectors.rows(retrieval.queries))
-        corpus = metrics.unit_rows(vectors.rows(retrieval.corpus))
+        queries, corpus = vectors.retrieval(retrieval.queries, retrieval.corpus)
         ranks = np.concatenate([
             metrics.rank_of_relevant(queries[start:start + QUERY_CHUNK] @ corpus.T,
                                      retrieval.relevant[start:start + QUERY_CHUNK])

@@ -178,6 +178,55 @@ def test_evaluation_table_is_rendered_tolerantly(tmp_path):
         model_card.read_eval_rows(path)
 
 
+def evaluation_report(tmp_path):
+    """results.json, results.md and results.png as python -m embed_jax.eval writes them (its own writer)."""
+    from embed_jax.eval import report
+
+    def row(model, head, dim, precision, metrics):
+        return {"model": model, "kind": "flax-student", "head": head, "dim": dim, "default_head": head == "16",
+                "precision": precision, "metrics": metrics,
+                "mean": 0.5 if "lee_similarity/spearman" in metrics else None, "counts": {}, "skipped_tasks": {},
+                "holdout": {"status": "clean"}, "source": {}}
+
+    results = {"tasks": {"lee_similarity": {"description": "", "metrics": ["spearman"], "counts": {}},
+                         "lee_retrieval": {"description": "", "metrics": ["ndcg@10"], "counts": {}}},
+               "headline": {"metrics": []},
+               "rows": [row("runs/x/train", "16", 16, "float32",
+                            {"lee_similarity/spearman": 0.41, "lee_retrieval/ndcg@10": 0.8}),
+                        row("runs/x/train", "16", 16, "int8", {"lee_retrieval/ndcg@10": 0.79})]}
+    json_path, _ = report.write_report(results, tmp_path / "eval")
+    return json_path
+
+
+def test_card_shows_the_evaluation_table_and_chart_of_embed_jax_eval(tiny_workdir, tmp_path):
+    from embed_jax.eval import report
+
+    assert model_card.EVAL_CHART_FILE == report.CHART_FILE
+    eval_json = evaluation_report(tmp_path)
+    out = tmp_path / "out"
+    st_export.export(tiny_workdir, out, eval_json=str(eval_json))
+    card = (out / "README.md").read_text()
+    evaluation = card[card.index("## Evaluation"):]
+    assert f"![evaluation: each model and head, per task metric]({model_card.CARD_CHART_FILE})" in evaluation
+    assert (out / model_card.CARD_CHART_FILE).read_bytes() == (eval_json.parent / report.CHART_FILE).read_bytes()
+    assert (out / model_card.CARD_CHART_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert model_card.CARD_CHART_FILE in json.loads((out / hf_export.EXPORT_FILE).read_text())["files"]
+    table = [line for line in evaluation.splitlines() if line.startswith("|")]
+    assert table[0] == "| model | head | dim | lee_similarity/spearman | lee_retrieval/ndcg@10 | mean |"
+    assert table[2:] == ["| runs/x/train | 16 | 16 | 0.4100 | 0.8000 | 0.5000 |",
+                         "| runs/x/train | 16 · int8 | 16 |  | 0.7900 |  |"]
+
+
+def test_card_without_a_chart_beside_the_json_has_only_the_table(tiny_workdir, tmp_path):
+    eval_json = evaluation_report(tmp_path)
+    (eval_json.parent / model_card.EVAL_CHART_FILE).unlink()
+    out = tmp_path / "out"
+    st_export.export(tiny_workdir, out, eval_json=str(eval_json))
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "![evaluation" not in card
+    assert not (out / model_card.CARD_CHART_FILE).exists()
+
+
 # ---------------------------------------------------------------------------------------------------- the command
 
 

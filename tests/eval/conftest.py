@@ -6,7 +6,8 @@
   modules.json routing through 2_Dense_16), the layout embed_jax's exporter writes;
 * `export_records(name, items)`: real teacher records (embed_jax.teachers.export, the tiny BERT as teacher) of a
   JSONL corpus of (id, text) pairs;
-* `tiny_workdir`: a stage-1 student trained by the real loop on clean records, with its run config (config.json).
+* `tiny_workdir`: a stage-1 student trained by the real loop on clean records, with its run config (config.json);
+* `st_teacher_workdir`: the same, on records whose teacher is `tiny_st` (what `asym:STUDENT` pairs it with).
 """
 import json
 import shutil
@@ -130,6 +131,37 @@ def tiny_workdir(tmp_path_factory, tiny_bert, clean_records) -> Path:
     config.stage1.num_steps = 2
     config.stage1.reduction_heads = True
     workdir = tmp_path_factory.mktemp("eval_workdir") / "train"
+    loop.train_and_evaluate(config, workdir)
+    write_run_config(workdir, config)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def st_teacher_workdir(tmp_path_factory, tiny_st):
+    """A stage-1 student trained by the real loop on records whose teacher is the tiny sentence-transformers
+    folder (16-d): what asym:STUDENT pairs with it."""
+    from embed_jax.teachers import export
+    from embed_jax.train import loop
+
+    root = tmp_path_factory.mktemp("st_teacher_run")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": key, "text": text}) + "\n" for key, text in training_items(24)))
+    teachers = load_config_file("teachers", "smoke")
+    teachers.output_dir = str(root / "records")
+    teachers.corpus.kind, teachers.corpus.paths, teachers.corpus.id_field = "jsonl", str(corpus), "id"
+    for name in list(teachers.teachers):
+        del teachers.teachers[name]
+    teachers.teachers.tiny_st = dict(path=str(tiny_st), pooling="auto", prompt="", max_seq_length=0)
+    teachers.teacher_order, teachers.storage_dtype, teachers.progress_every_s = "tiny_st", "float32", 0.0
+    export.run_export(teachers)
+    config = load_config_file("distill", "smoke")
+    config.model.init_from = str(tiny_st)
+    config.model.teacher_dim = HEAD_DIMS[0]
+    config.model.reduction_dims = (8,)
+    config.data.records_dir = teachers.output_dir
+    config.stage_order = ("stage1",)
+    config.stage1.num_steps = 2
+    workdir = root / "train"
     loop.train_and_evaluate(config, workdir)
     write_run_config(workdir, config)
     return workdir

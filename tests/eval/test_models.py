@@ -134,3 +134,27 @@ def test_cache_is_not_read_after_the_model_changes(tmp_path, tiny_st):
     save_file({name: -tensor for name, tensor in tensors.items()}, str(weights))  # head 8 now gives -v
     after = encoding.encode(ModelLoader(context).load(str(folder)), list(lee.lee_documents()[:3]), context)
     assert np.allclose(after["8"], -before["8"], atol=1e-6)
+
+
+def test_a_resumed_run_that_trains_nothing_keeps_the_students_cache_key(tmp_path, tiny_workdir):
+    """Resuming rewrites student_config.json (same text), loss curves and TensorBoard events; a new checkpoint file
+    is what changes the vectors."""
+    import shutil
+
+    workdir = tmp_path / "train"
+    shutil.copytree(tiny_workdir, workdir)
+    stage = workdir / "stage1"
+
+    def key():
+        return ModelLoader(encoding.EncodeContext()).load(str(workdir)).fingerprint()
+
+    before = key()
+    config = stage / "student_config.json"
+    config.write_text(config.read_text())
+    (stage / "loss_curves.png").write_bytes(b"redrawn")
+    (stage / "tensorboard").mkdir(exist_ok=True)
+    (stage / "tensorboard" / "events.out.tfevents.1").write_bytes(b"more events")
+    assert key() == before
+    step = max((stage / "checkpoints").iterdir(), key=lambda path: path.name)
+    (step / "extra_file").write_bytes(b"a retrained checkpoint")
+    assert key() != before
