@@ -7,7 +7,9 @@ Each framework runs in its own long-lived child process (peak memory, RSS on CPU
 own), set up once (loading, compiling, `--warmup` steps), then the sides take turns, A B A B …, `--rounds` rounds of
 `--steps` steps each (benchmarks/harness.py): each side reports the median seconds per step with its min–max, and
 the ratio is the median of the rounds' ratios, each taken between neighbouring rounds. The load average is printed
-at the start and the end, with a warning when the machine is busy.
+at the start and the end, with a warning when the machine is busy. Each side also reports the CPU time its process
+used per step: with `--threads 1` it is the work itself, which a busy machine barely changes (with more threads
+it also counts threads spinning while they wait for each other, as PyTorch's OpenMP threads do on busy cores).
 
     python benchmarks/train_step.py                          # CPU: real all-MiniLM-L6-v2, stage 3 (all params)
     python benchmarks/train_step.py --stage heads            # stage 1 (FC1 only)
@@ -108,7 +110,7 @@ def check_args(args, *, gpus: int | None = None) -> None:
     unknown = sorted(set(args.frameworks.split(",")) - {"jax", "torch"})
     if unknown:
         raise BadInput(f"--frameworks has {unknown}; use jax, torch or jax,torch")
-    for flag in ("batch", "length", "steps", "rounds", "teacher_dim"):
+    for flag in ("batch", "length", "steps", "rounds", "teacher_dim", "threads"):
         if getattr(args, flag) < 1:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0:
@@ -178,12 +180,13 @@ def jax_side(args):
     state = {"trainable": parts["trainable"], "opt_state": parts["opt_state"]}
 
     def run_steps(count: int) -> dict:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             state["trainable"], state["opt_state"], metrics = train_step(state["trainable"], frozen,
                                                                          state["opt_state"], batch)
         jax.block_until_ready(metrics)
-        return {"seconds": time.perf_counter() - start, "loss": float(metrics["loss"])}
+        return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - start_cpu,
+                "loss": float(metrics["loss"])}
 
     compile_s = run_steps(1)["seconds"]
     if args.warmup:
@@ -197,7 +200,8 @@ def jax_side(args):
     def run_round() -> dict:
         timed = run_steps(args.steps)
         gpu_peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use") if args.gpu else None
-        return {"step_s": timed["seconds"] / args.steps, "loss": timed["loss"], "peak_mb": peak_memory_mb(gpu_peak)}
+        return {"step_s": timed["seconds"] / args.steps, "cpu_s": timed["cpu_seconds"] / args.steps,
+                "loss": timed["loss"], "peak_mb": peak_memory_mb(gpu_peak)}
 
     return setup, run_round
 
@@ -208,7 +212,7 @@ def build_torch(args) -> dict:
     import torch.nn.functional as F
     from transformers import BertModel
 
-    torch.set_num_threads(os.cpu_count())  # XLA's CPU client uses every core
+    torch.set_num_threads(args.threads)  # = the cores the child may run on, which XLA's CPU client sizes its pool to
     device = "cuda" if args.gpu else "cpu"
     folder = model_folder(args.model, Path(args.scratch))
     encoder = BertModel.from_pretrained(folder, add_pooling_layer=False).to(device).train()
@@ -280,12 +284,13 @@ def torch_side(args):
     one_step = parts["one_step"]
 
     def run_steps(count: int) -> dict:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             loss = one_step()
         if args.gpu:
             torch.cuda.synchronize()
-        return {"seconds": time.perf_counter() - start, "loss": float(loss)}
+        return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - start_cpu,
+                "loss": float(loss)}
 
     first_s = run_steps(1)["seconds"]
     if args.warmup:
@@ -298,7 +303,8 @@ def torch_side(args):
     def run_round() -> dict:
         timed = run_steps(args.steps)
         gpu_peak = torch.cuda.max_memory_allocated() if args.gpu else None
-        return {"step_s": timed["seconds"] / args.steps, "loss": timed["loss"], "peak_mb": peak_memory_mb(gpu_peak)}
+        return {"step_s": timed["seconds"] / args.steps, "cpu_s": timed["cpu_seconds"] / args.steps,
+                "loss": timed["loss"], "peak_mb": peak_memory_mb(gpu_peak)}
 
     return setup, run_round
 
@@ -314,6 +320,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per side (A B A B ...)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first, before the rounds")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU cores each side's child is pinned "
+                        "to (torch threads = this; XLA sizes its pool from the schedulable cores)")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak, for MFU")
     parser.add_argument("--frameworks", default="jax,torch")
@@ -343,28 +351,30 @@ def start_sides(args) -> tuple[dict, list[dict]]:
 def print_table(args, sides: dict, results: dict, failed: list[dict]) -> None:
     device = next((side.setup["device"] for side in sides.values()), "?")
     print(f"\nTrain step, {args.model}, stage '{args.stage}', batch {args.batch} × length {args.length}, "
-          f"teacher dim {args.teacher_dim}, {args.dtype}, {device} ({os.cpu_count()} CPU threads), "
+          f"teacher dim {args.teacher_dim}, {args.dtype}, {device} ({args.threads} CPU threads each), "
           f"{args.rounds} interleaved rounds × {args.steps} steps: median (min–max)\n")
-    print("| framework | step (s) | steps/s | vs PyTorch (per round) | first step / compile (s) | peak memory (MB) "
-          "| TFLOP/s | MFU | loss after the timed steps |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| framework | step (s) | steps/s | vs PyTorch (per round) | CPU s per step | vs PyTorch, CPU time "
+          "| first step / compile (s) | peak memory (MB) | TFLOP/s | MFU | loss after the timed steps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     flops_per_step = next((side.setup["flops"] for side in sides.values() if "flops" in side.setup), None)
     torch_rounds = results.get("torch")
     for label, side in sides.items():
         rounds = results[label]
         step_s = harness.median_of(rounds, "step_s")
+        cpu_s = harness.median_of(rounds, "cpu_s")
+        ratio = cpu_ratio = "–"
         if torch_rounds:
-            ratios = harness.summarise([b["step_s"] / a["step_s"] for a, b in zip(rounds, torch_rounds)])
-            ratio = harness.format_spread(ratios, "×", digits=2)
-        else:
-            ratio = "–"
+            ratio = harness.format_spread(harness.summarise([b["step_s"] / a["step_s"]
+                                                             for a, b in zip(rounds, torch_rounds)]), "×", digits=2)
+            cpu_ratio = harness.format_spread(harness.summarise([b["cpu_s"] / a["cpu_s"]
+                                                                 for a, b in zip(rounds, torch_rounds)]), "×", 2)
         tflops = flops_per_step / step_s["median"] / 1e12 if flops_per_step else float("nan")
         mfu = f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "–"
         print(f"| {side.setup['framework']} | {harness.format_spread(step_s, digits=3)} | {1 / step_s['median']:.2f} "
-              f"| {ratio} | {side.setup['compile_s']:.1f} | {max(r['peak_mb'] for r in rounds):.0f} | {tflops:.2f} "
+              f"| {ratio} | {harness.format_spread(cpu_s, digits=3)} | {cpu_ratio} | {side.setup['compile_s']:.1f} | {max(r['peak_mb'] for r in rounds):.0f} | {tflops:.2f} "
               f"| {mfu} | {rounds[-1]['loss']:.5f} |")
     for row in failed:
-        print(f"| {row['framework']} | failed: {row['error']} | | | | | | | |")
+        print(f"| {row['framework']} | failed: {row['error']} | | | | | | | | | |")
     if flops_per_step:
         print(f"\nAnalytic FLOPs per step (embed_jax/train/flops.py): {flops_per_step / 1e9:.1f} GFLOP")
 
@@ -373,6 +383,7 @@ def main() -> None:
     args = parse_args()
     if args.worker:
         protocol = harness.claim_stdout()
+        os.sched_setaffinity(0, set(range(args.threads)))  # before JAX or torch size their thread pools
         setup, run_round = (jax_side if args.worker == "jax" else torch_side)(args)
         harness.serve_rounds(protocol, run_round, setup)
         return
