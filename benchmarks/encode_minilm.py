@@ -18,8 +18,9 @@ so that its peak resident memory (RSS) is its own; the parent prints one Markdow
 Each side makes a first pass over the corpus when it starts (for embed_jax after compiling every bucket: that time is
 reported apart); then the sides take turns, A B A B …, one timed pass each per round, `--rounds` rounds
 (benchmarks/harness.py): the table gives the median sentences/s with its min–max and the median of the rounds'
-ratios. The load average is printed at the start and the end, with a warning when the machine is busy.
-Tokenisation is inside the timed loop on both sides.
+ratios, and the same by the CPU time each child used (with --threads 1 that is the work itself, which a busy
+machine barely changes). The load average is printed at the start and the end, with a warning when the machine is
+busy. Tokenisation is inside the timed loop on both sides.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def sentence_transformers_side(args: argparse.Namespace):
         "real_tokens": sum(lengths), "padded_tokens": padded,
         "vectors": vectors[: args.check].tolist(), "threads": torch.get_num_threads(),
     }
-    return setup, lambda: {"seconds": _timed(encode), "peak_rss_mib": peak_rss_mib()}
+    return setup, lambda: timed_round(encode)
 
 
 def length_buckets(batch_longest: list[int], max_shapes: int = MAX_SHAPES) -> list[int]:
@@ -126,6 +127,14 @@ def _timed(work) -> float:
     start = time.perf_counter()
     work()
     return time.perf_counter() - start
+
+
+def timed_round(work) -> dict:
+    """One timed pass: wall seconds, and the CPU seconds of this process (with --threads 1 the work itself, which a
+    busy machine barely changes), and the peak RSS so far."""
+    start_cpu = time.process_time()
+    seconds = _timed(work)
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - start_cpu, "peak_rss_mib": peak_rss_mib()}
 
 
 def embed_jax_side(args: argparse.Namespace):
@@ -196,7 +205,7 @@ def embed_jax_side(args: argparse.Namespace):
         "vectors": vectors[: args.check].tolist(),
         "threads": len(os.sched_getaffinity(0)), "device": str(jax.devices()[0]),
     }
-    return setup, lambda: {"seconds": _timed(encode_all), "peak_rss_mib": peak_rss_mib()}
+    return setup, lambda: timed_round(encode_all)
 
 
 SIDES = {"sentence-transformers": sentence_transformers_side, "embed_jax": embed_jax_side}
@@ -239,19 +248,24 @@ def main() -> None:
         raise SystemExit(f"encode_minilm.py: {error}") from None
     harness.print_load("end", since=load_before)
     cosine = np.sum(np.asarray(setups["reference"]["vectors"]) * np.asarray(setups["ours"]["vectors"]), axis=1)
-    ratios = harness.summarise([a["seconds"] / b["seconds"] for a, b in zip(results["reference"], results["ours"])])
+    pairs = list(zip(results["reference"], results["ours"]))
+    ratios = harness.summarise([a["seconds"] / b["seconds"] for a, b in pairs])
+    cpu_ratios = harness.summarise([a["cpu_seconds"] / b["cpu_seconds"] for a, b in pairs])
     print(f"{args.model}, {args.texts} WordNet noun definitions, batch {args.batch_size}, max length "
           f"{args.max_length}, {args.threads} CPU threads each ({setups['ours']['device']}); {args.rounds} "
           f"interleaved rounds: median (min–max)\n")
-    print("| | sentences/s | ratio (per round) | first pass incl. compile (s) | compile (s) | compiled shapes | "
-          "padding overhead | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| | sentences/s | ratio (per round) | sentences per CPU second | ratio, CPU time | first pass incl. compile "
+          "(s) | compile (s) | compiled shapes | padding overhead | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, key in (("sentence-transformers (PyTorch)", "reference"), ("embed_jax (Flax NNX, jit)", "ours")):
         side = setups[key]
         rate = harness.summarise([args.texts / row["seconds"] for row in results[key]])
+        cpu_rate = harness.summarise([args.texts / row["cpu_seconds"] for row in results[key]])
         ratio = harness.format_spread(ratios, "×", digits=2) if key == "ours" else "1.00×"
+        cpu_ratio = harness.format_spread(cpu_ratios, "×", digits=2) if key == "ours" else "1.00×"
         overhead = side["padded_tokens"] / side["real_tokens"] - 1
-        print(f"| {name} | {harness.format_spread(rate, digits=0)} | {ratio} | {side['first_pass_seconds']:.1f} | "
+        print(f"| {name} | {harness.format_spread(rate, digits=0)} | {ratio} | "
+              f"{harness.format_spread(cpu_rate, digits=0)} | {cpu_ratio} | {side['first_pass_seconds']:.1f} | "
               f"{side['compile_seconds']:.1f} | {side['compiled_shapes']} | {overhead:+.0%} | "
               f"{max(row['peak_rss_mib'] for row in results[key]):,.0f} |")
     print(f"\nembed_jax padded lengths: {setups['ours']['buckets']}; agreement on the first {len(cosine)} texts: "

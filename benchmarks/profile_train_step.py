@@ -4,6 +4,10 @@ optimizer update, as shares of the step.
     python benchmarks/profile_train_step.py --side jax --stage all --batch 32 --length 64
     python benchmarks/profile_train_step.py --side torch --stage heads+last_layers --batch 32 --length 64
     python benchmarks/profile_train_step.py --side jax --xla-ops 15 --hlo /tmp/step.hlo   # + XLA op timings
+    python benchmarks/profile_train_step.py --side torch --torch-ops 20 --threads 1        # + torch.profiler's ops
+
+The flags of benchmarks/train_step.py (--model, --stage, --batch, --length, --dtype, --threads) pass through;
+--threads N pins the process to N cores (torch threads = N; XLA sizes its pool from the schedulable cores).
 
 Each piece is compiled (JAX) or warmed up (PyTorch) once, then the pieces take turns, `--rounds` rounds of
 `--repeats` calls each (benchmarks/harness.py), so a change in the machine's load hits every piece alike; the table
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import sys
 import tempfile
@@ -238,12 +243,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="calls of each piece per round")
     parser.add_argument("--xla-ops", type=int, default=0, help="JAX: list the N slowest XLA ops of a traced step")
     parser.add_argument("--hlo", help="JAX: write the step's optimised HLO here and count its op kinds")
+    parser.add_argument("--torch-ops", type=int, default=0, help="PyTorch: list the N ops of a profiled step that "
+                        "take the most self CPU time (torch.profiler)")
     args, rest = parser.parse_known_args()
     bench_args = train_step.parse_args(rest + ["--warmup", "0", "--steps", "1"])
     try:
         train_step.check_args(bench_args)
     except train_step.BadInput as error:
         raise SystemExit(f"profile_train_step.py: error: {error}") from None
+    os.sched_setaffinity(0, set(range(bench_args.threads)))  # as train_step.py's children, before the pools start
     load_before = harness.print_load("start")
     pieces = (jax_pieces if args.side == "jax" else torch_pieces)(bench_args)
     hlo = pieces.pop("_hlo", None)
@@ -273,6 +281,20 @@ def main() -> None:
         print("\n| op group | phase | share of XLA op time |\n|---|---|---|")
         for (group, phase), seconds in sorted(groups.items(), key=lambda item: -item[1]):
             print(f"| {group} | {phase} | {seconds / traced:.0%} |")
+    if args.side == "torch" and args.torch_ops:
+        print_torch_ops(pieces["step"], args.repeats, args.torch_ops)
+
+
+def print_torch_ops(run_step, repeats: int, count: int) -> None:
+    """torch.profiler's table of the ops with the most self CPU time over `repeats` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        for _ in range(repeats):
+            run_step()
+    print(f"\ntorch.profiler, {repeats} step(s):\n")
+    print(recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=count))
+
 
 if __name__ == "__main__":
     main()
