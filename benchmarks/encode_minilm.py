@@ -1,13 +1,13 @@
 """Encoding throughput: embed_jax's Flax MiniLM (jit, length buckets) vs sentence-transformers, same texts, one run.
 
     python benchmarks/encode_minilm.py                      # 4,000 WordNet noun definitions, batch 64, max length 256
-    python benchmarks/encode_minilm.py --texts 1000 --repeats 1
-    python benchmarks/encode_minilm.py --model asset:all-mpnet-base-v2 --texts 200 --repeats 1   # any folder
+    python benchmarks/encode_minilm.py --texts 1000 --rounds 1
+    python benchmarks/encode_minilm.py --model asset:all-mpnet-base-v2 --texts 200 --rounds 1   # any folder
 
 Both sides encode the same real texts (WordNet 3.0 noun glosses, /usr/share/wordnet/data.noun) with all-MiniLM-L6-v2
 (or --model: any sentence-transformers folder or asset: name), the same batch size and maximum length (sentence-transformers' max_seq_length, 256), mean
-pooling and L2 normalisation, on the same number of CPU threads. Each side runs in its own child process, so that its
-peak resident memory (RSS) is its own; the parent prints one Markdown table.
+pooling and L2 normalisation, on the same number of CPU threads. Each side runs in its own long-lived child process,
+so that its peak resident memory (RSS) is its own; the parent prints one Markdown table.
 
 - sentence-transformers: `SentenceTransformer.encode` (it sorts texts by length and pads each batch to its longest).
 - embed_jax: texts sorted by length, each batch padded to the next of at most 8 lengths chosen from the corpus to
@@ -15,20 +15,27 @@ peak resident memory (RSS) is its own; the parent prints one Markdown table.
   filled with all-padding rows (same batch shape); one `jax.jit` of encoder + masked mean + normalisation over the
   split NNX state, compiled ahead of time per shape.
 
-Throughput is the best of `--repeats` passes over the corpus after a warm-up pass (the warm-up compiles every bucket:
-its compile time is reported apart). Tokenisation is inside the timed loop on both sides.
+Each side makes a first pass over the corpus when it starts (for embed_jax after compiling every bucket: that time is
+reported apart); then the sides take turns, A B A B …, one timed pass each per round, `--rounds` rounds
+(benchmarks/harness.py): the table gives the median sentences/s with its min–max and the median of the rounds'
+ratios, and the same by the CPU time each child used (with --threads 1 that is the work itself, which a busy
+machine barely changes). The load average is printed at the start and the end, with a warning when the machine is
+busy. Tokenisation is inside the timed loop on both sides.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
 
 WORDNET_NOUNS = "/usr/share/wordnet/data.noun"
 # At most this many padded lengths (compiled shapes) per corpus.
@@ -51,7 +58,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_sentence_transformers(args: argparse.Namespace) -> dict:
+def sentence_transformers_side(args: argparse.Namespace):
+    """(setup, run_round): model loaded and a first pass made; one timed pass per round."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -65,14 +73,14 @@ def run_sentence_transformers(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     vectors = encode()
     first_pass = time.perf_counter() - start
-    best = min(_timed(encode) for _ in range(args.repeats))
     lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
     padded = _padded_tokens_per_batch(sorted(lengths, reverse=True), args.batch_size, None)
-    return {
-        "seconds": best, "first_pass_seconds": first_pass, "compile_seconds": 0.0, "compiled_shapes": 0,
-        "real_tokens": sum(lengths), "padded_tokens": padded, "peak_rss_mib": peak_rss_mib(),
+    setup = {
+        "first_pass_seconds": first_pass, "compile_seconds": 0.0, "compiled_shapes": 0,
+        "real_tokens": sum(lengths), "padded_tokens": padded,
         "vectors": vectors[: args.check].tolist(), "threads": torch.get_num_threads(),
     }
+    return setup, lambda: timed_round(encode)
 
 
 def length_buckets(batch_longest: list[int], max_shapes: int = MAX_SHAPES) -> list[int]:
@@ -121,7 +129,16 @@ def _timed(work) -> float:
     return time.perf_counter() - start
 
 
-def run_embed_jax(args: argparse.Namespace) -> dict:
+def timed_round(work) -> dict:
+    """One timed pass: wall seconds, and the CPU seconds of this process (with --threads 1 the work itself, which a
+    busy machine barely changes), and the peak RSS so far."""
+    start_cpu = time.process_time()
+    seconds = _timed(work)
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - start_cpu, "peak_rss_mib": peak_rss_mib()}
+
+
+def embed_jax_side(args: argparse.Namespace):
+    """(setup, run_round): every bucket compiled and a first pass made; one timed pass per round."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -181,22 +198,24 @@ def run_embed_jax(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     vectors = encode_all()
     first_pass = time.perf_counter() - start + compile_seconds
-    best = min(_timed(encode_all) for _ in range(args.repeats))
-    return {
-        "seconds": best, "first_pass_seconds": first_pass, "compile_seconds": compile_seconds,
+    setup = {
+        "first_pass_seconds": first_pass, "compile_seconds": compile_seconds,
         "compiled_shapes": len(executables), "real_tokens": sum(lengths),
         "padded_tokens": _padded_tokens_per_batch(lengths, args.batch_size, buckets), "buckets": buckets,
-        "peak_rss_mib": peak_rss_mib(), "vectors": vectors[: args.check].tolist(),
+        "vectors": vectors[: args.check].tolist(),
         "threads": len(os.sched_getaffinity(0)), "device": str(jax.devices()[0]),
     }
+    return setup, lambda: timed_round(encode_all)
 
 
-def child(side: str, args: argparse.Namespace) -> dict:
+SIDES = {"sentence-transformers": sentence_transformers_side, "embed_jax": embed_jax_side}
+
+
+def child_side(side: str, args: argparse.Namespace) -> harness.ChildSide:
     command = [sys.executable, __file__, "--side", side] + [
         f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items() if key != "side"
     ]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return harness.ChildSide(side, command)
 
 
 def main() -> None:
@@ -205,39 +224,51 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed passes per side")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="cores each side is pinned to (torch "
                         "threads = this; XLA uses one thread per schedulable core)")
     parser.add_argument("--check", type=int, default=256, help="vectors compared between the two sides")
-    parser.add_argument("--side", choices=["sentence-transformers", "embed_jax"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
+        protocol = harness.claim_stdout()
         # Both children run on the same `threads` cores: torch gets that many threads, and XLA's CPU client sizes
         # its pool from the schedulable cores, so pinning makes the two sides' parallelism equal.
         os.sched_setaffinity(0, set(range(args.threads)))
-    if args.side == "sentence-transformers":
-        print(json.dumps(run_sentence_transformers(args)))
-        return
-    if args.side == "embed_jax":
-        print(json.dumps(run_embed_jax(args)))
+        setup, run_round = SIDES[args.side](args)
+        harness.serve_rounds(protocol, run_round, setup)
         return
 
-    reference = child("sentence-transformers", args)
-    ours = child("embed_jax", args)
-    cosine = np.sum(np.asarray(reference["vectors"]) * np.asarray(ours["vectors"]), axis=1)
+    load_before = harness.print_load("start")
+    try:
+        with child_side("sentence-transformers", args) as reference, child_side("embed_jax", args) as ours:
+            results = harness.compare({"reference": reference, "ours": ours}, rounds=args.rounds)
+            setups = {"reference": reference.setup, "ours": ours.setup}
+    except (harness.SideFailed, ValueError) as error:
+        raise SystemExit(f"encode_minilm.py: {error}") from None
+    harness.print_load("end", since=load_before)
+    cosine = np.sum(np.asarray(setups["reference"]["vectors"]) * np.asarray(setups["ours"]["vectors"]), axis=1)
+    pairs = list(zip(results["reference"], results["ours"]))
+    ratios = harness.summarise([a["seconds"] / b["seconds"] for a, b in pairs])
+    cpu_ratios = harness.summarise([a["cpu_seconds"] / b["cpu_seconds"] for a, b in pairs])
     print(f"{args.model}, {args.texts} WordNet noun definitions, batch {args.batch_size}, max length "
-          f"{args.max_length}, {args.threads} CPU threads each ({ours['device']}); best of {args.repeats} passes\n")
-    print("| | sentences/s | ratio | first pass incl. compile (s) | compile (s) | compiled shapes | "
-          "padding overhead | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, side in (("sentence-transformers (PyTorch)", reference), ("embed_jax (Flax NNX, jit)", ours)):
-        rate = args.texts / side["seconds"]
-        ratio = rate / (args.texts / reference["seconds"])
+          f"{args.max_length}, {args.threads} CPU threads each ({setups['ours']['device']}); {args.rounds} "
+          f"interleaved rounds: median (min–max)\n")
+    print("| | sentences/s | ratio (per round) | sentences per CPU second | ratio, CPU time | first pass incl. compile "
+          "(s) | compile (s) | compiled shapes | padding overhead | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, key in (("sentence-transformers (PyTorch)", "reference"), ("embed_jax (Flax NNX, jit)", "ours")):
+        side = setups[key]
+        rate = harness.summarise([args.texts / row["seconds"] for row in results[key]])
+        cpu_rate = harness.summarise([args.texts / row["cpu_seconds"] for row in results[key]])
+        ratio = harness.format_spread(ratios, "×", digits=2) if key == "ours" else "1.00×"
+        cpu_ratio = harness.format_spread(cpu_ratios, "×", digits=2) if key == "ours" else "1.00×"
         overhead = side["padded_tokens"] / side["real_tokens"] - 1
-        print(f"| {name} | {rate:,.0f} | {ratio:.2f}× | {side['first_pass_seconds']:.1f} | "
+        print(f"| {name} | {harness.format_spread(rate, digits=0)} | {ratio} | "
+              f"{harness.format_spread(cpu_rate, digits=0)} | {cpu_ratio} | {side['first_pass_seconds']:.1f} | "
               f"{side['compile_seconds']:.1f} | {side['compiled_shapes']} | {overhead:+.0%} | "
-              f"{side['peak_rss_mib']:,.0f} |")
-    print(f"\nembed_jax padded lengths: {ours['buckets']}; agreement on the first {len(cosine)} texts: "
+              f"{max(row['peak_rss_mib'] for row in results[key]):,.0f} |")
+    print(f"\nembed_jax padded lengths: {setups['ours']['buckets']}; agreement on the first {len(cosine)} texts: "
           f"min cosine {cosine.min():.7f}")
 
 

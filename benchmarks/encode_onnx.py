@@ -15,8 +15,6 @@ it is above 0.5 per core (the figures are then approximate).
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 from embed_jax.convert import onnx_graph  # noqa: E402
 
 
@@ -33,12 +33,6 @@ def definitions(count: int) -> list[str]:
     from embed_jax.data.corpora import builtin_texts
 
     return [text.text for text in builtin_texts("wordnet") if text.id.endswith(":definition")][:count]
-
-
-def load_line(label: str) -> str:
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    warning = f"  WARNING: above 0.5 per core ({cores} cores): figures are approximate" if load > 0.5 * cores else ""
-    return f"load average ({label}): {load:.2f}{warning}"
 
 
 def batches(texts: list[str], size: int) -> list[list[str]]:
@@ -54,7 +48,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    print(load_line("start"))
+    load_before = harness.print_load("start")
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
@@ -75,23 +69,25 @@ def main() -> int:
                             onnx_graph.run_session(s, tokenizer, batch, length)[onnx_graph.OUTPUT_NAME])
     vectors = {label: np.concatenate([encode(batch) for batch in batches(texts, args.batch)])  # also the warm-up
                for label, encode in sides.items()}
-    rates: dict[str, list[float]] = {label: [] for label in sides}
-    for _ in range(args.rounds):
-        for label, encode in sides.items():
-            started = time.perf_counter()
-            for batch in batches(texts, args.batch):
-                encode(batch)
-            rates[label].append(len(texts) / (time.perf_counter() - started))
-    reference = statistics.median(rates["sentence-transformers folder"])
+
+    def encode_pass(encode):
+        started = time.perf_counter()
+        for batch in batches(texts, args.batch):
+            encode(batch)
+        return {"sentences_per_s": len(texts) / (time.perf_counter() - started)}
+
+    results = harness.compare({label: (lambda encode=encode: encode_pass(encode)) for label, encode in sides.items()},
+                              rounds=args.rounds)
+    harness.print_load("end", since=load_before)
+    rates = {label: harness.median_of(rows, "sentences_per_s") for label, rows in results.items()}
+    reference = rates["sentence-transformers folder"]["median"]
     print(f"{len(texts)} WordNet definitions, batch {args.batch}, max_seq_length {length}, {args.threads} threads, "
           f"{args.rounds} interleaved rounds")
-    print("| encoder | sentences/s (median) | spread (min–max) | ratio vs folder | min cosine to folder |")
-    print("|---|---|---|---|---|")
-    for label, values in rates.items():
+    print("| encoder | sentences/s: median (min–max) | ratio vs folder | min cosine to folder |")
+    print("|---|---|---|---|")
+    for label, rate in rates.items():
         cosine = onnx_graph.cosines(vectors[label], vectors["sentence-transformers folder"]).min()
-        print(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f}–{max(values):.1f} | "
-              f"{statistics.median(values) / reference:.2f}× | {cosine:.5f} |")
-    print(load_line("end"))
+        print(f"| {label} | {harness.format_spread(rate)} | {rate['median'] / reference:.2f}× | {cosine:.5f} |")
     return 0
 
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,15 +35,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import harness  # noqa: E402
+
 TEACHERS = {"minilm": "asset:all-MiniLM-L6-v2", "mpnet": "asset:all-mpnet-base-v2"}
 MAX_SEQ_LENGTH = 128
-
-
-def load_line() -> str:
-    one, five, _ = os.getloadavg()
-    cores = os.cpu_count() or 1
-    warning = f"  WARNING: above 0.5 per core ({cores} cores); figures are noisy" if one > 0.5 * cores else ""
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min){warning}"
 
 
 def corpus_texts(count: int) -> list[str]:
@@ -150,30 +146,32 @@ def main() -> None:
         child_sentence_transformers(args)
         return
 
-    print(load_line(), file=sys.stderr)
-    seconds: dict[str, list[float]] = {"sentence-transformers": [], "embed_jax export": []}
+    load_before = harness.print_load("start")
     with tempfile.TemporaryDirectory() as scratch:
         st_vectors, folder = Path(scratch) / "st.npy", Path(scratch) / "records"
-        for round_index in range(args.rounds):
+
+        def fresh_export():
             shutil.rmtree(folder, ignore_errors=True)
-            seconds["sentence-transformers"].append(run_sentence_transformers(args, st_vectors))
-            seconds["embed_jax export"].append(run_export(args, folder))
-            print(f"round {round_index + 1}: " + ", ".join(f"{side} {args.texts / values[-1]:.1f} texts/s"
-                                                           for side, values in seconds.items()), file=sys.stderr)
+            return run_export(args, folder)
+
+        sides = {"sentence-transformers": lambda: run_sentence_transformers(args, st_vectors),
+                 "embed_jax export": fresh_export}
+        seconds = {side: [row["seconds"] for row in rows]
+                   for side, rows in harness.compare({side: (lambda run=run: {"seconds": run()})
+                                                      for side, run in sides.items()}, rounds=args.rounds).items()}
         difference = float(np.abs(exported_vectors(folder) - np.load(st_vectors)).max())
-    print(load_line(), file=sys.stderr)
-    rates = {side: [args.texts / value for value in values] for side, values in seconds.items()}
-    baseline = statistics.median(rates["sentence-transformers"])
+    harness.print_load("end", since=load_before)
+    rates = {side: harness.summarise([args.texts / value for value in values]) for side, values in seconds.items()}
+    baseline = rates["sentence-transformers"]["median"]
     precision = args.dtype + (" autocast" if args.autocast else "")
     print(f"\n{args.texts} built-in texts, MiniLM + mpnet → 1152-d, ≤ {MAX_SEQ_LENGTH} tokens, {precision}, "
           f"{args.workers} process(es) × {args.threads} thread(s), median of {args.rounds} interleaved rounds "
           f"(min–max), start to finish\n")
     print("| side | texts/s | ratio | max abs diff vs ST |")
     print("|---|---:|---:|---:|")
-    for side, values in rates.items():
-        median = statistics.median(values)
+    for side, rate in rates.items():
         diff = "—" if side == "sentence-transformers" else f"{difference:.1e}"
-        print(f"| {side} | {median:.1f} ({min(values):.1f}–{max(values):.1f}) | {median / baseline:.2f}× | {diff} |")
+        print(f"| {side} | {harness.format_spread(rate)} | {rate['median'] / baseline:.2f}× | {diff} |")
     print(json.dumps({"seconds": seconds, "max_abs_diff": difference}), file=sys.stderr)
 
 

@@ -16,17 +16,23 @@ teacher vectors) with the student's tokenizer (all-MiniLM-L6-v2's), shuffled:
 
 It reports global batches/s and real tokens/s after a warm-up, the share of padding in the produced tensors (what
 the train step computes on for nothing: the student's step cost grows with the padded length), and peak resident
-memory (each side in its own child process).
+memory (each side in its own long-lived child process). The sides take turns, A B C A B C …, `--rounds` rounds of
+`--batches` batches each from the same running iterator (benchmarks/harness.py): median with min–max, and the median
+of the rounds' ratios. The load average is printed at the start and the end, with a warning when the machine is busy.
+While one side is timed the others wait, their prefetch buffers full (a few batches: small against `--batches`).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
 
 TOKENIZER = "asset:all-MiniLM-L6-v2"
 
@@ -35,10 +41,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(batches, count: int, warmup: int) -> dict:
+def measure(batches, count: int, warmup: int):
+    """(setup, run_round): `warmup` batches taken now, then `count` timed batches per round from the same iterator."""
     iterator = iter(batches)
     for _ in range(warmup):
         next(iterator)
+    return {}, lambda: timed_batches(iterator, count)
+
+
+def timed_batches(iterator, count: int) -> dict:
     real = padded = 0
     started = time.perf_counter()
     for _ in range(count):
@@ -51,7 +62,7 @@ def measure(batches, count: int, warmup: int) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
-def run_embed_jax(args: argparse.Namespace) -> dict:
+def run_embed_jax(args: argparse.Namespace):
     from embed_jax.data import pipeline
 
     source = pipeline.RecordDataSource(args.records)
@@ -102,7 +113,7 @@ class Collate:
                 "teacher": np.stack([record["teacher"] for record in batch])}
 
 
-def run_torch(args: argparse.Namespace) -> dict:
+def run_torch(args: argparse.Namespace):
     import torch
 
     loader = torch.utils.data.DataLoader(RecordsDataset(args.records), batch_size=args.batch, shuffle=True,
@@ -124,40 +135,50 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--buckets", type=int, nargs="*", default=[32, 64])
-    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=200, help="timed batches per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per side")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="grain read threads / DataLoader worker processes")
     parser.add_argument("--window", type=int, default=8, help="length-grouping window of the grouped embed_jax row")
     parser.add_argument("--child", choices=("torch", "embed_jax", "embed_jax_grouped"))
     args = parser.parse_args()
     if args.child:
+        protocol = harness.claim_stdout()
         if args.child == "embed_jax":
             args.window = 1
-        print(json.dumps((run_torch if args.child == "torch" else run_embed_jax)(args)))
+        setup, run_round = (run_torch if args.child == "torch" else run_embed_jax)(args)
+        harness.serve_rounds(protocol, run_round, setup)
         return
 
-    results = {}
-    sides = {"torch": "PyTorch DataLoader + HF tokenizer, padded to max length",
+    labels = {"torch": "PyTorch DataLoader + HF tokenizer, padded to max length",
              "embed_jax": "embed_jax grain pipeline, random batches",
              "embed_jax_grouped": f"embed_jax grain pipeline, length-grouped (window {args.window})"}
-    for side in sides:
-        command = [sys.executable, __file__, "--child", side] + sys.argv[1:]
-        environment = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-        result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-        if result.returncode:
-            raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
-        results[side] = json.loads(result.stdout.strip().splitlines()[-1])
-    baseline = results["torch"]["batches_per_s"]
+    environment = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    load_before = harness.print_load("start")
+    sides = {}
+    try:
+        for side in labels:
+            sides[side] = harness.ChildSide(side, [sys.executable, __file__, "--child", side] + sys.argv[1:],
+                                            env=environment)
+        results = harness.compare(sides, rounds=args.rounds)
+    except (harness.SideFailed, ValueError) as error:
+        raise SystemExit(f"pipeline_throughput.py: {error}") from None
+    finally:
+        for side in sides.values():
+            side.close()
+    harness.print_load("end", since=load_before)
     print(f"\n{args.records}: global batch {args.batch}, max length {args.max_length}, buckets "
-          f"{tuple(args.buckets) + (args.max_length,)}, {args.workers} workers, {args.batches} batches after "
-          f"{args.warmup} warm-up\n")
-    print("| side | global batches/s | real tokens/s | padding share | ratio | peak RSS (MiB) |")
+          f"{tuple(args.buckets) + (args.max_length,)}, {args.workers} workers, {args.rounds} interleaved rounds of "
+          f"{args.batches} batches after {args.warmup} warm-up: median (min–max)\n")
+    print("| side | global batches/s | real tokens/s | padding share | ratio (per round) | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for side, label in sides.items():
-        result = results[side]
-        print(f"| {label} | {result['batches_per_s']:.1f} | {result['real_tokens_per_s']:,.0f} | "
-              f"{100 * result['padding']:.0f}% | {result['batches_per_s'] / baseline:.2f}× | "
-              f"{result['peak_rss_mib']:.0f} |")
+    for side, label in labels.items():
+        rounds = results[side]
+        rate = harness.median_of(rounds, "batches_per_s")
+        ratio = harness.summarise([a["batches_per_s"] / b["batches_per_s"] for a, b in zip(rounds, results["torch"])])
+        print(f"| {label} | {harness.format_spread(rate)} | {harness.median_of(rounds, 'real_tokens_per_s')['median']:,.0f} "
+              f"| {100 * rounds[-1]['padding']:.0f}% | {harness.format_spread(ratio, '×', 2)} | "
+              f"{max(row['peak_rss_mib'] for row in rounds):.0f} |")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 naive P x P formulation that the public code uses (torch), and the same naive formulation in JAX.
 
     python benchmarks/relative_similarity.py                 # m = 128 and 512, d = 1152 (the demo teacher's dim)
-    python benchmarks/relative_similarity.py --sizes 64 128 512 1024 --repeats 10
+    python benchmarks/relative_similarity.py --sizes 64 128 512 1024 --rounds 10
     python benchmarks/relative_similarity.py --gpu           # torch on CUDA, JAX on its GPU backend
 
-Each (implementation, m) runs in its own subprocess, so that peak memory is that case's alone:
+Each (implementation, m) runs in its own long-lived child process, so that peak memory is that case's alone:
   peak added    on CPU, how far the process's resident memory rose above its level just before the timed calls
                 (Linux VmHWM, reset through /proc/self/clear_refs); on GPU, how far the framework's device
                 allocator's peak rose above what was in use before them (torch.cuda / jax memory_stats). JAX
@@ -16,7 +16,10 @@ Each (implementation, m) runs in its own subprocess, so that peak memory is that
 The naive runs at sizes that cannot fit fail at their first P x P allocation, and the error is reported (on CPU,
 torch runs under an address-space limit so that it fails at once instead of pushing the machine into swap).
 Inputs: unit vectors like real sentence embeddings (a shared direction gives cosines ≈ 0.3 ± 0.1) for the teacher,
-and a noisy copy for the student. Times are the median of --repeats calls after one warm-up call.
+and a noisy copy for the student. Per m, the implementations take turns, A B C A B C …, one timed call each per
+round, `--rounds` rounds after one warm-up call (benchmarks/harness.py): the table gives the median time with its
+min–max and the median of the rounds' ratios. The load average is printed at the start and the end, with a warning
+when the machine is busy.
 """
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ import argparse
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
 
 DIM = 1152
 MARGIN = 0.015
@@ -104,16 +110,17 @@ def make_inputs(m: int, seed: int = 0):
     return student.astype(np.float32), teacher.astype(np.float32)
 
 
-def time_calls(run, repeats: int, memory) -> dict:
-    """Median seconds over `repeats` calls after one warm-up call, the last loss, and the memory they added."""
+def first_call(run, memory) -> dict:
+    """The warm-up call: its loss and the memory it added (later calls reuse what it allocated)."""
     memory.start()
     loss = run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        loss = run()
-        times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "loss": loss, "added_mb": memory.added_mb()}
+    return {"loss": loss, "added_mb": memory.added_mb()}
+
+
+def timed_call(run):
+    start = time.perf_counter()
+    run()
+    return {"seconds": time.perf_counter() - start}
 
 
 def naive_jax_loss(student, teacher):
@@ -133,7 +140,8 @@ def naive_jax_loss(student, teacher):
     return jnp.sum(jnp.where(upper, jax.nn.relu(p_diff * label + MARGIN), 0.0)) / (num_pairs * (num_pairs - 1) / 2)
 
 
-def run_jax(implementation: str, m: int, repeats: int) -> dict:
+def run_jax(implementation: str, m: int):
+    """(setup, run_round): compiled and called once; None instead of run_round where it cannot run."""
     import jax
 
     from embed_jax import losses
@@ -153,18 +161,19 @@ def run_jax(implementation: str, m: int, repeats: int) -> dict:
         capacity = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if xla_bytes > 0.9 * capacity:
         result["error"] = f"would need {xla_bytes / 2**30:,.0f} GiB (XLA's own estimate); not run"
-        return result
+        return result, None
 
     def run():
         loss, grad = compiled(student, teacher)
         jax.block_until_ready(grad)
         return float(loss)
 
-    result.update(time_calls(run, repeats, JaxDeviceMemory() if on_gpu else HostMemory()))
-    return result
+    result.update(first_call(run, JaxDeviceMemory() if on_gpu else HostMemory()))
+    return result, lambda: timed_call(run)
 
 
-def run_torch(m: int, repeats: int, on_gpu: bool) -> dict:
+def run_torch(m: int, on_gpu: bool):
+    """(setup, run_round): called once; None instead of run_round where the P x P tensors do not fit."""
     import torch
     import torch.nn.functional as F
 
@@ -188,38 +197,56 @@ def run_torch(m: int, repeats: int, on_gpu: bool) -> dict:
         return float(loss)  # waits for the device
 
     try:
-        return time_calls(run, repeats, TorchCudaMemory() if on_gpu else HostMemory())
+        return first_call(run, TorchCudaMemory() if on_gpu else HostMemory()), lambda: timed_call(run)
     except (RuntimeError, MemoryError) as error:  # the allocator refusing the P x P tensors
         needed = (m * (m - 1) // 2) ** 2 * 4 / 2**30
-        return {"error": f"{str(error).splitlines()[0][:200]} (one P x P fp32 tensor is {needed:,.0f} GiB)"}
+        return {"error": f"{str(error).splitlines()[0][:200]} (one P x P fp32 tensor is {needed:,.0f} GiB)"}, None
 
 
-def worker(implementation: str, m: int, repeats: int, on_gpu: bool) -> None:
+def worker(implementation: str, m: int, on_gpu: bool) -> None:
+    protocol = harness.claim_stdout()
     if implementation == "naive_torch":
         if not on_gpu:  # CUDA reserves a huge address space: the limit is for the CPU run only
             limit = NAIVE_ADDRESS_LIMIT_GB * 2**30
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        result = run_torch(m, repeats, on_gpu)
+        setup, run_round = run_torch(m, on_gpu)
     else:
         if not on_gpu:
             os.environ["JAX_PLATFORMS"] = "cpu"
-        result = run_jax(implementation, m, repeats)
-    print(json.dumps(result))
+        setup, run_round = run_jax(implementation, m)
+    if run_round is None:
+        print(json.dumps(setup), file=protocol, flush=True)  # the ready line says why; no rounds follow
+        return
+    harness.serve_rounds(protocol, run_round, setup)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The driver
 
 
-def measure(implementation: str, m: int, repeats: int, on_gpu: bool) -> dict:
-    command = [sys.executable, __file__, "--worker", implementation, "--sizes", str(m), "--repeats", str(repeats)]
+def measure_size(m: int, rounds: int, on_gpu: bool) -> dict[str, dict]:
+    """Every implementation at one m, interleaved: {implementation: its setup + 'rounds' (the timed calls)}."""
     environment = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # JAX takes GPU memory as it needs it
-    done = subprocess.run(command + (["--gpu"] if on_gpu else []), capture_output=True, text=True, env=environment)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        reason = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
-        return {"error": f"worker failed: {reason[0][:200]}"}
-    return json.loads(lines[-1])
+    sides, results = {}, {}
+    try:
+        for implementation in IMPLEMENTATIONS:
+            command = [sys.executable, __file__, "--worker", implementation, "--sizes", str(m)]
+            try:
+                side = harness.ChildSide(implementation, command + (["--gpu"] if on_gpu else []), env=environment)
+            except harness.SideFailed as error:
+                results[implementation] = {"error": f"worker failed: {error}"}
+                continue
+            results[implementation] = dict(side.setup)
+            if "error" in side.setup:
+                side.close()
+            else:
+                sides[implementation] = side
+        for implementation, calls in harness.compare(sides, rounds=rounds).items():
+            results[implementation]["rounds"] = [call["seconds"] for call in calls]
+    finally:
+        for side in sides.values():
+            side.close()
+    return results
 
 
 def table(results: dict[tuple[str, int], dict], sizes: list[int], memory_kind: str) -> str:
@@ -232,14 +259,18 @@ def table(results: dict[tuple[str, int], dict], sizes: list[int], memory_kind: s
         reference = results[("naive_torch", m)]
         for implementation in IMPLEMENTATIONS:
             r = results[(implementation, m)]
-            ran = "seconds" in r
-            compare = ran and "seconds" in reference and implementation != "naive_torch"
+            ran = "rounds" in r
+            compare = ran and "rounds" in reference and implementation != "naive_torch"
+            if ran:
+                ms = harness.summarise([seconds * 1e3 for seconds in r["rounds"]])
+            if compare:
+                faster = harness.summarise([b / a for a, b in zip(r["rounds"], reference["rounds"])])
             cells = [
                 str(m),
                 f"{m * (m - 1) // 2:,}",
                 implementation,
-                f"{r['seconds'] * 1e3:,.1f} ms" if ran else "—",
-                f"{reference['seconds'] / r['seconds']:,.1f}x faster" if compare else "",
+                harness.format_spread(ms, " ms") if ran else "—",
+                harness.format_spread(faster, "x faster") if compare else "",
                 f"{r['added_mb']:,.1f} MB" if ran else "—",
                 f"{reference['added_mb'] / max(r['added_mb'], 0.1):,.0f}x less" if compare else "",
                 f"{r['xla_mb']:,.1f} MB" if "xla_mb" in r else "",
@@ -253,24 +284,27 @@ def table(results: dict[tuple[str, int], dict], sizes: list[int], memory_kind: s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed calls per implementation")
     parser.add_argument("--gpu", action="store_true", help="torch on CUDA and JAX on its GPU backend")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.sizes[0], args.repeats, args.gpu)
+        worker(args.worker, args.sizes[0], args.gpu)
         return
 
     import platform
 
+    load_before = harness.print_load("start")
     results = {}
     for m in args.sizes:
-        for implementation in IMPLEMENTATIONS:
-            results[(implementation, m)] = measure(implementation, m, args.repeats, args.gpu)
-            print(f"m={m} {implementation}: {results[(implementation, m)]}", file=sys.stderr, flush=True)
+        for implementation, result in measure_size(m, args.rounds, args.gpu).items():
+            results[(implementation, m)] = result
+            print(f"m={m} {implementation}: {result}", file=sys.stderr, flush=True)
+    harness.print_load("end", since=load_before)
     where = "GPU (torch CUDA, JAX GPU)" if args.gpu else (
         f"CPU, {os.cpu_count()} threads ({platform.processor() or platform.machine()})")
-    print(f"\nRelative-similarity loss, forward + backward, d = {DIM}, fp32, {where}, median of {args.repeats}\n")
+    print(f"\nRelative-similarity loss, forward + backward, d = {DIM}, fp32, {where}, {args.rounds} interleaved "
+          f"rounds: median (min–max)\n")
     print(table(results, args.sizes, "device memory" if args.gpu else "RSS"))
 
 

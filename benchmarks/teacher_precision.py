@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
 
 TEACHERS = ("asset:all-MiniLM-L6-v2", "asset:all-mpnet-base-v2")
 # (label, dtype, autocast): the settings `teachers.<name>.dtype` / `.autocast` take.
 VARIANTS = (("float32", "float32", False), ("bfloat16 autocast", "bfloat16", True),
             ("bfloat16 weights", "bfloat16", False))
-
-
-def load_line() -> str:
-    one, five, _ = os.getloadavg()
-    cores = os.cpu_count() or 1
-    warning = f"  WARNING: above 0.5 per core ({cores} cores); figures are noisy" if one > 0.5 * cores else ""
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min){warning}"
 
 
 def cosines(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -44,21 +41,24 @@ def measure(path: str, texts: list[str], rounds: int, max_seq_length: int) -> li
     teachers = [encoders.load_teacher(encoders.TeacherSpec("t", path, dtype=dtype, autocast=autocast,
                                                            max_seq_length=max_seq_length))
                 for _, dtype, autocast in VARIANTS]
-    rates: list[list[float]] = [[] for _ in VARIANTS]
-    vectors: list[np.ndarray] = [np.empty(0)] * len(VARIANTS)
-    for round_index in range(rounds):
-        for index, teacher in enumerate(teachers):
-            started = time.perf_counter()
-            vectors[index] = encoders.encode_texts(teacher, texts, max_tokens_per_batch=4096, max_batch_size=256)
-            rates[index].append(len(texts) / (time.perf_counter() - started))
-            print(f"  round {round_index + 1} {VARIANTS[index][0]}: {rates[index][-1]:.1f} texts/s", file=sys.stderr)
-    reference = vectors[0].astype(np.float64)
+    vectors: dict[str, np.ndarray] = {}
+
+    def encode_pass(label, teacher):
+        started = time.perf_counter()
+        vectors[label] = encoders.encode_texts(teacher, texts, max_tokens_per_batch=4096, max_batch_size=256)
+        rate = len(texts) / (time.perf_counter() - started)
+        print(f"  {label}: {rate:.1f} texts/s", file=sys.stderr)
+        return {"texts_per_s": rate}
+
+    sides = {label: (lambda label=label, teacher=teacher: encode_pass(label, teacher))
+             for (label, _, _), teacher in zip(VARIANTS, teachers)}
+    results = harness.compare(sides, rounds=rounds)
+    reference = vectors[VARIANTS[0][0]].astype(np.float64)
     rows = []
-    for index, (label, _, _) in enumerate(VARIANTS):
-        similarity = cosines(vectors[index], reference)
-        rows.append({"variant": label, "median": statistics.median(rates[index]), "low": min(rates[index]),
-                     "high": max(rates[index]), "min_cos": float(similarity.min()),
-                     "mean_cos": float(similarity.mean())})
+    for label, _, _ in VARIANTS:
+        similarity = cosines(vectors[label], reference)
+        rows.append({"variant": label, "rate": harness.median_of(results[label], "texts_per_s"),
+                     "min_cos": float(similarity.min()), "mean_cos": float(similarity.mean())})
     return rows
 
 
@@ -77,17 +77,17 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     texts = [item.text for item in corpora.builtin_texts("all", args.texts)]
-    print(load_line(), file=sys.stderr)
+    load_before = harness.print_load("start")
     results = {path: measure(path, texts, args.rounds, args.max_seq_length) for path in args.teachers.split(",")}
-    print(load_line(), file=sys.stderr)
+    harness.print_load("end", since=load_before)
     print(f"\n{len(texts)} built-in texts, {args.threads} torch thread(s), ≤ {args.max_seq_length} tokens, median of "
           f"{args.rounds} interleaved rounds (min–max), torch {torch.__version__}\n")
     print("| teacher | variant | texts/s | speed-up | min cosine to fp32 | mean cosine to fp32 |")
     print("|---|---|---:|---:|---:|---:|")
     for path, rows in results.items():
         for row in rows:
-            print(f"| {path.removeprefix('asset:')} | {row['variant']} | {row['median']:.1f} "
-                  f"({row['low']:.1f}–{row['high']:.1f}) | {row['median'] / rows[0]['median']:.2f}× | "
+            print(f"| {path.removeprefix('asset:')} | {row['variant']} | {harness.format_spread(row['rate'])} "
+                  f"| {row['rate']['median'] / rows[0]['rate']['median']:.2f}× | "
                   f"{row['min_cos']:.6f} | {row['mean_cos']:.6f} |")
 
 

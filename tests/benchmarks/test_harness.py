@@ -35,3 +35,35 @@ def test_busy_machine_is_flagged(monkeypatch, capsys):
     monkeypatch.setattr(harness.os, "cpu_count", lambda: 2)
     assert harness.print_load("start") == 9.0
     assert "WARNING: busy machine" in capsys.readouterr().err
+
+
+CHILD = f"""
+import itertools, sys
+sys.path.insert(0, {str(HARNESS.parent)!r})
+import harness
+protocol = harness.claim_stdout()
+print("a library's chatter on stdout")
+counter = itertools.count(1)
+if sys.argv[1] == "fail":
+    raise ValueError("the child could not start")
+harness.serve_rounds(protocol, lambda: {{"round": next(counter), "side": sys.argv[1]}}, {{"compile_s": 1.5}})
+"""
+
+
+def child_side(name, argument):
+    import sys
+
+    return harness.ChildSide(name, [sys.executable, "-c", CHILD, argument], settle_s=0)
+
+
+def test_child_sides_are_started_once_and_answer_one_round_per_call():
+    with child_side("a", "a") as side_a, child_side("b", "b") as side_b:
+        assert side_a.setup == {"compile_s": 1.5}
+        results = harness.compare({"a": side_a, "b": side_b}, rounds=2, warmup_rounds=1)
+    assert results == {"a": [{"round": 2, "side": "a"}, {"round": 3, "side": "a"}],
+                       "b": [{"round": 2, "side": "b"}, {"round": 3, "side": "b"}]}
+
+
+def test_a_child_that_fails_reports_its_error_line():
+    with pytest.raises(harness.SideFailed, match="a: ValueError: the child could not start"):
+        child_side("a", "fail")
