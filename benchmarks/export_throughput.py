@@ -4,9 +4,10 @@
     python benchmarks/export_throughput.py --workers 1 --threads 2  # one process each: the export vs plain encode
     python benchmarks/export_throughput.py --dtype bfloat16 --autocast
 
-Both sides turn the same texts (the first N built-in texts, the export's default mix) into the same target, SPEC
-§2's normalised concatenation of all-MiniLM-L6-v2 and all-mpnet-base-v2 (1152-d), each teacher reading at most 128
-tokens (configs/teachers.py), in the same dtype, each process on `--threads` torch threads (OMP_NUM_THREADS too):
+Both sides turn the same texts (the first N built-in texts, the export's default mix) into the same target, the
+normalised concatenation of all-MiniLM-L6-v2 and all-mpnet-base-v2 (1152-d) of docs/method.md §2, each teacher reading
+at most 128 tokens (configs/teachers.py), in the same dtype, each process on
+`--threads` torch threads (OMP_NUM_THREADS too):
 
 - sentence-transformers: what its documentation offers for several processes, `model.encode(texts,
   device=["cpu"] * W, normalize_embeddings=True)` per teacher (a spawned pool; batches of 32, sorted by characters),

@@ -1,5 +1,5 @@
-"""Relative-similarity loss (SPEC §3.3), forward + backward: embed_jax's exact merge-sort formulation against the
-naive P x P formulation that the public code uses (torch), and the same naive formulation in JAX.
+"""Relative-similarity loss (docs/method.md §3.3), forward + backward: embed_jax's exact merge-sort formulation against
+the naive P x P formulation that the public code uses (torch), and the same naive formulation in JAX.
 
     python benchmarks/relative_similarity.py                 # m = 128 and 512, d = 1152 (the demo teacher's dim)
     python benchmarks/relative_similarity.py --sizes 64 128 512 1024 --rounds 10

@@ -1,5 +1,6 @@
-r"""The paper's recipe (SPEC §4): a stella_en_1.5B_v5 student (Qwen2, bidirectional) distilled from NV-Embed-v2
-(4096-d) + stella's 8192-d head = a 12288-d target, global batch 128, length 512, bf16 compute, stages 1 → 2 → 3.
+r"""The paper's recipe (docs/method.md §4): a stella_en_1.5B_v5 student (Qwen2, bidirectional) distilled from
+NV-Embed-v2 (4096-d) + stella's 8192-d head = a 12288-d target, global batch 128, length 512, bf16 compute,
+stages 1 → 2 → 3.
 
 Export the teacher records first (PyTorch, on GPUs: configs/jasper_teachers.py) and copy them to a bucket; mount
 the bucket on every worker of the TPU slice (records are read as local files: a gs:// records_dir is refused), then
@@ -24,17 +25,17 @@ from embed_jax.train import config as train_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = train_config.base_config()
     config.model.init_from = ""  # a local copy of stella_en_1.5B_v5 (its Qwen2 folder)
-    config.model.teacher_dim = 12288  # 4096 (NV-Embed-v2) + 8192 (stella's head), SPEC §2
+    config.model.teacher_dim = 12288  # 4096 (NV-Embed-v2) + 8192 (stella's head), docs/method.md §2
     config.model.reduction_dims = (1024, 512, 256)  # FC2–FC4; Jasper serves 12288/1024/512/256
     config.model.pooling = "mean"
-    config.model.dtype = "bfloat16"  # SPEC §4; losses stay fp32 (SPEC §3 numerics)
+    config.model.dtype = "bfloat16"  # docs/method.md §4; losses stay fp32 (docs/method.md §3 numerics)
     config.model.param_dtype = "float32"
     # Stella runs Qwen2 bidirectionally; remat trades ~30% more compute for activations that fit at length 512.
     # Layers stay unscanned: stage 2 unfreezes single layers, which a stacked (scanned) array cannot do.
     config.model.text_options = ml_collections.ConfigDict({"causal": False, "remat": True, "scan": False})
     config.data.max_length = 512
     config.data.length_buckets = (128, 256, 512)
-    config.data.global_batch_size = 128  # SPEC §4 (global: the losses see all 128, SPEC §3)
+    config.data.global_batch_size = 128  # docs/method.md §4 (global: the losses see all 128, docs/method.md §3)
     # 1.5B params: fp32 weights + Adam states are ~18 GB; FSDP over the slice splits them.
     config.mesh.data = 1
     config.mesh.fsdp = -1
@@ -42,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
-    # SPEC §4 table: learning rates and steps of the paper.
+    # docs/method.md §4 table: learning rates and steps of the paper.
     config.stage1.learning_rate, config.stage1.num_steps = 1e-4, 4000
     config.stage2.learning_rate, config.stage2.num_steps = 8e-5, 7000
     config.stage3.learning_rate, config.stage3.num_steps = 7e-5, 2200

@@ -1,4 +1,4 @@
-r"""The paper's teacher export (SPEC §2, §4): NV-Embed-v2 (4096-d) + stella_en_1.5B_v5's 8192-d head = 12288-d
+r"""The paper's teacher export (docs/method.md §2, §4): NV-Embed-v2 (4096-d) + stella_en_1.5B_v5's 8192-d head = 12288-d
 targets for configs/jasper.py, ~8M texts, float16 storage (~196 GB of vectors plus the texts).
 
 One host with 8 GPUs (each worker on cuda:LOCAL_RANK), records on a disk all workers share:
@@ -62,15 +62,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # example sets `tokenizer.padding_side = "right"`; embed_jax uses the folder's tokenizer as shipped: check
     # that its tokenizer_config.json pads on the right.)
     nv_embed.append_eos = True
-    # bfloat16 weights: 7.85B parameters, 15.7 GB instead of 31 GB in float32; SPEC §4 trains in bf16 as well. Our
-    # choice for GPUs, not a model-card setting; the CPU figures in docs/data.md do not apply to a GPU.
+    # bfloat16 weights: 7.85B parameters, 15.7 GB instead of 31 GB in float32; docs/method.md §4 trains in bf16 as well.
+    # Our choice for GPUs, not a model-card setting; the CPU figures in docs/data.md do not apply to a GPU.
     nv_embed.device, nv_embed.dtype = "auto", "bfloat16"
 
     stella = teachers._teacher("/path/to/stella_en_1.5B_v5", max_seq_length=_MAX_SEQ_LENGTH)
     # Model card: `SentenceTransformer("dunzhang/stella_en_1.5B_v5", trust_remote_code=True)`.
     stella.trust_remote_code = True
     # Model card: "The default dimension is 1024, if you need other dimensions, please ... replace `2_Dense_1024`
-    # with another dimension, e.g. `2_Dense_256` or `2_Dense_8192`"; the paper's teacher is the 8192-d head (SPEC §2).
+    # with another dimension, e.g. `2_Dense_256` or `2_Dense_8192`"; the paper's
+    # teacher is the 8192-d head (docs/method.md §2).
     stella.dense_head = "2_Dense_8192"
     # Model card: two prompts, "s2p_query" and "s2s_query", "defined in config_sentence_transformers.json", for
     # queries; documents are encoded without one (`model.encode(docs)`). Passages here: none. For queries set
@@ -81,7 +82,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.teachers.stella = stella
     config.teacher_order = "nv_embed,stella"  # 4096 + 8192: configs/jasper.py model.teacher_dim = 12288
 
-    config.storage_dtype = "float16"  # SPEC §2: fp32 would be ~393 GB for 8M × 12288; float16 half of it
+    config.storage_dtype = "float16"  # docs/method.md §2: fp32 would be ~393 GB for 8M × 12288; float16 half of it
     # 4,096 records per shard: ~100 MB files (12288 × 2 B + the text each), ~2,000 shards for 8M texts, and a kill
     # loses at most one shard per worker.
     config.shard_size = 4096

@@ -1,4 +1,4 @@
-r"""Self-distillation for dimension reduction (SPEC §4, "proposed"): shrink any embedding model's vectors with
+r"""Self-distillation for dimension reduction (docs/method.md §4, "proposed"): shrink any embedding model's vectors with
 unlabeled text and the model alone. The encoder stays frozen; independent reduction heads learn to keep the
 similarity structure (similarity + relative similarity) of the model's own pooled vectors.
 
@@ -7,7 +7,9 @@ similarity structure (similarity + relative similarity) of the model's own poole
     python -m embed_jax.main --config=configs/shrink.py:minilm --workdir=runs/shrink_minilm   # the small model
     python -m embed_jax.main --config=configs/shrink.py:minilm,smoke --workdir=/tmp/shrink     # a few steps
 
-Default: all-mpnet-base-v2 (768-d, 109.5M parameters) → 128-d and 64-d heads (issue 5's demonstration).
+Default: all-mpnet-base-v2 (768-d, 109.5M parameters) → 128-d and 64-d heads, the reduction
+docs/shrink.md measures (there from cached vectors, the same result: the learnt heads keep 100.2% / 93.5% of mpnet's
+suite mean, PCA 99.3% / 92.5%).
 `minilm`: all-MiniLM-L6-v2 (384-d, 22.7M) → 128-d and 64-d, ~5× cheaper per step. `smoke`: a few steps. The records'
 teacher vectors are ignored.
 

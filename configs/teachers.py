@@ -1,12 +1,12 @@
 r"""Teacher export: texts → teacher vectors → ArrayRecord shards + manifest.json (docs/data.md).
 
 The embedded default runs the two real teachers that install without a hub, all-MiniLM-L6-v2 (384-d) and
-all-mpnet-base-v2 (768-d), concatenated into a 1152-d target (SPEC §2), on a mixed sample of the built-in corpora
-(Wikipedia passages, ABC news, WordNet definitions and examples; evaluation hold-out excluded):
+all-mpnet-base-v2 (768-d), concatenated into a 1152-d target (docs/method.md §2), on a mixed sample of the built-in
+corpora (Wikipedia passages, ABC news, WordNet definitions and examples; evaluation hold-out excluded):
 
     python -m embed_jax.teachers.export --config=configs/teachers.py
 
-exports 3,000 texts, each teacher reading at most 128 tokens. Not timed on a free machine; session 1's default
+exports 3,000 texts, each teacher reading at most 128 tokens. Not timed on a free machine; the earlier default
 (4,000 texts at the teachers' own windows) took 7 min 25 s at load 4–5, the pair running ~12 texts/s on one
 thread with mpnet seven times MiniLM's cost (docs/data.md). Variants:
 
@@ -68,8 +68,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # The order of the teachers' parts in the concatenated vector (ConfigDict sorts its keys, so it is explicit).
     config.teacher_order = "minilm,mpnet"
 
-    # float16 halves the storage (SPEC §2: 8M × 12288 fp32 would be ~393 GB); its rounding (≤ 2^-11 relative) is far
-    # below the losses' resolution. float32 when records must equal the teachers bit for bit.
+    # float16 halves the storage (docs/method.md §2: 8M × 12288 fp32 would be ~393 GB); its rounding (≤ 2^-11 relative)
+    # is far below the losses' resolution. float32 when records must equal the teachers bit for bit.
     config.storage_dtype = "float16"
     # Records per shard: the unit of resumption (a kill loses at most one shard's work, ~90 s of one core here).
     config.shard_size = 1024

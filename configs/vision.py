@@ -1,5 +1,5 @@
-r"""Stage 4 on this CPU (SPEC §4): a small SigLIP-shaped tower, from scratch, learns to put scikit-learn's handwritten
-digits where their captions' vectors are, through the frozen text path of a trained MiniLM student.
+r"""Stage 4 on this CPU (docs/method.md §4): a small SigLIP-shaped tower, from scratch, learns to put scikit-learn's
+handwritten digits where their captions' vectors are, through the frozen text path of a trained MiniLM student.
 
     # 1. caption vectors from the text student's own text path (self-distillation, as in the paper):
     python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
@@ -29,7 +29,7 @@ DIGIT_TOWER = {
     "intermediate_size": 768,
     "num_hidden_layers": 3,
     "num_attention_heads": 3,
-    "vision_use_head": False,  # the student pools patch tokens (SPEC §1); a MAP head would get no gradient
+    "vision_use_head": False,  # the student pools patch tokens (docs/method.md §1); a MAP head would get no gradient
 }
 
 
@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.image_records_dir = "runs/vision/records/train"
     config.data.global_batch_size = 32
     config.stage_order = ("stage4",)
-    # SPEC §4: lr 1e-4 for 3500 steps from a pretrained SigLIP. From scratch (measured, held-out FC1 zero-shot
+    # docs/method.md §4: lr 1e-4 for 3500 steps from a pretrained SigLIP. From scratch (measured, held-out FC1 zero-shot
     # accuracy): 600 steps at 2e-3 → 12% (chance), at 5e-4 → 75%; 1800 steps at 5e-4 → 98.0% (docs/vision_student.md).
     config.stage4 = ml_collections.ConfigDict(
         {"trainable": "vision", "learning_rate": 5e-4, "num_steps": 1800, "reduction_heads": True})

@@ -1,13 +1,13 @@
-"""The three distillation losses of Jasper & Stella (SPEC §3), on the global batch, in fp32.
+"""The three distillation losses of Jasper & Stella (docs/method.md §3), on the global batch, in fp32.
 
 Every function takes L2-normalised (m, d) arrays: the student's vectors S of one head and the teacher's vectors T
 of the same m texts, in the same row order. The whole *global* batch goes in (under `jax.jit` its rows may be
 sharded over devices; XLA gathers what it needs), so the value of a batch's loss does not depend on how many devices
-share it (SPEC §3, last paragraph).
+share it (docs/method.md §3, last paragraph).
 
 fp32 whatever the input dtype: the relative-similarity margin 0.015 is about four bf16 rounding steps near cosine
-0.5-1 (SPEC §3 "Numerics"), so every input is cast to fp32 and every Gram matrix is a HIGHEST-precision matmul (a
-plain fp32 matmul on TPU runs as one bf16 pass by default).
+0.5-1 (docs/method.md §3 "Numerics"), so every input is cast to fp32 and every Gram matrix is a HIGHEST-precision matmul
+(a plain fp32 matmul on TPU runs as one bf16 pass by default).
 
 The relative-similarity loss is computed exactly without the P x P comparison matrix (P = m(m-1)/2): see
 `pairwise_hinge_sum` and docs/losses.md.
@@ -23,20 +23,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# SPEC §3.3: the public code's `triplet_margin`.
+# docs/method.md §3.3: the public code's `triplet_margin`.
 DEFAULT_MARGIN = 0.015
 LOSS_TERMS = ("cosine", "similarity", "relative_similarity")
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Weights and options of `distillation_loss` (SPEC §3.4 defaults: 10·cos + 200·sim + 20·resim).
+    """Weights and options of `distillation_loss` (docs/method.md §3.4 defaults: 10·cos + 200·sim + 20·resim).
 
     main_head: the head trained with all three losses (FC1, dim = the teacher's dim); every other head is a
-      reduction head trained with similarity + relative similarity only (SPEC §4, stage 3). None: every head is a
-      reduction head of the given target vectors (shrinking a model with its own vectors as the target).
-    reduction_target: "teacher" (the records' vectors, as the paper) or "main_head" (self-distillation, SPEC §4: the
-      reduction heads learn the Gram matrix of the student's own main-head vectors, held constant by stop_gradient).
+      reduction head trained with similarity + relative similarity only (docs/method.md §4, stage 3). None: every head
+      is a reduction head of the given target vectors (shrinking a model with its own vectors as the target).
+    reduction_target: "teacher" (the records' vectors, as the paper) or "main_head" (self-distillation,
+      docs/method.md §4: the reduction heads learn the Gram matrix of the student's own main-head vectors, held
+      constant by stop_gradient).
     """
 
     cosine_weight: float = 10.0
@@ -113,13 +114,13 @@ def num_pairs(m: int) -> int:
 
 
 def cosine_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
-    """SPEC §3.1: mean over texts of 1 − s·t. Needs d_student = d_teacher (FC1)."""
+    """docs/method.md §3.1: mean over texts of 1 − s·t. Needs d_student = d_teacher (FC1)."""
     student = _as_fp32_rows(student, "student")
     teacher = _as_fp32_rows(teacher, "teacher")
     _check_same_rows(student, teacher)
     if student.shape[1] != teacher.shape[1]:
         raise ValueError(
-            f"cosine loss needs student and teacher vectors of the same dim (SPEC §3.1), got student dim "
+            f"cosine loss needs student and teacher vectors of the same dim (docs/method.md §3.1), got student dim "
             f"{student.shape[1]} and teacher dim {teacher.shape[1]}: use it on the head whose dim is the teacher's"
         )
     return jnp.mean(1.0 - jnp.sum(student * teacher, axis=-1))
@@ -131,7 +132,7 @@ def similarity_loss_from_gram(student_gram: jax.Array, teacher_gram: jax.Array) 
 
 
 def similarity_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
-    """SPEC §3.2: MSE(S Sᵀ, T Tᵀ). Any student dim."""
+    """docs/method.md §3.2: MSE(S Sᵀ, T Tᵀ). Any student dim."""
     student = _as_fp32_rows(student, "student")
     teacher = _as_fp32_rows(teacher, "teacher")
     _check_same_rows(student, teacher)
@@ -143,8 +144,8 @@ def similarity_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
 #
 # The public code (RAG-Retrieval model_distill.py, `get_score_diff`) takes the P upper-triangle scores in row-major
 # order, forms diff[a, b] = score_b − score_a and keeps a < b (strict upper triangle of the P × P matrix): each
-# *unordered* pair of pairs once, P(P−1)/2 terms, and `.mean()` divides by P(P−1)/2, as SPEC §3.3 states. Its label
-# is +1 where q_b − q_a < 0 (q_a > q_b), else −1, so the term for a < b is
+# *unordered* pair of pairs once, P(P−1)/2 terms, and `.mean()` divides by P(P−1)/2, as docs/method.md §3.3 states. Its
+# label is +1 where q_b − q_a < 0 (q_a > q_b), else −1, so the term for a < b is
 #     relu(p_b − p_a + margin)   if q_a > q_b  (pair a should score higher),
 #     relu(p_a − p_b + margin)   otherwise     (ties included: then pair b counts as the higher one).
 # Both cases say: "the pair that ranks higher in the strict total order (q, pair index) should score higher".
@@ -316,7 +317,7 @@ def relative_similarity_loss_from_pairs(
 
 
 def relative_similarity_loss(student: jax.Array, teacher: jax.Array, margin: float = DEFAULT_MARGIN) -> jax.Array:
-    """SPEC §3.3: mean over all P(P−1)/2 unordered pairs of text pairs of relu(y·(p_b − p_a) + margin).
+    """docs/method.md §3.3: mean over all P(P−1)/2 unordered pairs of text pairs of relu(y·(p_b − p_a) + margin).
 
     Exact (ties included, as the public code) and without the P × P matrix: O(P) memory, O(P log² P) time.
     The teacher side gets no gradient (the loss is piecewise constant in it).
@@ -338,7 +339,7 @@ def distillation_loss(
     """Total loss and each unweighted term, per head: {"fc1/cosine": …, "fc1/similarity": …, "fc2/…": …}.
 
     The main head (config.main_head, FC1) gets cosine + similarity + relative similarity against the teacher;
-    every other head gets similarity + relative similarity against the reduction target (SPEC §4, stage 3).
+    every other head gets similarity + relative similarity against the reduction target (docs/method.md §4, stage 3).
     Head outputs and teacher vectors are (re-)normalised here in fp32, so raw or normalised inputs both work.
     The total sums the heads' weighted terms: each head's terms keep the paper's weights whatever heads train
     (the public code instead averages prefix dims of one Matryoshka head; the paper's heads are independent).
@@ -402,11 +403,11 @@ def distillation_loss(
 def image_caption_loss(
     image_heads: Mapping[str, jax.Array], caption_heads: Mapping[str, jax.Array], config: LossConfig | Mapping | None = None
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """SPEC §4, stage 4: per head, cosine + similarity + relative similarity between the images' vectors (student)
-    and their captions' vectors through the same head (teacher), weighted as SPEC §3.4; the total is the mean of the
-    heads' weighted sums, so adding a head does not scale the loss. Terms are named like `distillation_loss`'s:
-    {"dense_1152/cosine": …, …}. `config.main_head` and `reduction_target` do not apply (every head is its own main
-    head); the weights and the margin do. Both sides are (re-)normalised in fp32.
+    """docs/method.md §4, stage 4: per head, cosine + similarity + relative similarity between the images' vectors
+    (student) and their captions' vectors through the same head (teacher), weighted as docs/method.md §3.4; the total is
+    the mean of the heads' weighted sums, so adding a head does not scale the loss. Terms are named like
+    `distillation_loss`'s: {"dense_1152/cosine": …, …}. `config.main_head` and `reduction_target` do not apply (every
+    head is its own main head); the weights and the margin do. Both sides are (re-)normalised in fp32.
     """
     if config is None:
         config = LossConfig()

@@ -1,4 +1,5 @@
-"""The three losses against brute-force references of SPEC §3 (NumPy float64 and the public code's torch formula).
+"""The three losses against brute-force references of docs/method.md §3 (NumPy
+float64 and the public code's torch formula).
 
 The relative-similarity loss is checked on batches with tied teacher scores (duplicate texts, and teacher vectors
 drawn from a few one-hot directions), since ties are where an order-based rewrite can go wrong.
@@ -41,7 +42,7 @@ def tied_teacher(rng, m, d):
 
 
 def resim_reference_loops(student, teacher, margin=MARGIN):
-    """SPEC §3.3 word by word, in float64: all P pairs i<j, every unordered pair of pairs (a, b), a < b."""
+    """docs/method.md §3.3 word by word, in float64: all P pairs i<j, every unordered pair of pairs (a, b), a < b."""
     s, t = np.asarray(student, np.float64), np.asarray(teacher, np.float64)
     pairs = [(i, j) for i in range(len(s)) for j in range(i + 1, len(s))]
     p = [s[i] @ s[j] for i, j in pairs]

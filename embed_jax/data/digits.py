@@ -1,7 +1,7 @@
 """Real images offline: scikit-learn's 1,797 handwritten digits (8×8, 16 grey levels), captioned from templates.
 
-The digits ship inside scikit-learn (UCI "optdigits" test set), so stage 4 (SPEC §4) trains and is evaluated on real
-images with no download. Each image becomes uint8 (8, 8, 1); `embed_jax.data.images` upsamples it to the tower's
+The digits ship inside scikit-learn (UCI "optdigits" test set), so stage 4 (docs/method.md §4) trains and is evaluated
+on real images with no download. Each image becomes uint8 (8, 8, 1); `embed_jax.data.images` upsamples it to the tower's
 resolution as SigLIP's processor would.
 
 Split: an image is held out when the SHA-256 of its id falls in one fifth of the hash space (~20%: 350 of 1,797),

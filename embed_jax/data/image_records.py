@@ -1,4 +1,5 @@
-"""Image–caption records for stage 4 (SPEC §4): the image, its caption, and the caption's vector through every head.
+"""Image–caption records for stage 4 (docs/method.md §4): the image, its caption, and
+the caption's vector through every head.
 
 A folder follows the text records' conventions (embed_jax/data/records.py: manifest.json written first and completed
 last, ArrayRecord shards with `group_size:1`, JSON sidecars, atomic renames, resumable export) with three differences:

@@ -1,6 +1,6 @@
 """Teacher records: the schema, the byte layout, shard files with their sidecars, and manifest.json.
 
-A records folder holds what the teacher export wrote (SPEC §2: texts row-aligned with their teacher vectors):
+A records folder holds what the teacher export wrote (docs/method.md §2: texts row-aligned with their teacher vectors):
 
     manifest.json                    the export's description; written first (status "in_progress") and completed
                                      at the end (status "complete", record count, corpus fingerprint, shard list)
@@ -35,7 +35,7 @@ Byte layout of one record (schema version 1), little-endian:
     12      4         uint32 d      = teacher_dim, the length of the vector
     16      n_id      id, UTF-8
     ...     n_text    text, UTF-8
-    ...     d*2|d*4   the vector: the renormalised concatenated teacher vector (SPEC §2), float16 or float32
+    ...     d*2|d*4   the vector: the renormalised concatenated teacher vector (docs/method.md §2), float16 or float32
 
 The vector is not aligned to its item size; numpy.frombuffer reads it anyway. Readers always return float32.
 """
@@ -58,7 +58,7 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 STATUS_IN_PROGRESS = "in_progress"
 STATUS_COMPLETE = "complete"
-NORMALISATION = "per-teacher L2, concatenated in teacher order, L2 again (SPEC §2)"
+NORMALISATION = "per-teacher L2, concatenated in teacher order, L2 again (docs/method.md §2)"
 STORAGE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 _DTYPE_CODES = {"float16": 1, "float32": 2}
 _MAGIC = b"EJR1"

@@ -1,7 +1,7 @@
 """Models built from other models' vectors: the concatenated teacher and the PCA baseline.
 
 * `concat:A+B+...`: each part's default head, L2-normalised, concatenated in the given order, renormalised: the
-  distillation target of SPEC §2, computed by the same function as the teacher export
+  distillation target of docs/method.md §2, computed by the same function as the teacher export
   (`embed_jax.teachers.targets.concatenated_target`).
 * `asym:QUERY_SPEC|DOC_SPEC`: queries encoded by one model, documents by another (LEAF's use: documents indexed
   by the teacher, queries by the small student). The document side is DOC_SPEC's default head; the query side is
@@ -11,8 +11,9 @@
   directions are fitted on SPEC's unit vectors of the first N built-in training texts (`corpora.builtin_texts("all",
   N)`, N = --pca_fit_texts, default 10,000): unlabeled text that excludes the hold-out, in the fixed pseudo-random
   order that mixes Wikipedia, ABC news and WordNet. The vectors are centred on the fit texts' mean before projecting
-  (the standard PCA; the mean is part of the fitted map). This is the baseline of issue 5 item 4: a 768-d model
-  reduced to 128-d without training.
+  (the standard PCA; the mean is part of the fitted map). It is the baseline a trained reduction head has to beat:
+  a 768-d model reduced to 128-d without training (docs/shrink.md: on all-mpnet-base-v2 the learnt 128-d head keeps
+  100.2% of the suite mean, PCA 99.3%).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ConcatenatedModel(EvalModel):
         self.holdout = overlap.combine([part.holdout for part in self.parts], "concatenation of its parts")
         self.source = {"parts": [{"spec": part.spec, "head": part.default_head,
                                   "dim": part.heads[part.default_head]} for part in self.parts],
-                       "normalisation": "per part L2, concatenated in order, L2 again (SPEC §2)"}
+                       "normalisation": "per part L2, concatenated in order, L2 again (docs/method.md §2)"}
 
     def fingerprint(self) -> str:
         return "+".join(part.fingerprint() for part in self.parts)

@@ -1,4 +1,4 @@
-"""Zero-shot digit classification and image→caption retrieval on the held-out digits (stage 4, SPEC §4); the
+"""Zero-shot digit classification and image→caption retrieval on the held-out digits (stage 4, docs/method.md §4); the
 program is `python -m embed_jax.eval.zero_shot` (embed_jax/eval/zero_shot.py).
 
 Nothing here was trained on the held-out images (embed_jax/data/digits.py: a fixed fifth by hash of the image id).

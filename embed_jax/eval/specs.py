@@ -4,7 +4,7 @@
     FOLDER with modules.json                           any sentence-transformers folder, embed_jax exports included
     FOLDER with student_config.json                    a stage folder of embed_jax.main (Flax)
     WORKDIR with stage*/student_config.json            its last trained stage (as the exporter picks it)
-    concat:SPEC+SPEC[+...]                             the concatenated teacher (SPEC §2)
+    concat:SPEC+SPEC[+...]                             the concatenated teacher (docs/method.md §2)
     pca:SPEC@DIM                                       SPEC reduced to DIM by PCA (baseline)
     asym:QUERY_SPEC|DOC_SPEC                           queries by one model, documents by another (retrieval only)
     asym:STUDENT                                       queries by the student's FC1, documents by its teachers:

@@ -2,7 +2,8 @@
 
 Module and attribute names follow Hugging Face's `BertModel` (embeddings.word_embeddings, encoder.layer.{i}.attention.
 self.query, …) so that embed_jax/models/tables/bert.py is mostly transposes. Differences from Hugging Face, on purpose:
-- no pooler (dense + tanh on [CLS]): embedding models pool the last hidden states themselves (SPEC §1: masked mean);
+- no pooler (dense + tanh on [CLS]): embedding models pool the last hidden states
+  themselves (docs/method.md §1: masked mean);
 - no dropout: the encoder is deterministic (the paper's student, Qwen2, has none either);
 - RoBERTa/XLM-R number positions from the padding index (`padding_idx + 1, …` for real tokens, `padding_idx` for
   pads), computed from the input ids exactly as Hugging Face's `create_position_ids_from_input_ids`.

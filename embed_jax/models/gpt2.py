@@ -1,5 +1,5 @@
 """GPT-2 text encoder in Flax NNX: learned absolute positions, pre-LayerNorm blocks, causal attention by default
-(option `causal=False` makes it bidirectional, the way stella turns a decoder into an encoder: SPEC §1).
+(option `causal=False` makes it bidirectional, the way stella turns a decoder into an encoder: docs/method.md §1).
 
 Names follow Hugging Face's `GPT2Model` (wte, wpe, h.{i}.ln_1, h.{i}.attn.c_attn, …, ln_f). Hugging Face stores the
 fused query/key/value projection as one Conv1D of shape (embed, 3·embed); here `c_attn` is a `LinearGeneral` with

@@ -1,8 +1,10 @@
-"""FC heads: independent ``Linear`` layers (with bias) on the same pooled vector, one per output dimension (SPEC §1).
+"""FC heads: independent ``Linear`` layers (with bias) on the same pooled vector, one
+per output dimension (docs/method.md §1).
 
 FC1 maps to the teacher dimension (the teachers' concatenated width); any number of reduction heads (e.g.
 1024/512/256) sit beside it, not on top of it: the paper's heads are independent. Each head's output is
-L2-normalised in fp32, because the losses compare cosines at a 0.015 margin that bf16 cannot resolve (SPEC §3).
+L2-normalised in fp32, because the losses compare cosines at a 0.015 margin that
+bf16 cannot resolve (docs/method.md §3).
 
 A head is named by its output dimension, ``dense_{dim}``: stella/Jasper ship each as a sentence-transformers
 ``Dense`` module in a ``2_Dense_{dim}`` folder, so export maps one name to one folder (see ``head_name``).

@@ -1,4 +1,4 @@
-"""The image placeholders of the student's prompts: `<img_start>` + N × `<img_token>` + `<img_end>` (SPEC §1).
+"""The image placeholders of the student's prompts: `<img_start>` + N × `<img_token>` + `<img_end>` (docs/method.md §1).
 
 An image enters the text encoder as N image tokens written over the N `<img_token>` placeholders of its prompt
 (embed_jax/models/student.py). This module is the tokenizer's side of that contract, shared by the student, the

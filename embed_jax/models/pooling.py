@@ -1,7 +1,7 @@
 """Poolings of last hidden states (B, L, D) into one vector per input (B, D), given the (B, L) attention mask.
 
-All return fp32 whatever the compute dtype: the pooled vector feeds the heads and the fp32 losses (SPEC §3), and the
-mean over up to 512 bf16 tokens would otherwise round twice.
+All return fp32 whatever the compute dtype: the pooled vector feeds the heads and the fp32 losses (docs/method.md §3),
+and the mean over up to 512 bf16 tokens would otherwise round twice.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 
 def masked_mean(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-    """Mean of the real tokens' states (the paper's pooling, SPEC §1; sentence-transformers' 'mean' pooling).
+    """Mean of the real tokens' states (the paper's pooling, docs/method.md §1; sentence-transformers' 'mean' pooling).
 
     An all-padding row gives zeros rather than NaN (the divisor is clamped at 1 token, as sentence-transformers
     clamps it at 1e-9).

@@ -1,4 +1,5 @@
-"""Projection pool: SigLIP's patch tokens → a fixed number of image tokens at the text encoder's width (SPEC §1).
+"""Projection pool: SigLIP's patch tokens → a fixed number of image tokens at the
+text encoder's width (docs/method.md §1).
 
 Two modes:
 
@@ -6,8 +7,8 @@ Two modes:
   (B, N_patches, D_vision) hidden state as if it were a one-channel image, i.e. window averages along the token axis
   and along the channel axis. Each axis' averaging is a fixed (n_out, n_in) matrix built once from PyTorch's window
   rule, so the pool is two small matmuls (no Python loop, no gather) and is exactly PyTorch's result in fp32.
-- ``"linear"``: the same token-axis average, then a learned ``Linear`` (with bias) from D_vision to D_text, the
-  "projection" the seed describes.
+- ``"linear"``: the same token-axis average, then a learned ``Linear`` (with bias) from D_vision to D_text:
+  the other reading of "projection pool" (docs/method.md §1).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Qwen2 text encoder in Flax NNX, causal or bidirectional (stella_en_1.5B_v5, the paper's student, runs Qwen2
-bidirectionally: SPEC §1).
+bidirectionally: docs/method.md §1).
 
 Names follow Hugging Face's `Qwen2Model` (embed_tokens, layers.{i}.self_attn.q_proj, …, norm). Pre-RMSNorm decoder
 layers; rotary position embeddings (RoPE, "rotate half" layout) with θ from config.json; grouped-query attention with

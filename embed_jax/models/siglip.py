@@ -1,4 +1,5 @@
-"""SigLIP vision tower in Flax NNX, numerically Hugging Face's `SiglipVisionModel` (SPEC §1: Jasper's image encoder).
+"""SigLIP vision tower in Flax NNX, numerically Hugging Face's `SiglipVisionModel`
+(docs/method.md §1: Jasper's image encoder).
 
 patch conv (stride = kernel = patch) → + learned position embeddings → N pre-LN encoder layers → post_layernorm
 → optional multi-head attention pooling ("MAP") head on a learned probe.
@@ -13,7 +14,8 @@ post_layernorm, head.attention, …) so that embed_jax/models/tables/siglip.py i
 - no dropout (SigLIP's attention_dropout is 0.0 in every released config).
 
 Returns a dict, big_vision style: {"last_hidden_state": (B, N_patches, D), "pooler_output": (B, D) if the head is on}.
-The student feeds last_hidden_state to the projection pool (SPEC §1); the head is loaded when a checkpoint has it.
+The student feeds last_hidden_state to the projection pool (docs/method.md §1); the
+head is loaded when a checkpoint has it.
 """
 from __future__ import annotations
 

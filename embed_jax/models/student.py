@@ -1,10 +1,10 @@
-"""The Student: text encoder → pooling → FC heads, and an image path that feeds the same encoder (SPEC §1).
+"""The Student: text encoder → pooling → FC heads, and an image path that feeds the same encoder (docs/method.md §1).
 
 Text:   input_ids ─► text encoder (BERT / GPT-2 / Qwen2) ─► masked mean ─► FC heads ─► {dim: unit vector}
 Image:  pixels ─► SigLIP tower ─► projection pool ─► N image tokens, written over the N `<img_token>` placeholders of
         `<img_start>` + N × `<img_token>` + `<img_end>` in the token embeddings ─► the same encoder, pooling and heads.
 
-Choices where the paper is silent (SPEC §1 "open"):
+Choices where the paper is silent (docs/method.md §1 "open"):
 - the mean pools every real token of an image sequence, markers and image tokens included, as the text path pools
   [CLS]/[SEP]: one pooling rule for both modalities;
 - placeholder tokens a tokenizer adds past the encoder's vocabulary get their own rows (`added_embeddings`, appended

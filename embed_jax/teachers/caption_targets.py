@@ -1,5 +1,5 @@
-"""Stage 4's targets (SPEC §4): images + captions → each caption's vector per head → image–caption records. The
-program is `python -m embed_jax.teachers.caption_export` (embed_jax/teachers/caption_export.py).
+"""Stage 4's targets (docs/method.md §4): images + captions → each caption's vector per head → image–caption records.
+The program is `python -m embed_jax.teachers.caption_export` (embed_jax/teachers/caption_export.py).
 
 The teacher of stage 4 is a text path: by default the trained student's own (self-distillation, as in the paper:
 `--text_student` names a text stage folder; its tokenizer is the one that run started from, read from its checkpoint,

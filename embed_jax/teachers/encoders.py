@@ -6,8 +6,8 @@
 * `pooling="mean"` or `"cls"` on any Hugging Face folder (config.json + weights + tokenizer) runs `AutoModel` and
   pools its last hidden states: masked mean over real tokens, or the first token.
 
-A prompt is prepended to each text for this teacher only (SPEC §2: teachers may want an instruction prompt): given
-as text (`prompt`) or by name from the folder's config_sentence_transformers.json (`prompt_name`). A
+A prompt is prepended to each text for this teacher only (docs/method.md §2: teachers may want an instruction prompt):
+given as text (`prompt`) or by name from the folder's config_sentence_transformers.json (`prompt_name`). A
 sentence-transformers teacher's Dense module can be swapped for another head folder it ships (`dense_head`, e.g.
 stella_en_1.5B_v5's `2_Dense_8192`).
 

@@ -4,7 +4,7 @@
 
 The corpus streams in its fixed order. Empty or whitespace-only texts are skipped and counted; every other text is
 kept, and every `shard_size` kept texts form one shard. For each shard, each teacher encodes the shard's texts in
-length-bucketed batches; the vectors are checked (finite, non-zero), combined as SPEC §2 says, stored in the
+length-bucketed batches; the vectors are checked (finite, non-zero), combined as docs/method.md §2 says, stored in the
 configured dtype, and the shard is written (records in corpus order) and then its sidecar.
 
 Resuming: the output folder's manifest.json records the export's identity (teachers with a fingerprint of their
@@ -141,7 +141,7 @@ def log(message: str) -> None:
 
 
 def encode_shard(texts: Sequence[Text], teachers: Sequence[encoders.Teacher], settings: ExportSettings):
-    """The shard's (n, teacher_dim) float32 target vectors (SPEC §2)."""
+    """The shard's (n, teacher_dim) float32 target vectors (docs/method.md §2)."""
     strings = [item.text for item in texts]
     per_teacher = [encoders.encode_texts(teacher, strings, max_tokens_per_batch=settings.max_tokens_per_batch,
                                          max_batch_size=settings.max_batch_size) for teacher in teachers]

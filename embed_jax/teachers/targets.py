@@ -1,8 +1,8 @@
-"""The distillation target (SPEC §2): t = normalize(concat(normalize(t_A), normalize(t_B), ...)).
+"""The distillation target (docs/method.md §2): t = normalize(concat(normalize(t_A), normalize(t_B), ...)).
 
 Each teacher contributes equally whatever its dimension or scale. A teacher vector that is not finite or is zero
 has no direction; it stops the export with the teacher's name and the record id instead of writing NaNs that would
-surface later as NaN losses (SPEC §6: row misalignment and NaN losses are what users of the public code hit).
+surface later as NaN losses (docs/method.md §6: row misalignment and NaN losses are what users of the public code hit).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The config schema every training config starts from, with the paper's defaults (SPEC §3–4).
+"""The config schema every training config starts from, with the paper's defaults (docs/method.md §3–4).
 
 Keys (override any with --config.section.key=value):
   seed
@@ -12,7 +12,7 @@ Keys (override any with --config.section.key=value):
   data.records_dir, data.tokenizer ("" = model.init_from), data.max_length, data.length_buckets,
   data.global_batch_size, data.length_grouping_window
   data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
-  loss.*                 weights 10/200/20 and margin 0.015 (SPEC §3), reduction_target teacher | main_head
+  loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
   mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
   data.eval_records_dir, train.eval_every, train.eval_batches   held-out loss, logged as eval/<term>
@@ -31,11 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.init_from = ""
     config.model.teacher_dim = 0
     config.model.reduction_dims = ()
-    config.model.pooling = "mean"  # SPEC §1: masked mean
+    config.model.pooling = "mean"  # docs/method.md §1: masked mean
     config.model.dtype = "float32"
     config.model.param_dtype = "float32"
     config.model.text_options = ml_collections.ConfigDict()
-    # Stage 4 (SPEC §4; a stage with trainable="vision"): embed_jax/train/vision_stage.py.
+    # Stage 4 (docs/method.md §4; a stage with trainable="vision"): embed_jax/train/vision_stage.py.
     config.model.text_student = ""
     config.model.vision = ml_collections.ConfigDict(
         {"tower": ml_collections.ConfigDict(), "folder": "", "pool_mode": "adaptive_average", "num_tokens": 300})
@@ -45,22 +45,22 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.tokenizer = ""
     config.data.image_records_dir = ""  # image–caption records for image stages
     config.data.eval_records_dir = ""  # held-out records for the periodic evaluation (train.eval_every)
-    config.data.max_length = 512  # SPEC §4
+    config.data.max_length = 512  # docs/method.md §4
     config.data.length_buckets = (64, 128, 256, 512)
-    config.data.global_batch_size = 128  # SPEC §4
+    config.data.global_batch_size = 128  # docs/method.md §4
     # 1: uniformly random batches (the paper). W > 1 sorts each W consecutive batches' records by length before
     # batching: 53% instead of 88% padded tokens on the built-in corpus (docs/data.md), batches no longer uniform.
     config.data.length_grouping_window = 1
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.cosine_weight = 10.0  # SPEC §3.4
+    config.loss.cosine_weight = 10.0  # docs/method.md §3.4
     config.loss.similarity_weight = 200.0
     config.loss.relative_similarity_weight = 20.0
-    config.loss.margin = 0.015  # SPEC §3.3
+    config.loss.margin = 0.015  # docs/method.md §3.3
     config.loss.reduction_target = "teacher"
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.weight_decay = 0.01  # public code (SPEC §4), not on biases and norms
+    config.optimizer.weight_decay = 0.01  # public code (docs/method.md §4), not on biases and norms
     config.optimizer.warmup_fraction = 0.05  # public code: 5% warm-up, then cosine
     config.optimizer.clip_norm = 1.0
     config.optimizer.b1 = 0.9
@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.eval_batches = 8  # of log_every, since evaluation rides on the logging step
 
     config.stage_order = ("stage1", "stage2", "stage3")
-    # SPEC §4: learning rates and steps of the paper.
+    # docs/method.md §4: learning rates and steps of the paper.
     config.stage1 = ml_collections.ConfigDict(
         {"trainable": "heads", "learning_rate": 1e-4, "num_steps": 4000, "reduction_heads": False,
          # True: pool every record once with the frozen encoder, then train FC1 on the cached vectors (exact for a

@@ -1,7 +1,8 @@
-"""The optimizer of every stage: global-norm clipping, then AdamW with linear warm-up and cosine decay (SPEC §4).
+"""The optimizer of every stage: global-norm clipping, then AdamW with linear
+warm-up and cosine decay (docs/method.md §4).
 
-What the public code does (Hugging Face Trainer defaults, SPEC §4): AdamW, weight decay 0.01 on weights only — not
-on biases and norm parameters —, learning rate rising linearly from 0 over the first 5% of the steps and then
+What the public code does (Hugging Face Trainer defaults, docs/method.md §4): AdamW, weight decay 0.01 on weights only —
+not on biases and norm parameters —, learning rate rising linearly from 0 over the first 5% of the steps and then
 following a cosine down to 0, gradients clipped to global norm 1.0. `tests/train/test_optimizer.py` checks the
 updates step by step against `torch.optim.AdamW` + `transformers.get_cosine_schedule_with_warmup` +
 `clip_grad_norm_`.

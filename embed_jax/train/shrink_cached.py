@@ -1,17 +1,17 @@
-"""Self-distillation for dimension reduction from cached vectors (SPEC §4, "proposed"): a frozen embedding model's
-own vectors → small linear heads, trained in seconds. The training half: the program and the folder it writes are
-embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md).
+"""Self-distillation for dimension reduction from cached vectors (docs/method.md §4, "proposed"): a frozen embedding
+model's own vectors → small linear heads, trained in seconds. The training half: the program and the folder it writes
+are embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md).
 
 Why cached vectors are exact: with the encoder frozen, a reduction head only ever sees the model's pooled vector of
-each text, and the teacher export already stored that vector (SPEC §2: the records' target is the concatenation of
-each teacher's L2-normalised vector, renormalised; slicing one teacher's part and renormalising gives its unit
-vector back, to float16 storage precision). So the heads train on (n, d) arrays instead of running the encoder at
-every step (configs/shrink.py does that, and costs ~30 s per all-mpnet-base-v2 step on a 2-core CPU; docs/shrink.md).
+each text, and the teacher export already stored that vector (docs/method.md §2: the records' target is the
+concatenation of each teacher's L2-normalised vector, renormalised; slicing one teacher's part and renormalising gives
+its unit vector back, to float16 storage precision). So the heads train on (n, d) arrays instead of running the encoder
+at every step (configs/shrink.py does that, and costs ~30 s per all-mpnet-base-v2 step on a 2-core CPU; docs/shrink.md).
 
 The heads are the student's (embed_jax/models/heads.py: independent Linear + L2-normalise, one per dim), the loss
 is `losses.distillation_loss` with every head a reduction head of the model's own vectors (similarity + relative
-similarity, SPEC §4), the optimizer `optimizer.make_optimizer` (AdamW, warm-up + cosine, clipping). A seeded slice
-of the records is held out; its loss is reported beside PCA's (fitted on the training slice) under the same loss.
+similarity, docs/method.md §4), the optimizer `optimizer.make_optimizer` (AdamW, warm-up + cosine, clipping). A seeded
+slice of the records is held out; its loss is reported beside PCA's (fitted on the training slice) under the same loss.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from embed_jax.data.records import Manifest
 from embed_jax.models.heads import EmbeddingHeads, head_dims, head_name
 from embed_jax.train import optimizer as optimizer_lib
 
-# Every head is a reduction head of the given vectors: similarity + relative similarity at SPEC §3.4's weights.
+# Every head is a reduction head of the given vectors: similarity + relative
+# similarity at docs/method.md §3.4's weights.
 LOSS_CONFIG = losses.LossConfig(main_head=None, reduction_target="teacher")
 
 

@@ -1,4 +1,4 @@
-"""Which parameters train in each stage of the recipe (SPEC §4), as NNX filters over parameter paths.
+"""Which parameters train in each stage of the recipe (docs/method.md §4), as NNX filters over parameter paths.
 
     stage 1   FC1 only                                  trainable = "heads"     (reduction heads too, if the student has them)
     stage 2   FC1 + the last K encoder layers (K = 3)   trainable = "heads+last_layers"

@@ -5,7 +5,7 @@
 The student is an NNX module split into (graphdef, trainable, frozen); only `trainable` is differentiated and only
 it has optimizer state (embed_jax/train/stages.py decides the split). The loss sees the *global* batch: under
 `jax.jit` with the batch sharded along the data axes, XLA gathers the (m, d) head outputs for the Gram matrices, so
-the value does not depend on the device count (SPEC §3; tests/train/test_step.py checks 1 vs 8 devices).
+the value does not depend on the device count (docs/method.md §3; tests/train/test_step.py checks 1 vs 8 devices).
 
 `make_train_step` returns the step compiled with explicit in/out shardings and the trainable parameters and
 optimizer state donated (their buffers are reused for the new values: one copy of the weights, not two).
@@ -32,10 +32,10 @@ def student_heads(outputs: Mapping[str, Any]) -> dict[str, jax.Array]:
     return {head_name(dim): vectors for dim, vectors in outputs["embeddings"].items()}
 
 
-# Where the target vectors come from: the records' teacher vectors (SPEC §2), or the student's own pooled vector
-# (self-distillation for dimension reduction, SPEC §4: with the encoder frozen, the heads learn to shrink the
-# model's own embedding space using unlabeled text and the model alone), or — for image batches (stage 4) — the
-# captions' vectors per head stored in image–caption records (embed_jax/data/image_records.py).
+# Where the target vectors come from: the records' teacher vectors (docs/method.md §2), or the student's own pooled
+# vector (self-distillation for dimension reduction, docs/method.md §4: with the encoder frozen, the heads learn to
+# shrink the model's own embedding space using unlabeled text and the model alone), or — for image batches (stage 4) —
+# the captions' vectors per head stored in image–caption records (embed_jax/data/image_records.py).
 TARGETS = ("records", "pooled", "captions")
 
 
@@ -47,7 +47,7 @@ def caption_heads(teacher: jax.Array, head_dims: tuple[int, ...]) -> dict[str, j
 
 
 def image_caption_terms(student: nnx.Module, batch: Batch, loss_config: losses.LossConfig):
-    """Stage 4 (SPEC §4): the images' vectors through every head against their captions' vectors."""
+    """Stage 4 (docs/method.md §4): the images' vectors through every head against their captions' vectors."""
     outputs = student(batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"])
     return losses.image_caption_loss(student_heads(outputs), caption_heads(batch["teacher"], student.heads.dims),
                                      loss_config)

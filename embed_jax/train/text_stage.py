@@ -1,8 +1,8 @@
-"""A text stage (stages 1–3, SPEC §4): the student's encoder and heads trained on teacher records, one batch per
-step, with a periodic held-out loss.
+"""A text stage (stages 1–3, docs/method.md §4): the student's encoder and heads trained on teacher records, one batch
+per step, with a periodic held-out loss.
 
     student   = init folder's encoder + the stage's heads, the previous stage's weights loaded (train_state.py)
-    target    'records' (the teacher vectors, SPEC §2) or 'pooled' (the student's own vectors: self-distillation)
+    target    'records' (the teacher vectors, docs/method.md §2) or 'pooled' (the student's own: self-distillation)
     evaluator mean loss terms over the first train.eval_batches batches of data.eval_records_dir
 
 A heads-only stage 1 may instead train from pooled vectors computed once (embed_jax/train/cached_stage.py).
@@ -50,7 +50,8 @@ def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: 
 
 
 def loss_target(config: ml_collections.ConfigDict) -> str:
-    """'records' (teacher vectors, SPEC §2) or 'pooled' (the student's own vectors: loss.reduction_target='pooled')."""
+    """'records' (teacher vectors, docs/method.md §2) or 'pooled' (the student's own vectors:
+    loss.reduction_target='pooled')."""
     if config.loss.reduction_target != "pooled":
         return "records"
     if config.model.teacher_dim:

@@ -40,7 +40,8 @@ class StageResult:
 
 
 def stage_heads(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict) -> dict[str, Any]:
-    """FC1 (teacher dim) always; the reduction heads only in stages that ask for them (SPEC §4: they join in stage 3)."""
+    """FC1 (teacher dim) always; the reduction heads only in stages that ask for them (docs/method.md §4: they join in
+    stage 3)."""
     reduction = tuple(config.model.reduction_dims) if stage.get("reduction_heads", False) else ()
     teacher_dim = config.model.teacher_dim if config.model.get("teacher_dim") else None
     return {"teacher_dim": teacher_dim, "reduction_dims": list(reduction)}

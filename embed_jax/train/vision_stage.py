@@ -1,5 +1,5 @@
-"""Stage 4's own pieces (SPEC §4): the student with a vision tower, its image–caption data, and the check that the
-caption vectors came from this student's text path.
+"""Stage 4's own pieces (docs/method.md §4): the student with a vision tower, its image–caption data, and the check that
+the caption vectors came from this student's text path.
 
     text student (a trained text stage folder, model.text_student; or model.init_from with fresh heads)
       + vision tower (model.vision.tower: a SigLIP config.json dict, random; or model.vision.folder: a SigLIP folder)

@@ -15,7 +15,8 @@ from embed_jax.convert import hf_export
 from embed_jax.convert.hf_export import load_exported
 from embed_jax.data.corpora import lee_holdout, wordnet_holdout
 
-MIN_COSINE = 0.99999  # issue 5
+# The exported folder's vectors are the Flax model's (docs/export.md; observed min 0.9999998 on 128 texts).
+MIN_COSINE = 0.99999
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from flax import nnx
 from embed_jax.models.projection_pool import ProjectionPool, adaptive_average_matrix, adaptive_average_pool
 
 # (batch, tokens in, width in, tokens out, width out): divisible, non-divisible both ways, upsampling on either axis,
-# identity, collapse to one, and Jasper's own sizes (SPEC §1: 729×1152 → 300×1536).
+# identity, collapse to one, and Jasper's own sizes (docs/method.md §1: 729×1152 → 300×1536).
 SHAPES = [
     (2, 16, 8, 4, 2),
     (3, 10, 7, 3, 4),

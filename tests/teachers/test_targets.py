@@ -1,4 +1,4 @@
-"""SPEC §2's target, and the refusal of teacher vectors without a direction."""
+"""docs/method.md §2's target, and the refusal of teacher vectors without a direction."""
 import numpy as np
 import pytest
 

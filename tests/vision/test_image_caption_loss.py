@@ -1,4 +1,4 @@
-"""Stage 4's loss (`losses.image_caption_loss`) against a word-by-word float64 reference of SPEC §3–4."""
+"""Stage 4's loss (`losses.image_caption_loss`) against a word-by-word float64 reference of docs/method.md §3–4."""
 import itertools
 
 import jax
@@ -18,7 +18,7 @@ def unit_rows(rng, m, d):
 
 
 def reference_head(image, caption, margin=MARGIN):
-    """SPEC §3 for one head, float64 loops: (cosine, similarity, relative similarity)."""
+    """docs/method.md §3 for one head, float64 loops: (cosine, similarity, relative similarity)."""
     s, t = np.asarray(image, np.float64), np.asarray(caption, np.float64)
     cosine = np.mean([1.0 - s[i] @ t[i] for i in range(len(s))])
     similarity = np.mean([(s[i] @ s[j] - t[i] @ t[j]) ** 2 for i in range(len(s)) for j in range(len(s))])

@@ -59,7 +59,7 @@ def test_only_the_tower_and_projection_train(new_vision_student, one_device):
     before = {stages.path_name(path): np.asarray(variable.get_value())
               for path, variable in nnx.to_flat_state(nnx.state(new_vision_student(), nnx.Param))}
     assert all(not np.allclose(params[name], before[name]) for name in params if name.endswith("kernel"))
-    # Every head gets all three terms (SPEC §4), named like the text stages' terms.
+    # Every head gets all three terms (docs/method.md §4), named like the text stages' terms.
     assert {name for name in metrics if "/" in name} == {
         f"dense_{dim}/{term}" for dim in (24, 8) for term in losses.LOSS_TERMS}
     assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
