@@ -146,7 +146,7 @@ def st_teacher_workdir(tmp_path_factory, tiny_st):
     root = tmp_path_factory.mktemp("st_teacher_run")
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": key, "text": text}) + "\n" for key, text in training_items(24)))
-    teachers = load_config_file("teachers", "smoke")
+    teachers = kit.load_config_file("teachers", "smoke")
     teachers.output_dir = str(root / "records")
     teachers.corpus.kind, teachers.corpus.paths, teachers.corpus.id_field = "jsonl", str(corpus), "id"
     for name in list(teachers.teachers):
@@ -154,7 +154,7 @@ def st_teacher_workdir(tmp_path_factory, tiny_st):
     teachers.teachers.tiny_st = dict(path=str(tiny_st), pooling="auto", prompt="", max_seq_length=0)
     teachers.teacher_order, teachers.storage_dtype, teachers.progress_every_s = "tiny_st", "float32", 0.0
     export.run_export(teachers)
-    config = load_config_file("distill", "smoke")
+    config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_st)
     config.model.teacher_dim = HEAD_DIMS[0]
     config.model.reduction_dims = (8,)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import kit
 import pytest
 
 from embed_jax.eval import __main__ as eval_main

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import shutil
 
+import kit
 import pytest
 
 from embed_jax.data import records
@@ -21,16 +22,16 @@ from embed_jax.train import batches, preflight
     ("data.global_batch_size", 0, r"data.global_batch_size=0: every stage's step reads"),
     ("data.global_batch_size", -8, r"data.global_batch_size=-8: .* must be a whole number ≥ 1"),
 ])
-def test_bad_values_name_the_key_and_the_stage(load_config, key, value, message):
-    config = load_config("distill", "smoke")
+def test_bad_values_name_the_key_and_the_stage(key, value, message):
+    config = kit.load_config_file("distill", "smoke")
     section, name = key.split(".")
     config[section][name] = value
     with pytest.raises(preflight.ConfigError, match=message):
         preflight.check_config(config)
 
 
-def test_max_length_beyond_the_position_table_is_refused_naming_the_limit(load_config, tiny_student):
-    config = load_config("distill", "smoke")
+def test_max_length_beyond_the_position_table_is_refused_naming_the_limit(tiny_student):
+    config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_student)  # max_position_embeddings=64
     config.data.max_length, config.data.length_buckets = 128, (64, 128)
     with pytest.raises(preflight.ConfigError, match=r"data.max_length=128 \(stages stage1, stage2, stage3\).* "
@@ -49,8 +50,8 @@ def test_position_limit_of_each_family(hf_config, limit):
     assert preflight.position_limit({**base, **hf_config}, "config.json") == limit
 
 
-def test_vision_image_size_not_a_multiple_of_the_patch_size_is_refused(load_config):
-    config = load_config("vision", "smoke")
+def test_vision_image_size_not_a_multiple_of_the_patch_size_is_refused():
+    config = kit.load_config_file("vision", "smoke")
     config.model.vision.tower.image_size, config.model.vision.tower.patch_size = 30, 8
     with pytest.raises(ValueError, match=r"model.vision.tower: image_size=30 is not a multiple of patch_size=8; the "
                                          r"last 6 pixel rows.*image_size=24 or 32"):
