@@ -14,7 +14,7 @@ gcsfuse mount). Then copy the folder to a bucket for the TPU slice (docs/launch.
 
     gcloud storage cp -r /mnt/disks/records/jasper gs://BUCKET/records/jasper
 
-Plan before spending: `configs/jasper_teachers.py:runlocal` (or --config.dry_run=True) loads both teachers, encodes
+Plan before spending: `configs/jasper_teachers.py:smoke` (or --config.dry_run=True) loads both teachers, encodes
 a sample and prints texts, target dim, bytes on disk, rate and ETA at N workers, writing nothing.
 
 Every teacher setting below cites where it comes from. The model cards were read as published on the Hugging Face
@@ -38,8 +38,8 @@ def _teachers_config():
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "runlocal"):
-        raise ValueError(f"configs/jasper_teachers.py:{arg} — the variants are: (none), 'runlocal'.")
+    if arg not in ("", "smoke"):
+        raise ValueError(f"configs/jasper_teachers.py:{arg} — the variants are: (none), 'smoke' (a dry run).")
     teachers = _teachers_config()
     config = teachers.get_config()
     # A local or shared disk: records are local files (a gs:// folder is refused; copy the folder afterwards).
@@ -91,7 +91,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.max_tokens_per_batch = 32768
     config.max_batch_size = 256
     config.torch_threads = 0
-    if arg == "runlocal":  # the plan on this host's GPU(s): reads the corpus, encodes 64 texts, writes nothing
+    if arg == "smoke":  # the plan on this host's GPU(s): reads the corpus, encodes 64 texts, writes nothing
         config.dry_run = True
         config.dry_run_texts = 64
     return config

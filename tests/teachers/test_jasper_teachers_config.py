@@ -1,19 +1,12 @@
 """configs/jasper_teachers.py: the paper's teacher export settings reach the export as written (no model here)."""
-import importlib.util
-from pathlib import Path
-
+import kit
 import pytest
 
 from embed_jax.teachers import encoders, export
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def jasper_teachers(arg: str = ""):
-    spec = importlib.util.spec_from_file_location("jasper_teachers", REPO / "configs" / "jasper_teachers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return kit.load_config_file("jasper_teachers", arg)
 
 
 def test_settings_are_the_papers_teachers():
@@ -27,7 +20,7 @@ def test_settings_are_the_papers_teachers():
     assert {spec.device for spec in settings.teacher_specs} == {"auto"}
     assert {spec.max_seq_length for spec in settings.teacher_specs} == {512}
     assert settings.storage_dtype == "float16" and not settings.dry_run
-    assert export.settings_from_config(jasper_teachers("runlocal")).dry_run
+    assert export.settings_from_config(jasper_teachers("smoke")).dry_run
 
 
 def test_placeholder_paths_say_which_key_to_set():
