@@ -60,7 +60,12 @@ class RecordDataSource(grain.sources.RandomAccessDataSource):
             raise RecordsError(f"{', '.join(map(str, self.folders))} holds 0 records (its manifest lists no shard: "
                                "an empty corpus?). Export records from a corpus with texts "
                                "(python -m embed_jax.teachers.export) and train on those.")
-        self._shards = grain.sources.ArrayRecordDataSource(paths)
+        self._paths = paths
+        self._shard_ends = np.cumsum([shard.num_records for manifest in self.manifests for shard in manifest.shards])
+        try:
+            self._shards = grain.sources.ArrayRecordDataSource(paths)
+        except Exception as error:  # riegeli's damage errors name no file
+            raise self._unreadable(paths, error) from None
         expected = sum(manifest.num_records for manifest in self.manifests)
         if len(self._shards) != expected:
             raise RecordsError(f"{', '.join(map(str, self.folders))}: the shards hold {len(self._shards)} records, "
@@ -75,11 +80,32 @@ class RecordDataSource(grain.sources.RandomAccessDataSource):
         return len(self._shards)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return records.decode_record(self._shards[index])
+        try:
+            return records.decode_record(self._shards[index])
+        except RecordsError:
+            raise
+        except Exception as error:  # a damaged shard: name it (riegeli's messages do not)
+            raise self._unreadable(self._shard_paths_of([index]), error) from None
 
     def read_many(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Records at `indices`, read in one call (ArrayRecord reads them in parallel)."""
-        return [records.decode_record(data) for data in self._shards.__getitems__(list(indices))]
+        try:
+            return [records.decode_record(data) for data in self._shards.__getitems__(list(indices))]
+        except RecordsError:
+            raise
+        except Exception as error:
+            raise self._unreadable(self._shard_paths_of(indices), error) from None
+
+    def _shard_paths_of(self, indices: Sequence[int]) -> list[str]:
+        shards = sorted({int(np.searchsorted(self._shard_ends, index, side="right")) for index in indices})
+        return [self._paths[shard] for shard in shards if shard < len(self._paths)]
+
+    def _unreadable(self, paths: Sequence[str], error: Exception) -> RecordsError:
+        folders = " ".join(f"--records={folder}" for folder in self.folders)
+        shown = ", ".join(paths[:3]) + (f" (and {len(paths) - 3} more)" if len(paths) > 3 else "")
+        return RecordsError(f"unreadable records in {shown}: {type(error).__name__}: {str(error).splitlines()[0][:200]}. "
+                            f"The file is damaged; `python -m embed_jax.data.verify {folders}` checks every shard. "
+                            "Re-export it (the export rewrites a damaged shard it is pointed at with reuse_from).")
 
     def __repr__(self) -> str:
         return f"RecordDataSource({', '.join(map(str, self.folders))}, {len(self)} records)"
