@@ -42,19 +42,23 @@ def program_flags() -> flags.FlagValues:
     return flag_values
 
 
-def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, *, doc: str) -> list[str]:
+def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, *, doc: str,
+          positional: bool = False) -> list[str]:
     """Reads argv (without the program's name; default sys.argv[1:]) into `flag_values`, every flag starting from its
-    default, and returns the arguments that are not flags. --help prints `doc` and the flags, and exits 0."""
+    default, and returns the arguments that are not flags; a program that takes none (`positional=False`) has them
+    refused. --help prints `doc` and the flags, and exits 0."""
     argv = sys.argv[1:] if argv is None else list(argv)
     flag_values.unparse_flags()
     try:
-        positional = flag_values(["program", *argv])[1:]
+        positional_arguments = flag_values(["program", *argv])[1:]
     except flags.Error as error:
         raise UsageError(str(error)) from None
     if flag_values["help"].value:
         print(f"{doc.strip()}\n\nflags:\n{flag_values.get_help(include_special_flags=False)}")
         raise SystemExit(0)
-    return positional
+    if positional_arguments and not positional:
+        raise UsageError(f"unrecognized arguments: {' '.join(positional_arguments)} (settings are --flag=value)")
+    return positional_arguments
 
 
 def require(flag_values: flags.FlagValues, names: Sequence[str]) -> None:

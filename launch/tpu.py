@@ -89,7 +89,7 @@ flags.DEFINE_bool("yes", False, "delete: do not ask for confirmation.", flag_val
 def parse_request(argv: Sequence[str]) -> SimpleNamespace:
     """The action and its options (flag names with _ for -), checked against what the action takes; UsageError
     names what is missing or does not belong."""
-    positional = cli.parse(FLAGS, argv, doc=__doc__)
+    positional = cli.parse(FLAGS, argv, doc=__doc__, positional=True)
     if not positional:
         raise cli.UsageError(f"the following arguments are required: {{{','.join(ACTIONS)}}}")
     action, extra = positional[0], positional[1:]

@@ -48,9 +48,7 @@ _VERBOSITY = flags.DEFINE_integer("verbosity", None, "absl log level (0 shows Or
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        positional = cli.parse(FLAGS, argv, doc=__doc__)
-        if positional:
-            raise cli.UsageError(f"unexpected arguments {positional}")
+        cli.parse(FLAGS, argv, doc=__doc__)
         if _WORKDIR.value is None or _OUT.value is None:
             raise cli.UsageError("--workdir (the training workdir) and --out (the folder to write) are required")
     except cli.UsageError as error:

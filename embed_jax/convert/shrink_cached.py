@@ -47,12 +47,8 @@ def parse_dims(values: Sequence[str]) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        positional = cli.parse(FLAGS, argv, doc=__doc__)
-        if positional:
-            raise cli.UsageError(f"unexpected arguments {positional}")
-        missing = [f"--{name}" for name in ("records", "teacher", "dims", "out") if not FLAGS[name].value]
-        if missing:
-            raise cli.UsageError(f"required: {', '.join(missing)}")
+        cli.parse(FLAGS, argv, doc=__doc__)
+        cli.require(FLAGS, ["records", "teacher", "dims", "out"])
     except cli.UsageError as error:
         return cli.fail(error, code=EXIT_CODE)
     try:

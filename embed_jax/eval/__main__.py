@@ -51,9 +51,7 @@ USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, tasks.TaskDataEr
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        positional = cli.parse(FLAGS, argv, doc=__doc__)
-        if positional:
-            raise cli.UsageError(f"unrecognized arguments: {' '.join(positional)}")
+        cli.parse(FLAGS, argv, doc=__doc__)
         cli.require(FLAGS, ["model", "out"])
     except cli.UsageError as error:
         return cli.fail(error)

@@ -26,9 +26,7 @@ _OUTPUT = flags.DEFINE_string("output", "", "Also write the figures as JSON here
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        positional = cli.parse(FLAGS, argv, doc=__doc__)
-        if positional:
-            raise cli.UsageError(f"unrecognized arguments: {' '.join(positional)}")
+        cli.parse(FLAGS, argv, doc=__doc__)
         cli.require(FLAGS, ["workdir"])
     except cli.UsageError as error:
         return cli.fail(error)

@@ -36,9 +36,7 @@ _SHARD_SIZE = flags.DEFINE_integer("shard_size", 4096, "Records per shard.", fla
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        positional = cli.parse(FLAGS, argv, doc=__doc__)
-        if positional:
-            raise cli.UsageError(f"unrecognized arguments: {' '.join(positional)}")
+        cli.parse(FLAGS, argv, doc=__doc__)
         cli.require(FLAGS, ["output_dir"])
     except cli.UsageError as error:
         return cli.fail(error)

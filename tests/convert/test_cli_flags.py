@@ -5,7 +5,7 @@ import sys
 
 PROGRAMS = ("embed_jax.main", "embed_jax.convert.hf", "embed_jax.convert.shrink_cached", "embed_jax.eval.__main__",
             "embed_jax.eval.zero_shot", "embed_jax.teachers.caption_export", "embed_jax.teachers.export",
-            "launch.tpu", "embed_jax.eval.overlap")
+            "launch.tpu", "embed_jax.eval.overlap", "embed_jax.convert.onnx", "embed_jax.data.verify")
 
 
 def test_every_program_imports_next_to_the_others():
@@ -32,3 +32,17 @@ def test_usage_errors_are_one_line_with_the_programs_exit_code(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["error: --workdir (the training workdir) and --out (the folder to write) are required",
                      "error: Unknown command line flag 'nope'"]
+
+
+def test_stray_arguments_are_refused_by_every_program_that_takes_none(capsys):
+    from embed_jax.convert import onnx
+    from embed_jax.data import verify
+    from embed_jax.eval import __main__ as eval_main
+
+    assert onnx.main(["--model=m", "--out=o", "stray"]) == 1
+    assert verify.main(["--records=r", "stray"]) == 2
+    assert eval_main.main(["--model=m", "--out=o", "stray"]) == 2
+    assert onnx.main(["--model=m"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:3] == ["error: unrecognized arguments: stray (settings are --flag=value)"] * 3
+    assert lines[3] == "error: the following arguments are required: --out"
