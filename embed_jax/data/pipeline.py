@@ -6,7 +6,8 @@
       → this process's share: positions process_index, process_index + process_count, ...
       → GroupedBatches: global_batch_size / process_count records per batch, read in one call, tokenised with the
         student's tokenizer (truncated to max_length), padded to the smallest length bucket that holds the batch's
-        longest text; optionally grouped by length over a window of batches (length_grouping_window)
+        longest text; optionally regrouped over a window of batches (length_grouping_window): by token length
+        (group_by="length") or by teacher neighbourhood (group_by="teacher", neighbour_batches.py)
       → repeat (num_epochs; None = forever)
 
 Each process yields `{"input_ids": int32 (B_local, L), "attention_mask": int32 (B_local, L), "teacher": float32
@@ -32,12 +33,17 @@ import grain
 import numpy as np
 
 from embed_jax.assets import resolve_model_path
-from embed_jax.data import records, tokenizer_folder
+from embed_jax.data import neighbour_batches, records, tokenizer_folder
 from embed_jax.data.records import Manifest, RecordsError
 
 
 class PipelineConfigError(ValueError):
     """A pipeline setting or the records do not fit the training config; the message names the key."""
+
+
+# What GroupedBatches regroups a window of batches by: token length (less padding) or teacher neighbourhood (closer
+# in-batch pairs for the similarity losses, neighbour_batches.py).
+GROUP_BY_CHOICES = ("length", "teacher")
 
 
 class RecordDataSource(grain.sources.RandomAccessDataSource):
@@ -249,10 +255,11 @@ class GroupedBatches(grain.MapDataset):
     """
 
     def __init__(self, record_indices: grain.MapDataset, source: RecordDataSource, encoder: BatchEncoder,
-                 batch_size: int, window: int, seed: int, process_index: int = 0, process_count: int = 1):
+                 batch_size: int, window: int, seed: int, process_index: int = 0, process_count: int = 1,
+                 group_by: str = "length"):
         super().__init__(record_indices)
         self.source, self.encoder = source, encoder
-        self.batch_size, self.window, self.seed = batch_size, window, seed
+        self.batch_size, self.window, self.seed, self.group_by = batch_size, window, seed, group_by
         self.process_index, self.process_count = process_index, process_count
         self.records_per_epoch = len(record_indices)
         self.batches_per_epoch = self.records_per_epoch // batch_size
@@ -263,7 +270,7 @@ class GroupedBatches(grain.MapDataset):
         return self.batches_per_epoch
 
     def __str__(self) -> str:
-        return f"GroupedBatches(batch_size={self.batch_size}, window={self.window})"
+        return f"GroupedBatches(batch_size={self.batch_size}, window={self.window}, group_by={self.group_by})"
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -305,7 +312,8 @@ class GroupedBatches(grain.MapDataset):
         batch_order = np.arange(count)
         rows_per_batch = len(records) // count
         if self.window > 1:
-            order = np.argsort([len(row) for row in token_ids], kind="stable")
+            order = (neighbour_batches.neighbour_order(np.stack([record["teacher"] for record in records]), count)
+                     if self.group_by == "teacher" else np.argsort([len(row) for row in token_ids], kind="stable"))
             batch_order = np.random.default_rng([self.seed, epoch, window_index]).permutation(count)
         batches = []
         for batch in batch_order:
@@ -325,11 +333,11 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
                  length_buckets: Sequence[int] = (), seed: int = 0, shuffle: bool = True,
                  length_grouping_window: int = 1, num_epochs: int | None = None, process_index: int = 0,
                  process_count: int = 1, read_threads: int = 2, prefetch_batches: int = 4,
-                 include_ids: bool = False) -> grain.IterDataset:
+                 include_ids: bool = False, group_by: str = "length") -> grain.IterDataset:
     """This process's stream of tokenised, bucketed batches (module docstring); `iter()` it for a resumable iterator.
 
-    length_grouping_window: 1 for uniformly random batches; W > 1 groups each W consecutive batches' records by
-    token length (see GroupedBatches).
+    length_grouping_window: 1 for uniformly random batches; W > 1 regroups each W consecutive batches' records,
+    by token length (group_by="length") or by teacher neighbourhood (group_by="teacher"; see GroupedBatches).
     """
     if global_batch_size <= 0 or global_batch_size % process_count:
         raise PipelineConfigError(f"data.global_batch_size={global_batch_size} must be a positive multiple of the "
@@ -338,6 +346,9 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
         raise PipelineConfigError(f"process_index={process_index} is outside 0..{process_count - 1}.")
     if length_grouping_window < 1:
         raise PipelineConfigError(f"data.length_grouping_window={length_grouping_window} must be ≥ 1 (1: off).")
+    if group_by not in GROUP_BY_CHOICES:
+        raise PipelineConfigError(f"data.group_by={group_by!r}: use one of {list(GROUP_BY_CHOICES)} (what a window "
+                                  "of data.length_grouping_window batches is regrouped by).")
     usable = len(source) // global_batch_size * global_batch_size
     if usable == 0:
         raise PipelineConfigError(f"data.global_batch_size={global_batch_size} exceeds the {len(source)} records in "
@@ -347,6 +358,6 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
     if shuffle:
         record_indices = record_indices.shuffle(seed=seed)
     dataset = GroupedBatches(record_indices[:usable], source, encoder, global_batch_size, length_grouping_window,
-                             seed, process_index, process_count)
+                             seed, process_index, process_count, group_by)
     dataset = dataset.repeat(num_epochs)
     return dataset.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))

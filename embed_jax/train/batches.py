@@ -94,11 +94,19 @@ def check_same_teachers(train: records.Manifest, held_out: records.Manifest, *, 
             "teachers, in the same order (configs/teachers.py teacher_order).")
 
 
+# Validation batches are grouped by length whatever data.group_by is: the in-batch loss terms depend on who shares a
+# batch, so a fixed grouping keeps eval/* curves comparable between runs that train on length or neighbour batches.
+EVAL_GROUP_BY = "length"
+
+
 def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource, *, seed: int,
-                 shuffle: bool = True, num_epochs: int | None = None, length_grouping_window: int | None = None):
-    """The pipeline as the config sets it; `length_grouping_window` overrides data.length_grouping_window."""
+                 shuffle: bool = True, num_epochs: int | None = None, length_grouping_window: int | None = None,
+                 group_by: str | None = None):
+    """The pipeline as the config sets it; `length_grouping_window` and `group_by` override data.*'s."""
     if length_grouping_window is None:
         length_grouping_window = int(config.data.get("length_grouping_window", 1))
+    if group_by is None:
+        group_by = str(config.data.get("group_by", "length"))
     return pipeline.make_dataset(
         source,
         tokenizer=tokenizer_path(config),
@@ -106,6 +114,7 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
         max_length=config.data.max_length,
         length_buckets=tuple(config.data.length_buckets),
         length_grouping_window=length_grouping_window,
+        group_by=group_by,
         seed=seed,
         shuffle=shuffle,
         num_epochs=num_epochs,

@@ -164,12 +164,13 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
         # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
         window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)
         pooled, teacher = pool(batches.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
-                                                    length_grouping_window=window),
+                                                    length_grouping_window=window, group_by="length"),
                                what=f"training records of {config.data.records_dir}")
         eval_rows = None
         if cadence.eval_every:
             eval_source = batches.open_eval_records(config)
-            eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1),
+            eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1,
+                                                  group_by=batches.EVAL_GROUP_BY),
                              max_batches=int(config.train.eval_batches), what="validation records")
         # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
         pooled_all = jax.device_put(pooled, replicated)

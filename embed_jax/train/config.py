@@ -10,7 +10,7 @@ Keys (override any with --config.section.key=value):
   model.text_student     image stages: a trained text stage folder whose text path (encoder + heads) they start from
   model.vision.*         image stages: tower (SigLIP config.json dict) or folder, pool_mode, num_tokens
   data.records_dir, data.tokenizer ("" = model.init_from), data.max_length, data.length_buckets,
-  data.global_batch_size, data.length_grouping_window
+  data.global_batch_size, data.length_grouping_window, data.group_by (length | teacher)
   data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
   loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     # 1: uniformly random batches (the paper). W > 1 sorts each W consecutive batches' records by length before
     # batching: 53% instead of 88% padded tokens on the built-in corpus (docs/data.md), batches no longer uniform.
     config.data.length_grouping_window = 1
+    # What such a window is regrouped by: "length" (less padding), or "teacher": each batch a text and its nearest
+    # teacher neighbours, so the in-batch losses compare close pairs (embed_jax/data/neighbour_batches.py).
+    config.data.group_by = "length"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.cosine_weight = 10.0  # docs/method.md §3.4

@@ -90,7 +90,11 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
                  32)
     positive_int(data.max_length, "data.max_length", "texts are cut to that many tokens", 128)
     positive_int(data.get("length_grouping_window", 1), "data.length_grouping_window",
-                 "1 is random batches, W > 1 groups W batches by length", 1)
+                 "1 is random batches, W > 1 regroups W batches (data.group_by)", 1)
+    if data.get("group_by", "length") not in pipeline.GROUP_BY_CHOICES:
+        raise ConfigError(f"config key data.group_by={data.group_by!r}: use one of {list(pipeline.GROUP_BY_CHOICES)} "
+                          "(what a window of data.length_grouping_window batches is regrouped by: token length, or "
+                          "teacher neighbourhood).")
     try:
         pipeline.check_length_buckets(tuple(data.length_buckets), data.max_length)
         mesh = sharding.make_mesh(config.mesh)

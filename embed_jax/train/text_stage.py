@@ -94,7 +94,8 @@ def make_evaluator(config: ml_collections.ConfigDict, *, graphdef, loss_config, 
     def evaluate(trainable: nnx.State, frozen: nnx.State) -> dict[str, float]:
         totals: dict[str, float] = {}
         count = 0
-        for local in batches.make_batches(config, source, seed=0, shuffle=False, num_epochs=1):
+        for local in batches.make_batches(config, source, seed=0, shuffle=False, num_epochs=1,
+                                             group_by=batches.EVAL_GROUP_BY):
             batch = batches.global_batch(local, batch_sharding, pad_token_id=pad_token_id)
             for name, value in jax.device_get(eval_step(trainable, frozen, batch)).items():
                 totals[name] = totals.get(name, 0.0) + float(value)

@@ -21,6 +21,7 @@ from embed_jax.train import batches, preflight
                                     r"a positive number"),
     ("data.global_batch_size", 0, r"data.global_batch_size=0: every stage's step reads"),
     ("data.global_batch_size", -8, r"data.global_batch_size=-8: .* must be a whole number ≥ 1"),
+    ("data.group_by", "topic", r"data.group_by='topic': use one of \['length', 'teacher'\]"),
 ])
 def test_bad_values_name_the_key_and_the_stage(key, value, message):
     config = kit.load_config_file("distill", "smoke")
