@@ -138,9 +138,10 @@ def result_row(run: ModelRun, head: str, dim: int, precision: str, results: dict
         "source": model.source,
         "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timing.seconds, 3),
                     "texts": timing.texts, "from_cache": timing.cached,
-                    # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing.
-                    "texts_per_s": (None if timing.cached or not model.cacheable or not timing.texts or not timing.seconds
-                                    else round(timing.texts / timing.seconds, 1)),
+                    # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing; nor
+                    # does the rate of no texts (a suite of mteb: tasks only, which encode while scoring).
+                    "texts_per_s": (None if timing.cached or not model.cacheable or not timing.texts
+                                    or not timing.seconds else round(timing.texts / timing.seconds, 1)),
                     "score_s": round(score_s, 3)},
     }
 

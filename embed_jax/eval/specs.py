@@ -30,8 +30,8 @@ from embed_jax.train.workdir import STUDENT_CONFIG_FILE, choose_stage, is_stage_
 
 CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX, ASYMMETRIC_PREFIX = "concat:", "pca:", "asset:", "asym:"
 SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-transformers folder (modules.json), an "
-              "embed_jax stage folder (student_config.json) or workdir (stage*/), an ONNX export folder (onnx_export.json) or "
-              "its .onnx file, concat:SPEC+SPEC, pca:SPEC@DIM, "
+              "embed_jax stage folder (student_config.json) or workdir (stage*/), an ONNX export folder "
+              "(onnx_export.json) or one of its .onnx graphs, concat:SPEC+SPEC, pca:SPEC@DIM, "
               "asym:QUERY_SPEC|DOC_SPEC, asym:STUDENT")
 
 
