@@ -10,9 +10,9 @@ subclass in its own module and add one line to TASKS (or call `register_task` fr
 of TASK_PREFIXES (`beir:FOLDER[:SPLIT]`, `pairs:FILE`) is the user's own data: the factory gets the rest of the name,
 and reads its files at once (a malformed file stops the run before any model loads); `mteb:TASKNAME` runs an MTEB
 task (embed_jax/eval/mteb_task.py), whose texts are known only while mteb scores it: it encodes them through
-`TextVectors.encode`. A task that scores images as
-well lists them in `images()` (name → array of pixel batches); the runner then calls the model's `encode_images` and
-passes the image vectors under `vectors.images[name]`; models without an image path skip it.
+`TextVectors.encode`. A task that scores images as well lists them in `images()` (name → array of pixel batches);
+the runner then calls the model's `encode_images` and passes the image vectors under `vectors.images[name]`; models
+without an image path skip it.
 """
 from __future__ import annotations
 
