@@ -112,3 +112,26 @@ def write_stage(workdir: Path, stage: str, student, *, init_from: str, records_f
     manager.close()
     (stage_dir / "metrics.jsonl").write_text(json.dumps({"step": step, "loss": 1.25}) + "\n")
     return stage_dir
+
+
+def export_tiny_family(root: Path, model_class, config, *, text_options: dict, heads: dict, seed: int,
+                       tokenizer: Path, records_fingerprint: str | None, **export_options):
+    """(student, init folder, exported folder) under `root`: a random Hugging Face model of one family (`model_class`
+    built from `config`, torch seed 0) saved as root/init, imported as a student with `heads` and moved off its
+    weights (`perturb(seed)`), written as stage 3 of root/train and exported by the real exporter into root/out
+    with `tokenizer` (`export_options`: records_dirs, skip_records)."""
+    import torch
+    from flax import nnx
+
+    from embed_jax.convert import st_export
+    from embed_jax.models.student import Student
+
+    root = Path(root)
+    torch.manual_seed(0)
+    model_class(config).eval().save_pretrained(root / "init")
+    student = perturb(Student.from_pretrained(root / "init", heads=heads, text_options=text_options,
+                                              rngs=nnx.Rngs(0)), seed=seed)
+    write_stage(root / "train", "stage3", student, init_from=str(root / "init"),
+                records_fingerprint=records_fingerprint)
+    st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), **export_options)
+    return student, root / "init", root / "out"

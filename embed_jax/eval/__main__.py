@@ -31,7 +31,8 @@ _MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for 
 _OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md and cache/.", flag_values=FLAGS)
 _TASKS = flags.DEFINE_string("tasks", ",".join(tasks.DEFAULT_TASKS), "Comma-separated tasks (default: all of "
                              f"{', '.join(tasks.DEFAULT_TASKS)}); your own data as beir:FOLDER[:SPLIT] (corpus.jsonl, "
-                             "queries.jsonl, qrels/SPLIT.tsv) or pairs:FILE (text1, text2, score).", flag_values=FLAGS)
+                             "queries.jsonl, qrels/SPLIT.tsv) or pairs:FILE (text1, text2, score); an MTEB task as "
+                             "mteb:TASKNAME (the mteb extra).", flag_values=FLAGS)
 _MAX_LENGTH = flags.DEFINE_integer("max_length", 0, "Token window for every model (default 0: each model's own).",
                                    flag_values=FLAGS)
 _PCA_FIT_TEXTS = flags.DEFINE_integer("pca_fit_texts", encoding.EncodeContext.pca_fit_texts, "Built-in training "

@@ -26,6 +26,7 @@ from embed_jax.teachers.progress import Progress
 
 CACHE_FORMAT = "embed_jax.eval.cache/1"
 DEFAULT_HEAD = "default"  # the head name of a model with one output
+POOLED_HEAD = "pooled"  # the row of the pooled vector before any FC head (students, stella-style folders, graphs)
 
 
 class ModelSpecError(ValueError):
@@ -83,6 +84,14 @@ class EvalModel:
 def documents_key(head: str) -> str:
     """Where an asymmetric model's vectors of the document side of row `head` are."""
     return f"{head}:documents"
+
+
+def empty_vectors(model: EvalModel) -> dict[str, np.ndarray]:
+    """What `encode_uncached` gives for no texts, without running the model (tokenizers refuse an empty batch)."""
+    keys = {head: dim for head, dim in model.heads.items()}
+    if model.asymmetric:
+        keys.update({documents_key(head): dim for head, dim in model.heads.items()})
+    return {key: np.zeros((0, dim), dtype=np.float32) for key, dim in keys.items()}
 
 
 def unit_float32(vectors: np.ndarray) -> np.ndarray:
@@ -146,16 +155,23 @@ def encode(model: EvalModel, texts: Sequence[str], context: EncodeContext,
            timings: list[EncodeTiming] | None = None) -> dict[str, np.ndarray]:
     """Every head's unit vectors of `texts` (float32), from the cache when it holds them."""
     texts = list(texts)
-    path = cache_path(model, texts, context.cache_dir) if context.cache_dir and model.cacheable else None
     started = time.perf_counter()
-    vectors = read_cache(path, model, len(texts)) if path else None
-    cached = vectors is not None
-    if vectors is None:
-        vectors = {head: unit_float32(array) for head, array in model.encode_uncached(texts, context).items()}
-        if path:
-            write_cache(path, vectors)
-    else:
-        print(f"[eval] {model.spec}: {len(texts):,} texts from the cache ({path.name})", file=sys.stderr, flush=True)
+    # A suite of tasks that name their texts while scoring (eval/mteb_task.py) has nothing to embed first.
+    vectors, cached = (empty_vectors(model), False) if not texts else cached_or_encoded(model, texts, context)
     if timings is not None:
         timings.append(EncodeTiming(texts=len(texts), seconds=time.perf_counter() - started, cached=cached))
     return vectors
+
+
+def cached_or_encoded(model: EvalModel, texts: list[str], context: EncodeContext
+                      ) -> tuple[dict[str, np.ndarray], bool]:
+    """(vectors, whether they came from the cache); freshly encoded vectors are stored there."""
+    path = cache_path(model, texts, context.cache_dir) if context.cache_dir and model.cacheable else None
+    vectors = read_cache(path, model, len(texts)) if path else None
+    if vectors is not None:
+        print(f"[eval] {model.spec}: {len(texts):,} texts from the cache ({path.name})", file=sys.stderr, flush=True)
+        return vectors, True
+    vectors = {head: unit_float32(array) for head, array in model.encode_uncached(texts, context).items()}
+    if path:
+        write_cache(path, vectors)
+    return vectors, False

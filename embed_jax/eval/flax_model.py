@@ -24,11 +24,11 @@ from flax import nnx
 
 from embed_jax.data.pipeline import load_tokenizer
 from embed_jax.eval import overlap
-from embed_jax.eval.encoding import EncodeContext, EvalModel, EvalProgress, ModelSpecError, files_fingerprint
+from embed_jax.eval.encoding import POOLED_HEAD, EncodeContext, EvalModel, EvalProgress, ModelSpecError, \
+    files_fingerprint
 from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.train import workdir
 
-POOLED_HEAD = "pooled"
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 # Rows × padded length per batch: ~8k tokens keeps MiniLM's activations near 100 MB and its matmuls large enough
 # to keep both CPU cores busy.

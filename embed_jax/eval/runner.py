@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from embed_jax.eval import encoding, quantized, tasks as task_registry
 from embed_jax.eval.encoding import EncodeContext, EvalModel
@@ -79,12 +81,31 @@ def row_skips(model: EvalModel, precision: str, suite: Sequence[Task], image_ski
     return image_skips
 
 
+def head_encoders(model: EvalModel, context: EncodeContext) -> Callable[[str], Callable[[Sequence[str]], np.ndarray]]:
+    """head → (texts → that head's unit vectors), for a task that names its texts only while it scores (an MTEB
+    task): through the vector cache, each text list encoded once for all the model's heads."""
+    encoded: dict[str, dict[str, np.ndarray]] = {}
+
+    def encoder(head: str) -> Callable[[Sequence[str]], np.ndarray]:
+        def encode(texts: Sequence[str]) -> np.ndarray:
+            texts = list(texts)
+            key = encoding.texts_fingerprint(texts)
+            if key not in encoded:
+                encoded[key] = encoding.encode(model, texts, context)
+            return encoded[key][head]
+
+        return encode
+
+    return encoder
+
+
 def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: dict[str, int],
                 context: EncodeContext, precisions: Sequence[str] = ()) -> list[dict[str, Any]]:
     model = run.model
     timings: list[encoding.EncodeTiming] = []
     vectors = encoding.encode(model, texts, context, timings)
     images, image_skips = image_vectors(model, suite)
+    encoder = head_encoders(model, context)
     rows = []
     for head, dim in model.heads.items():
         for precision in (quantized.FLOAT, *precisions):
@@ -92,7 +113,8 @@ def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: d
             skipped = row_skips(model, precision, suite, image_skips)
             head_vectors = TextVectors(
                 index, vectors[head], {name: encoding.unit_float32(by_head[head]) for name, by_head in images.items()},
-                documents=vectors[encoding.documents_key(head)] if model.asymmetric else None, precision=precision)
+                documents=vectors[encoding.documents_key(head)] if model.asymmetric else None, precision=precision,
+                encoder=encoder(head))
             results: dict[str, TaskResult] = {task.name: task.score(head_vectors)
                                               for task in suite if task.name not in skipped}
             rows.append(result_row(run, head, dim, precision, results, skipped, timings[0],
@@ -116,9 +138,10 @@ def result_row(run: ModelRun, head: str, dim: int, precision: str, results: dict
         "source": model.source,
         "timings": {"load_s": round(run.load_s, 3), "encode_s": round(timing.seconds, 3),
                     "texts": timing.texts, "from_cache": timing.cached,
-                    # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing.
-                    "texts_per_s": (None if timing.cached or not model.cacheable or not timing.seconds
-                                    else round(timing.texts / timing.seconds, 1)),
+                    # A derived model (concat, pca) only combines its parts' vectors: its rate means nothing; nor
+                    # does the rate of no texts (a suite of mteb: tasks only, which encode while scoring).
+                    "texts_per_s": (None if timing.cached or not model.cacheable or not timing.texts
+                                    or not timing.seconds else round(timing.texts / timing.seconds, 1)),
                     "score_s": round(score_s, 3)},
     }
 

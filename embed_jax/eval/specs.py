@@ -4,6 +4,8 @@
     FOLDER with modules.json                           any sentence-transformers folder, embed_jax exports included
     FOLDER with student_config.json                    a stage folder of embed_jax.main (Flax)
     WORKDIR with stage*/student_config.json            its last trained stage (as the exporter picks it)
+    FOLDER with onnx_export.json | FOLDER/GRAPH.onnx   an ONNX graph of embed_jax.convert.onnx (onnxruntime): the
+                                                       folder's model.onnx, or that graph (model_int8.onnx)
     concat:SPEC+SPEC[+...]                             the concatenated teacher (docs/method.md §2)
     pca:SPEC@DIM                                       SPEC reduced to DIM by PCA (baseline)
     asym:QUERY_SPEC|DOC_SPEC                           queries by one model, documents by another (retrieval only)
@@ -22,12 +24,14 @@ from embed_jax.eval import overlap
 from embed_jax.eval.derived import ASYMMETRIC_SEPARATOR, AsymmetricModel, ConcatenatedModel, PcaModel
 from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError
 from embed_jax.eval.flax_model import FlaxStudentModel
+from embed_jax.eval.onnx_model import OnnxModel, is_onnx_spec
 from embed_jax.assets import AssetError, resolve_model_path
 from embed_jax.train.workdir import STUDENT_CONFIG_FILE, choose_stage, is_stage_folder, stage_folders
 
 CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX, ASYMMETRIC_PREFIX = "concat:", "pca:", "asset:", "asym:"
 SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-transformers folder (modules.json), an "
-              "embed_jax stage folder (student_config.json) or workdir (stage*/), concat:SPEC+SPEC, pca:SPEC@DIM, "
+              "embed_jax stage folder (student_config.json) or workdir (stage*/), an ONNX export folder "
+              "(onnx_export.json) or one of its .onnx graphs, concat:SPEC+SPEC, pca:SPEC@DIM, "
               "asym:QUERY_SPEC|DOC_SPEC, asym:STUDENT")
 
 
@@ -72,7 +76,10 @@ class ModelLoader:
             return self._asymmetric(spec)
         if spec.startswith(ASSET_PREFIX):
             return self._asset(spec)
-        return self._folder(spec, Path(spec).expanduser())
+        path = Path(spec).expanduser()
+        if is_onnx_spec(path):
+            return OnnxModel(spec, path, allow_overlap=self.context.allow_overlap, max_length=self.context.max_length)
+        return self._folder(spec, path)
 
     def _concat(self, spec: str) -> EvalModel:
         parts = [part.strip() for part in spec.removeprefix(CONCAT_PREFIX).split("+")]

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from embed_jax.eval import overlap
-from embed_jax.eval.encoding import DEFAULT_HEAD, EncodeContext, EvalModel, EvalProgress, ModelSpecError, \
-    files_fingerprint
+from embed_jax.eval.encoding import DEFAULT_HEAD, POOLED_HEAD, EncodeContext, EvalModel, EvalProgress, \
+    ModelSpecError, files_fingerprint
 from embed_jax.teachers.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, plan_length_batches
 
 DENSE_FOLDER = re.compile(r"^2_Dense_(\d+)$")
-POOLED_HEAD = "pooled"
 # A fast tokenizer (tokenizer.json), or a tokenizer config with one of the vocabulary files slow tokenizers read.
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 

@@ -8,9 +8,11 @@ The registry maps a task name to "module:factory", imported on first use, so a t
 vision zero-shot task in embed_jax/eval/digits.py) costs nothing until asked for. To add a task: write a `Task`
 subclass in its own module and add one line to TASKS (or call `register_task` from a script). A name with a prefix
 of TASK_PREFIXES (`beir:FOLDER[:SPLIT]`, `pairs:FILE`) is the user's own data: the factory gets the rest of the name,
-and reads its files at once (a malformed file stops the run before any model loads). A task that scores images as
-well lists them in `images()` (name → array of pixel batches); the runner then calls the model's `encode_images` and
-passes the image vectors under `vectors.images[name]`; models without an image path skip it.
+and reads its files at once (a malformed file stops the run before any model loads); `mteb:TASKNAME` runs an MTEB
+task (embed_jax/eval/mteb_task.py), whose texts are known only while mteb scores it: it encodes them through
+`TextVectors.encode`. A task that scores images as well lists them in `images()` (name → array of pixel batches);
+the runner then calls the model's `encode_images` and passes the image vectors under `vectors.images[name]`; models
+without an image path skip it.
 """
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ DEFAULT_TASKS = ("lee_similarity", "lee_retrieval", "wordnet_retrieval")
 TASK_PREFIXES: dict[str, str] = {
     "beir": "embed_jax.eval.beir:from_spec",
     "pairs": "embed_jax.eval.pairs:from_spec",
+    "mteb": "embed_jax.eval.mteb_task:from_spec",
 }
+PREFIX_FORMS = "beir:FOLDER[:SPLIT], pairs:FILE, mteb:TASKNAME"
 
 
 class UnknownTaskError(KeyError):
@@ -59,6 +63,13 @@ class TextVectors:
     images: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
     documents: np.ndarray | None = None  # the document side's vectors of the same texts; None: `matrix`
     precision: str = quantized.FLOAT
+    # This head's unit vectors of any texts, for a task that learns its texts only while scoring (mteb_task.py).
+    encoder: Callable[[Sequence[str]], np.ndarray] | None = None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self.encoder is None:
+            raise ValueError("these vectors carry no encoder: only the suite's texts can be looked up (rows)")
+        return self.encoder(texts)
 
     def rows(self, texts: Sequence[str]) -> np.ndarray:
         return self.matrix[[self.index[text] for text in texts]]
@@ -125,7 +136,7 @@ def load_task(name: str) -> Task:
         return task
     if name not in TASKS:
         raise UnknownTaskError(f"unknown evaluation task {name!r}; the tasks are: {', '.join(sorted(TASKS))}, "
-                               "or beir:FOLDER[:SPLIT], pairs:FILE.")
+                               f"or {PREFIX_FORMS}.")
     target = TASKS[name]
     if isinstance(target, str):
         target = _import(target)
@@ -138,5 +149,5 @@ def load_tasks(names: Sequence[str]) -> list[Task]:
     unknown = [name for name in names if not is_known(name)]
     if unknown:
         raise UnknownTaskError(f"unknown evaluation task(s) {', '.join(map(repr, unknown))}; the tasks are: "
-                               f"{', '.join(sorted(TASKS))}, or beir:FOLDER[:SPLIT], pairs:FILE.")
+                               f"{', '.join(sorted(TASKS))}, or {PREFIX_FORMS}.")
     return [load_task(name) for name in names]

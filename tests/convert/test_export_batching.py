@@ -7,13 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import transformers
-from flax import nnx
 from sentence_transformers import SentenceTransformer
 
 import kit
-from embed_jax.convert import st_export, tokenizer_files
+from embed_jax.convert import tokenizer_files
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
 
@@ -85,15 +83,11 @@ def family_exports(tmp_path_factory, left_bpe_tokenizer, left_bert_tokenizer):
     bpe_folder, bpe_vocab = left_bpe_tokenizer
     exports = {}
     for family, (model_class, config, options) in tiny_models(bpe_vocab).items():
-        root = tmp_path_factory.mktemp(family)
-        torch.manual_seed(0)
-        model_class(config).eval().save_pretrained(root / "init")
-        student = kit.perturb(Student.from_pretrained(root / "init", heads=HEADS, text_options=options,
-                                                      rngs=nnx.Rngs(0)), seed=5)
-        kit.write_stage(root / "train", "stage3", student, init_from=str(root / "init"), records_fingerprint="none")
-        tokenizer = bpe_folder if family in ("gpt2", "qwen2") else left_bert_tokenizer
-        st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), skip_records=True)
-        exports[family] = (student, root / "out")
+        student, _, folder = kit.export_tiny_family(
+            tmp_path_factory.mktemp(family), model_class, config, text_options=options, heads=HEADS, seed=5,
+            tokenizer=bpe_folder if family in ("gpt2", "qwen2") else left_bert_tokenizer, records_fingerprint="none",
+            skip_records=True)
+        exports[family] = (student, folder)
     return exports
 
 

@@ -58,19 +58,11 @@ def bpe_tokenizer(tmp_path_factory):
 def family_exports(tmp_path_factory, teacher_records, fingerprint, bpe_tokenizer, minilm_tokenizer_files):
     """{family: (student, hf folder it started from, exported folder)}."""
     bpe_folder, bpe_vocab = bpe_tokenizer
-    exports = {}
-    for family, (model_class, config, options) in tiny_models(bpe_vocab).items():
-        root = tmp_path_factory.mktemp(family)
-        torch.manual_seed(0)
-        model_class(config).eval().save_pretrained(root / "init")
-        student = kit.perturb(Student.from_pretrained(root / "init", heads=HEADS, text_options=options,
-                                                      rngs=nnx.Rngs(0)), seed=7)
-        kit.write_stage(root / "train", "stage3", student, init_from=str(root / "init"),
-                        records_fingerprint=fingerprint)
-        tokenizer = bpe_folder if family == "gpt2" else minilm_tokenizer_files
-        st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), records_dirs=[str(teacher_records)])
-        exports[family] = (student, root / "init", root / "out")
-    return exports
+    return {family: kit.export_tiny_family(
+                tmp_path_factory.mktemp(family), model_class, config, text_options=options, heads=HEADS, seed=7,
+                tokenizer=bpe_folder if family == "gpt2" else minilm_tokenizer_files, records_fingerprint=fingerprint,
+                records_dirs=[str(teacher_records)])
+            for family, (model_class, config, options) in tiny_models(bpe_vocab).items()}
 
 
 @pytest.mark.parametrize("family", ["xlm-roberta", "mpnet", "gpt2", "qwen2"])

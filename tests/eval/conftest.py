@@ -4,6 +4,7 @@
   tokenizer files;
 * `tiny_st`: the same encoder as a stella-style sentence-transformers folder (Pooling + two `2_Dense_{dim}` heads,
   modules.json routing through 2_Dense_16), the layout embed_jax's exporter writes;
+* `tiny_onnx`: `tiny_st` as the ONNX graphs of embed_jax.convert.onnx (every head, and the int8 graph);
 * `export_records(name, items)`: real teacher records (embed_jax.teachers.export, the tiny BERT as teacher) of a
   JSONL corpus of (id, text) pairs;
 * `tiny_workdir`: a stage-1 student trained by the real loop on clean records, with its run config (config.json);
@@ -51,6 +52,14 @@ def save_stella_folder(folder: Path, encoder_folder: Path, default_dim: int = HE
 @pytest.fixture(scope="session")
 def tiny_st(tmp_path_factory, tiny_bert) -> Path:
     return save_stella_folder(tmp_path_factory.mktemp("eval_tiny_st") / "tiny_st", tiny_bert)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_st) -> Path:
+    from embed_jax.convert import onnx_graph
+
+    out = tmp_path_factory.mktemp("eval_tiny_onnx") / "onnx"
+    return onnx_graph.export_onnx(tiny_st, out, all_heads=True, quantize="int8").folder
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from embed_jax.data import corpora
-from embed_jax.convert import hf_export
+from embed_jax.convert import hf_export, onnx_graph
 from embed_jax.train.workdir import RUN_CONFIG_FILE
 from embed_jax.eval.__main__ import main
 
@@ -103,6 +103,17 @@ def test_records_with_held_out_ids_are_refused_naming_the_ids_and_the_folder(tmp
     assert str(id_overlap_records.resolve()) in err and f"'wordnet:{first}:definition' (held-out id)" in err
     assert "2 of 20 records" in err and "--allow_overlap" in err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_onnx_graph_is_checked_through_the_folder_it_was_exported_from(tmp_path, capsys, tiny_st, tiny_onnx,
+                                                                          id_overlap_records):
+    folder = export_folder(tmp_path, tiny_st, [id_overlap_records])
+    graph = tmp_path / "onnx"
+    shutil.copytree(tiny_onnx, graph)
+    record = json.loads((graph / onnx_graph.RECORD_FILE).read_text())
+    (graph / onnx_graph.RECORD_FILE).write_text(json.dumps({**record, "source": str(folder)}))
+    code, err = run(capsys, f"--model={graph / onnx_graph.INT8_FILE}", f"--out={tmp_path / 'out'}", LEE)
+    assert code == 2 and "(held-out id)" in err and str(id_overlap_records.resolve()) in err
 
 
 def test_records_with_a_held_out_text_under_another_id_are_refused(tmp_path, capsys, tiny_st,
