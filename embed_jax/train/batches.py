@@ -2,7 +2,9 @@
 
     open_records   the records folder, checked against the config's teacher_dim (errors name the key)
     open_eval_records  the held-out records, checked to hold the training records' teachers, order and normalisation
-    make_batches   the grain pipeline as the config sets it (shuffle, per-process shard, tokenise, length buckets)
+    check_disjoint the held-out records repeat no training record (by id or text): preflight, once per run
+    make_batches   the grain pipeline as the config sets it (shuffle, per-process shard, tokenise, length buckets,
+                   each teacher's block weighted by data.teacher_weights: teacher_scales)
     global_batch   this process's rows → one global jax.Array per field (processes agree on the padded length)
 
 Every process runs the same code on its own slice of the records; the loss sees the global batch.
@@ -17,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from embed_jax.data import pipeline, records
+from embed_jax.data import pipeline, records, teacher_weights
 
 
 def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_token_id: int) -> dict[str, jax.Array]:
@@ -94,6 +96,36 @@ def check_same_teachers(train: records.Manifest, held_out: records.Manifest, *, 
             "teachers, in the same order (configs/teachers.py teacher_order).")
 
 
+def repeated_records(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource) -> tuple[int, str]:
+    """(how many held-out records share an id or a text with a training record, the first such held-out id).
+
+    One pass over the training records against the held-out ids and texts (the smaller side, kept in memory)."""
+    held_out_ids, by_id, by_text = [], {}, {}
+    for index, (record_id, text) in enumerate(held_out.ids_and_texts()):
+        held_out_ids.append(record_id)
+        by_id.setdefault(record_id, index)
+        by_text.setdefault(text, index)
+    repeated: set[int] = set()
+    for record_id, text in train.ids_and_texts():
+        repeated.update(index for index in (by_id.get(record_id), by_text.get(text)) if index is not None)
+    return len(repeated), held_out_ids[min(repeated)] if repeated else ""
+
+
+def check_disjoint(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource, *, train_key: str,
+                   held_out_key: str) -> None:
+    """Held-out records that repeat training records make the eval/* loss a training loss (it falls with
+    memorisation): refuse them, naming both folders, how many repeat and one of them."""
+    count, example = repeated_records(train, held_out)
+    if count:
+        raise pipeline.PipelineConfigError(
+            f"config key {held_out_key}: {count} of the {len(held_out)} records in "
+            f"{', '.join(map(str, held_out.folders))} repeat records (same id or same text) of the training records "
+            f"in {', '.join(map(str, train.folders))} ({train_key}), e.g. {example!r}; their held-out loss would "
+            f"measure memorisation. Export the validation records from a slice of the corpus the training records "
+            f"do not hold (configs/teachers.py:eval starts at --config.corpus.skip_texts=100000, past every export "
+            f"of fewer texts), or leave {held_out_key} empty.")
+
+
 def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource, *, seed: int,
                  shuffle: bool = True, num_epochs: int | None = None, length_grouping_window: int | None = None):
     """The pipeline as the config sets it; `length_grouping_window` overrides data.length_grouping_window."""
@@ -112,7 +144,18 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         include_ids=True,  # a NaN loss names the records of its batch (driver.check_finite)
+        teacher_scales=teacher_scales(config, source),
     )
+
+
+def teacher_scales(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource) -> np.ndarray | None:
+    """The per-dimension factors of data.teacher_weights for `source`'s teachers (None: equal weights, the records'
+    vectors unchanged); the training and the held-out records get the same, their teachers being checked alike."""
+    ordered = sorted(source.manifest.teachers, key=lambda teacher: teacher.order)
+    weights = teacher_weights.weights_for_teachers(
+        config.data.get("teacher_weights", ""), [teacher.name for teacher in ordered],
+        records_dir=", ".join(map(str, source.folders)))
+    return teacher_weights.block_scales([teacher.dim for teacher in ordered], weights)
 
 
 def tokenizer_path(config: ml_collections.ConfigDict) -> str:
