@@ -80,9 +80,14 @@ def weights_for_teachers(text: str, teacher_names: Sequence[str], *, records_dir
     return normalised([weights[name] for name in teacher_names], list(teacher_names), where=where)
 
 
+def are_equal(weights: Sequence[float] | None) -> bool:
+    """No weights, or all the same: the records' own (paper's) target."""
+    return weights is None or len(set(weights)) == 1
+
+
 def block_scales(dims: Sequence[int], weights: Sequence[float] | None) -> np.ndarray | None:
     """float32 (sum of dims,) factors: √(N·w_i) over teacher i's block; None for no weights or equal weights."""
-    if weights is None or len(set(weights)) == 1:
+    if are_equal(weights):
         return None
     count = len(dims)
     return np.concatenate([np.full(dim, math.sqrt(count * weight), dtype=np.float32)
@@ -92,7 +97,7 @@ def block_scales(dims: Sequence[int], weights: Sequence[float] | None) -> np.nda
 def identity_weights(text: str) -> dict[str, float] | None:
     """{name: normalised weight} of a config value for a run's identity; None for "" or equal weights."""
     weights = parse_weights(text)
-    if not weights or len(set(weights.values())) == 1:
+    if not weights or are_equal(list(weights.values())):
         return None
     names = list(weights)
     return dict(zip(names, normalised([weights[name] for name in names], names, where=f"config key {CONFIG_KEY}")))

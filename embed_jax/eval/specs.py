@@ -61,7 +61,7 @@ def teachers_spec(spec: str, student: EvalModel) -> str:
                                                        records_dir=str(folder))
     except teacher_weights.TeacherWeightsError as error:
         raise ModelSpecError(f"model spec {spec!r}: the run config of {student.spec}: {error}") from None
-    suffix = "" if weights is None else "@" + ",".join(repr(weight) for weight in weights)
+    suffix = "" if teacher_weights.are_equal(weights) else "@" + ",".join(repr(weight) for weight in weights)
     return CONCAT_PREFIX + "+".join(paths) + suffix
 
 

@@ -111,3 +111,47 @@ def test_held_out_records_are_checked_before_any_work(smoke_config, teacher_reco
     with pytest.raises(PipelineConfigError, match=r"data.eval_records_dir.*minilm pooling: training 'auto', "
                                                   r"held-out 'cls'"):
         preflight.check_config(smoke_config)
+
+
+def held_out_config(smoke_config, eval_records):
+    smoke_config.data.eval_records_dir, smoke_config.train.eval_every = str(eval_records), 1
+    return smoke_config
+
+
+def test_held_out_records_that_repeat_training_records_are_refused(smoke_config, teacher_records,
+                                                                  overlapping_eval_records):
+    held_out_config(smoke_config, overlapping_eval_records)
+    with pytest.raises(PipelineConfigError, match=(
+            rf"config key data.eval_records_dir: 16 of the 16 records in {overlapping_eval_records} repeat records "
+            rf"\(same id or same text\) of the training records in {teacher_records} \(data.records_dir\), e.g. "
+            r"'wordnet:.*:definition'.*Export the validation records from a slice of the corpus the training records "
+            r"do not hold \(.*--config.corpus.skip_texts=100000")):
+        preflight.check_config(smoke_config)
+
+
+def test_held_out_records_repeating_training_texts_under_other_ids_are_refused(smoke_config, teacher_records,
+                                                                              tmp_path):
+    source = batches.open_records(smoke_config, str(teacher_records), "data.records_dir")
+    repeated = source[5]["text"]
+    corpus = tmp_path / "validation.txt"
+    corpus.write_text(f"A sentence no training record holds.\n{repeated}\nAnother new sentence.\n")
+    eval_records = tmp_path / "eval_records"
+    config = kit.minilm_export_config(eval_records)
+    config.corpus.kind, config.corpus.paths = "text", str(corpus)
+    from embed_jax.teachers import export
+
+    export.run_export(config)
+    held_out_config(smoke_config, eval_records)
+    with pytest.raises(PipelineConfigError, match=rf"1 of the 3 records in {eval_records} repeat records .*, e.g. "
+                                                  r"'validation.txt:2'"):
+        preflight.check_config(smoke_config)
+
+
+def test_disjoint_held_out_records_pass(smoke_config, tmp_path):
+    eval_records = tmp_path / "eval_records"
+    config = kit.minilm_export_config(eval_records, num_texts=16)
+    config.corpus.skip_texts = kit.TEACHER_RECORDS_COUNT  # past the training records' slice of the same order
+    from embed_jax.teachers import export
+
+    export.run_export(config)
+    preflight.check_config(held_out_config(smoke_config, eval_records))
