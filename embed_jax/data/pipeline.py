@@ -355,9 +355,6 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
     if usable == 0:
         raise PipelineConfigError(f"data.global_batch_size={global_batch_size} exceeds the {len(source)} records in "
                                   f"{', '.join(map(str, source.folders))}; lower it or export more texts.")
-    if teacher_scales is not None and teacher_scales.shape != (source.manifest.teacher_dim,):
-        raise PipelineConfigError(f"teacher_scales of shape {teacher_scales.shape} for the "
-                                  f"{source.manifest.teacher_dim}-d teacher vectors of {source}.")
     encoder = BatchEncoder(tokenizer, max_length, check_length_buckets(length_buckets, max_length), include_ids,
                            teacher_scales)
     record_indices = grain.MapDataset.range(len(source))

@@ -19,6 +19,7 @@ from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
 from embed_jax.train import batches, cached_stage, sharding, stages, text_stage, vision_stage
+from embed_jax.train.train_state import log
 
 
 class ConfigError(ValueError):
@@ -141,4 +142,4 @@ def check_text_records(config: ml_collections.ConfigDict) -> None:
     batches.teacher_scales(config, source)
     if text_stage.evaluates(config):
         batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
-                               held_out_key="data.eval_records_dir")
+                               held_out_key="data.eval_records_dir", log=log)
