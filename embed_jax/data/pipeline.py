@@ -11,8 +11,9 @@
 
 Each process yields `{"input_ids": int32 (B_local, L), "attention_mask": int32 (B_local, L), "teacher": float32
 (B_local, teacher_dim)}` with L one of `length_buckets`; the teacher vectors are the records', each teacher's block
-scaled by its weight when the training config weighs them (data.teacher_weights, embed_jax/data/teacher_weights.py). Without grouping, the global batch at step s is the union
-of the processes' batches at step s, a disjoint cover of one slice of the epoch's permutation. Processes may pick
+scaled by its weight when the training config weighs them (data.teacher_weights, embed_jax/data/teacher_weights.py).
+Without grouping, the global batch at step s is the union of the processes' batches at step s, a disjoint cover of
+one slice of the epoch's permutation. Processes may pick
 different buckets for the same step: the trainer agrees on the largest and calls `pad_batch_to_length`.
 
 The iterator (`iter(dataset)`) is a grain DatasetIterator: `get_state()` / `set_state()` save and restore its exact

@@ -1,15 +1,17 @@
 """Per-teacher weights of the distillation target, applied to the records' vectors as they are read.
 
-A record holds t = concat(u_1, ..., u_N) / √N (u_i teacher i's unit vector, docs/method.md §2), so the cosine of two
-targets is the mean of the teachers' cosines. Multiplying block i by √(N·w_i), with the weights normalised to Σw = 1,
-gives concat(√w_1 u_1, ..., √w_N u_N): still a unit vector, whose cosine between two texts is Σ w_i cos_i. The
-weights thus change the target without re-exporting the records (docs/training.md, "Teacher weights").
+A record holds t = concat(u_1, ..., u_N) / √N (u_i teacher i's unit vector, docs/method.md §2), so the cosine of
+two targets is the mean of the teachers' cosines. Multiplying block i by √(N·w_i), with the weights normalised to
+Σw = 1, gives concat(√w_1 u_1, ..., √w_N u_N): still a unit vector, whose cosine between two texts is Σ w_i cos_i.
+The weights thus change the target without re-exporting the records (docs/training.md, "Teacher weights").
 
 Equal weights are the paper's target: no scale at all (`block_scales` returns None), so batches stay bit-identical.
 
     parse_weights    "minilm=0.25,mpnet=0.75" → {name: weight} (the config key data.teacher_weights)
     normalised       weights checked (finite, ≥ 0, sum > 0) and divided by their sum
+    weights_for_teachers  a config value checked against the records' teachers, in their order
     block_scales     per-dimension factors √(N·w_i) for the records' layout, or None for equal weights
+    identity_weights the normalised weights a run's identity records (None for equal ones)
 """
 from __future__ import annotations
 

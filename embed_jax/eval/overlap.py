@@ -163,7 +163,8 @@ def find_offenders(items: Iterable[tuple[str, str]], held_out_texts: frozenset[s
 @functools.lru_cache(maxsize=16)
 def scan_records(records_dir: str) -> RecordsScan:
     """Every record of one folder checked against the hold-out (once per folder per process)."""
-    count, shown, offending = find_offenders(RecordDataSource(Path(records_dir)).ids_and_texts(), corpora.holdout_folded_texts())
+    count, shown, offending = find_offenders(RecordDataSource(Path(records_dir)).ids_and_texts(),
+                                             corpora.holdout_folded_texts())
     return RecordsScan(records_dir=records_dir, num_records=count, offenders=tuple(shown), num_offending=offending)
 
 
