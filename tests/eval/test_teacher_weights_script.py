@@ -36,6 +36,7 @@ def test_table_json_and_plot_of_each_weight(tmp_path, tiny_st, capsys):
     assert [row["weight"] for row in report["rows"]] == [0.0, 0.5, 1.0]
     assert report["counts"]["queries"] == 4368 and (tmp_path / "teacher_weights.png").stat().st_size > 0
     assert "| 0.5 |" in (tmp_path / "teacher_weights.md").read_text() and "| 0.5 |" in capsys.readouterr().out
-    alone = runner.evaluate([str(tiny_st)], ["wordnet_validation"], encoding.EncodeContext(cache_dir=tmp_path / "cache"))
+    alone = runner.evaluate([str(tiny_st)], ["wordnet_validation"],
+                            encoding.EncodeContext(cache_dir=tmp_path / "cache"))
     for row in report["rows"]:  # the two teachers are one model: every weight gives its own scores
         assert row["mrr@10"] == pytest.approx(alone["rows"][0]["metrics"]["wordnet_validation/mrr@10"], abs=1e-6)
