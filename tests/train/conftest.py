@@ -44,3 +44,15 @@ def overlapping_eval_records(tmp_path_factory) -> Path:
     config = kit.minilm_export_config(tmp_path_factory.mktemp("overlapping") / "eval_records", num_texts=16)
     export.run_export(config)
     return Path(config.output_dir)
+
+
+@pytest.fixture(scope="session")
+def held_out_records(tmp_path_factory) -> Path:
+    """Validation records disjoint from `teacher_records`: the 32 WordNet definitions that follow its 64 in the
+    built-in order (what configs/teachers.py:eval does at scale)."""
+    from embed_jax.teachers import export
+
+    config = kit.minilm_export_config(tmp_path_factory.mktemp("held_out") / "eval_records", num_texts=32)
+    config.corpus.skip_texts = kit.TEACHER_RECORDS_COUNT
+    export.run_export(config)
+    return Path(config.output_dir)
