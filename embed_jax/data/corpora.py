@@ -24,6 +24,11 @@ Evaluation hold-out, kept out of every built-in training corpus from the start:
   1,000 example queries whose synsets training never saw. The rule depends on nothing but the key, so it is the
   same on every machine and for every corpus size.
 
+Validation split (not a hold-out: its texts stay in the `wordnet` training corpus), for choosing recipe knobs such as
+the teachers' weights (docs/training.md) without looking at the evaluation hold-out: the training-side synsets with
+`is_validation_synset(key)`, the same rule under another salt (sha256("wordnet-3.0-validation:" + key), below
+VALIDATION_PER_MILLE): about 9% of all synsets, giving the same task shape as the hold-out (embed_jax/eval/wordnet.py).
+
 Besides, any training text equal (after whitespace folding and lower-casing) to a held-out text is dropped: WordNet
 repeats some glosses across synsets ("a variety of aster"), and a repeated gloss would leak a held-out answer
 (314 WordNet texts are dropped so). Sizes: wiki 7,421 passages, lee_background 300, wordnet 148,986, all 156,707.
@@ -49,6 +54,8 @@ from embed_jax.data.records import Text
 WORDNET_DIR = Path(os.environ.get("EMBED_JAX_WORDNET_DIR", "/usr/share/wordnet"))
 WORDNET_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
 HOLDOUT_PER_MILLE = 100
+# Of the synsets not held out, those in the validation split: the hold-out's share, so the task is about as large.
+VALIDATION_PER_MILLE = 100
 WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # ~96 words ≈ 128 word pieces of the BERT vocabulary on this dump (1.3 pieces per word, measured with the MiniLM
 # tokenizer), so a passage fits a 128-token student window and the teachers' windows (256 and 384) whole.
@@ -80,9 +87,18 @@ def fold(text: str) -> str:
 # ------------------------------------------------------------------------------------------------------ WordNet
 
 
+def _synset_per_mille(salt: str, key: str) -> int:
+    digest = hashlib.sha256(f"{salt}:{key}".encode("ascii")).hexdigest()
+    return int(digest[:8], 16) % 1000
+
+
 def is_held_out_synset(key: str) -> bool:
-    digest = hashlib.sha256(f"wordnet-3.0:{key}".encode("ascii")).hexdigest()
-    return int(digest[:8], 16) % 1000 < HOLDOUT_PER_MILLE
+    return _synset_per_mille("wordnet-3.0", key) < HOLDOUT_PER_MILLE
+
+
+def is_validation_synset(key: str) -> bool:
+    """A training-side synset of the validation split (module docstring); never a held-out one."""
+    return not is_held_out_synset(key) and _synset_per_mille("wordnet-3.0-validation", key) < VALIDATION_PER_MILLE
 
 
 def parse_wordnet_line(line: str, pos: str) -> Synset:
@@ -116,6 +132,16 @@ def read_wordnet(wordnet_dir: Path = WORDNET_DIR) -> tuple[Synset, ...]:
 def wordnet_holdout(wordnet_dir: Path = WORDNET_DIR) -> tuple[Synset, ...]:
     """The held-out synsets (definitions and examples) for evaluation, in file order."""
     return tuple(synset for synset in read_wordnet(wordnet_dir) if is_held_out_synset(synset.key))
+
+
+def wordnet_validation(wordnet_dir: Path = WORDNET_DIR) -> tuple[Synset, ...]:
+    """The validation split's synsets in file order, without any text equal (folded) to a held-out one: a synset
+    whose definition repeats a held-out gloss is left out, and so is an example that repeats a held-out text."""
+    held_out = holdout_folded_texts()
+    return tuple(dataclasses.replace(synset, examples=tuple(example for example in synset.examples
+                                                             if fold(example) not in held_out))
+                 for synset in read_wordnet(wordnet_dir)
+                 if is_validation_synset(synset.key) and fold(synset.definition) not in held_out)
 
 
 def wordnet_texts(wordnet_dir: Path = WORDNET_DIR) -> Iterator[Text]:

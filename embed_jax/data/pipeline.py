@@ -11,8 +11,10 @@
       → repeat (num_epochs; None = forever)
 
 Each process yields `{"input_ids": int32 (B_local, L), "attention_mask": int32 (B_local, L), "teacher": float32
-(B_local, teacher_dim)}` with L one of `length_buckets`. Without grouping, the global batch at step s is the union
-of the processes' batches at step s, a disjoint cover of one slice of the epoch's permutation. Processes may pick
+(B_local, teacher_dim)}` with L one of `length_buckets`; the teacher vectors are the records', each teacher's block
+scaled by its weight when the training config weighs them (data.teacher_weights, embed_jax/data/teacher_weights.py).
+Without grouping, the global batch at step s is the union of the processes' batches at step s, a disjoint cover of
+one slice of the epoch's permutation. Processes may pick
 different buckets for the same step: the trainer agrees on the largest and calls `pad_batch_to_length`.
 
 The iterator (`iter(dataset)`) is a grain DatasetIterator: `get_state()` / `set_state()` save and restore its exact
@@ -27,7 +29,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -101,6 +103,12 @@ class RecordDataSource(grain.sources.RandomAccessDataSource):
             raise
         except Exception as error:
             raise self._unreadable(self._shard_paths_of(indices), error) from None
+
+    def ids_and_texts(self, chunk: int = 4096) -> Iterator[tuple[str, str]]:
+        """(id, text) of every record in order, read `chunk` records at a time."""
+        for start in range(0, len(self), chunk):
+            for record in self.read_many(range(start, min(start + chunk, len(self)))):
+                yield record["id"], record["text"]
 
     def _shard_paths_of(self, indices: Sequence[int]) -> list[str]:
         shards = sorted({int(np.searchsorted(self._shard_ends, index, side="right")) for index in indices})
@@ -218,9 +226,11 @@ class BatchEncoder:
     `tokenizers` library allows concurrently (its "Already borrowed" error comes from changing settings mid-use).
     """
 
-    def __init__(self, tokenizer_path: str, max_length: int, buckets: Sequence[int], include_ids: bool = False):
+    def __init__(self, tokenizer_path: str, max_length: int, buckets: Sequence[int], include_ids: bool = False,
+                 teacher_scales: np.ndarray | None = None):
         self.tokenizer, self.pad_token_id = load_tokenizer(tokenizer_path, max_length)
         self.buckets, self.include_ids = tuple(buckets), include_ids
+        self.teacher_scales = teacher_scales
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
@@ -232,6 +242,8 @@ class BatchEncoder:
         for row, row_ids in enumerate(token_ids):
             input_ids[row, :len(row_ids)] = row_ids
             attention_mask[row, :len(row_ids)] = 1
+        if self.teacher_scales is not None:  # per-teacher weights (embed_jax/data/teacher_weights.py)
+            teacher = teacher * self.teacher_scales
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "teacher": teacher}
         if self.include_ids:
             out["id"] = np.array(ids)
@@ -299,6 +311,12 @@ class GroupedBatches(grain.MapDataset):
                 raise
         return future.result()
 
+    def _targets(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
+        """The records' targets as the losses see them (per-teacher weights applied): what neighbours are near in."""
+        teacher = np.stack([record["teacher"] for record in records])
+        scales = self.encoder.teacher_scales
+        return teacher if scales is None else teacher * scales
+
     def _build_window(self, epoch: int, window_index: int) -> list[dict[str, np.ndarray]]:
         first_batch = window_index * self.window
         count = min(self.window, self.batches_per_epoch - first_batch)
@@ -312,8 +330,8 @@ class GroupedBatches(grain.MapDataset):
         batch_order = np.arange(count)
         rows_per_batch = len(records) // count
         if self.window > 1:
-            order = (neighbour_batches.neighbour_order(np.stack([record["teacher"] for record in records]), count)
-                     if self.group_by == "teacher" else np.argsort([len(row) for row in token_ids], kind="stable"))
+            order = (neighbour_batches.neighbour_order(self._targets(records), count) if self.group_by == "teacher"
+                     else np.argsort([len(row) for row in token_ids], kind="stable"))
             batch_order = np.random.default_rng([self.seed, epoch, window_index]).permutation(count)
         batches = []
         for batch in batch_order:
@@ -333,11 +351,14 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
                  length_buckets: Sequence[int] = (), seed: int = 0, shuffle: bool = True,
                  length_grouping_window: int = 1, num_epochs: int | None = None, process_index: int = 0,
                  process_count: int = 1, read_threads: int = 2, prefetch_batches: int = 4,
-                 include_ids: bool = False, group_by: str = "length") -> grain.IterDataset:
+                 include_ids: bool = False, group_by: str = "length",
+                 teacher_scales: np.ndarray | None = None) -> grain.IterDataset:
     """This process's stream of tokenised, bucketed batches (module docstring); `iter()` it for a resumable iterator.
 
     length_grouping_window: 1 for uniformly random batches; W > 1 regroups each W consecutive batches' records,
     by token length (group_by="length") or by teacher neighbourhood (group_by="teacher"; see GroupedBatches).
+    teacher_scales: (teacher_dim,) factors every teacher vector is multiplied by (the per-teacher weights,
+    teacher_weights.block_scales); None leaves the records' vectors as they are.
     """
     if global_batch_size <= 0 or global_batch_size % process_count:
         raise PipelineConfigError(f"data.global_batch_size={global_batch_size} must be a positive multiple of the "
@@ -353,7 +374,8 @@ def make_dataset(source: RecordDataSource, *, tokenizer: str, global_batch_size:
     if usable == 0:
         raise PipelineConfigError(f"data.global_batch_size={global_batch_size} exceeds the {len(source)} records in "
                                   f"{', '.join(map(str, source.folders))}; lower it or export more texts.")
-    encoder = BatchEncoder(tokenizer, max_length, check_length_buckets(length_buckets, max_length), include_ids)
+    encoder = BatchEncoder(tokenizer, max_length, check_length_buckets(length_buckets, max_length), include_ids,
+                           teacher_scales)
     record_indices = grain.MapDataset.range(len(source))
     if shuffle:
         record_indices = record_indices.shuffle(seed=seed)

@@ -2,7 +2,9 @@
 
 * `concat:A+B+...`: each part's default head, L2-normalised, concatenated in the given order, renormalised: the
   distillation target of docs/method.md §2, computed by the same function as the teacher export
-  (`embed_jax.teachers.targets.concatenated_target`).
+  (`embed_jax.teachers.targets.concatenated_target`). `concat:A+B@W_A,W_B` weighs the parts as
+  data.teacher_weights weighs a training run's teachers (embed_jax/data/teacher_weights.py): block i scaled by
+  √(N·w_i), so the target's cosine is Σ w_i cos_i.
 * `asym:QUERY_SPEC|DOC_SPEC`: queries encoded by one model, documents by another (LEAF's use: documents indexed
   by the teacher, queries by the small student). The document side is DOC_SPEC's default head; the query side is
   QUERY_SPEC's first head of that dimension (a student's FC1 against its teacher target). `asym:STUDENT` takes the
@@ -21,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from embed_jax.data import corpora
+from embed_jax.data import corpora, teacher_weights
 from embed_jax.eval import overlap
 from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError, documents_key, encode
 from embed_jax.teachers.targets import concatenated_target
@@ -35,22 +37,30 @@ class ConcatenatedModel(EvalModel):
     kind = "concat"
     cacheable = False  # its parts are cached; concatenating is instant
 
-    def __init__(self, spec: str, parts: Sequence[EvalModel]):
+    def __init__(self, spec: str, parts: Sequence[EvalModel], weights: Sequence[float] | None = None):
+        """`weights`: one per part, normalised (teacher_weights.normalised); None for the equal-weight target."""
         self.spec, self.parts = spec, list(parts)
-        self.heads = {CONCAT_HEAD: sum(part.heads[part.default_head] for part in self.parts)}
+        dims = [part.heads[part.default_head] for part in self.parts]
+        self.heads = {CONCAT_HEAD: sum(dims)}
         self.default_head = CONCAT_HEAD
+        self.weights = None if weights is None else tuple(weights)
+        self.scales = teacher_weights.block_scales(dims, self.weights)
         self.holdout = overlap.combine([part.holdout for part in self.parts], "concatenation of its parts")
-        self.source = {"parts": [{"spec": part.spec, "head": part.default_head,
-                                  "dim": part.heads[part.default_head]} for part in self.parts],
+        self.source = {"parts": [{"spec": part.spec, "head": part.default_head, "dim": dim}
+                                 for part, dim in zip(self.parts, dims)],
                        "normalisation": "per part L2, concatenated in order, L2 again (docs/method.md §2)"}
+        if self.weights is not None:
+            self.source["weights"] = list(self.weights)
 
     def fingerprint(self) -> str:
-        return "+".join(part.fingerprint() for part in self.parts)
+        weights = "" if self.weights is None else "@" + ",".join(f"{weight!r}" for weight in self.weights)
+        return "+".join(part.fingerprint() for part in self.parts) + weights
 
     def encode_uncached(self, texts: Sequence[str], context: EncodeContext) -> dict[str, np.ndarray]:
         per_part = [encode(part, texts, context)[part.default_head] for part in self.parts]
         ids = [f"text {index}" for index in range(len(texts))]
-        return {CONCAT_HEAD: concatenated_target(per_part, [part.spec for part in self.parts], ids)}
+        target = concatenated_target(per_part, [part.spec for part in self.parts], ids)
+        return {CONCAT_HEAD: target if self.scales is None else target * self.scales}
 
 
 def head_list(model: EvalModel) -> str:

@@ -31,7 +31,6 @@ from embed_jax.train import workdir
 from embed_jax.train.workdir import RUN_CONFIG_FILE
 
 SHOWN_OFFENDERS = 5
-READ_CHUNK = 4096
 
 CLEAN, OVERLAP_ALLOWED, UNCHECKED, EXTERNAL = "clean", "overlap-allowed", "unchecked", "external"
 # How a status shows in the Markdown table (worst first when models combine).
@@ -161,17 +160,11 @@ def find_offenders(items: Iterable[tuple[str, str]], held_out_texts: frozenset[s
     return count, shown, offending
 
 
-def read_ids_and_texts(records_dir: Path) -> Iterable[tuple[str, str]]:
-    source = RecordDataSource(records_dir)
-    for start in range(0, len(source), READ_CHUNK):
-        for record in source.read_many(range(start, min(start + READ_CHUNK, len(source)))):
-            yield record["id"], record["text"]
-
-
 @functools.lru_cache(maxsize=16)
 def scan_records(records_dir: str) -> RecordsScan:
     """Every record of one folder checked against the hold-out (once per folder per process)."""
-    count, shown, offending = find_offenders(read_ids_and_texts(Path(records_dir)), corpora.holdout_folded_texts())
+    count, shown, offending = find_offenders(RecordDataSource(Path(records_dir)).ids_and_texts(),
+                                             corpora.holdout_folded_texts())
     return RecordsScan(records_dir=records_dir, num_records=count, offenders=tuple(shown), num_offending=offending)
 
 

@@ -7,37 +7,43 @@
     FOLDER with onnx_export.json | FOLDER/GRAPH.onnx   an ONNX graph of embed_jax.convert.onnx (onnxruntime): the
                                                        folder's model.onnx, or that graph (model_int8.onnx)
     concat:SPEC+SPEC[+...]                             the concatenated teacher (docs/method.md §2)
+    concat:SPEC+SPEC[+...]@W,W[,...]                   the same, part i weighted by W_i as data.teacher_weights
+                                                       weighs a run's teachers (docs/training.md, "Teacher weights")
     pca:SPEC@DIM                                       SPEC reduced to DIM by PCA (baseline)
     asym:QUERY_SPEC|DOC_SPEC                           queries by one model, documents by another (retrieval only)
     asym:STUDENT                                       queries by the student's FC1, documents by its teachers:
-                                                       concat:T1+T2+... (or the one teacher) of its records' manifest
+                                                       concat:T1+T2+... (or the one teacher) of its records' manifest,
+                                                       @weights of its run's data.teacher_weights
 
 The hold-out check (overlap.py) runs while loading: a model whose training records contain hold-out material stops
 here, before any encoding.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from embed_jax.data import records
+from embed_jax.data import records, teacher_weights
 from embed_jax.eval import overlap
 from embed_jax.eval.derived import ASYMMETRIC_SEPARATOR, AsymmetricModel, ConcatenatedModel, PcaModel
 from embed_jax.eval.encoding import EncodeContext, EvalModel, ModelSpecError
 from embed_jax.eval.flax_model import FlaxStudentModel
 from embed_jax.eval.onnx_model import OnnxModel, is_onnx_spec
 from embed_jax.assets import AssetError, resolve_model_path
-from embed_jax.train.workdir import STUDENT_CONFIG_FILE, choose_stage, is_stage_folder, stage_folders
+from embed_jax.train.workdir import (STUDENT_CONFIG_FILE, choose_stage, is_stage_folder, run_config_file,
+                                     stage_folders)
 
 CONCAT_PREFIX, PCA_PREFIX, ASSET_PREFIX, ASYMMETRIC_PREFIX = "concat:", "pca:", "asset:", "asym:"
 SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-transformers folder (modules.json), an "
               "embed_jax stage folder (student_config.json) or workdir (stage*/), an ONNX export folder "
-              "(onnx_export.json) or one of its .onnx graphs, concat:SPEC+SPEC, pca:SPEC@DIM, "
+              "(onnx_export.json) or one of its .onnx graphs, concat:SPEC+SPEC[@W,W], pca:SPEC@DIM, "
               "asym:QUERY_SPEC|DOC_SPEC, asym:STUDENT")
 
 
 def teachers_spec(spec: str, student: EvalModel) -> str:
     """The spec of a student's teacher target, from the manifest of the records it was trained on (the folders the
-    hold-out check read): its one teacher, or concat: of its teachers in the manifest's order."""
+    hold-out check read): its one teacher, or concat: of its teachers in the manifest's order, weighted as its run's
+    data.teacher_weights weighed them."""
     if not student.holdout.records_dirs:
         raise ModelSpecError(f"model spec {spec!r}: the training records of {student.spec} were not found "
                              f"({student.holdout.note}), so its teachers are unknown; name the documents' model: "
@@ -49,7 +55,51 @@ def teachers_spec(spec: str, student: EvalModel) -> str:
                              f"({'; '.join(' + '.join(paths) for paths in sorted(teacher_lists))}); name the "
                              f"documents' model: asym:{student.spec}{ASYMMETRIC_SEPARATOR}DOC_SPEC.")
     paths = next(iter(teacher_lists))
-    return paths[0] if len(paths) == 1 else CONCAT_PREFIX + "+".join(paths)
+    if len(paths) == 1:
+        return paths[0]
+    folder = student.holdout.records_dirs[0]
+    names = [teacher.name for teacher in sorted(records.read_manifest(folder).teachers, key=lambda t: t.order)]
+    try:
+        weights = teacher_weights.weights_for_teachers(trained_teacher_weights(student), names,
+                                                       records_dir=str(folder))
+    except teacher_weights.TeacherWeightsError as error:
+        raise ModelSpecError(f"model spec {spec!r}: the run config of {student.spec}: {error}") from None
+    suffix = "" if teacher_weights.are_equal(weights) else "@" + ",".join(repr(weight) for weight in weights)
+    return CONCAT_PREFIX + "+".join(paths) + suffix
+
+
+def trained_teacher_weights(student: EvalModel) -> str:
+    """data.teacher_weights of the run that trained a stage folder (its workdir's config.json); "" otherwise."""
+    stage_dir = getattr(student, "stage_dir", None)
+    path = run_config_file(Path(stage_dir)) if stage_dir else None
+    if path is None:
+        return ""
+    return str(json.loads(path.read_text(encoding="utf-8")).get("data", {}).get("teacher_weights", "") or "")
+
+
+def concat_weights_text(body: str) -> tuple[str, str | None]:
+    """(the parts, the weights after the last '@') of a concat spec's body; None when it has no weights. Weights are
+    two or more numbers, so they hold a comma: a part's own '@' (pca:SPEC@DIM) never does."""
+    parts, separator, tail = body.rpartition("@")
+    if separator and "," in tail and "+" not in tail:
+        return parts, tail
+    return body, None
+
+
+def concat_weights(spec: str, text: str, parts: list[str]) -> tuple[float, ...]:
+    """One weight per part, normalised to sum 1; errors name the spec and the form."""
+    try:
+        values = [float(value) for value in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(parts):
+        raise ModelSpecError(f"model spec {spec!r}: write one weight per part after '@', comma-separated in the "
+                             f"parts' order ({len(parts)} parts), e.g. concat:asset:all-MiniLM-L6-v2+"
+                             f"asset:all-mpnet-base-v2@0.25,0.75.")
+    try:
+        return teacher_weights.normalised(values, parts, where=f"model spec {spec!r}")
+    except teacher_weights.TeacherWeightsError as error:
+        raise ModelSpecError(str(error)) from None
 
 
 class ModelLoader:
@@ -82,11 +132,13 @@ class ModelLoader:
         return self._folder(spec, path)
 
     def _concat(self, spec: str) -> EvalModel:
-        parts = [part.strip() for part in spec.removeprefix(CONCAT_PREFIX).split("+")]
+        body, weights_text = concat_weights_text(spec.removeprefix(CONCAT_PREFIX))
+        parts = [part.strip() for part in body.split("+")]
         if len(parts) < 2 or not all(parts):
             raise ModelSpecError(f"model spec {spec!r}: concat needs two or more specs joined by '+', e.g. "
                                  f"concat:asset:all-MiniLM-L6-v2+asset:all-mpnet-base-v2.")
-        return ConcatenatedModel(spec, [self.load(part) for part in parts])
+        weights = None if weights_text is None else concat_weights(spec, weights_text, parts)
+        return ConcatenatedModel(spec, [self.load(part) for part in parts], weights)
 
     def _pca(self, spec: str) -> EvalModel:
         base, separator, dim = spec.removeprefix(PCA_PREFIX).rpartition("@")

@@ -29,6 +29,8 @@ TASKS: dict[str, str | Callable[[], "Task"]] = {
     "lee_similarity": "embed_jax.eval.lee:LeeSimilarity",
     "lee_retrieval": "embed_jax.eval.lee:LeeRetrieval",
     "wordnet_retrieval": "embed_jax.eval.wordnet:WordNetRetrieval",
+    # The validation split (training-side synsets) for choosing recipe knobs; never in the default suite.
+    "wordnet_validation": "embed_jax.eval.wordnet:WordNetValidation",
 }
 DEFAULT_TASKS = ("lee_similarity", "lee_retrieval", "wordnet_retrieval")
 # prefix → "module:factory" taking the rest of the name: the user's own data (docs/eval.md), e.g. beir:FOLDER:test.

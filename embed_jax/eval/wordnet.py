@@ -1,5 +1,10 @@
 """WordNet definition retrieval on the held-out synsets (`corpora.wordnet_holdout()`, about 10% of WordNet 3.0).
 
+`wordnet_retrieval` (in the default suite) is the hold-out below. `wordnet_validation` is the same task on the
+validation split (`corpora.wordnet_validation()`: training-side synsets, not in the default suite), for choosing
+recipe knobs (e.g. the teacher weights, scripts/teacher_weights.py) without looking at the hold-out. Its texts are
+training texts, so a student's score there measures fit, not generalisation: score teachers and targets on it.
+
 Queries: every usage example of a held-out synset (4,886), one query per (synset, example).
 Corpus:  the distinct definitions of all held-out synsets (11,785 texts from 11,812 synsets: a few synsets share
          a gloss, e.g. "a genus of bacteria"; a shared gloss is one corpus entry), in WordNet file order.
@@ -29,9 +34,13 @@ class RetrievalSet:
     synsets: int  # held-out synsets that give at least one query
 
 
-@functools.lru_cache(maxsize=1)
-def definition_retrieval_set() -> RetrievalSet:
-    synsets = corpora.wordnet_holdout()
+HOLDOUT, VALIDATION = "holdout", "validation"
+SPLITS = {HOLDOUT: corpora.wordnet_holdout, VALIDATION: corpora.wordnet_validation}
+
+
+@functools.lru_cache(maxsize=2)
+def definition_retrieval_set(split: str = HOLDOUT) -> RetrievalSet:
+    synsets = SPLITS[split]()
     corpus_index: dict[str, int] = {}
     for synset in synsets:
         corpus_index.setdefault(synset.definition, len(corpus_index))
@@ -48,13 +57,14 @@ class WordNetRetrieval(Task):
     metric_names = ("recall@1", "recall@10", "mrr@10")
     description = "WordNet: usage example → its synset's definition among all held-out definitions"
     retrieval = True
+    split = HOLDOUT
 
     def texts(self):
-        retrieval = definition_retrieval_set()
+        retrieval = definition_retrieval_set(self.split)
         return retrieval.queries + retrieval.corpus
 
     def score(self, vectors: TextVectors) -> TaskResult:
-        retrieval = definition_retrieval_set()
+        retrieval = definition_retrieval_set(self.split)
         queries, corpus = vectors.retrieval(retrieval.queries, retrieval.corpus)
         ranks = np.concatenate([
             metrics.rank_of_relevant(queries[start:start + QUERY_CHUNK] @ corpus.T,
@@ -65,3 +75,9 @@ class WordNetRetrieval(Task):
                      "mrr@10": metrics.mrr_at_k(ranks, 10)},
             counts={"queries": len(retrieval.queries), "corpus": len(retrieval.corpus),
                     "query_synsets": retrieval.synsets})
+
+
+class WordNetValidation(WordNetRetrieval):
+    description = ("WordNet validation split (training-side synsets, for choosing recipe knobs): usage example → "
+                   "its synset's definition among the split's definitions")
+    split = VALIDATION

@@ -2,13 +2,16 @@
 
     open_records   the records folder, checked against the config's teacher_dim (errors name the key)
     open_eval_records  the held-out records, checked to hold the training records' teachers, order and normalisation
-    make_batches   the grain pipeline as the config sets it (shuffle, per-process shard, tokenise, length buckets)
+    check_disjoint the held-out records repeat no training record (by id or text): preflight, once per run
+    make_batches   the grain pipeline as the config sets it (shuffle, per-process shard, tokenise, length buckets,
+                   each teacher's block weighted by data.teacher_weights: teacher_scales)
     global_batch   this process's rows → one global jax.Array per field (processes agree on the padded length)
 
 Every process runs the same code on its own slice of the records; the loss sees the global batch.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +20,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from embed_jax.data import pipeline, records
+from embed_jax.data import pipeline, records, teacher_weights
 
 
 def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_token_id: int) -> dict[str, jax.Array]:
@@ -99,6 +102,62 @@ def check_same_teachers(train: records.Manifest, held_out: records.Manifest, *, 
 EVAL_GROUP_BY = "length"
 
 
+# Held-out records may repeat a training text under another id up to this share: a natural corpus repeats texts
+# (measured: 0.9% of the built-in corpus's texts occur more than once, WordNet glosses shared by synsets; 3 of
+# mix_eval512's 512 validation texts occur, under other ids, among the first 150,000 built-in texts). An overlapping
+# slice repeats every record, by id and text.
+MAX_TEXT_ONLY_REPEATS = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeats:
+    """Held-out records that repeat training records: by id (the same corpus record), by text alone (another id)."""
+    by_id: int
+    text_only: int
+    first_by_id: str = ""
+    first_text_only: str = ""
+
+
+def repeated_records(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource) -> Repeats:
+    """One pass over the training records against the held-out ids and texts (the smaller side, kept in memory)."""
+    held_out_ids, by_id, by_text = [], {}, {}
+    for index, (record_id, text) in enumerate(held_out.ids_and_texts()):
+        held_out_ids.append(record_id)
+        by_id.setdefault(record_id, index)
+        by_text.setdefault(text, index)
+    same_id, same_text = set(), set()
+    for record_id, text in train.ids_and_texts():
+        if record_id in by_id:
+            same_id.add(by_id[record_id])
+        if text in by_text:
+            same_text.add(by_text[text])
+    text_only = same_text - same_id
+    return Repeats(len(same_id), len(text_only), held_out_ids[min(same_id)] if same_id else "",
+                   held_out_ids[min(text_only)] if text_only else "")
+
+
+def check_disjoint(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource, *, train_key: str,
+                   held_out_key: str, log=print) -> None:
+    """Held-out records that repeat training records make the eval/* loss a training loss (it falls with
+    memorisation): refuse them, naming both folders, how many repeat and one of them. A few texts repeated under
+    other ids (MAX_TEXT_ONLY_REPEATS) are the corpus's own duplicates: one line says so, and training goes on."""
+    repeats = repeated_records(train, held_out)
+    where = (f"{', '.join(map(str, held_out.folders))} repeat records of the training records in "
+             f"{', '.join(map(str, train.folders))} ({train_key})")
+    if repeats.by_id or repeats.text_only > MAX_TEXT_ONLY_REPEATS * len(held_out):
+        count = repeats.by_id + repeats.text_only
+        example = repeats.first_by_id or repeats.first_text_only
+        raise pipeline.PipelineConfigError(
+            f"config key {held_out_key}: {count} of the {len(held_out)} records in {where} ({repeats.by_id} the "
+            f"same id, {repeats.text_only} the same text under another id), e.g. {example!r}; their held-out loss "
+            f"would measure memorisation. Export the validation records from a slice of the corpus the training "
+            f"records do not hold (configs/teachers.py:eval starts at --config.corpus.skip_texts=100000, past every "
+            f"export of fewer texts), or leave {held_out_key} empty.")
+    if repeats.text_only:
+        log(f"[preflight] {held_out_key}: {repeats.text_only} of the {len(held_out)} records in {where} by text "
+            f"under another id, e.g. {repeats.first_text_only!r}: texts the corpus itself repeats; kept.")
+
+
 def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource, *, seed: int,
                  shuffle: bool = True, num_epochs: int | None = None, length_grouping_window: int | None = None,
                  group_by: str | None = None):
@@ -121,7 +180,18 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         include_ids=True,  # a NaN loss names the records of its batch (driver.check_finite)
+        teacher_scales=teacher_scales(config, source),
     )
+
+
+def teacher_scales(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource) -> np.ndarray | None:
+    """The per-dimension factors of data.teacher_weights for `source`'s teachers (None: equal weights, the records'
+    vectors unchanged); the training and the held-out records get the same, their teachers being checked alike."""
+    ordered = sorted(source.manifest.teachers, key=lambda teacher: teacher.order)
+    weights = teacher_weights.weights_for_teachers(
+        config.data.get("teacher_weights", ""), [teacher.name for teacher in ordered],
+        records_dir=", ".join(map(str, source.folders)))
+    return teacher_weights.block_scales([teacher.dim for teacher in ordered], weights)
 
 
 def tokenizer_path(config: ml_collections.ConfigDict) -> str:

@@ -11,6 +11,8 @@ Keys (override any with --config.section.key=value):
   model.vision.*         image stages: tower (SigLIP config.json dict) or folder, pool_mode, num_tokens
   data.records_dir, data.tokenizer ("" = model.init_from), data.max_length, data.length_buckets,
   data.global_batch_size, data.length_grouping_window, data.group_by (length | teacher)
+  data.teacher_weights   "" (equal, the paper) or "minilm=0.25,mpnet=0.75": each teacher's share of the target's
+                         cosine, applied to the records' vectors as they are read (docs/training.md)
   data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
   loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
@@ -54,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
     # What such a window is regrouped by: "length" (less padding), or "teacher": each batch a text and its nearest
     # teacher neighbours, so the in-batch losses compare close pairs (embed_jax/data/neighbour_batches.py).
     config.data.group_by = "length"
+    # "": every teacher weighs the same (the paper, docs/method.md §2). "NAME=W,...", by the records' teacher names:
+    # the target's cosine becomes Σ w_i cos_i (embed_jax/data/teacher_weights.py; the choice: docs/training.md).
+    config.data.teacher_weights = ""
 
     config.loss = ml_collections.ConfigDict()
     config.loss.cosine_weight = 10.0  # docs/method.md §3.4

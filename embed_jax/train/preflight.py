@@ -1,8 +1,8 @@
 """Every check a training config can fail, run before any work (no student built, no step compiled).
 
     check_config     train.*, data.*, each stage of stage_order, the mesh; the student's position table; the
-                     vision tower's patch grid; the records folders (not empty, held-out records laid out as the
-                     training records)
+                     vision tower's patch grid; the records folders (not empty, data.teacher_weights naming their
+                     teachers, held-out records laid out as the training records and repeating none of them)
 
 Each error is one `ConfigError` line naming the config key, the stage where it matters, and what to set instead
 (docs/reliability.md lists them with the tests that hold them). The stages check again what they use; this module
@@ -19,6 +19,7 @@ from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
 from embed_jax.train import batches, cached_stage, sharding, stages, text_stage, vision_stage
+from embed_jax.train.train_state import log
 
 
 class ConfigError(ValueError):
@@ -139,7 +140,10 @@ def check_vision_tower(config: ml_collections.ConfigDict) -> None:
 
 
 def check_text_records(config: ml_collections.ConfigDict) -> None:
-    """The text stages' records open, are not empty, fit model.teacher_dim; held-out records line up with them."""
-    batches.open_records(config, config.data.records_dir, "data.records_dir")
+    """The text stages' records open, are not empty, fit model.teacher_dim and data.teacher_weights; held-out records
+    line up with them and repeat none of them."""
+    source = batches.open_records(config, config.data.records_dir, "data.records_dir")
+    batches.teacher_scales(config, source)
     if text_stage.evaluates(config):
-        batches.open_eval_records(config)
+        batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
+                               held_out_key="data.eval_records_dir", log=log)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from embed_jax.data import records
+from embed_jax.data import records, teacher_weights
 
 STUDENT_CONFIG_FILE = "student_config.json"
 RUN_CONFIG_FILE = "config.json"
@@ -149,13 +149,18 @@ def choose_stage(workdir: Path, stage: str | None) -> Path:
 def run_identity(config: Any, stage_name: str, manifest: Any) -> dict[str, Any]:
     """What defines a run's checkpoints (config, stage, records Manifest): a folder holding another identity is
     refused (embed_jax/train/checkpoint.py)."""
-    return {
+    identity = {
         "stage": stage_name,
         "init_from": str(config.model.init_from),
         "records_fingerprint": manifest.corpus_fingerprint,
         "teachers": [teacher.name for teacher in manifest.teachers],
         "seed": int(config.seed),
     }
+    # Another target: a run with other weights is another run. Equal weights leave the identity as before them.
+    weights = teacher_weights.identity_weights(config.data.get("teacher_weights", ""))
+    if weights is not None:
+        identity["teacher_weights"] = weights
+    return identity
 
 
 def stored_identity(stage_dir: Path, step: int | None = None) -> dict[str, Any]:

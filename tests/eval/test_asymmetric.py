@@ -99,3 +99,34 @@ def test_asymmetric_student_alone_is_paired_with_its_recorded_teacher(tmp_path, 
     assert row["source"]["documents"]["spec"] == str(tiny_st)
     assert "manifest" in row["source"]["documents"]["from"]
     assert set(row["metrics"]) == {"lee_retrieval/ndcg@10"}
+
+
+def two_teacher_records_folder(folder: Path) -> Path:
+    """A finished records folder of two teachers holding no shard (teachers_spec reads only its manifest)."""
+    from embed_jax.data import records
+
+    folder.mkdir(parents=True)
+    manifest = records.Manifest(
+        schema_version=records.SCHEMA_VERSION, export_id="x", status=records.STATUS_COMPLETE,
+        teachers=tuple(records.TeacherInfo(name=name, path=f"/models/{name}", dim=dim, pooling="auto", prompt="",
+                                           max_seq_length=128, weights_sha256="", order=index)
+                       for index, (name, dim) in enumerate((("minilm", 384), ("mpnet", 768)))),
+        teacher_dim=1152, dtype="float16", normalisation=records.NORMALISATION, corpus={}, shard_size=32)
+    (folder / records.MANIFEST_NAME).write_text(manifest.to_json())
+    return folder
+
+
+@pytest.mark.parametrize("weights,suffix", [("", ""), ("minilm=1,mpnet=1", ""), ("mpnet=3,minilm=1", "@0.25,0.75")])
+def test_asymmetric_student_alone_documents_are_its_runs_weighted_target(tmp_path, weights, suffix):
+    """asym:STUDENT pairs a student with the target it learned: its run's data.teacher_weights (config.json)."""
+    from types import SimpleNamespace
+
+    from embed_jax.eval.specs import teachers_spec
+
+    folder = two_teacher_records_folder(tmp_path / "records")
+    (tmp_path / "run" / "stage1").mkdir(parents=True)
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"data": {"records_dir": str(folder),
+                                                                       "teacher_weights": weights}}))
+    student = SimpleNamespace(spec="run", stage_dir=tmp_path / "run" / "stage1",
+                              holdout=SimpleNamespace(records_dirs=[str(folder)], note=""))
+    assert teachers_spec("asym:run", student) == f"concat:/models/minilm+/models/mpnet{suffix}"

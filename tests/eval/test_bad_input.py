@@ -44,6 +44,13 @@ def test_unknown_asset_names_the_bundled_ones(tmp_path, capsys):
     ("concat:asset:all-MiniLM-L6-v2", "concat needs two or more specs"),
     ("pca:asset:all-MiniLM-L6-v2", "write pca:SPEC@DIM"),
     ("pca:asset:all-MiniLM-L6-v2@half", "write pca:SPEC@DIM"),
+    ("concat:asset:all-MiniLM-L6-v2+asset:all-mpnet-base-v2@0.2,0.3,0.5", "write one weight per part after '@', "
+                                                                          "comma-separated in the parts' order (2 "
+                                                                          "parts)"),
+    ("concat:asset:all-MiniLM-L6-v2+asset:all-mpnet-base-v2@a,b", "write one weight per part after '@'"),
+    ("concat:asset:all-MiniLM-L6-v2+asset:all-mpnet-base-v2@-1,2", "every teacher weight must be a finite number "
+                                                                   "≥ 0"),
+    ("concat:asset:all-MiniLM-L6-v2+asset:all-mpnet-base-v2@0,0", "the teacher weights sum to 0"),
 ])
 def test_malformed_concat_and_pca_specs(tmp_path, capsys, spec, message):
     code, err = run(capsys, f"--model={spec}", f"--out={tmp_path}", LEE)

@@ -80,6 +80,24 @@ def test_concat_is_the_export_target_of_its_parts(tiny_st):
     assert np.allclose(encoding.encode(model, TEXTS, context)["concat"], expected, atol=1e-6)
 
 
+def test_weighted_concat_cosine_is_the_weighted_mean_of_its_parts_cosines(tiny_st):
+    """concat:A+B@W,W is data.teacher_weights' target: its cosine between two texts is Σ w_i cos_i (weights
+    normalised by their sum)."""
+    context = encoding.EncodeContext()
+    loader = ModelLoader(context)
+    model = loader.load(f"concat:{tiny_st}+asset:all-MiniLM-L6-v2@1,3")
+    assert model.weights == (0.25, 0.75) and model.source["weights"] == [0.25, 0.75]
+    parts = [unit(encoding.encode(loader.load(spec), TEXTS, context)[head])
+             for spec, head in ((str(tiny_st), "16"), ("asset:all-MiniLM-L6-v2", "default"))]
+    vectors = encoding.encode(model, TEXTS, context)["concat"]
+    expected = 0.25 * parts[0] @ parts[0].T + 0.75 * parts[1] @ parts[1].T
+    np.testing.assert_allclose(vectors @ vectors.T, expected, atol=1e-5)
+    equal = loader.load(f"concat:{tiny_st}+asset:all-MiniLM-L6-v2@2,2")
+    unweighted = loader.load(f"concat:{tiny_st}+asset:all-MiniLM-L6-v2")
+    assert np.array_equal(encoding.encode(equal, TEXTS, context)["concat"],
+                          encoding.encode(unweighted, TEXTS, context)["concat"])
+
+
 def test_pca_projects_on_the_leading_directions_of_training_text_vectors(tiny_st):
     from embed_jax.data import corpora
 

@@ -29,6 +29,23 @@ def test_wordnet_set_uses_only_held_out_synsets_and_points_each_example_at_its_o
         == expected
 
 
+def test_wordnet_validation_split_is_training_side_deterministic_and_shaped_like_the_hold_out():
+    """wordnet_validation: training-side synsets only, no held-out text anywhere, about the hold-out's size, and
+    not in the default suite (it is for choosing recipe knobs)."""
+    validation = wordnet.definition_retrieval_set(wordnet.VALIDATION)
+    synsets = corpora.wordnet_validation()
+    assert synsets and not any(corpora.is_held_out_synset(synset.key) for synset in synsets)
+    held_out = corpora.holdout_folded_texts()
+    assert not any(corpora.fold(text) in held_out for text in validation.queries + validation.corpus)
+    training = {item.text for item in corpora.wordnet_texts()}
+    assert set(validation.queries + validation.corpus) <= training
+    assert (len(validation.queries), len(validation.corpus), validation.synsets) == (4368, 10581, 2943)
+    assert [(query, validation.corpus[answer]) for query, answer in zip(validation.queries, validation.relevant)] \
+        == [(example, synset.definition) for synset in synsets for example in synset.examples]
+    task = tasks.load_task("wordnet_validation")
+    assert task.split == wordnet.VALIDATION and "wordnet_validation" not in tasks.DEFAULT_TASKS
+
+
 def synthetic_vectors(task, answer_of_query) -> TextVectors:
     """Random unit vectors for every text; each query gets the vector of corpus entry answer_of_query[i]."""
     retrieval = wordnet.definition_retrieval_set()

@@ -35,3 +35,24 @@ def new_smoke_config(tiny_student, teacher_records):
 def smoke_config(new_smoke_config):
     return new_smoke_config()
 
+
+@pytest.fixture(scope="session")
+def overlapping_eval_records(tmp_path_factory) -> Path:
+    """Validation records that repeat the training records: the first 16 of `teacher_records`' 64 texts."""
+    from embed_jax.teachers import export
+
+    config = kit.minilm_export_config(tmp_path_factory.mktemp("overlapping") / "eval_records", num_texts=16)
+    export.run_export(config)
+    return Path(config.output_dir)
+
+
+@pytest.fixture(scope="session")
+def held_out_records(tmp_path_factory) -> Path:
+    """Validation records disjoint from `teacher_records`: the 32 WordNet definitions that follow its 64 in the
+    built-in order (what configs/teachers.py:eval does at scale)."""
+    from embed_jax.teachers import export
+
+    config = kit.minilm_export_config(tmp_path_factory.mktemp("held_out") / "eval_records", num_texts=32)
+    config.corpus.skip_texts = kit.TEACHER_RECORDS_COUNT
+    export.run_export(config)
+    return Path(config.output_dir)

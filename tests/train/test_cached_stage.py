@@ -52,10 +52,10 @@ def test_cached_loss_and_gradients_equal_the_encoder_step(smoke_config):
 
 
 @pytest.fixture(scope="module")
-def handover(new_smoke_config, tmp_path_factory):
+def handover(new_smoke_config, held_out_records, tmp_path_factory):
     """Cached stage 1 (evaluated every 2 steps) then stage 2, shared by the tests that inspect it."""
     config = cached_config(new_smoke_config(), stage_order=("stage1", "stage2"))
-    config.data.eval_records_dir = config.data.records_dir  # exercises the cached evaluation
+    config.data.eval_records_dir = str(held_out_records)  # exercises the cached evaluation
     config.train.eval_every, config.train.log_every, config.train.eval_batches = 2, 1, 2
     return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("handover"))
 

@@ -12,10 +12,10 @@ from embed_jax.train.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")
-def three_stages(new_smoke_config, tmp_path_factory):
+def three_stages(new_smoke_config, held_out_records, tmp_path_factory):
     """One run of all three stages, shared by the tests that inspect it (compiling three steps takes a while)."""
     config = new_smoke_config()
-    config.data.eval_records_dir = config.data.records_dir  # exercises the evaluation hook (held-out in real runs)
+    config.data.eval_records_dir = str(held_out_records)  # exercises the evaluation hook
     config.train.eval_every = 1
     config.train.eval_batches = 2
     return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("three_stages"))
@@ -113,7 +113,7 @@ def test_evaluation_must_ride_on_logged_steps(smoke_config, tmp_path):
         loop.train_and_evaluate(smoke_config, tmp_path)
 
 
-def test_self_distillation_shrinks_with_the_models_own_vectors(smoke_config, tmp_path):
+def test_self_distillation_shrinks_with_the_models_own_vectors(smoke_config, held_out_records, tmp_path):
     """No FC1, frozen encoder, reduction heads trained against the student's own pooled vectors."""
     smoke_config.model.teacher_dim = 0
     smoke_config.loss.reduction_target = "pooled"
@@ -125,7 +125,7 @@ def test_self_distillation_shrinks_with_the_models_own_vectors(smoke_config, tmp
     # Random batches (the paper's), judged on the same records every time: at 1e-2, batches of like-length texts
     # alone (length grouping) pull the heads back and forth (measured: validation loss 0.83 → 0.46 → 1.83).
     smoke_config.data.length_grouping_window = 1
-    smoke_config.data.eval_records_dir = smoke_config.data.records_dir
+    smoke_config.data.eval_records_dir = str(held_out_records)
     smoke_config.train.eval_every, smoke_config.train.eval_batches = 2, 4
     result = loop.train_and_evaluate(smoke_config, tmp_path)[0]
     rows = read_metrics(result.workdir / "metrics.jsonl")

@@ -115,3 +115,18 @@ def test_a_bad_config_value_is_one_line_before_any_work(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error: config key train.log_every=0")
     assert not (tmp_path / "run").exists()  # refused before the workdir was made
+
+
+def test_validation_records_repeating_the_training_records_are_refused_before_any_work(
+        tmp_path, tiny_student, teacher_records, overlapping_eval_records):
+    done = subprocess.run(main_command(tmp_path / "run", tiny_student, teacher_records,
+                                       f"--config.data.eval_records_dir={overlapping_eval_records}",
+                                       "--config.train.eval_every=1"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: config key data.eval_records_dir: 16 of the 16 records in "
+                            f"{overlapping_eval_records} repeat records")
+    assert f"training records in {teacher_records}" in error and "e.g. 'wordnet:" in error
+    assert "--config.corpus.skip_texts" in error
+    assert not (tmp_path / "run").exists()  # refused before the workdir was made

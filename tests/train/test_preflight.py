@@ -112,3 +112,66 @@ def test_held_out_records_are_checked_before_any_work(smoke_config, teacher_reco
     with pytest.raises(PipelineConfigError, match=r"data.eval_records_dir.*minilm pooling: training 'auto', "
                                                   r"held-out 'cls'"):
         preflight.check_config(smoke_config)
+
+
+def held_out_config(smoke_config, eval_records):
+    smoke_config.data.eval_records_dir, smoke_config.train.eval_every = str(eval_records), 1
+    return smoke_config
+
+
+def test_held_out_records_that_repeat_training_records_are_refused(smoke_config, teacher_records,
+                                                                  overlapping_eval_records):
+    held_out_config(smoke_config, overlapping_eval_records)
+    with pytest.raises(PipelineConfigError, match=(
+            rf"config key data.eval_records_dir: 16 of the 16 records in {overlapping_eval_records} repeat records "
+            rf"of the training records in {teacher_records} \(data.records_dir\) \(16 the same id, 0 the same text "
+            r"under another id\), e.g. 'wordnet:.*:definition'.*Export the validation records from a slice of the "
+            r"corpus the training records do not hold \(.*--config.corpus.skip_texts=100000")):
+        preflight.check_config(smoke_config)
+
+
+def export_text_lines(folder, lines):
+    """MiniLM records of `lines`, one text per line of validation.txt (ids validation.txt:N)."""
+    from embed_jax.teachers import export
+
+    corpus = folder / "validation.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus.write_text("".join(f"{line}\n" for line in lines))
+    config = kit.minilm_export_config(folder / "records")
+    config.corpus.kind, config.corpus.paths = "text", str(corpus)
+    export.run_export(config)
+    return folder / "records"
+
+
+def test_held_out_records_repeating_many_training_texts_under_other_ids_are_refused(smoke_config, teacher_records,
+                                                                                   tmp_path):
+    repeated = batches.open_records(smoke_config, str(teacher_records), "data.records_dir")[5]["text"]
+    eval_records = export_text_lines(tmp_path, ["A sentence no training record holds.", repeated, "Another one."])
+    held_out_config(smoke_config, eval_records)
+    with pytest.raises(PipelineConfigError, match=rf"1 of the 3 records in {eval_records} repeat records .*\(0 the "
+                                                  r"same id, 1 the same text under another id\), e.g. "
+                                                  r"'validation.txt:2'"):
+        preflight.check_config(smoke_config)
+
+
+def test_a_few_texts_the_corpus_repeats_under_other_ids_are_kept_with_a_note(smoke_config, teacher_records,
+                                                                            tmp_path, capsys):
+    """Up to batches.MAX_TEXT_ONLY_REPEATS of the held-out records may repeat a training text under another id (a
+    WordNet gloss shared by two synsets): one line says so, and the run goes on."""
+    repeated = batches.open_records(smoke_config, str(teacher_records), "data.records_dir")[5]["text"]
+    lines = [repeated] + [f"Validation sentence number {number} about nothing in particular." for number in range(24)]
+    eval_records = export_text_lines(tmp_path, lines)
+    preflight.check_config(held_out_config(smoke_config, eval_records))
+    assert (f"[preflight] data.eval_records_dir: 1 of the 25 records in {eval_records} repeat records of the "
+            f"training records in {teacher_records} (data.records_dir) by text under another id, e.g. "
+            f"'validation.txt:1'") in capsys.readouterr().out
+
+
+def test_disjoint_held_out_records_pass(smoke_config, tmp_path):
+    eval_records = tmp_path / "eval_records"
+    config = kit.minilm_export_config(eval_records, num_texts=16)
+    config.corpus.skip_texts = kit.TEACHER_RECORDS_COUNT  # past the training records' slice of the same order
+    from embed_jax.teachers import export
+
+    export.run_export(config)
+    preflight.check_config(held_out_config(smoke_config, eval_records))
