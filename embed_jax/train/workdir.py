@@ -111,11 +111,25 @@ def read_student_config(stage_dir: str | Path, *, key: str = "") -> dict[str, An
 
 
 def stage_folders(workdir: Path) -> list[Path]:
-    """The workdir's stage folders (those holding student_config.json), in name order (stage1, stage2, ...)."""
+    """The workdir's stage folders (those holding student_config.json), in the run config's stage_order (a stage
+    may be named anything, e.g. a heads-only stage3_heads before stage3), then by name (stage1, stage2, ...)."""
     if not workdir.is_dir():
         raise FileNotFoundError(f"--workdir={workdir}: no such folder (the --workdir given to python -m embed_jax.main)")
+    order = run_stage_order(workdir)
     return sorted((path for path in workdir.iterdir() if is_stage_folder(path)),
-                  key=lambda path: (len(path.name), path.name))
+                  key=lambda path: (order.index(path.name) if path.name in order else len(order),
+                                    len(path.name), path.name))
+
+
+def run_stage_order(workdir: Path) -> list[str]:
+    """stage_order of the workdir's run config (empty without one)."""
+    path = as_path(workdir) / RUN_CONFIG_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [str(name) for name in json.loads(path.read_text()).get("stage_order", ())]
+    except (ValueError, AttributeError):  # a damaged run config is reported by whoever reads it for its settings
+        return []
 
 
 def checkpoint_steps(stage_dir: Path) -> list[int]:

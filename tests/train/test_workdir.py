@@ -40,3 +40,14 @@ def test_stage_discovery_and_choice_name_what_the_workdir_holds(tmp_path):
 def test_stage_paths_built_here_keep_a_cloud_scheme():
     assert str(workdir.as_path("gs://bucket/run/stage1") / workdir.STUDENT_CONFIG_FILE) == \
         "gs://bucket/run/stage1/student_config.json"
+
+
+def test_stages_come_in_the_run_configs_order_whatever_their_names(tmp_path):
+    """A heads-only stage named stage3_heads runs before stage3: the last stage is stage3, not the longer name."""
+    for name in ("stage1", "stage2", "stage3_heads", "stage3"):
+        workdir.write_student_config(tmp_path / name, {"heads": {}})
+        (tmp_path / name / workdir.CHECKPOINTS_DIR / "10").mkdir(parents=True)
+    assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage3_heads"  # no run config: by name
+    workdir.write_run_config({"stage_order": ["stage1", "stage2", "stage3_heads", "stage3"]}, tmp_path)
+    assert [path.name for path in workdir.stage_folders(tmp_path)] == ["stage1", "stage2", "stage3_heads", "stage3"]
+    assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage3"
