@@ -36,6 +36,22 @@ def axes(*names: str | None) -> dict[str, Any]:
     return {"out_sharding": tuple(names), "eager_sharding": False}
 
 
+class Dense(nnx.Linear):
+    """`nnx.Linear` (same parameters, paths and metadata) whose matmul runs on 2-D rows: the leading axes are
+    flattened to one around the dot and restored after.
+
+    Why: on CPU, XLA's weight gradient of a 3-D `(batch, length, in)` input contracts two axes at once, lays one
+    operand out transposed and runs at about half the speed of the same matmul on `(batch·length, in)` rows; flat
+    rows give gradients identical to the last bit and a 1.12× faster train step (docs/training.md, train-step speed).
+    """
+
+    def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
+        if inputs.ndim <= 2 or out_sharding is not None:
+            return super().__call__(inputs, out_sharding)
+        rows = inputs.reshape(-1, inputs.shape[-1])
+        return super().__call__(rows).reshape(*inputs.shape[:-1], self.out_features)
+
+
 def dense(
     in_features: int,
     out_features: int,
@@ -46,12 +62,12 @@ def dense(
     param_dtype: Any,
     rngs: nnx.Rngs,
     init_std: float = 0.02,
-) -> nnx.Linear:
-    """A `nnx.Linear` whose kernel (in, out) and bias (out,) carry logical axis names.
+) -> Dense:
+    """A `Dense` (an `nnx.Linear` on 2-D rows) whose kernel (in, out) and bias (out,) carry logical axis names.
 
     init_std: Hugging Face's `initializer_range` (0.02 for BERT/GPT-2/Qwen2): freshly built students start like theirs.
     """
-    return nnx.Linear(
+    return Dense(
         in_features,
         out_features,
         use_bias=use_bias,

@@ -138,7 +138,7 @@ def check_images(pixel_values: jax.Array, config: SiglipVisionConfig) -> None:
 
 
 def _dense(in_features: int, out_features: int, kernel_axes: tuple[str, str], dtype: Any, param_dtype: Any,
-           rngs: nnx.Rngs) -> nnx.Linear:
+           rngs: nnx.Rngs) -> layers.Dense:
     # std 0.02: the ViT initialisation (timm, big_vision's BERT-style heads) for a tower trained from scratch.
     return layers.dense(in_features, out_features, kernel_axes=kernel_axes, dtype=dtype, param_dtype=param_dtype,
                         rngs=rngs, init_std=0.02)
