@@ -77,7 +77,8 @@ def weights_for_teachers(text: str, teacher_names: Sequence[str], *, records_dir
         raise TeacherWeightsError(
             f"config key {key}={text!r}: the records in {records_dir} hold the teachers {', '.join(teacher_names)} "
             f"({'; '.join(problems)}); give one weight per teacher, by those names, e.g. "
-            f"--config.{key}={','.join(f'{name}=1' for name in teacher_names)}")
+            f"--config.{key}={','.join(f'{name}=1' for name in teacher_names)}, or --config.{key}= for equal "
+            f"weights (configs/distill.py weighs its own two teachers, minilm and mpnet).")
     where = f"config key {key}={text!r} (teachers of {records_dir}: {', '.join(teacher_names)})"
     return normalised([weights[name] for name in teacher_names], list(teacher_names), where=where)
 

@@ -237,6 +237,7 @@ def test_command_line_exports_what_the_training_loop_wrote(tmp_path, teacher_rec
     config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_bert)
     config.model.teacher_dim = 384
+    config.data.teacher_weights = ""  # the fixture records' own teachers, equally
     config.data.records_dir = str(teacher_records)
     config.stage_order = ("stage1",)
     config.stage1.num_steps = 2  # 1 step leaves the warm-up-then-cosine schedule no decay steps (optax refuses)

@@ -134,6 +134,7 @@ def tiny_workdir(tmp_path_factory, tiny_bert, clean_records) -> Path:
     config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_bert)
     config.model.teacher_dim = kit.TINY_BERT_HIDDEN
+    config.data.teacher_weights = ""  # the fixture records' own teachers, equally
     config.model.reduction_dims = (8,)
     config.data.records_dir = str(clean_records)
     config.stage_order = ("stage1",)
@@ -166,6 +167,7 @@ def st_teacher_workdir(tmp_path_factory, tiny_st):
     config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_st)
     config.model.teacher_dim = HEAD_DIMS[0]
+    config.data.teacher_weights = ""  # the fixture records' own teachers, equally
     config.model.reduction_dims = (8,)
     config.data.records_dir = teachers.output_dir
     config.stage_order = ("stage1",)

@@ -19,6 +19,7 @@ def make_smoke_config(tiny_student: Path, teacher_records: Path):
     config = kit.load_config_file("distill", "smoke")
     config.model.init_from = str(tiny_student)
     config.model.teacher_dim = kit.MINILM_DIM
+    config.data.teacher_weights = ""  # the fixture records' own teachers, equally
     config.model.reduction_dims = (16,)
     config.data.records_dir = str(teacher_records)
     config.stage2.last_layers = 2

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main_command(workdir, tiny_student, teacher_records, *extra):
     return [sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke", f"--workdir={workdir}",
-            f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
+            f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384", "--config.data.teacher_weights=",
             f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
             "--config.train.checkpoint_every=1000", *extra]
 
