@@ -13,8 +13,10 @@ from embed_jax.train.metrics import read_metrics
 
 @pytest.fixture(scope="module")
 def three_stages(new_smoke_config, held_out_records, tmp_path_factory):
-    """One run of all three stages, shared by the tests that inspect it (compiling three steps takes a while)."""
+    """One run of the paper's three stages, shared by the tests that inspect it (compiling three steps takes a
+    while); configs/distill.py's own order, with its cached heads stage, runs in test_the_default_order_*."""
     config = new_smoke_config()
+    config.stage_order = ("stage1", "stage2", "stage3")
     config.data.eval_records_dir = str(held_out_records)  # exercises the evaluation hook
     config.train.eval_every = 1
     config.train.eval_batches = 2
@@ -40,6 +42,20 @@ def test_three_stages_run_chain_and_write_their_outputs(three_stages):
     run_config = json.loads((results[0].workdir.parent / workdir.RUN_CONFIG_FILE).read_text())
     assert run_config["data"]["records_dir"] == str(Path(smoke_config.data.records_dir).resolve())
     assert run_config["stage2"]["num_steps"] == smoke_config.stage2.num_steps
+
+
+def test_the_default_order_fits_the_reduction_heads_before_stage3(new_smoke_config, tmp_path):
+    """configs/distill.py: stage3_heads trains the new reduction heads (and FC1) from cached pooled vectors of the
+    stage-2 encoder, leaving the encoder as stage 2 left it; stage 3 starts from those heads and is the run's last."""
+    config = new_smoke_config()
+    assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3")
+    results = loop.train_and_evaluate(config, tmp_path)
+    params = [train_state.load_stage_params(result) for result in results]
+    encoder, reduction = "text_encoder/encoder/layer/3/attention/self/query/kernel", "heads/dense/dense_16/kernel"
+    assert reduction not in params[1] and reduction in params[2]
+    np.testing.assert_array_equal(params[2][encoder], params[1][encoder])
+    assert not np.allclose(params[3][encoder], params[2][encoder])
+    assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage3"
 
 
 def test_each_stage_trains_only_its_parameters(three_stages):
