@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = ("examples_per_s", "tokens_per_s", "steps_per_s")
 SOAK_OVERRIDES = ("--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.stage1.num_steps=6",
-                  "--config.stage2.num_steps=6", "--config.stage3.num_steps=6")
+                  "--config.stage2.num_steps=6", "--config.stage3_heads.num_steps=6", "--config.stage3.num_steps=6")
 
 
 def train_command(workdir: Path, init_from: str, records_dir: str, teacher_dim: int, extra: list[str]) -> list[str]:

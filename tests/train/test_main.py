@@ -16,6 +16,7 @@ def main_command(workdir, tiny_student, teacher_records, *extra):
     return [sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke", f"--workdir={workdir}",
             f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384", "--config.data.teacher_weights=",
             f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
+            "--config.stage1.cached_pooled=False",  # the text stage's step loop, killed and resumed
             "--config.train.checkpoint_every=1000", *extra]
 
 
@@ -55,6 +56,11 @@ def test_missing_workdir_is_a_usage_error():
     assert done.returncode != 0 and "--workdir is required" in done.stderr
 
 
+def finished_checkpoints(stage_dir: Path) -> list[str]:
+    folder = stage_dir / "checkpoints"
+    return [path.name for path in folder.iterdir() if path.name.isdigit()] if folder.is_dir() else []
+
+
 def start_and_wait_for_rows(command, workdir, rows: int, env):
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -83,6 +89,10 @@ def test_kill_9_then_the_same_command_logs_each_step_once(tiny_student, teacher_
     command = main_command(tmp_path, tiny_student, teacher_records, "--config.stage1.num_steps=100000",
                            "--config.train.checkpoint_every=3")
     process = start_and_wait_for_rows(command, tmp_path, 5, env)
+    # The step-3 save is asynchronous: kill only once it is finished (a busy machine can take longer than 2 steps).
+    deadline = time.time() + 120
+    while not finished_checkpoints(tmp_path / "stage1") and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     killed_at = logged_steps(tmp_path)[-1]
