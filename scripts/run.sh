@@ -2,7 +2,7 @@
 # The embedded default, end to end on this machine: set up, export real teacher vectors (all-MiniLM-L6-v2 +
 # all-mpnet-base-v2, 1152-d) for a built-in corpus, distil a student from them, score it against all-MiniLM-L6-v2 on
 # the built-in hold-out suite, and export it as a sentence-transformers folder whose model card shows that score.
-# About 11 min on this 2-core CPU (docs/training.md, "Measured"). Re-running resumes: finished exports and
+# About 12–17 min on this 2-core CPU (docs/training.md, "Measured"). Re-running resumes: finished exports and
 # checkpoints are reused, every vector the evaluation encoded comes from its cache (runs/default/eval/cache), and the
 # exported folder is rewritten from the same checkpoint.
 set -euo pipefail
@@ -26,7 +26,7 @@ cat <<DONE
 
 [run] the student:    $RUN_DIR/model   (SentenceTransformer('$RUN_DIR/model'); model card: $RUN_DIR/model/README.md)
 [run] the evaluation: $RUN_DIR/eval/results.md, results.json, results.png
-[run] loss curves:    $RUN_DIR/train/stage{1,2,3}/loss_curves.png (metrics.jsonl and TensorBoard events beside them)
+[run] loss curves:    $RUN_DIR/train/stage{1,2,3_heads,3}/loss_curves.png (metrics.jsonl and TensorBoard events beside them)
 [run] next:
   .venv/bin/python -m embed_jax.eval --model=$RUN_DIR/train --model='asym:$RUN_DIR/train' --quantize=int8,binary --out=$RUN_DIR/eval_asym
       # + documents by the concatenated teachers, int8/binary vectors (mpnet encodes the suite once: ~35 min at load 8–20)
