@@ -72,13 +72,23 @@ def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state
             break
         batch = batches.global_batch(local, batch_sharding, pad_token_id=pad_token_id)
         vectors = pooled_of(student_state, batch["input_ids"], batch["attention_mask"])
-        pooled.append(np.asarray(multihost_utils.process_allgather(vectors, tiled=True)))
-        teacher.append(np.asarray(multihost_utils.process_allgather(batch["teacher"], tiled=True), np.float32))
+        order = one_process_order(len(vectors), jax.process_count())
+        pooled.append(np.asarray(multihost_utils.process_allgather(vectors, tiled=True))[order])
+        teacher.append(np.asarray(multihost_utils.process_allgather(batch["teacher"], tiled=True), np.float32)[order])
         count += len(pooled[-1])
         if index % 200 == 199:
             log(f"[cached] pooled {count:,} {what} ({count / (time.perf_counter() - started):.0f}/s)")
     log(f"[cached] pooled {count:,} {what} in {time.perf_counter() - started:.1f} s")
     return np.concatenate(pooled), np.concatenate(teacher)
+
+
+def one_process_order(rows: int, processes: int) -> np.ndarray:
+    """Where each row of one process's global batch sits in the gathered one: process p holds rows p::P of the global
+    batch (pipeline.GroupedBatches) and the gather puts the processes one after another, so reading the gathered rows
+    at these positions gives the batch as one process sees it, and the cached rows (and every step drawn from them)
+    do not depend on the process count."""
+    per_process = rows // processes
+    return np.array([(row % processes) * per_process + row // processes for row in range(rows)], dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------- steps

@@ -120,9 +120,12 @@ def run_main(workdir, overrides, *, processes: int, devices_per_process: int, ti
     return outputs
 
 
-def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path, cached):
+    """Through the encoder's step, and from cached pooled vectors (their rows gathered in one process's order)."""
     overrides = [f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384", "--config.data.teacher_weights=",
                  f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
+                 f"--config.stage1.cached_pooled={cached}",
                  "--config.stage1.num_steps=2", "--config.train.checkpoint_every=2"]
     run_main(tmp_path / "one", overrides, processes=1, devices_per_process=4)
     run_main(tmp_path / "two", overrides, processes=2, devices_per_process=2)
