@@ -44,11 +44,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Lee gain (docs/training.md, "The schedule study").
     config.data.group_by = "teacher"
     config.data.length_grouping_window = 64
-    # Stage 1 from cached pooled vectors (train/cached_stage.py): FC1 reaches its optimum in seconds (the uncached
-    # 100 steps at 3e-3 left FC1's validation cosine loss at 0.33; docs/training.md). ~30-80× fewer encoder steps
-    # than the paper (docs/method.md §4), so the pretrained layers move at the paper's order of magnitude while the
-    # heads keep a head's rate (measured with one rate for everything, 2e-4 in stage 2 and 1e-4 in stage 3: FC1's
-    # training cosine loss rose 0.374 → 0.389 and 0.347 → 0.386 within those stages; docs/training.md).
+    # Stage 1 from cached pooled vectors (train/cached_stage.py): 1,000 steps in 33 s after a 36-s pooling pass
+    # (load 7–9) end FC1's validation cosine loss at 0.28, where the old 100 uncached steps at 3e-3 ended at 0.41
+    # (other records and the equal-weight target; docs/training.md). ~30-80× fewer encoder steps than the paper
+    # (docs/method.md §4), so the pretrained layers move at the paper's order of magnitude while the heads keep a
+    # head's rate (measured with one rate for everything, 2e-4 in stage 2 and 1e-4 in stage 3: FC1's training cosine
+    # loss rose 0.374 → 0.389 and 0.347 → 0.386 within those stages; docs/training.md).
     config.stage1.cached_pooled = True
     config.stage1.num_steps, config.stage1.learning_rate = 1000, 1e-3
     config.stage2.num_steps, config.stage2.learning_rate, config.stage2.head_learning_rate = 60, 5e-5, 3e-4

@@ -38,7 +38,8 @@ SOAK_OVERRIDES = ("--config.train.log_every=1", "--config.train.checkpoint_every
 
 def train_command(workdir: Path, init_from: str, records_dir: str, teacher_dim: int, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke", f"--workdir={workdir}",
-            f"--config.model.init_from={init_from}", f"--config.model.teacher_dim={teacher_dim}", "--config.data.teacher_weights=",
+            f"--config.model.init_from={init_from}", f"--config.model.teacher_dim={teacher_dim}",
+            "--config.data.teacher_weights=",
             "--config.model.reduction_dims=(16,)", "--config.stage2.last_layers=2",
             f"--config.data.records_dir={records_dir}", *SOAK_OVERRIDES, *extra]
 

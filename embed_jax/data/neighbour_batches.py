@@ -7,7 +7,7 @@ In a random batch those are strangers: on the built-in mix (16,384 records, 1152
 in-batch neighbour has a median target cosine of 0.25, while the pairs that retrieval has to rank sit higher
 (a WordNet usage example and its own definition: median 0.33). Grouping a window of 64 batches by teacher
 neighbourhood lifts the nearest in-batch cosine to 0.38 (window 256: 0.45), so the in-batch losses see the close
-pairs whose order retrieval depends on (docs/training.md, "Neighbour batches").
+pairs whose order retrieval depends on (docs/training.md, "Batches of teacher neighbours").
 
 How: greedy, deterministic. Among the window's records not yet placed, the first one seeds a batch and takes the
 batch_size − 1 free records most similar to it (teacher dot product; ties by position). The records are the

@@ -123,7 +123,8 @@ def run_main(workdir, overrides, *, processes: int, devices_per_process: int, ti
 @pytest.mark.parametrize("cached", [False, True])
 def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path, cached):
     """Through the encoder's step, and from cached pooled vectors (their rows gathered in one process's order)."""
-    overrides = [f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384", "--config.data.teacher_weights=",
+    overrides = [f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
+                 "--config.data.teacher_weights=",
                  f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
                  f"--config.stage1.cached_pooled={cached}",
                  "--config.stage1.num_steps=2", "--config.train.checkpoint_every=2"]
