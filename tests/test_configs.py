@@ -31,10 +31,11 @@ def test_jasper_is_the_papers_recipe():
     assert config.model.text_options.causal is False
 
 
-def test_results_small_is_the_same_recipe_on_minilms_first_three_layers():
+def test_results_small_is_stages_one_and_two_of_the_recipe_on_minilms_first_three_layers():
     full, small = kit.load_config_file("results"), kit.load_config_file("results", "small")
     assert small.model.text_options.to_dict() == {"num_layers": 3} and not full.model.text_options
-    small.model.text_options = full.model.text_options
+    assert small.stage_order == ("stage1", "stage2") and full.stage_order[:2] == small.stage_order
+    small.model.text_options, small.stage_order = full.model.text_options, full.stage_order
     assert small.to_dict() == full.to_dict()
     with pytest.raises(ValueError, match=r"configs/results.py:tiny — the variants are: \(none\), 'small'"):
         kit.load_config_file("results", "tiny")
