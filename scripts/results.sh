@@ -31,5 +31,9 @@ MPNET=asset:all-mpnet-base-v2
 $PY -m embed_jax.eval --out="$OUT/eval" --model=$MINILM --model=$MPNET --model=concat:$MINILM+$MPNET \
   --model=concat:$MINILM+$MPNET@0.15,0.85 --model="$OUT/train150k" --model="$OUT/train150k_small" \
   --model=asym:"$OUT/train150k" --quantize=int8,binary
+# The stage rows: the student after stage 2 and after stage3_heads (what stage 3 changed).
+for stage in stage2 stage3_heads; do
+  $PY -m embed_jax.eval --out="$OUT/eval_$stage" --model="$OUT/train150k/$stage"
+done
 $PY -m embed_jax.convert.hf --workdir="$OUT/train150k" --out="$OUT/student" --eval_json="$OUT/eval/results.json" --overwrite
 $PY benchmarks/encode_exported.py --folder="$OUT/student" --texts 500 --rounds 3 --threads 2
