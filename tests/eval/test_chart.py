@@ -1,0 +1,27 @@
+"""The evaluation's chart: one panel per metric, one named bar per row, however many rows (docs/eval.md)."""
+from PIL import Image
+
+from embed_jax.eval import chart
+
+
+def rows_of(count):
+    return [(f"model{number // 3} · head{number % 3}" + (" · int8" if number % 3 == 2 else ""),
+             [0.5 + number / 100, None if number % 3 == 2 else 0.1]) for number in range(count)]
+
+
+def test_each_row_keeps_its_height_as_rows_are_added(tmp_path):
+    few = Image.open(chart.plot_results(["Lee Spearman", "WN MRR@10"], rows_of(3), tmp_path / "few.png"))
+    many = Image.open(chart.plot_results(["Lee Spearman", "WN MRR@10"], rows_of(36), tmp_path / "many.png"))
+    assert many.width == few.width
+    # 33 more rows at ROW_INCHES each, 120 dpi (chart.py): the figure grows instead of the bars thinning
+    assert many.height - few.height >= 0.9 * 33 * chart.ROW_INCHES * 120
+
+
+def test_rows_of_one_model_share_its_name():
+    assert chart.model_of("runs/x (stage3) · 1152 (default) · int8") == "runs/x (stage3)"
+    assert chart.model_of("asset:all-MiniLM-L6-v2") == "asset:all-MiniLM-L6-v2"
+
+
+def test_a_column_nobody_scored_still_draws(tmp_path):
+    path = chart.plot_results(["Lee Spearman"], [("a · fc1", [None]), ("b", [None])], tmp_path / "empty.png")
+    assert path.stat().st_size > 1000
