@@ -53,8 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # texts (docs/RESULTS.md, the 100k run).
     config.stage1.cached_pooled = True
     config.stage1.num_steps, config.stage1.learning_rate = 8000, 1e-3
-    # Stage 2: the study's 600 steps beat 300 on the suite (0.512 vs 0.503 at equal weights' 300); 800 here, as the
-    # 100k run's curve was still falling at 800. FC1 is trained already, so it moves at 3e-4.
+    # Stage 2: in the study 600 steps beat 300 on the suite (0.509 vs 0.503, equal weights); 800 here, as the 100k
+    # run's validation loss was still falling at 800. FC1 is trained already, so it moves at 3e-4.
     config.stage2.num_steps, config.stage2.learning_rate, config.stage2.head_learning_rate = 800, 5e-5, 3e-4
     # Stage 3's new heads start near their optimum (the 100k run's fresh heads pulled FC1's validation cosine loss
     # from 0.123 to 0.134): a cached heads-only stage fits them on the stage-2 encoder, then a short stage trains all.
