@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_records_dir = "runs/results/eval_records"
     config.data.max_length = 128
     # Built-in texts have a median of 12 tokens (docs/data.md, the mix table): a 16-token bucket cuts the tokens a
-    # window-8 epoch pads to by 25% against (32, 64, 128) (3.29M vs 4.40M over 100,000 texts; docs/RESULTS.md).
+    # window-8 epoch pads to by 25% against (32, 64, 128) (3.29M vs 4.40M over the first 100,000 `all` texts,
+    # MiniLM's tokenizer, measured when the bucket was added).
     config.data.length_buckets = (16, 32, 64, 128)
     # configs/distill.py's: 32 keeps a step near a second on 2 CPU cores, so the hour this CPU allows buys more steps.
     config.data.global_batch_size = 32
@@ -49,12 +50,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every = 100
     config.train.eval_batches = 16  # all 512 validation records
     config.train.checkpoint_every = 100
-    # Stage 1 from cached pooled vectors: 8,000 steps took 1 min 45 s after a 10.6-minute pooling pass of 100,000
-    # texts (docs/RESULTS.md, the 100k run).
+    # Stage 1 from cached pooled vectors: 8,000 steps took 1 min 51 s after a pooling pass of 150,000 texts (21 min
+    # 52 s beside another training; docs/RESULTS.md).
     config.stage1.cached_pooled = True
     config.stage1.num_steps, config.stage1.learning_rate = 8000, 1e-3
-    # Stage 2: in the study 600 steps beat 300 on the suite (0.509 vs 0.503, equal weights); 800 here, as the 100k
-    # run's validation loss was still falling at 800. FC1 is trained already, so it moves at 3e-4.
+    # Stage 2: in the study 600 steps beat 300 on the suite (0.509 vs 0.503, equal weights; docs/training.md); 800
+    # here, as the 100k run's validation loss was still falling at 800 (so was this run's: docs/RESULTS.md). FC1 is
+    # trained already, so it moves at 3e-4.
     config.stage2.num_steps, config.stage2.learning_rate, config.stage2.head_learning_rate = 800, 5e-5, 3e-4
     # Stage 3's new heads start near their optimum (the 100k run's fresh heads pulled FC1's validation cosine loss
     # from 0.123 to 0.134): a cached heads-only stage fits them on the stage-2 encoder, then a short stage trains all.

@@ -23,8 +23,9 @@ wait "$first" && wait "$second"
 $PY -m embed_jax.teachers.export --config=configs/teachers.py "${CORPUS[@]}" --config.corpus.max_texts=512 \
   --config.corpus.skip_texts=170000 --config.output_dir="$OUT/eval_records"
 for variant in "" small; do
-  $PY -m embed_jax.main --config="configs/results.py${variant:+:$variant}" --workdir="$OUT/train150k${variant:+_$variant}" \
-    --config.data.records_dir="$OUT/records150k" --config.data.eval_records_dir="$OUT/eval_records"
+  $PY -m embed_jax.main --config="configs/results.py${variant:+:$variant}" \
+    --workdir="$OUT/train150k${variant:+_$variant}" --config.data.records_dir="$OUT/records150k" \
+    --config.data.eval_records_dir="$OUT/eval_records"
 done
 MINILM=asset:all-MiniLM-L6-v2
 MPNET=asset:all-mpnet-base-v2
@@ -35,5 +36,6 @@ $PY -m embed_jax.eval --out="$OUT/eval" --model=$MINILM --model=$MPNET --model=c
 for stage in stage2 stage3_heads; do
   $PY -m embed_jax.eval --out="$OUT/eval_$stage" --model="$OUT/train150k/$stage"
 done
-$PY -m embed_jax.convert.hf --workdir="$OUT/train150k" --out="$OUT/student" --eval_json="$OUT/eval/results.json" --overwrite
+$PY -m embed_jax.convert.hf --workdir="$OUT/train150k" --out="$OUT/student" --eval_json="$OUT/eval/results.json" \
+  --overwrite
 $PY benchmarks/encode_exported.py --folder="$OUT/student" --texts 500 --rounds 3 --threads 2

@@ -8,34 +8,37 @@ metrics (~0.1) are as legible as Lee's (~0.9). The rows of one model share a col
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-QUANTISED_SUFFIXES = (" · int8", " · binary")  # report.write_chart's row labels (docs/eval.md, quantised rows)
 ROW_INCHES, PANEL_INCHES, LABEL_INCHES = 0.24, 2.3, 4.0
 
 
-def model_of(label: str) -> str:
-    """The model part of a row label ('MODEL · HEAD[ · QUANTISATION]')."""
-    return label.split(" · ")[0]
+class Bar(NamedTuple):
+    """One row of the table: its label, one value per column (None where not scored), the model it belongs to
+    (its bars share a colour) and whether its vectors are quantised (drawn lighter)."""
+    label: str
+    values: Sequence[float | None]
+    model: str
+    quantised: bool = False
 
 
-def plot_results(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[float | None]]], path: Path) -> Path:
-    """columns: metric titles; rows: (model and head label, one value per column, None where not scored)."""
+def plot_results(columns: Sequence[str], rows: Sequence[Bar], path: Path) -> Path:
+    """columns: metric titles; rows: one Bar per table row, in the table's order."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a TPU VM
     import matplotlib.pyplot as plt
 
-    labels = [label for label, _ in rows]
-    models = list(dict.fromkeys(model_of(label) for label in labels))
+    labels = [row.label for row in rows]
+    models = list(dict.fromkeys(row.model for row in rows))
     palette = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors
-    colours = [palette[models.index(model_of(label)) % len(palette)] for label in labels]
-    lighter = [label.endswith(QUANTISED_SUFFIXES) for label in labels]
+    colours = [palette[models.index(row.model) % len(palette)] for row in rows]
+    lighter = [row.quantised for row in rows]
     figure, axes = plt.subplots(1, max(len(columns), 1), sharey=True, squeeze=False,
                                 figsize=(LABEL_INCHES + PANEL_INCHES * len(columns),
                                          max(2.5, ROW_INCHES * len(rows) + 1.2)))
     for column, (axis, title) in enumerate(zip(axes[0], columns)):
-        values = [row_values[column] for _, row_values in rows]
+        values = [row.values[column] for row in rows]
         top = max((value for value in values if value is not None), default=0.0)
         for position, value in enumerate(values):
             if value is None:

@@ -154,14 +154,21 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(text) + "\n"
 
 
-def write_chart(report: dict[str, Any], path: Path) -> Path:
+def chart_bars(report: dict[str, Any]) -> list[chart.Bar]:
+    """The table's rows as the chart draws them: labelled as in the table, grouped by model (and stage)."""
     columns = table_columns(report)
-    rows = []
+    bars = []
     for row in report["rows"]:
         _, head = row_label(row, report)
-        label = f"{row['model']}{stage_note(row)}" + ("" if head == "—" else f" · {head}")
-        rows.append((label, [row["metrics"].get(key) for _, key in columns]))
-    return chart.plot_results([title for title, _ in columns], rows, path)
+        model = f"{row['model']}{stage_note(row)}"
+        bars.append(chart.Bar(label=model + ("" if head == "—" else f" · {head}"),
+                              values=[row["metrics"].get(key) for _, key in columns], model=model,
+                              quantised=precision_of(row) != quantized.FLOAT))
+    return bars
+
+
+def write_chart(report: dict[str, Any], path: Path) -> Path:
+    return chart.plot_results([title for title, _ in table_columns(report)], chart_bars(report), path)
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:

@@ -7,9 +7,8 @@ dropout, so pooling every record once and training the heads on (pooled, teacher
 gradients as running the encoder at every step (tests/train/test_cached_stage.py checks one step against
 `step.compute_loss`). What it buys: one encoder forward per record instead of a forward per record *per epoch*,
 and a step that is a (batch × hidden) · (hidden × teacher_dim) matmul. Measured on the 2-core CPU (docs/RESULTS.md):
-pooling 100,000 texts with the MiniLM student took 10 min 35 s, then 8,000 cached steps took 1 min 45 s; the same
-steps through the encoder would have run 256,000 texts through it (65–100 min at the 42–66 texts/s that the uncached
-stage 1 logged on this CPU, runs/results/train_long/stage1/metrics.jsonl; docs/RESULTS.md).
+pooling 150,000 texts with the MiniLM student took 21 min 52 s beside another training, then 8,000 cached steps took
+1 min 51 s; the same steps through the encoder would have run 256,000 texts through it, 1.7× the pooling pass.
 
 The pooled vectors are computed with the pipeline's own batches (in record order; windows of 64 batches sorted by length),
 gathered to every process, and kept on the devices: every process builds the same shuffled index batches from

@@ -1,12 +1,13 @@
 """The evaluation's chart: one panel per metric, one named bar per row, however many rows (docs/eval.md)."""
 from PIL import Image
 
-from embed_jax.eval import chart
+from embed_jax.eval import chart, report
 
 
 def rows_of(count):
-    return [(f"model{number // 3} · head{number % 3}" + (" · int8" if number % 3 == 2 else ""),
-             [0.5 + number / 100, None if number % 3 == 2 else 0.1]) for number in range(count)]
+    return [chart.Bar(label=f"model{number // 3} · head{number % 3}" + (" · int8" if number % 3 == 2 else ""),
+                      values=[0.5 + number / 100, None if number % 3 == 2 else 0.1], model=f"model{number // 3}",
+                      quantised=number % 3 == 2) for number in range(count)]
 
 
 def test_each_row_keeps_its_height_as_rows_are_added(tmp_path):
@@ -18,10 +19,18 @@ def test_each_row_keeps_its_height_as_rows_are_added(tmp_path):
 
 
 def test_rows_of_one_model_share_its_name():
-    assert chart.model_of("runs/x (stage3) · 1152 (default) · int8") == "runs/x (stage3)"
-    assert chart.model_of("asset:all-MiniLM-L6-v2") == "asset:all-MiniLM-L6-v2"
+    rows = [{"model": "runs/x", "head": head, "dim": 8, "default_head": head == "fc1", "metrics": {"t/spearman": 0.5},
+             "mean": None, "holdout": {"status": "external"}, "source": {}, **extra}
+            for head, extra in (("fc1", {}), ("fc1", {"precision": "int8"}))]
+    results = {"tasks": {"t": {"description": "", "metrics": ["spearman"], "counts": {}}}, "headline": {"metrics": []},
+               "rows": rows}
+    bars = report.chart_bars(results)
+    assert [bar.model for bar in bars] == ["runs/x", "runs/x"]
+    assert [bar.quantised for bar in bars] == [False, True]
+    assert bars[1].label.endswith(" · int8")
 
 
 def test_a_column_nobody_scored_still_draws(tmp_path):
-    path = chart.plot_results(["Lee Spearman"], [("a · fc1", [None]), ("b", [None])], tmp_path / "empty.png")
+    path = chart.plot_results(["Lee Spearman"], [chart.Bar("a · fc1", [None], "a"), chart.Bar("b", [None], "b")],
+                              tmp_path / "empty.png")
     assert path.stat().st_size > 1000
