@@ -36,6 +36,8 @@ $PY -m embed_jax.eval --out="$OUT/eval" --model=$MINILM --model=$MPNET --model=c
 for stage in stage2 stage3_heads; do
   $PY -m embed_jax.eval --out="$OUT/eval_$stage" --model="$OUT/train150k/$stage"
 done
+# Why the student retrieves below its start: its fit to the target against the two references (read from the cache).
+$PY scripts/retrieval_probe.py --student="$OUT/train150k" --out="$OUT/eval"
 $PY -m embed_jax.convert.hf --workdir="$OUT/train150k" --out="$OUT/student" --eval_json="$OUT/eval/results.json" \
   --overwrite
 $PY benchmarks/encode_exported.py --folder="$OUT/student" --texts 500 --rounds 3 --threads 2
