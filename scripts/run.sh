@@ -2,7 +2,7 @@
 # The embedded default, end to end on this machine: set up, export real teacher vectors (all-MiniLM-L6-v2 +
 # all-mpnet-base-v2, 1152-d) for a built-in corpus, distil a student from them, score it against all-MiniLM-L6-v2 on
 # the built-in hold-out suite, and export it as a sentence-transformers folder whose model card shows that score.
-# 8 min 23 s end to end on this 2-core CPU with nothing else running (docs/training.md, "Measured"). Re-running
+# 10 min 21 s end to end on this 2-core CPU with nothing else running (docs/training.md, "Measured"). Re-running
 # resumes: finished exports and checkpoints are reused, every vector the evaluation encoded comes from its cache
 # (runs/default/eval/cache), and the exported folder is rewritten from the same checkpoint.
 set -euo pipefail
