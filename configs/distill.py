@@ -9,7 +9,8 @@ itself: the paper's student also starts from one of its teachers), FC1 maps its 
 teacher space (weighted 0.15 / 0.85 toward mpnet), stage 3 adds 256/128-d reduction heads, first fitted on cached
 pooled vectors (stage3_heads). Stage 1 is cached too; stages 2–3 train on batches of teacher neighbours. What each
 choice did, and that the result is level with all-MiniLM-L6-v2 on the suite rather than above it (three seeds):
-docs/training.md ("The embedded default"). `configs/distill.py:smoke` shrinks it to a few steps per stage for a quick check.
+docs/training.md ("The embedded default"). `configs/distill.py:smoke` shrinks it to a few steps per stage for a quick
+check.
 """
 import ml_collections
 
@@ -53,9 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage1.cached_pooled = True
     config.stage1.num_steps, config.stage1.learning_rate = 1000, 1e-3
     config.stage2.num_steps, config.stage2.learning_rate, config.stage2.head_learning_rate = 120, 5e-5, 3e-4
-    # Stage 2 unfreezes all six layers for 120 steps (the paper's 3 for 60 before): the suite mean rose in each of
-    # three seeds (+0.003 / +0.002 / +0.003), all of it on Lee similarity, for ~3 more minutes; six layers also led
-    # the 32,768-record study (docs/training.md, "The embedded default").
+    # Stage 2 unfreezes all six layers for 120 steps (before: the paper's last 3, for 60): the suite mean rose in
+    # each of three seeds (+0.003 / +0.002 / +0.003), all of it on Lee similarity, for ~3 more minutes; six layers
+    # also led the 32,768-record study (docs/training.md, "The embedded default").
     config.stage2.last_layers = 6
     # The reduction heads first learn on the stage-2 encoder's cached pooled vectors, so stage 3 starts with every
     # head near its optimum instead of pulling FC1 and the encoder toward fresh random heads.

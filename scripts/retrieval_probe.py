@@ -31,7 +31,7 @@ import numpy as np
 from absl import flags
 
 from embed_jax import cli
-from embed_jax.eval import encoding, metrics, runner, specs, tasks, wordnet
+from embed_jax.eval import encoding, runner, specs, tasks, wordnet
 
 FLAGS = cli.program_flags()
 _STUDENT = flags.DEFINE_string("student", None, "The student: a workdir, a stage folder or an exported folder whose "
@@ -42,6 +42,7 @@ _OUT = flags.DEFINE_string("out", None, "Folder for the table and cache/ (an eva
                            flag_values=FLAGS)
 _SPLIT = flags.DEFINE_enum("split", wordnet.HOLDOUT, sorted(wordnet.SPLITS), "WordNet split to retrieve on.",
                            flag_values=FLAGS)
+SPLIT_TASKS = {wordnet.HOLDOUT: "wordnet_retrieval", wordnet.VALIDATION: "wordnet_validation"}
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise reference.", flag_values=FLAGS)
 
 
@@ -57,13 +58,17 @@ def median_fit(vectors: np.ndarray, target: np.ndarray) -> float | None:
     return float(np.median(np.sum(unit(vectors) * unit(target), axis=1)))
 
 
-def retrieval_metrics(vectors: np.ndarray, queries: np.ndarray, corpus: np.ndarray, relevant: np.ndarray) -> dict:
-    vectors = unit(vectors)
-    chunk = wordnet.QUERY_CHUNK
-    ranks = np.concatenate([metrics.rank_of_relevant(vectors[queries[start:start + chunk]] @ vectors[corpus].T,
-                                                     relevant[start:start + chunk])
-                            for start in range(0, len(queries), chunk)])
-    return {"recall@1": metrics.recall_at_k(ranks, 1), "mrr@10": metrics.mrr_at_k(ranks, 10)}
+def retrieval_metrics(task: tasks.Task, vectors: np.ndarray, index: dict[str, int]) -> dict[str, float]:
+    """The evaluation's own scoring of `task` (recall@1, recall@10, MRR@10) on these vectors of the indexed texts."""
+    return task.score(tasks.TextVectors(index=index, matrix=encoding.unit_float32(vectors))).metrics
+
+
+def comparable_heads(student_spec: str, student_dim: int, target_spec: str, target_dim: int) -> None:
+    """The fit and the noise reference compare the student's default head with its target: refuse other dims."""
+    if student_dim != target_dim:
+        raise ValueError(f"--student={student_spec}: its default head is {student_dim}-d but its target {target_spec} "
+                         f"is {target_dim}-d, so the probe has no fit to compare; give a student whose default head "
+                         f"is its teachers' head (FC1, model.teacher_dim)")
 
 
 def noise_scale(fit: float, dim: int) -> float:
@@ -89,7 +94,7 @@ def least_squares_map(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def probe_rows(named: dict[str, np.ndarray], target: np.ndarray, main: str, pooled: str | None,
                start: str, seed: int) -> dict[str, np.ndarray]:
-    """Every row's vectors: the models' own, then the two references (the noise matched over all rows)."""
+    """Every row's vectors: the models' own, then the two references (the noise matched on all the texts given)."""
     rows = dict(named)
     rows[f"target + isotropic noise at {main}'s fit"] = with_matched_noise(target, median_fit(named[main], target),
                                                                           seed)
@@ -102,7 +107,9 @@ def probe_rows(named: dict[str, np.ndarray], target: np.ndarray, main: str, pool
 
 def table(rows: list[dict]) -> str:
     lines = ["| vectors | fit: median cos to the target | WN R@1 | WN MRR@10 |", "|---|---|---|---|"]
-    lines += [f"| {row['name']} | {'—' if row['fit'] is None else format(row['fit'], '.3f')} | {row['recall@1']:.4f} | {row['mrr@10']:.4f} |" for row in rows]
+    for row in rows:
+        fit = "—" if row["fit"] is None else f"{row['fit']:.3f}"
+        lines.append(f"| {row['name']} | {fit} | {row['recall@1']:.4f} | {row['mrr@10']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,16 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         student = loader.load(_STUDENT.value)
         target_spec = specs.teachers_spec(f"asym:{_STUDENT.value}", student)
         start, target_model = loader.load(_START.value), loader.load(target_spec)
-    except encoding.ModelSpecError as error:
+        comparable_heads(_STUDENT.value, student.heads[student.default_head], target_spec,
+                         target_model.heads[target_model.default_head])
+    except (encoding.ModelSpecError, ValueError) as error:
         return cli.fail(error)
+    task = tasks.load_task(SPLIT_TASKS[_SPLIT.value])
     # The evaluation suite's texts, in its order: the vectors an evaluation of the same models cached.
-    texts = runner.suite_texts(tasks.load_tasks(tasks.DEFAULT_TASKS))
-    retrieval = wordnet.definition_retrieval_set(_SPLIT.value)
-    if _SPLIT.value != wordnet.HOLDOUT:
-        texts = list(dict.fromkeys(texts + list(retrieval.queries) + list(retrieval.corpus)))
+    texts = list(dict.fromkeys(runner.suite_texts(tasks.load_tasks(tasks.DEFAULT_TASKS)) + list(task.texts())))
     index = {text: row for row, text in enumerate(texts)}
-    queries = np.array([index[text] for text in retrieval.queries])
-    corpus = np.array([index[text] for text in retrieval.corpus])
+    on_task = np.array([index[text] for text in task.texts()])
 
     target = encoding.encode(target_model, texts, context)[target_model.default_head]
     named = {f"{target_spec} (the target)": target,
@@ -137,11 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     heads = {head: f"{_STUDENT.value} · {head}" for head in student_vectors}
     for head, name in heads.items():
         named[name] = student_vectors[head]
-    pooled = heads.get("pooled")
-    vectors = probe_rows(named, target, heads[student.default_head], pooled, _START.value, _SEED.value)
-    on_task = np.concatenate([queries, corpus])
+    try:
+        vectors = probe_rows(named, target, heads[student.default_head], heads.get("pooled"), _START.value,
+                             _SEED.value)
+    except ValueError as error:  # a student that fits its target exactly (or not at all) has no noise to match
+        return cli.fail(f"--student={_STUDENT.value}: {error}")
     rows = [{"name": name, "fit": median_fit(array[on_task], target[on_task]),
-             **retrieval_metrics(array, queries, corpus, retrieval.relevant)} for name, array in vectors.items()]
+             **retrieval_metrics(task, array, index)} for name, array in vectors.items()]
+    retrieval = wordnet.definition_retrieval_set(_SPLIT.value)
+    queries, corpus = retrieval.queries, retrieval.corpus
     text = (f"WordNet definition retrieval ({_SPLIT.value}: {len(queries):,} usage examples against "
             f"{len(corpus):,} definitions); fit over those texts' vectors\n\n" + table(rows))
     print(text)

@@ -43,20 +43,32 @@ def test_least_squares_map_recovers_an_exact_affine_map():
 
 
 def test_retrieval_metrics_equal_brute_force():
+    """Random vectors of the hold-out task's texts: the probe's scores against ranks counted one query at a time."""
+    from embed_jax.eval import tasks, wordnet
+
     probe = script()
-    vectors = unit_rows(60, 6, 4)
-    queries, corpus = np.arange(20), np.arange(20, 60)
-    relevant = np.random.default_rng(5).integers(0, 40, 20)
+    task = tasks.load_task("wordnet_retrieval")
+    texts = list(dict.fromkeys(task.texts()))
+    index = {text: row for row, text in enumerate(texts)}
+    vectors = unit_rows(len(texts), 6, 4)
+    retrieval = wordnet.definition_retrieval_set()
+    queries = vectors[[index[text] for text in retrieval.queries]]
+    corpus = vectors[[index[text] for text in retrieval.corpus]]
     reciprocal, first = [], []
-    for query, answer in zip(queries, relevant):
-        scores = vectors[corpus] @ vectors[query]
+    for query, answer in zip(queries, retrieval.relevant):
+        scores = corpus @ query
         # rank = 1 + documents scored higher, ties to the earlier document (embed_jax/eval/wordnet.py)
-        rank = 1 + sum(1 for other in range(40) if scores[other] > scores[answer]
-                       or (scores[other] == scores[answer] and other < answer))
+        rank = 1 + int(np.sum(scores > scores[answer]) + np.sum(scores[:answer] == scores[answer]))
         reciprocal.append(1 / rank if rank <= 10 else 0.0)
         first.append(rank == 1)
-    found = probe.retrieval_metrics(vectors, queries, corpus, relevant)
-    assert found["mrr@10"] == pytest.approx(np.mean(reciprocal)) and found["recall@1"] == pytest.approx(np.mean(first))
+    found = probe.retrieval_metrics(task, vectors, index)
+    assert found["mrr@10"] == pytest.approx(np.mean(reciprocal), abs=1e-6)
+    assert found["recall@1"] == pytest.approx(np.mean(first), abs=1e-6)
+
+
+def test_heads_of_another_dim_than_the_target_are_refused():
+    with pytest.raises(ValueError, match="default head is 384-d but its target T is 1152-d"):
+        script().comparable_heads("W", 384, "T", 1152)
 
 
 def test_refusals_come_before_any_encoding(tmp_path, capsys):
