@@ -137,7 +137,8 @@ def build_jax(args) -> dict:
 
     from embed_jax import losses
     from embed_jax.models.student import Student
-    from embed_jax.train import optimizer, sharding, stages, step
+    from embed_jax.train import optimizer, sharding, step
+    from embed_jax.train.trainable import split_trainable, trainable_filter
 
     if args.gpu and jax.default_backend() != "gpu":
         raise SystemExit(f"error: --gpu was given but JAX's backend is {jax.default_backend()!r}; drop --gpu")
@@ -148,8 +149,8 @@ def build_jax(args) -> dict:
                                       pooling_method="mean", dtype=jnp.dtype(args.dtype),
                                       text_options={"attention": args.jax_attention})
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    select = stages.trainable_filter(args.stage, paths, last_layers=3)
-    graphdef, trainable, frozen = stages.split_trainable(student, select)
+    select = trainable_filter(args.stage, paths, last_layers=3)
+    graphdef, trainable, frozen = split_trainable(student, select)
     tx, _ = optimizer.make_optimizer({}, learning_rate=1e-5, total_steps=1000)
     mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     shard = lambda tree: sharding.state_sharding(tree, mesh)  # noqa: E731

@@ -18,18 +18,19 @@ from embed_jax import losses
 from embed_jax.data import records
 from embed_jax.models.student import Student
 from embed_jax.train import batches, driver, metrics, sharding, step as steps, train_state
+from embed_jax.train.config import StageConfig
 from embed_jax.train.train_state import StageResult, TrainState
 
 # (state, batch sharding, loss config, pad id) → evaluate(trainable, frozen) → {'eval/<term>': value}
 EvaluatorFactory = Callable[[TrainState, Any, losses.LossConfig, int], Callable[..., dict[str, float]]]
 
 
-def run_batch_stage(config: ml_collections.ConfigDict, stage_name: str, stage_dir: Path, *, mesh: jax.sharding.Mesh,
+def run_batch_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, stage_dir: Path, *, mesh: jax.sharding.Mesh,
                     cadence: driver.Cadence, student: Student, manifest: records.Manifest, data: Any,
                     loss_config: losses.LossConfig, target: str, title: str,
                     make_evaluator: EvaluatorFactory | None = None) -> StageResult:
     """Trains `student` on `data` (a grain dataset of this process's batches) for the stage's steps."""
-    state = train_state.prepare_training(config, stage_name, student, mesh)
+    state = train_state.prepare_training(config, stage_name, stage, student, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     iterator = iter(data)
     with train_state.stage_checkpoints(config, stage_name, stage_dir, student, manifest) as manager:

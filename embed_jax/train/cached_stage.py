@@ -1,6 +1,6 @@
 """A heads-only stage (stage 1: FC1 on a frozen encoder, docs/method.md §4) trained from pooled vectors computed once.
 
-    stage1.cached_pooled = True     (only with trainable="heads")
+    stage1.kind = 'cached_pooled'     (only with trainable='heads', embed_jax/train/config.py)
 
 Why it is exact: with the encoder frozen, FC1 only ever sees each text's pooled vector, and the student has no
 dropout, so pooling every record once and training the heads on (pooled, teacher) rows gives the same loss and
@@ -36,20 +36,12 @@ from jax.experimental import multihost_utils
 from embed_jax import losses
 from embed_jax.train import batches, driver, metrics, sharding, text_stage, train_state
 from embed_jax.train.step import student_heads
+from embed_jax.train.config import StageConfig
 from embed_jax.train.train_state import StageResult, log
 
-CONFIG_KEY = "cached_pooled"
 # Batches per length-sorted window in the pooling pass over the training records. 64 batches of 32 (2,048 texts)
 # hold the built-in corpus's few long passages together; bounded so that the window's records fit in host memory.
 POOLING_WINDOW_BATCHES = 64
-
-
-def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
-    """Only a heads-only stage can train from cached pooled vectors: any trainable encoder layer changes them."""
-    if stage.trainable != "heads":
-        raise ValueError(f"config key {stage_name}.{CONFIG_KEY}=True needs {stage_name}.trainable='heads' (the "
-                         f"encoder frozen, so each text's pooled vector never changes); got "
-                         f"{stage.trainable!r}. Set {stage_name}.{CONFIG_KEY}=False for this stage.")
 
 
 # ---------------------------------------------------------------------------------------------------- pooling pass
@@ -138,11 +130,9 @@ def batch_indices(num_rows: int, batch_size: int, step: int, seed: int) -> np.nd
 # ---------------------------------------------------------------------------------------------------- the stage
 
 
-def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
+def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, workdir: Path,
                      previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    check_stage(stage, stage_name)
-    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=text_stage.evaluates(config))
+    cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=text_stage.evaluates(config))
     stage_dir = workdir / stage_name
     seed = int(config.seed)
     mesh = train_state.stage_mesh(config)
@@ -152,7 +142,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
     student = train_state.build_student(config, stage, seed=seed)
     if previous is not None:
         train_state.restore_previous_stage(previous, student, mesh, log)
-    state = train_state.prepare_training(config, stage_name, student, mesh)
+    state = train_state.prepare_training(config, stage_name, stage, student, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -171,7 +161,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
         data_seed = train_state.data_seed(config, stage)
         # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
         # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
-        window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)
+        window = max(int(config.data.length_grouping_window), POOLING_WINDOW_BATCHES)
         pooled, teacher = pool(batches.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
                                                     length_grouping_window=window, group_by="length"),
                                what=f"training records of {config.data.records_dir}")

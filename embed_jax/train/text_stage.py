@@ -19,13 +19,13 @@ from embed_jax import losses
 from embed_jax.models.heads import head_name
 from embed_jax.models.student import Student
 from embed_jax.train import batch_stage, batches, driver, step as steps, train_state
+from embed_jax.train.config import StageConfig
 from embed_jax.train.train_state import StageResult, log
 
 
-def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
+def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, workdir: Path,
                    previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=evaluates(config))
+    cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=evaluates(config))
     target = loss_target(config)
     mesh = train_state.stage_mesh(config)
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
@@ -40,7 +40,7 @@ def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: 
                               batch_sharding=batch_sharding, pad_token_id=pad_id)
 
     return batch_stage.run_batch_stage(
-        config, stage_name, workdir / stage_name, mesh=mesh, cadence=cadence, student=student,
+        config, stage_name, stage, workdir / stage_name, mesh=mesh, cadence=cadence, student=student,
         manifest=source.manifest, data=batches.make_batches(config, source, seed=data_seed),
         loss_config=loss_config_for(config, student), target=target, title=f"{stage_name}: {stage.trainable}",
         make_evaluator=make_stage_evaluator if cadence.eval_every else None)

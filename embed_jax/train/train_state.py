@@ -3,7 +3,7 @@ frozen parameters with an optimizer, placed on the mesh, resumed from the stage'
 
     student     = the init folder's encoder + this stage's heads (build_student), then the previous stage's
                   trained weights wherever path and shape match (restore_previous_stage)
-    TrainState  = the split (stages.trainable_filter), the optimizer and every sharding (prepare_training)
+    TrainState  = the split (trainable_filter), the optimizer and every sharding (prepare_training)
     resume      = the stage's latest checkpoint into both, and the data iterator moved (resume_latest)
 
 The checkpoint layout (items, folders) is embed_jax/train/workdir.py's.
@@ -23,7 +23,10 @@ from flax import nnx
 from embed_jax.data import records
 from embed_jax.models.student import Student
 from embed_jax.assets import resolve_model_path
-from embed_jax.train import checkpoint, optimizer as optimizers, sharding, stages, workdir
+from embed_jax.models.param_paths import path_name
+from embed_jax.train import checkpoint, config as train_config, optimizer as optimizers, sharding, workdir
+from embed_jax.train.config import StageConfig
+from embed_jax.train.trainable import PathFilter, count_encoder_layers, split_trainable, trainable_filter
 
 
 @dataclasses.dataclass
@@ -39,15 +42,15 @@ class StageResult:
 # ---------------------------------------------------------------------------------------------------- students
 
 
-def stage_heads(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict) -> dict[str, Any]:
+def stage_heads(config: ml_collections.ConfigDict, stage: StageConfig) -> dict[str, Any]:
     """FC1 (teacher dim) always; the reduction heads only in stages that ask for them (docs/method.md §4: they join in
     stage 3)."""
-    reduction = tuple(config.model.reduction_dims) if stage.get("reduction_heads", False) else ()
-    teacher_dim = config.model.teacher_dim if config.model.get("teacher_dim") else None
+    reduction = tuple(config.model.reduction_dims) if stage.reduction_heads else ()
+    teacher_dim = config.model.teacher_dim or None
     return {"teacher_dim": teacher_dim, "reduction_dims": list(reduction)}
 
 
-def build_student(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict, *, seed: int) -> Student:
+def build_student(config: ml_collections.ConfigDict, stage: StageConfig, *, seed: int) -> Student:
     """The init folder's encoder with fresh heads for this stage (weights of earlier stages are loaded afterwards)."""
     return Student.from_pretrained(
         resolve_model_path(config.model.init_from),
@@ -71,8 +74,8 @@ def copy_matching_params(student: Student, source: nnx.State) -> tuple[list[str]
     for path, variable in nnx.to_flat_state(source):
         if path in target and target[path].get_value().shape == variable.get_value().shape:
             target[path].set_value(variable.get_value())
-            copied.append(stages.path_name(path))
-    new = sorted(stages.path_name(path) for path in target if stages.path_name(path) not in set(copied))
+            copied.append(path_name(path))
+    new = sorted(path_name(path) for path in target if path_name(path) not in set(copied))
     return copied, new
 
 
@@ -85,7 +88,7 @@ def restore_previous_stage(previous: StageResult, student: Student, mesh: jax.sh
 
 def flat_params(student: Student) -> dict[str, np.ndarray]:
     """{'text_encoder/encoder/layer/0/...': array} of every parameter, on the host."""
-    return {stages.path_name(path): np.asarray(variable.get_value())
+    return {path_name(path): np.asarray(variable.get_value())
             for path, variable in nnx.to_flat_state(param_state(student))}
 
 
@@ -95,7 +98,8 @@ def load_stage_params(result: StageResult) -> dict[str, np.ndarray]:
 
 def load_init_params(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     """The parameters a first stage starts from (the init folder's encoder; heads at their seeded init)."""
-    return flat_params(build_student(config, config[config.stage_order[0]], seed=int(config.seed)))
+    return flat_params(build_student(config, train_config.stage_config(config, config.stage_order[0]),
+                                     seed=int(config.seed)))
 
 
 def save_student_config(stage_dir: Path, student: Student) -> None:
@@ -108,15 +112,14 @@ def save_student_config(stage_dir: Path, student: Student) -> None:
 
 
 def stage_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-    """The config's mesh, with the global batch checked to split over its data-parallel devices."""
-    mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_divisible(config.data.global_batch_size, mesh, key="data.global_batch_size")
-    return mesh
+    """The config's mesh (preflight.check_batch checked that the global batch splits over its data-parallel
+    devices)."""
+    return sharding.make_mesh(config.mesh)
 
 
-def data_seed(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict) -> int:
+def data_seed(config: ml_collections.ConfigDict, stage: StageConfig) -> int:
     """The seed of the stage's data stream: config.seed, shifted by the stage's data_seed_offset (a new order)."""
-    return int(config.seed) + int(stage.get("data_seed_offset", 0))
+    return int(config.seed) + stage.data_seed_offset
 
 
 def log(message: str) -> None:
@@ -131,7 +134,7 @@ def log(message: str) -> None:
 @dataclasses.dataclass
 class TrainState:
     """A stage's student split into trainable and frozen parameters, its optimizer, and their shardings."""
-    select: stages.PathFilter
+    select: PathFilter
     graphdef: nnx.GraphDef
     trainable: nnx.State
     frozen: nnx.State
@@ -148,17 +151,16 @@ class TrainState:
                 workdir.OPT_STATE_ITEM: opt_state}
 
 
-def prepare_training(config: ml_collections.ConfigDict, stage_name: str, student: Student,
+def prepare_training(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, student: Student,
                      mesh: jax.sharding.Mesh) -> TrainState:
     """Splits the student as the stage's `trainable` says, builds the optimizer, places everything on `mesh`."""
-    stage = config[stage_name]
     paths = [path for path, _ in nnx.to_flat_state(param_state(student))]
-    select = stages.trainable_filter(stage.trainable, paths, last_layers=stage.get("last_layers", 3),
-                                     config_key=f"{stage_name}.trainable")
-    graphdef, trainable, frozen = stages.split_trainable(student, select)
+    select = trainable_filter(stage.trainable, paths, last_layers=stage.last_layers,
+                              config_key=f"{stage_name}.trainable")
+    graphdef, trainable, frozen = split_trainable(student, select)
     tx, schedule = optimizers.make_optimizer(config.optimizer, learning_rate=stage.learning_rate,
-                                             total_steps=int(stage.num_steps), params=trainable,
-                                             head_learning_rate=stage.get("head_learning_rate"))
+                                             total_steps=stage.num_steps, params=trainable,
+                                             head_learning_rate=stage.head_learning_rate)
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)
     trainable = jax.device_put(trainable, trainable_sharding)
@@ -182,7 +184,7 @@ def shape_config(student: Student, manifest: records.Manifest) -> dict[str, Any]
         "head_dims": [int(dim) for dim in student.heads.dims],
         "teacher_dim": int(manifest.teacher_dim),
         "text_encoder": student.config["text_encoder"].get("model_type"),
-        "num_layers": stages.count_encoder_layers([path for path, _ in nnx.to_flat_state(param_state(student))]),
+        "num_layers": count_encoder_layers([path for path, _ in nnx.to_flat_state(param_state(student))]),
     }
 
 
@@ -210,7 +212,7 @@ def resume_latest(manager: checkpoint.CheckpointManager, student: Student, state
     }
     restored = manager.restore(None, targets, data_iterator)
     nnx.update(student, restored.state[workdir.PARAMS_ITEM])
-    state.graphdef, trainable, frozen = stages.split_trainable(student, state.select)
+    state.graphdef, trainable, frozen = split_trainable(student, state.select)
     state.trainable = jax.device_put(trainable, state.trainable_sharding)
     state.frozen = jax.device_put(frozen, state.frozen_sharding)
     state.opt_state = restored.state[workdir.OPT_STATE_ITEM]

@@ -6,7 +6,7 @@ the caption vectors came from this student's text path.
       + projection pool (model.vision.pool_mode, num_tokens) + placeholder tokens added to the tokenizer
     trains on image–caption records (data.image_records_dir) with target "captions" (embed_jax/train/step.py).
 
-A stage is an image stage when it trains the vision tower (trainable="vision"). `run_vision_stage` builds its
+A stage is an image stage when its kind is 'images' (it trains the vision tower: trainable="vision"). `run_vision_stage` builds its
 student, records and batches and runs them through the same batch stage as text (embed_jax/train/batch_stage.py:
 jitted step, mesh, checkpoints, driver); it has no periodic held-out loss (embed_jax.eval.zero_shot scores it).
 
@@ -36,6 +36,7 @@ from embed_jax.data.records import RecordsError
 from embed_jax.models import siglip
 from embed_jax.models.student import Student
 from embed_jax.train import batch_stage, batches, driver, train_state, workdir
+from embed_jax.train.config import StageConfig
 from embed_jax.train.train_state import StageResult, log
 
 FINGERPRINT_PREFIX = "text-path:"
@@ -44,14 +45,9 @@ FINGERPRINT_PREFIX = "text-path:"
 TEXT_PATH_ROOTS = ("text_encoder", "heads")
 
 
-def is_image_stage(stage: ml_collections.ConfigDict) -> bool:
-    return stage.trainable == "vision"
-
-
-def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,
+def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, run_dir: Path,
                      previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=False)
+    cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=False)
     mesh = train_state.stage_mesh(config)
     student = build_vision_student(config, train_state.stage_heads(config, stage), seed=int(config.seed), mesh=mesh)
     if previous is not None:
@@ -60,7 +56,7 @@ def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir
     source = open_image_records(config.data.image_records_dir, student, records_key="data.image_records_dir")
     data_seed = train_state.data_seed(config, stage)
     return batch_stage.run_batch_stage(
-        config, stage_name, run_dir / stage_name, mesh=mesh, cadence=cadence, student=student,
+        config, stage_name, stage, run_dir / stage_name, mesh=mesh, cadence=cadence, student=student,
         manifest=source.manifest, data=make_image_batches(config, source, student, seed=data_seed),
         loss_config=image_loss_config(config), target="captions", title=f"{stage_name}: {stage.trainable}")
 
@@ -80,7 +76,7 @@ def image_prompt(config: ml_collections.ConfigDict) -> ImagePrompt:
 def vision_section(config: ml_collections.ConfigDict, prompt: ImagePrompt) -> dict[str, Any]:
     """`Student.from_pretrained`'s vision argument from model.vision; errors name the key."""
     vision = config.model.vision
-    folder, tower = str(vision.get("folder", "") or ""), vision.get("tower")
+    folder, tower = str(vision.folder or ""), vision.tower
     tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
     if bool(folder) == bool(tower):
         raise ValueError("config key model.vision: set exactly one of model.vision.tower (a SigLIP config.json dict, "
@@ -115,7 +111,7 @@ def build_vision_student(config: ml_collections.ConfigDict, heads: Mapping[str, 
     prompt = image_prompt(config)
     vision = vision_section(config, prompt)
     dtype, param_dtype = jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype)
-    text_student = str(config.model.get("text_student", "") or "")
+    text_student = str(config.model.text_student or "")
     if not text_student:
         return Student.from_pretrained(
             resolve_model_path(config.model.init_from), heads=dict(heads), vision=vision,

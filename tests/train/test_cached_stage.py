@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from embed_jax.train import batches, cached_stage, driver, loop, sharding, stages, step as steps, text_stage
+from embed_jax.train import batches, cached_stage, driver, loop, sharding, step as steps, text_stage
+from embed_jax.train.trainable import split_trainable, trainable_filter
 from embed_jax.train import train_state, workdir
+from embed_jax.train.config import stage_config
 from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.metrics import read_metrics
 from parity import assert_trees_close
@@ -17,7 +19,7 @@ FC1 = "heads/dense/dense_384/kernel"
 
 def cached_config(smoke_config, *, stage_order=("stage1",), num_steps=6):
     smoke_config.stage_order = stage_order
-    smoke_config.stage1.cached_pooled = True
+    smoke_config.stage1.kind = "cached_pooled"
     smoke_config.stage1.num_steps = num_steps
     smoke_config.stage1.learning_rate = 1e-2
     smoke_config.train.checkpoint_every = 100  # the end of the stage (and a stop request) save regardless
@@ -26,9 +28,9 @@ def cached_config(smoke_config, *, stage_order=("stage1",), num_steps=6):
 
 
 def test_cached_loss_and_gradients_equal_the_encoder_step(smoke_config):
-    student = train_state.build_student(smoke_config, smoke_config.stage1, seed=0)
+    student = train_state.build_student(smoke_config, stage_config(smoke_config, "stage1"), seed=0)
     paths = [path for path, _ in nnx.to_flat_state(train_state.param_state(student))]
-    graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("heads", paths))
+    graphdef, trainable, frozen = split_trainable(student, trainable_filter("heads", paths))
     loss_config = text_stage.loss_config_for(smoke_config, student)
     mesh = sharding.make_mesh(smoke_config.mesh)
     source = batches.open_records(smoke_config, smoke_config.data.records_dir, "data.records_dir")
@@ -89,7 +91,7 @@ def test_cached_evaluation_equals_the_uncached_evaluator(handover):
     config, (first, _) = handover
     student = workdir.load_trained_student(first.workdir)
     paths = [path for path, _ in nnx.to_flat_state(train_state.param_state(student))]
-    graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("heads", paths))
+    graphdef, trainable, frozen = split_trainable(student, trainable_filter("heads", paths))
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
     evaluate = text_stage.make_evaluator(config, graphdef=graphdef,
                                          loss_config=text_stage.loss_config_for(config, student),
@@ -130,6 +132,6 @@ def test_cached_stage_is_the_same_on_any_mesh(smoke_config, straight, tmp_path):
 
 def test_cached_stage_with_a_trainable_encoder_is_refused(smoke_config, tmp_path):
     config = cached_config(smoke_config, stage_order=("stage2",))
-    config.stage2.cached_pooled = True
-    with pytest.raises(ValueError, match=r"stage2\.cached_pooled=True needs stage2\.trainable='heads'"):
+    config.stage2.kind = "cached_pooled"
+    with pytest.raises(ValueError, match=r"stage2\.kind='cached_pooled' needs stage2\.trainable='heads'"):
         loop.train_and_evaluate(config, tmp_path / "run")

@@ -14,7 +14,9 @@ from flax import nnx
 from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
-from embed_jax.train import optimizer, sharding, stages, step, train_state, workdir
+from embed_jax.models.param_paths import path_name
+from embed_jax.train import optimizer, sharding, step, train_state, workdir
+from embed_jax.train.trainable import split_trainable, trainable_filter
 from embed_jax.train.metrics import read_metrics
 
 TEACHER_DIM = 24
@@ -47,7 +49,7 @@ def one_step(folder, host_batch, mesh_config, devices):
                                       rngs=nnx.Rngs(0))
     mesh = sharding.make_mesh(mesh_config, devices)
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("all", paths))
+    graphdef, trainable, frozen = split_trainable(student, trainable_filter("all", paths))
     tx, _ = optimizer.make_optimizer({"warmup_fraction": 0.0}, learning_rate=1e-3, total_steps=10)
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)
@@ -63,7 +65,7 @@ def one_step(folder, host_batch, mesh_config, devices):
     batch = {name: jax.device_put(value, batch_sharding) for name, value in host_batch.items()}
     for _ in range(2):
         trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, batch)
-    params = {stages.path_name(path): np.asarray(jax.device_get(variable.get_value()))
+    params = {path_name(path): np.asarray(jax.device_get(variable.get_value()))
               for path, variable in nnx.to_flat_state(trainable)}
     return jax.device_get(metrics), params
 
@@ -126,7 +128,7 @@ def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path
     overrides = [f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
                  "--config.data.teacher_weights=",
                  f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
-                 f"--config.stage1.cached_pooled={cached}",
+                 f"--config.stage1.kind={'cached_pooled' if cached else 'records'}",
                  "--config.stage1.num_steps=2", "--config.train.checkpoint_every=2"]
     run_main(tmp_path / "one", overrides, processes=1, devices_per_process=4)
     run_main(tmp_path / "two", overrides, processes=2, devices_per_process=2)
