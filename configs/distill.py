@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # of 8 batches pad 53% of the tokens instead of a random batch's 88%: docs/data.md.)
     config.data.group_by = "teacher"
     config.data.length_grouping_window = 64
-    # Stage 1 from cached pooled vectors (train/cached_stage.py): 1,000 steps in 33 s after a 36-s pooling pass
+    # Stage 1 from cached pooled vectors (train/stages/cached.py): 1,000 steps in 33 s after a 36-s pooling pass
     # (load 7–9) end FC1's validation cosine loss at 0.28, where the old 100 uncached steps at 3e-3 ended at 0.41
     # (other records and the equal-weight target; docs/training.md). ~30-80× fewer encoder steps than the paper
     # (docs/method.md §4), so the pretrained layers move at the paper's order of magnitude while the heads keep a

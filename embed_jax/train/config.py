@@ -71,6 +71,10 @@ class StageConfig:
     # Added to config.seed for this stage's data order: another order of the same records.
     data_seed_offset: int = 0
 
+    def data_seed(self, seed: int) -> int:
+        """The seed of the stage's data stream: config.seed, shifted by data_seed_offset (another order)."""
+        return int(seed) + self.data_seed_offset
+
     def check(self, name: str) -> None:
         """Raises a ConfigError naming `<name>.<key>` for the first value no run can train with."""
         positive_int(self.num_steps, f"{name}.num_steps", f"stage {name} must train at least one step (drop it "

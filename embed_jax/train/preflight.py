@@ -18,9 +18,10 @@ import ml_collections
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
-from embed_jax.train import batches, config as train_config, sharding, text_stage, vision_stage
+from embed_jax.train import batches, config as train_config, sharding
+from embed_jax.train.stages import text, vision
 from embed_jax.train.config import ConfigError, positive_int
-from embed_jax.train.train_state import log
+from embed_jax.train.console import log
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -28,6 +29,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     check_train_cadence(config.train)
     stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
+    check_tokenizer(config)
     text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
         check_position_table(config, text_stages)
@@ -76,6 +78,33 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------------- the student
 
 
+def check_tokenizer(config: ml_collections.ConfigDict) -> None:
+    """data.tokenizer, where set, must hold model.init_from's vocabulary: the student's token embeddings are
+    init_from's, and every reader of the trained stage (embed_jax/train/trained_student.py) tokenises with the run's
+    one tokenizer. A folder without a tokenizer.json (e.g. converted weights) leaves data.tokenizer the only one."""
+    tokenizer, init_from = str(config.data.tokenizer), str(config.model.init_from)
+    if not tokenizer or not init_from:
+        return
+    tokenizer_folder, init_folder = resolve_model_path(tokenizer), resolve_model_path(init_from)
+    if tokenizer_folder.resolve() == init_folder.resolve() or not (init_folder / "tokenizer.json").is_file():
+        return
+    ours, theirs = vocabulary(tokenizer_folder), vocabulary(init_folder)
+    if ours != theirs:
+        differing = sorted(set(ours.items()) ^ set(theirs.items()))
+        raise ConfigError(
+            f"config keys data.tokenizer={tokenizer!r} and model.init_from={init_from!r} name different tokenizers "
+            f"({len(ours)} vs {len(theirs)} tokens, e.g. {differing[0][0]!r} differs): the student's token embeddings "
+            "are init_from's, so its texts must be tokenised with init_from's vocabulary, and evaluation and export "
+            "read the run's one tokenizer. Leave data.tokenizer empty (init_from's own tokenizer), or point it at a "
+            "copy of init_from's tokenizer files.")
+
+
+def vocabulary(folder) -> dict[str, int]:
+    """{token: id} of a folder's tokenizer.json, as the pipeline loads it (data/pipeline.py's load_tokenizer)."""
+    tokenizer, _ = pipeline.load_tokenizer(str(folder), 1)
+    return tokenizer.get_vocab()
+
+
 def position_limit(hf_config: Mapping[str, Any], source: str) -> int:
     """The longest input the encoder's position table covers (RoBERTa-style tables start past the padding id)."""
     family, _ = hf_import.text_encoder_family(hf_config, source=source)
@@ -101,7 +130,7 @@ def check_vision_tower(config: ml_collections.ConfigDict) -> None:
     tower = config.model.vision.tower
     tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
     if tower:
-        vision_stage.check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
+        vision.check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
                                                             source="config key model.vision.tower"))
 
 
@@ -113,6 +142,6 @@ def check_text_records(config: ml_collections.ConfigDict) -> None:
     line up with them and repeat none of them."""
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     batches.teacher_scales(config, source)
-    if text_stage.evaluates(config):
+    if text.evaluates(config):
         batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
                                held_out_key="data.eval_records_dir", log=log)

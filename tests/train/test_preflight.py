@@ -3,6 +3,7 @@ the fix (embed_jax/train/preflight.py); records that cannot train are refused na
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import kit
 import pytest
@@ -207,3 +208,16 @@ def test_stage_order_naming_no_section_is_refused():
     config.stage_order = ("stage1", "stage9")
     with pytest.raises(preflight.ConfigError, match=r"stage_order names 'stage9', but the config has no such section"):
         preflight.check_config(config)
+
+
+def test_a_tokenizer_other_than_init_froms_is_refused_naming_both_keys(smoke_config):
+    smoke_config.data.tokenizer = "asset:all-mpnet-base-v2"  # MPNet's vocabulary; the student is a MiniLM-vocab BERT
+    with pytest.raises(preflight.ConfigError, match=r"config keys data.tokenizer='asset:all-mpnet-base-v2' and "
+                                                    r"model.init_from='.*' name different tokenizers \(30527 vs "
+                                                    r"30522 tokens"):
+        preflight.check_config(smoke_config)
+
+
+def test_a_copy_of_init_froms_tokenizer_passes(smoke_config, tmp_path):
+    smoke_config.data.tokenizer = str(kit.copy_tokenizer_files(Path(smoke_config.model.init_from), tmp_path / "tok"))
+    preflight.check_config(smoke_config)

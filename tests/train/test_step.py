@@ -15,7 +15,8 @@ from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
 from embed_jax.models.param_paths import path_name
-from embed_jax.train import optimizer, sharding, step, train_state, workdir
+from embed_jax.train import optimizer, sharding, step, trained_student, workdir
+from embed_jax.train.stages.student import flat_params
 from embed_jax.train.trainable import split_trainable, trainable_filter
 from embed_jax.train.metrics import read_metrics
 
@@ -138,7 +139,7 @@ def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path
     for row_one, row_two in zip(one, two):
         for name in ("loss", "dense_384/cosine", "dense_384/similarity", "dense_384/relative_similarity"):
             np.testing.assert_allclose(row_two[name], row_one[name], rtol=2e-5, err_msg=name)
-    params_one = train_state.flat_params(workdir.load_trained_student(tmp_path / "one" / "stage1"))
-    params_two = train_state.flat_params(workdir.load_trained_student(tmp_path / "two" / "stage1"))
+    params_one = flat_params(trained_student.load_student(tmp_path / "one" / "stage1"))
+    params_two = flat_params(trained_student.load_student(tmp_path / "two" / "stage1"))
     for name, value in params_one.items():
         np.testing.assert_allclose(params_two[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
