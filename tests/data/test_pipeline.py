@@ -157,6 +157,7 @@ def test_folders_read_as_one_must_agree(records_folder, teacher_records):
         pipeline.RecordDataSource([])
 
 
+@pytest.mark.slow
 def test_training_path_imports_no_torch():
     code = ("import sys; import embed_jax.data.pipeline, embed_jax.data.records, embed_jax.data.corpora, "
             "embed_jax.data.sources, embed_jax.assets; "

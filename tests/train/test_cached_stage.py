@@ -70,6 +70,7 @@ def straight(new_smoke_config, tmp_path_factory):
     return stage_student.load_stage_params(loop.train_and_evaluate(config, tmp_path_factory.mktemp("straight"))[0])
 
 
+@pytest.mark.slow
 def test_cached_stage1_trains_fc1_only_and_hands_over_to_stage2(handover):
     config, (first, second) = handover
     rows = read_metrics(first.workdir / "metrics.jsonl")
@@ -86,6 +87,7 @@ def test_cached_stage1_trains_fc1_only_and_hands_over_to_stage2(handover):
     assert stage2_first < rows[0]["loss"]
 
 
+@pytest.mark.slow
 def test_cached_evaluation_equals_the_uncached_evaluator(handover):
     """Stage 1's final params scored by text.make_evaluator (the encoder on every batch) give the validation loss
     the cached stage logged at its last step: the cached eval rows are the same batches."""
@@ -101,6 +103,7 @@ def test_cached_evaluation_equals_the_uncached_evaluator(handover):
         np.testing.assert_allclose(logged[name], uncached[name], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_interrupted_cached_stage_resumes_to_the_same_weights(smoke_config, straight, tmp_path, monkeypatch):
     config = cached_config(smoke_config)
 
@@ -120,6 +123,7 @@ def test_interrupted_cached_stage_resumes_to_the_same_weights(smoke_config, stra
     np.testing.assert_allclose(stage_student.load_stage_params(resumed)[FC1], straight[FC1], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cached_stage_is_the_same_on_any_mesh(smoke_config, straight, tmp_path):
     config = cached_config(smoke_config)
     config.mesh.data, config.mesh.tensor = 2, 4  # FC1 split over 4 devices, batches over 2

@@ -114,6 +114,7 @@ def run_main(workdir, overrides, *, processes: int, devices_per_process: int, ti
     return outputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cached", [False, True])
 def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path, cached):
     """Through the encoder's step, and from cached pooled vectors (their rows gathered in one process's order)."""
