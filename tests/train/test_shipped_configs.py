@@ -71,6 +71,7 @@ def smoke_run_config(name: str, arg: str | None, init_folder: Path, records: Pat
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, arg, save_family", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a, _ in SHIPPED])
 def test_every_stage_of_a_shipped_config_trains(name, arg, save_family, teacher_records, tmp_path):
     config = smoke_run_config(name, arg, save_family(tmp_path / "init"), teacher_records)
