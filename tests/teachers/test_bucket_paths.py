@@ -7,7 +7,6 @@ from embed_jax.data.records import RecordsError
 from embed_jax.teachers import export
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("key", ["output_dir", "reuse_from"])
 def test_export_refuses_bucket_folders(make_config, corpus_file, tmp_path, key):
     config = make_config(tmp_path / "out", corpus_file)

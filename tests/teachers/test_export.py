@@ -35,7 +35,6 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
 
-@pytest.mark.slow
 def test_export_writes_the_normalised_concatenation_of_both_teachers(make_config, corpus_file, tmp_path, tiny_bert):
     manifest = export.run_export(make_config(tmp_path / "out", corpus_file))
     lines = corpus_file.read_text(encoding="utf-8").split("\n")[:-1]
@@ -64,7 +63,6 @@ def test_export_writes_the_normalised_concatenation_of_both_teachers(make_config
     np.testing.assert_allclose(np.linalg.norm(vectors[:, :384], axis=1), np.sqrt(0.5), rtol=1e-5)
 
 
-@pytest.mark.slow
 def test_float16_storage_rounds_only(make_config, corpus_file, tmp_path):
     export.run_export(make_config(tmp_path / "fp32", corpus_file))
     export.run_export(make_config(tmp_path / "fp16", corpus_file, storage_dtype="float16"))
@@ -94,7 +92,6 @@ def interrupt_after(monkeypatch, target, name: str, calls: int):
     monkeypatch.setattr(target, name, wrapper)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("calls", [0, 2, 3])
 def test_interrupted_mid_shard_then_resumed_equals_uninterrupted(make_config, corpus_file, tmp_path, monkeypatch,
                                                                    calls):
@@ -110,7 +107,6 @@ def test_interrupted_mid_shard_then_resumed_equals_uninterrupted(make_config, co
     assert folder_bytes(resumed) == folder_bytes(reference)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("failing_rename", [1, 2, 3, 4])
 def test_crash_between_renames_leaves_nothing_half_written(make_config, corpus_file, tmp_path, monkeypatch,
                                                            failing_rename):
@@ -167,7 +163,6 @@ def test_killed_process_resumes_to_identical_records(tmp_path, shipped_config):
     assert len(read_all(killed)) == 64
 
 
-@pytest.mark.slow
 def test_rerun_of_a_finished_export_changes_nothing(make_config, corpus_file, tmp_path, capsys):
     config = make_config(tmp_path / "out", corpus_file)
     export.run_export(config)
@@ -178,7 +173,6 @@ def test_rerun_of_a_finished_export_changes_nothing(make_config, corpus_file, tm
     assert "nothing to do" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_folder_of_another_configuration_is_refused_and_untouched(make_config, corpus_file, tmp_path):
     export.run_export(make_config(tmp_path / "out", corpus_file))
     before = folder_bytes(tmp_path / "out")
@@ -191,7 +185,6 @@ def test_folder_of_another_configuration_is_refused_and_untouched(make_config, c
     assert folder_bytes(tmp_path / "out") == before
 
 
-@pytest.mark.slow
 def test_folder_with_user_files_is_refused(make_config, corpus_file, tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
@@ -201,7 +194,6 @@ def test_folder_with_user_files_is_refused(make_config, corpus_file, tmp_path):
     assert [path.name for path in folder.iterdir()] == ["notes.txt"]
 
 
-@pytest.mark.slow
 def test_corpus_changed_between_runs_is_refused(make_config, corpus_file, tmp_path, monkeypatch):
     folder = tmp_path / "out"
     with monkeypatch.context() as patch:
@@ -219,7 +211,6 @@ def test_corpus_changed_between_runs_is_refused(make_config, corpus_file, tmp_pa
         export.run_export(make_config(folder, corpus_file))
 
 
-@pytest.mark.slow
 def test_duplicate_ids_are_refused(make_config, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"id": "a", "text": "one text"}\n{"id": "b", "text": "two"}\n{"id": "a", "text": "three"}\n')
@@ -228,7 +219,6 @@ def test_duplicate_ids_are_refused(make_config, tmp_path):
         export.run_export(config)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("breakage, message", [("nan", "NaN or inf"), ("zero", "zero vector")])
 def test_broken_teacher_is_named_with_the_record(make_config, corpus_file, tmp_path, request, breakage, message):
     folder = request.getfixturevalue(f"{breakage}_bert")
@@ -238,7 +228,6 @@ def test_broken_teacher_is_named_with_the_record(make_config, corpus_file, tmp_p
         export.run_export(config)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("key, value, message", [
     ("storage_dtype", "bfloat16", r"storage_dtype='bfloat16'; choose one of float16, float32"),
     ("shard_size", 0, r"shard_size=0 must be positive"),
@@ -257,14 +246,12 @@ def test_config_errors_name_the_key(make_config, corpus_file, tmp_path, key, val
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_cli_prints_one_line_errors(make_config, tmp_path, capsys):
     config = make_config(tmp_path / "out", tmp_path / "missing.txt")
     assert export.main(config) == 2
     assert capsys.readouterr().err.startswith("error: corpus.paths: ")
 
 
-@pytest.mark.slow
 def test_same_teacher_at_another_path_is_the_same_export(make_config, corpus_file, tmp_path, tiny_bert, capsys):
     import shutil
 
@@ -295,7 +282,6 @@ def _count_encoded_shards(patch) -> list[int]:
     return encoded
 
 
-@pytest.mark.slow
 def test_reuse_from_grows_an_export_paying_only_for_new_texts(make_config, corpus_file, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     export.run_export(make_config(reference, corpus_file))
@@ -311,7 +297,6 @@ def test_reuse_from_grows_an_export_paying_only_for_new_texts(make_config, corpu
     assert folder_bytes(grown) == folder_bytes(reference)
 
 
-@pytest.mark.slow
 def test_reuse_from_an_unfinished_export_cuts_it_short(make_config, corpus_file, tmp_path, monkeypatch):
     unfinished = tmp_path / "unfinished"
     with monkeypatch.context() as patch:
@@ -339,7 +324,6 @@ def test_reuse_from_refuses_folders_whose_vectors_differ(make_config, corpus_fil
         export.run_export(make_config(tmp_path / "out2", corpus_file, reuse_from=str(tmp_path / "nowhere")))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("content", ["", "\n\n", "   \n\t\n \n"])
 def test_corpus_without_a_text_is_refused_before_any_teacher_loads(make_config, tmp_path, monkeypatch, content):
     corpus = tmp_path / "blank.txt"

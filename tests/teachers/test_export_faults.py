@@ -33,7 +33,6 @@ def one_line_error(capsys) -> str:
     return error
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["file", "under_a_file"])
 def test_output_dir_where_no_folder_can_be_is_refused_before_any_work(make_config, corpus_file, tmp_path, capsys,
                                                                        monkeypatch, layout):
@@ -47,7 +46,6 @@ def test_output_dir_where_no_folder_can_be_is_refused_before_any_work(make_confi
     assert (tmp_path / "taken").read_text() == "a user's file"
 
 
-@pytest.mark.slow
 def test_read_only_output_dir_is_refused_before_any_work(make_config, corpus_file, tmp_path, capsys, monkeypatch):
     """Root writes through chmod, so the check is made to see what a read-only mount shows: os.access says no."""
     readonly = tmp_path / "mounted"
@@ -80,7 +78,6 @@ class FullDiskWriter:
         self.inner.close()
 
 
-@pytest.mark.slow
 def test_full_disk_during_a_shard_is_one_line_and_resumes_exactly(make_config, corpus_file, tmp_path, capsys,
                                                                   monkeypatch, reference):
     folder = tmp_path / "out"
@@ -97,7 +94,6 @@ def test_full_disk_during_a_shard_is_one_line_and_resumes_exactly(make_config, c
     assert folder_bytes(folder) == folder_bytes(reference)
 
 
-@pytest.mark.slow
 def test_full_disk_while_writing_a_sidecar_leaves_no_finished_shard(make_config, corpus_file, tmp_path, capsys,
                                                                     monkeypatch, reference):
     folder = tmp_path / "out"
@@ -135,7 +131,6 @@ def interrupted_export(make_config, corpus_file, folder, monkeypatch, shards: in
             export.run_export(make_config(folder, corpus_file))
 
 
-@pytest.mark.slow
 def test_resume_names_a_truncated_finished_shard(make_config, corpus_file, tmp_path, monkeypatch):
     folder = tmp_path / "out"
     interrupted_export(make_config, corpus_file, folder, monkeypatch, shards=2)
@@ -146,7 +141,6 @@ def test_resume_names_a_truncated_finished_shard(make_config, corpus_file, tmp_p
         export.run_export(make_config(folder, corpus_file))
 
 
-@pytest.mark.slow
 def test_resume_names_swapped_finished_shards(make_config, corpus_file, tmp_path, monkeypatch):
     folder = tmp_path / "out"
     interrupted_export(make_config, corpus_file, folder, monkeypatch, shards=2)
@@ -160,7 +154,6 @@ def test_resume_names_swapped_finished_shards(make_config, corpus_file, tmp_path
         export.run_export(make_config(folder, corpus_file))
 
 
-@pytest.mark.slow
 def test_reuse_from_a_damaged_folder_copies_only_its_sound_shards(make_config, corpus_file, tmp_path, reference,
                                                                  capsys):
     damaged = shutil.copytree(reference, tmp_path / "damaged")
@@ -178,7 +171,6 @@ def test_reuse_from_a_damaged_folder_copies_only_its_sound_shards(make_config, c
     assert folder_bytes(repaired) == folder_bytes(reference)
 
 
-@pytest.mark.slow
 def test_a_folder_whose_export_never_finished_a_shard_is_taken_over(make_config, tmp_path, capsys, corpus_file):
     """A corpus error stops the first run after its manifest is written; once the corpus is fixed, the rerun (another
     corpus size, so another export) takes the folder over instead of asking for it to be deleted."""

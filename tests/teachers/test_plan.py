@@ -1,12 +1,9 @@
 """`--config.dry_run=True`: the plan printed before anything is spent, and nothing written."""
 import re
 
-import pytest
-
 from embed_jax.teachers import export, plan
 
 
-@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(make_config, corpus_file, tmp_path, capsys):
     folder = tmp_path / "out"
     config = make_config(folder, corpus_file, dry_run=True, num_workers=4, worker_index=0, dry_run_texts=6)
@@ -20,7 +17,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(make_config, corpus_file, tm
     assert re.search(r"ETA at 1 worker: \d+m\d\ds", err) and re.search(r"ETA at 4 workers: \d+m\d\ds", err)
 
 
-@pytest.mark.slow
 def test_planned_bytes_are_the_bytes_an_export_writes(make_config, corpus_file, tmp_path, capsys):
     config = make_config(tmp_path / "out", corpus_file, storage_dtype="float16")
     settings = export.settings_from_config(config)

@@ -48,7 +48,6 @@ def test_sentence_transformers_folder_without_tokenizer_is_refused(tmp_path):
         encoders.load_teacher(encoders.TeacherSpec("st", str(folder)))
 
 
-@pytest.mark.slow
 def test_export_of_a_teacher_without_tokenizer_is_one_line_and_writes_nothing(make_config, corpus_file, tmp_path,
                                                                              bert_without_tokenizer, capsys):
     config = make_config(tmp_path / "out", corpus_file, **{"teachers.tiny.path": str(bert_without_tokenizer)})

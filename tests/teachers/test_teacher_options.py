@@ -228,7 +228,6 @@ def test_half_precision_vectors_are_float32_and_close(st_folder, dtype, autocast
     assert cosine.min() > 0.99 and not np.array_equal(half, full)
 
 
-@pytest.mark.slow
 def test_manifest_records_each_teachers_dtype_and_device(make_config, corpus_file, tmp_path, st_folder):
     config = make_config(tmp_path / "out", corpus_file, **{"teachers.tiny.dtype": "bfloat16",
                                                           "teachers.tiny.autocast": True})
