@@ -1,6 +1,6 @@
 """Stage 1 from cached pooled vectors (embed_jax/train/stages/cached.py; its step: embed_jax/train/cached_heads.py):
-same loss and gradients as the encoder's step, a stage that hands over to stage 2 like the uncached one, exact resume, sharding-invariant, and a clear refusal
-of a stage whose encoder trains."""
+same loss and gradients as the encoder's step, a stage that hands over to stage 2 like the uncached one, exact
+resume, sharding-invariant, and a clear refusal of a stage whose encoder trains."""
 import jax
 import numpy as np
 import pytest
