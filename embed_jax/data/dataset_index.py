@@ -47,7 +47,8 @@ def unindexed_note(folder: Path, missing: Sequence[Path], total: int, read: bool
     what = ("no sidecar holds a record index" if len(missing) == total
             else f"it mixes shards with a record index and {len(missing)} without ({names}: an export resumed "
                  f"across versions, or shards copied in)")
-    consequence = "their records are read for this check" if read else "their ids are checked by verify only"
+    consequence = ("their records are read for this check" if read
+                   else "their ids are not checked for repeats here (the full `verify` reads them)")
     return (f"[records] note: {folder}: {what} (ids and text hashes, written by exports since they were added); "
             f"{consequence}. A re-export with --config.reuse_from={folder} writes them (its shards are copied).")
 
