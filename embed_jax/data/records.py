@@ -7,7 +7,8 @@ A records folder holds what the teacher export wrote (docs/method.md §2: texts 
     shard-00000.array_record         ArrayRecord file, `group_size:1` so that any record is read by random access
     shard-00000.json                 sidecar: the shard's own copy of the schema fields (teachers, dims, dtype,
                                      schema version, export id) plus its record count, first/last id, the running
-                                     corpus hash at its end, and the shard file's size and sha256. A shard counts as
+                                     corpus hash at its end, the shard file's size and sha256, and its record
+                                     index (every id and text hash: data/record_index.py). A shard counts as
                                      written only once its sidecar exists.
     ...
     .export.lock, .export-workers.json, .export-worker-00000.lock, ...
@@ -17,8 +18,9 @@ A records folder holds what the teacher export wrote (docs/method.md §2: texts 
 
 Checks of a shard against its sidecar, by cost: `read_manifest` (every reader, on open) compares each file's size;
 `check_records_cheaply` (training, before step 1) also opens each shard for its record count and first id, which
-finds truncated, replaced and swapped shards; `verify_shard` (`python -m embed_jax.data.verify`) reads every record
-and the file's sha256, which finds a flipped byte. Sidecars written before sizes and checksums were recorded have
+finds truncated, replaced and swapped shards, and (`check_index_cheaply`) an index of another shard; `verify_shard`
+(`python -m embed_jax.data.verify`) reads every record (its vector finite and of unit norm, its id and text hash as
+the index lists them) and the file's sha256, which finds a flipped byte. Sidecars written before sizes and checksums were recorded have
 neither (0 and ""): they are read as before, and verify says "no checksum recorded".
 
 Records are local files: ArrayRecord opens local paths only, so a bucket is read through a gcsfuse mount
