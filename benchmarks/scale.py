@@ -219,7 +219,6 @@ def measure(folder: Path, held_out: Path, steady_batches: int) -> dict:
     iterator = iter(make(source))
     out["open_pipeline_s"] = time.perf_counter() - began
     _, out["first_batch_s"] = timed(next, iterator)
-    out["time_to_first_batch_s"] = out["check_records_cheaply_s"] + out["open_pipeline_s"] + out["first_batch_s"]
 
     state = iterator.get_state()
     evict(folder)
@@ -278,7 +277,7 @@ def run_verify(folder: Path, *extra: str) -> float:
 
 # ------------------------------------------------------------------------------------------------ report
 
-ROWS = (("records", "{:,}"), ("shards", "{:,}"), ("GB", "{:.2f}"), ("sidecars_MB", "{:.1f}"),
+ROWS = (("records", "{:,}"), ("shards", "{:,}"), ("GB", "{:.2f}"), ("manifest_KB", "{:.0f}"), ("sidecars_MB", "{:.1f}"),
         ("check_records_cheaply_s", "{:.2f}"), ("holdout_preflight_s", "{:.2f}"), ("holdout_eval_s", "{:.2f}"),
         ("holdout_by_reading_s", "{:.1f}"), ("open_pipeline_s", "{:.2f}"), ("first_batch_s", "{:.2f}"),
         ("time_to_first_batch_s", "{:.2f}"), ("restore_iterator_s", "{:.2f}"), ("steady_records_per_s", "{:,.0f}"),
@@ -290,8 +289,18 @@ RATES = {"steady_records_per_s", "steady_MB_per_s", "split_read_records_per_s", 
          "split_tokenize_records_per_s"}
 
 
+# What a training run pays before its first batch, once each (it opens the records again per stage: docs/data.md).
+BEFORE_FIRST_BATCH = ("check_records_cheaply_s", "holdout_preflight_s", "open_pipeline_s", "first_batch_s")
+
+
+def with_totals(result: dict) -> dict:
+    return {**result, "manifest_KB": result["manifest_bytes"] / 1e3,
+            "time_to_first_batch_s": sum(result[key] for key in BEFORE_FIRST_BATCH)}
+
+
 def table(results: list[dict], extrapolate: int) -> str:
     """One column per size and one for the least-squares line at `extrapolate` records (rates: their mean)."""
+    results = [with_totals(result) if "manifest_bytes" in result else result for result in results]
     sizes = [result["records"] for result in results]
     header = "| cost | " + " | ".join(f"{size:,}" for size in sizes) + f" | {extrapolate:,} (extrapolated) |"
     lines = [header, "|---|" + "---:|" * (len(sizes) + 1)]

@@ -156,8 +156,10 @@ class Manifest:
         return slices
 
     def schema(self) -> dict[str, Any]:
-        """The fields every shard and every folder read together must share."""
-        as_dict = manifest_to_dict(self)
+        """The fields every shard and every folder read together must share. Without the shard list, which they do
+        not need: each sidecar is checked against this, so converting the list here made opening a folder cost
+        shards² (measured: 0.5 s of 0.8 s for 40 shards; 2,000 shards at the paper's scale)."""
+        as_dict = manifest_to_dict(dataclasses.replace(self, shards=()))
         return {field: as_dict[field] for field in SCHEMA_FIELDS}
 
     def to_json(self) -> str:
