@@ -181,6 +181,10 @@ def evict(folder: Path) -> None:
                 os.close(fd)
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def timed(function, *args, **kwargs):
     began = time.perf_counter()
     result = function(*args, **kwargs)
@@ -193,8 +197,13 @@ def measure(folder: Path, held_out: Path, steady_batches: int) -> dict:
     from embed_jax.eval import overlap
     from embed_jax.train import batches
 
-    out: dict = {}
+    out: dict = {"rss_MiB_after": {}}
     quiet = lambda _: None  # noqa: E731
+
+    def timed(function, *args, **kwargs):  # and the peak RSS after it, to tell which cost holds the memory
+        result, seconds = globals()["timed"](function, *args, **kwargs)
+        out["rss_MiB_after"][getattr(function, "__name__", "step")] = peak_rss_mib()
+        return result, seconds
 
     evict(folder)
     manifest, out["check_records_cheaply_s"] = timed(records.check_records_cheaply, folder, "data.records_dir")
@@ -243,7 +252,7 @@ def measure(folder: Path, held_out: Path, steady_batches: int) -> dict:
     out["verify_sample_s"] = run_verify(folder, "--sample=16")
     evict(folder)
     out["verify_full_s"] = run_verify(folder)
-    out["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_MiB"] = peak_rss_mib()
     return out
 
 
@@ -317,9 +326,9 @@ def table(results: list[dict], extrapolate: int) -> str:
             predicted = float(np.mean(values))
         elif key == "records":
             predicted = extrapolate
-        elif len(sizes) > 1:
+        elif len(sizes) > 1:  # a cost does not shrink with the data: noise below the largest measured is clamped
             slope, intercept = np.polyfit(sizes, values, 1)
-            predicted = intercept + slope * extrapolate
+            predicted = max(intercept + slope * extrapolate, max(values))
         else:
             predicted = values[0] * extrapolate / sizes[0]
         cells = [fmt.format(value) for value in values] + [fmt.format(type(values[0])(predicted))
