@@ -35,7 +35,7 @@ from jax.experimental import multihost_utils
 
 from embed_jax import losses
 from embed_jax.models.student import Student
-from embed_jax.train import batches, cached_heads, driver, metrics, sharding
+from embed_jax.train import batches, cache_plan, cached_heads, driver, metrics, sharding
 from embed_jax.train.config import StageConfig
 from embed_jax.train.console import log
 from embed_jax.train.stages import resume, student as stage_student, text
@@ -52,7 +52,7 @@ POOLING_WINDOW_BATCHES = 64
 
 def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any,
                  local_batches: Iterable, batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
-                 log=print, what: str = "records") -> tuple[np.ndarray, np.ndarray]:
+                 log=print, what: str = "records", total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pooled (n, hidden) float32, teacher (n, teacher_dim) float32) of every global batch, on every process."""
 
     @functools.partial(jax.jit, in_shardings=(state_sharding, batch_sharding, batch_sharding))
@@ -70,6 +70,10 @@ def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state
         pooled.append(np.asarray(multihost_utils.process_allgather(vectors, tiled=True))[order])
         teacher.append(np.asarray(multihost_utils.process_allgather(batch["teacher"], tiled=True), np.float32)[order])
         count += len(pooled[-1])
+        if index == 0:
+            timed_from = (time.perf_counter(), count)
+        elif index == cache_plan.TIMED_BATCHES and total:
+            log(cache_plan.pooling_eta(total, count - timed_from[1], time.perf_counter() - timed_from[0]))
         if index % 200 == 199:
             log(f"[cached] pooled {count:,} {what} ({count / (time.perf_counter() - started):.0f}/s)")
     log(f"[cached] pooled {count:,} {what} in {time.perf_counter() - started:.1f} s")
@@ -145,9 +149,10 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: 
         # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
         # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
         window = max(int(config.data.length_grouping_window), POOLING_WINDOW_BATCHES)
+        log(cache_plan.caching_verdict(len(source), cadence.num_steps - start_step, batch_size, stage_name))
         pooled, teacher = pool(batches.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
                                                     length_grouping_window=window, group_by="length"),
-                               what=f"training records of {config.data.records_dir}")
+                               what=f"training records of {config.data.records_dir}", total=len(source))
         eval_rows = None
         if cadence.eval_every:
             eval_source = batches.open_eval_records(config)
