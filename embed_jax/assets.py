@@ -132,7 +132,15 @@ def resolve_model_path(path: str) -> Path:
                      f"{ASSET_PREFIX}{MINILM} and {ASSET_PREFIX}{MPNET}.")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if any(argument in ("--help", "-h") for argument in arguments):
+        print(__doc__.strip())
+        return 0
+    if arguments:
+        print(f"error: unrecognized arguments: {' '.join(arguments)} (the program takes none; --help says what it "
+              "does)", file=sys.stderr)
+        return 2
     try:
         print(f"{MINILM}: {minilm_path()}")
         print(f"{MPNET}: {mpnet_path()}")

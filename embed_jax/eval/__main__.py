@@ -23,11 +23,11 @@ from pathlib import Path
 from absl import flags
 
 from embed_jax import cli
-from embed_jax.eval import encoding, overlap, quantized, report, runner, tasks
+from embed_jax.eval import encoding, overlap, quantized, report, runner, specs, tasks
 
 FLAGS = cli.program_flags()
-_MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); see "
-                                   "embed_jax/eval/specs.py.", flag_values=FLAGS)
+_MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); the forms are listed "
+                                   "above (embed_jax/eval/specs.py).", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md and cache/.", flag_values=FLAGS)
 _TASKS = flags.DEFINE_string("tasks", ",".join(tasks.DEFAULT_TASKS), "Comma-separated tasks (default: all of "
                              f"{', '.join(tasks.DEFAULT_TASKS)}); your own data as beir:FOLDER[:SPLIT] (corpus.jsonl, "
@@ -52,7 +52,7 @@ USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, tasks.TaskDataEr
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.parse(FLAGS, argv, doc=__doc__)
+        cli.parse(FLAGS, argv, doc=f"{__doc__}\nModel specs (--model=SPEC):\n\n{specs.spec_help()}")
         cli.require(FLAGS, ["model", "out"])
     except cli.UsageError as error:
         return cli.fail(error)
