@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from embed_jax import losses
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
@@ -32,6 +33,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for stage_name in config.stage_order:
         check_stage(config, stage_name)
     check_batch(config)
+    check_matryoshka(config)
     text_stages = [name for name in config.stage_order if not vision_stage.is_image_stage(config[name])]
     if text_stages:
         check_position_table(config, text_stages)
@@ -82,6 +84,20 @@ def check_stage(config: ml_collections.ConfigDict, stage_name: str) -> None:
                           f"{list(stages.TRAINABLE_CHOICES)}")
     if stage.get(cached_stage.CONFIG_KEY, False):
         cached_stage.check_stage(stage, stage_name)
+
+
+def check_matryoshka(config: ml_collections.ConfigDict) -> None:
+    """loss.matryoshka_dims: increasing prefixes of FC1, narrower than model.teacher_dim."""
+    dims = tuple(config.loss.get("matryoshka_dims", ()) or ())
+    if not dims:
+        return
+    if not config.model.teacher_dim:
+        raise ConfigError(f"config key loss.matryoshka_dims={dims}: prefixes are taken of FC1, and this run has none "
+                          "(model.teacher_dim=0); train separate heads with model.reduction_dims instead")
+    try:
+        losses.check_matryoshka_dims(dims, int(config.model.teacher_dim))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_batch(config: ml_collections.ConfigDict) -> None:
