@@ -233,7 +233,7 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         hf_export.write_backbone(staging, tensors, text_encoder)
-        notices += tokenizer_files.copy_tokenizer(tokenizer_dir, staging)
+        notices += tokenizer_files.copy_tokenizer(tokenizer_dir, staging, max_length=seq_length)
         hf_export.write_heads(staging, heads)
         hf_export.write_sentence_transformers_files(
             staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),
