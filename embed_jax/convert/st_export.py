@@ -36,6 +36,7 @@ import yaml
 
 from embed_jax.convert import hf_export, hf_vision, model_card, tokenizer_files
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
+from embed_jax.data import teacher_weights
 from embed_jax.models.hf_import import open_checkpoint, resolve_model_folder
 from embed_jax.models.student import validate_config
 from embed_jax.assets import AssetError, hub_id, public_name, resolve_model_path
@@ -286,6 +287,8 @@ def export(
             "truncate_dim": truncate_dim,
             "vision": vision,
             "teachers": teachers,
+            "teacher_weights": run_teacher_weights(stage_dir, teachers, str(records_found[-1][0]) if records_found
+                                                   else "--skip_records"),
             "max_seq_length": seq_length,
             "notices": notices,
         }
@@ -332,6 +335,19 @@ def as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(item) for item in (value if isinstance(value, list) else [value])]
+
+
+def run_teacher_weights(stage_dir: Path, teachers: Sequence[Mapping[str, Any]], records_dir: str
+                        ) -> dict[str, float] | None:
+    """{teacher name: weight} of the run's data.teacher_weights (normalised, the records' order); None for the
+    paper's equal weights or an unknown run."""
+    path = workdir_lib.run_config_file(stage_dir)
+    if path is None or not teachers:
+        return None
+    text = str((json.loads(path.read_text(encoding="utf-8")).get("data") or {}).get("teacher_weights") or "")
+    names = [str(teacher["name"]) for teacher in sorted(teachers, key=lambda teacher: teacher.get("order", 0))]
+    weights = teacher_weights.weights_for_teachers(text, names, records_dir=records_dir)
+    return None if weights is None else dict(zip(names, weights))
 
 
 def run_matryoshka_dims(stage_dir: Path) -> tuple[int, ...]:
