@@ -42,6 +42,9 @@ _ALLOW_OVERLAP = flags.DEFINE_bool("allow_overlap", False, "Score models whose t
 _QUANTIZE = flags.DEFINE_string("quantize", "", "Comma-separated precisions scored as extra rows of the retrieval "
                                 f"tasks: {', '.join(quantized.QUANTISED)} (sentence-transformers' quantize_embeddings; "
                                 "embed_jax/eval/quantized.py).", flag_values=FLAGS)
+_MTEB_RESULTS = flags.DEFINE_string("mteb_results", None, "Also write the mteb: tasks' results in mteb's own "
+                                    "format and layout into this folder (DIR/MODEL/REVISION/TASK.json, one model "
+                                    "per model × head).", flag_values=FLAGS)
 _NO_CACHE = flags.DEFINE_bool("no_cache", False, "Do not read or write DIR/cache.", flag_values=FLAGS)
 _PROGRESS_EVERY_S = flags.DEFINE_float("progress_every_s", 10.0, "Seconds between progress lines.",
                                        flag_values=FLAGS)
@@ -71,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.fail(error)
     results["command"] = ["python", "-m", "embed_jax.eval", *argv]
     json_path, markdown_path = report.write_report(results, out)
+    if _MTEB_RESULTS.value:
+        from embed_jax.eval import mteb_task
+
+        written = mteb_task.write_results(results["rows"], Path(_MTEB_RESULTS.value))
+        print(f"[eval] wrote {len(written)} mteb result file(s) under {_MTEB_RESULTS.value}"
+              + ("" if written else " (no mteb: task ran: the other tasks have no mteb format)"), file=sys.stderr)
     print(report.markdown(results))
     print(f"[eval] wrote {json_path} and {markdown_path}", file=sys.stderr)
     unchecked = {row["model"]: row["holdout"]["note"] for row in results["rows"]

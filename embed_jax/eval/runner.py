@@ -148,6 +148,8 @@ def result_row(run: ModelRun, head: str, dim: int, precision: str, results: dict
         "precision": precision, "bytes_per_vector": quantized.bytes_per_vector(dim, precision),
         "metrics": metrics, "mean": headline_mean(metrics, mean_keys),
         "counts": {name: result.counts for name, result in results.items()},
+        **({"mteb_results": natives} if (natives := {name: result.native for name, result in results.items()
+                                                     if result.native is not None}) else {}),
         "skipped_tasks": skipped,
         "holdout": model.holdout.as_json(),
         "source": model.source,
