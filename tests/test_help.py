@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-IN_PROCESS = ("embed_jax.convert.hf", "embed_jax.convert.onnx", "embed_jax.convert.shrink_cached",
+IN_PROCESS = ("embed_jax.convert.hf", "embed_jax.convert.router", "embed_jax.convert.onnx", "embed_jax.convert.shrink_cached",
               "embed_jax.data.verify", "embed_jax.eval.__main__", "embed_jax.eval.zero_shot",
               "embed_jax.teachers.caption_export", "embed_jax.assets")
 

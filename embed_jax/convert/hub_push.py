@@ -14,6 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError
+
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 COMMIT_MESSAGE = "Upload an embed_jax student (python -m embed_jax.convert.hf)"
 
@@ -23,15 +26,11 @@ class PushError(ValueError):
 
 
 def token() -> str | None:
-    from huggingface_hub import get_token
-
     return get_token()
 
 
 def check_push(repo_id: str) -> None:
     """Refuses, before the export starts, a push that cannot succeed from here."""
-    from huggingface_hub import constants
-
     if not REPO_ID.fullmatch(repo_id):
         raise PushError(f"--push_to_hub={repo_id}: write the Hub repository as ORG/NAME (e.g. "
                         "--push_to_hub=my-org/minilm-student)")
@@ -45,9 +44,6 @@ def check_push(repo_id: str) -> None:
 
 def push(folder: Path, repo_id: str, *, private: bool = False, api: Any = None) -> str:
     """Uploads `folder` to the model repository `repo_id` (created if missing); returns the commit's URL."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
     check_push(repo_id)
     api = api or HfApi(token=token())
     try:

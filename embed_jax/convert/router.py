@@ -27,7 +27,7 @@ from pathlib import Path
 from absl import flags
 
 from embed_jax import cli
-from embed_jax.assets import AssetError, resolve_model_path
+from embed_jax.assets import AssetError, public_name, resolve_model_path
 from embed_jax.convert import hf_export, st_concat
 
 EXIT_CODE = 1
@@ -152,8 +152,6 @@ def retype_concat(folder: Path) -> None:
 
 
 def card(names: Sequence[str], paths: Sequence[str], weights: Sequence[float], student: str, dim: int) -> str:
-    from embed_jax.assets import public_name
-
     parts = ", ".join(f"{public_name(path)} (weight {weight:.2f})" for path, weight in zip(paths, weights))
     return ("---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\n"
             "tags: [sentence-transformers, embed_jax, asymmetric, router]\n---\n\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 from absl import flags
 
 from embed_jax import cli
-from embed_jax.eval import encoding, overlap, quantized, report, runner, specs, tasks
+from embed_jax.eval import encoding, mteb_task, overlap, quantized, report, runner, specs, tasks
 
 FLAGS = cli.program_flags()
 _MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); the forms are listed "
@@ -75,8 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["command"] = ["python", "-m", "embed_jax.eval", *argv]
     json_path, markdown_path = report.write_report(results, out)
     if _MTEB_RESULTS.value:
-        from embed_jax.eval import mteb_task
-
         written = mteb_task.write_results(results["rows"], Path(_MTEB_RESULTS.value))
         print(f"[eval] wrote {len(written)} mteb result file(s) under {_MTEB_RESULTS.value}"
               + ("" if written else " (no mteb: task ran: the other tasks have no mteb format)"), file=sys.stderr)
