@@ -61,6 +61,22 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None, *, doc: str
     return positional_arguments
 
 
+# absl's own --help flags exit with status 1 (absl.flags' HelpFlag); a program run through app.run asks
+# `exit_on_help` first, so that asking for help succeeds as it does in the programs above.
+HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def exit_on_help(argv: Sequence[str], *, doc: str) -> None:
+    """For a program run through absl's app.run: --help (-h, -?, --helpshort, --helpfull) among `argv` (the program's
+    name first, as sys.argv) prints `doc` and the program's flags on stdout and exits 0."""
+    arguments = list(argv[1:])
+    if not any(argument in HELP_ARGUMENTS for argument in arguments):
+        return
+    text = flags.FLAGS.get_help() if "--helpfull" in arguments else flags.FLAGS.main_module_help()
+    print(f"{doc.strip()}\n\nflags:\n{text}")
+    raise SystemExit(0)
+
+
 def require(flag_values: flags.FlagValues, names: Sequence[str]) -> None:
     """UsageError naming every flag of `names` left without a value (None, empty)."""
     missing = [f"--{name}" for name in names if flag_values[name].value in (None, "", [])]

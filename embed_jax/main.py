@@ -19,6 +19,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from embed_jax import cli
 from embed_jax.train import exits
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (a get_config() module).",
@@ -123,5 +124,6 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    cli.exit_on_help(sys.argv, doc=__doc__)
     flags.mark_flags_as_required(["config"])
     app.run(main, flags_parser=parse_flags)

@@ -295,8 +295,10 @@ def _version(package: str) -> str:
 
 def write_sentence_transformers_files(
     folder: Path, *, pooling_method: str, hidden_size: int, default_dim: int, max_seq_length: int,
-    prompts: Mapping[str, str],
+    prompts: Mapping[str, str], truncate_dim: int | None = None,
 ) -> None:
+    """The module configs and config_sentence_transformers.json (truncate_dim: a Matryoshka prefix as the default,
+    which sentence-transformers 3+ reads from there)."""
     _write_json(folder / POOLING_FOLDER / "config.json", pooling_config(pooling_method, hidden_size))
     _write_json(folder / "modules.json", modules_list(default_dim))
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": int(max_seq_length), "do_lower_case": False})
@@ -307,6 +309,7 @@ def write_sentence_transformers_files(
         "prompts": dict(prompts),
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
+        **({"truncate_dim": int(truncate_dim)} if truncate_dim else {}),
     })
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from absl import flags
 
 from embed_jax import cli
-from embed_jax.eval import encoding, overlap, quantized, report, runner, tasks
+from embed_jax.eval import encoding, mteb_task, overlap, quantized, report, runner, specs, tasks
 
 FLAGS = cli.program_flags()
-_MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); see "
-                                   "embed_jax/eval/specs.py.", flag_values=FLAGS)
+_MODEL = flags.DEFINE_multi_string("model", None, "A model to score (repeat for several); the forms are listed "
+                                   "above (embed_jax/eval/specs.py).", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md and cache/.", flag_values=FLAGS)
 _TASKS = flags.DEFINE_string("tasks", ",".join(tasks.DEFAULT_TASKS), "Comma-separated tasks (default: all of "
                              f"{', '.join(tasks.DEFAULT_TASKS)}); your own data as beir:FOLDER[:SPLIT] (corpus.jsonl, "
@@ -42,6 +42,9 @@ _ALLOW_OVERLAP = flags.DEFINE_bool("allow_overlap", False, "Score models whose t
 _QUANTIZE = flags.DEFINE_string("quantize", "", "Comma-separated precisions scored as extra rows of the retrieval "
                                 f"tasks: {', '.join(quantized.QUANTISED)} (sentence-transformers' quantize_embeddings; "
                                 "embed_jax/eval/quantized.py).", flag_values=FLAGS)
+_MTEB_RESULTS = flags.DEFINE_string("mteb_results", None, "Also write the mteb: tasks' results in mteb's own "
+                                    "format and layout into this folder (DIR/MODEL/REVISION/TASK.json, one model "
+                                    "per model × head).", flag_values=FLAGS)
 _NO_CACHE = flags.DEFINE_bool("no_cache", False, "Do not read or write DIR/cache.", flag_values=FLAGS)
 _PROGRESS_EVERY_S = flags.DEFINE_float("progress_every_s", 10.0, "Seconds between progress lines.",
                                        flag_values=FLAGS)
@@ -52,7 +55,7 @@ USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, tasks.TaskDataEr
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.parse(FLAGS, argv, doc=__doc__)
+        cli.parse(FLAGS, argv, doc=f"{__doc__}\nModel specs (--model=SPEC):\n\n{specs.spec_help()}")
         cli.require(FLAGS, ["model", "out"])
     except cli.UsageError as error:
         return cli.fail(error)
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.fail(error)
     results["command"] = ["python", "-m", "embed_jax.eval", *argv]
     json_path, markdown_path = report.write_report(results, out)
+    if _MTEB_RESULTS.value:
+        written = mteb_task.write_results(results["rows"], Path(_MTEB_RESULTS.value))
+        print(f"[eval] wrote {len(written)} mteb result file(s) under {_MTEB_RESULTS.value}"
+              + ("" if written else " (no mteb: task ran: the other tasks have no mteb format)"), file=sys.stderr)
     print(report.markdown(results))
     print(f"[eval] wrote {json_path} and {markdown_path}", file=sys.stderr)
     unchecked = {row["model"]: row["holdout"]["note"] for row in results["rows"]

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from embed_jax.cli import exit_on_help
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
 from embed_jax.data.tokenizer_folder import TokenizerFolderError
@@ -327,6 +328,7 @@ def cli() -> None:
 
     config = config_flags.DEFINE_config_file("config", None, "export config, e.g. configs/teachers.py",
                                              lock_config=True)
+    exit_on_help(sys.argv, doc=__doc__)
     flags.mark_flag_as_required("config")
 
     def run(argv: Sequence[str]) -> None:

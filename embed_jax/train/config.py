@@ -14,7 +14,8 @@ Keys (override any with --config.section.key=value):
   data.teacher_weights   "" (equal, the paper) or "minilm=0.25,mpnet=0.75": each teacher's share of the target's
                          cosine, applied to the records' vectors as they are read (docs/training.md)
   data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
-  loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head
+  loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head,
+                         matryoshka_dims (FC1's prefixes trained as embeddings: truncate_dim works; docs/losses.md)
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
   mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
   data.eval_records_dir, train.eval_every, train.eval_batches   held-out loss, logged as eval/<term>
@@ -195,6 +196,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.relative_similarity_weight = 20.0
     config.loss.margin = 0.015  # docs/method.md §3.3
     config.loss.reduction_target = "teacher"
+    # (): the paper's separate reduction heads only. (128, 256): FC1's first 128 and 256 dims also learn the
+    # reduction heads' terms in every stage, so truncating FC1's vector is an embedding (embed_jax/losses.py).
+    config.loss.matryoshka_dims = ()
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.weight_decay = 0.01  # public code (docs/method.md §4), not on biases and norms

@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from embed_jax import losses
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
@@ -30,6 +31,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
     check_tokenizer(config)
+    check_matryoshka(config)
     text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
         check_position_table(config, text_stages)
@@ -53,6 +55,20 @@ def check_train_cadence(train: ml_collections.ConfigDict) -> None:
     if eval_every % train.log_every:
         raise ConfigError(f"config key train.eval_every={eval_every} must be a multiple of "
                           f"train.log_every={train.log_every}: evaluations are written with the logged metrics")
+
+
+def check_matryoshka(config: ml_collections.ConfigDict) -> None:
+    """loss.matryoshka_dims: increasing prefixes of FC1, narrower than model.teacher_dim."""
+    dims = tuple(config.loss.get("matryoshka_dims", ()) or ())
+    if not dims:
+        return
+    if not config.model.teacher_dim:
+        raise ConfigError(f"config key loss.matryoshka_dims={dims}: prefixes are taken of FC1, and this run has none "
+                          "(model.teacher_dim=0); train separate heads with model.reduction_dims instead")
+    try:
+        losses.check_matryoshka_dims(dims, int(config.model.teacher_dim))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_batch(config: ml_collections.ConfigDict) -> None:

@@ -212,7 +212,7 @@ def test_card_shows_the_evaluation_table_and_chart_of_embed_jax_eval(tiny_workdi
     assert (out / model_card.CARD_CHART_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert model_card.CARD_CHART_FILE in json.loads((out / hf_export.EXPORT_FILE).read_text())["files"]
     table = [line for line in evaluation.splitlines() if line.startswith("|")]
-    assert table[0] == "| model | head | dim | lee_similarity/spearman | lee_retrieval/ndcg@10 | mean |"
+    assert table[0] == "| model | head | dim | Lee Spearman | Lee nDCG@10 | mean |"  # the evaluation's titles
     assert table[2:] == ["| runs/x/train | 16 | 16 | 0.4100 | 0.8000 | 0.5000 |",
                          "| runs/x/train | 16 · int8 | 16 |  | 0.7900 |  |"]
 
