@@ -178,8 +178,8 @@ def test_disjoint_held_out_records_pass(smoke_config, tmp_path):
     preflight.check_config(held_out_config(smoke_config, eval_records))
 
 
-def test_teacher_grouping_over_a_window_of_one_batch_says_batches_stay_random(capsys):
-    config = kit.load_config_file("distill", "smoke")
+def test_teacher_grouping_over_a_window_of_one_batch_says_batches_stay_random(smoke_config, capsys):
+    config = smoke_config
     config.data.group_by, config.data.length_grouping_window = "teacher", 1
     preflight.check_config(config)
     assert ("[preflight] data.group_by='teacher' with data.length_grouping_window=1: a window of one batch is not "
