@@ -60,12 +60,6 @@ def environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-def stage_order(workdir: Path) -> list[str]:
-    """The run's stages in order (its config.json; empty before the run wrote it)."""
-    config = read_json(workdir / "config.json")
-    return list(config["stage_order"]) if config else []
-
-
 def committed_steps(stage_dir: Path) -> list[int]:
     """The stage's committed checkpoints: step folders named by their number (a save in flight, or one a kill cut
     short, is N.orbax-checkpoint-tmp... until Orbax renames it on commit)."""
@@ -140,13 +134,13 @@ class Landing:
 def landing(workdir: Path, since: float) -> Landing:
     """Where the run in `workdir`, started at `since` (time.time()), is: its current stage (the last of the run's
     stages with a folder), that stage's progress, and the saves it had in flight."""
-    order = stage_order(workdir)
-    begun = [name for name in order if (workdir / name).is_dir()]
+    config = read_json(workdir / "config.json")  # None while a starting run rewrites it
+    begun = [name for name in config["stage_order"] if (workdir / name).is_dir()] if config else []
     interrupted = saves_in_flight(workdir, since)
     if not begun:
         return Landing(None, 0, [], 0, interrupted)
     stage_dir = workdir / begun[-1]
-    num_steps = int(read_json(workdir / "config.json")[begun[-1]]["num_steps"])
+    num_steps = int(config[begun[-1]]["num_steps"])
     return Landing(begun[-1], last_logged_step(stage_dir / "metrics.jsonl"), committed_steps(stage_dir), num_steps,
                    interrupted)
 
