@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def make_workdir(workdir: Path) -> None:
 
 # What a run leaves in its workdir besides config.json and its stage folders, and what a user may put there before
 # the first run (DIR/records is one of the places a run's records are looked for): nothing training overwrites.
-OWN_ENTRIES = (".write-probe", "records")
+OWN_ENTRIES = (".write-probe", f".{RUN_CONFIG_FILE}.tmp", "records")
 LOCK_PREFIX = ".lock."
 # The run config keys that say which run a workdir holds: init_from, seed and teacher weights are the parts of
 # `run_identity` a config fixes (the records' fingerprint is compared through their folders' manifests).
@@ -176,8 +177,16 @@ def run_config_values(config_values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_run_config(config_values: Mapping[str, Any], workdir: Path) -> None:
+    """DIR/config.json, replaced whole (a temporary file renamed over it): a kill mid-write must not leave a partial
+    one, which `check_workdir_is_ours` would take for another tool's file."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / RUN_CONFIG_FILE).write_text(json.dumps(run_config_values(config_values), indent=1, default=str) + "\n")
+    text = json.dumps(run_config_values(config_values), indent=1, default=str) + "\n"
+    if is_cloud_path(workdir):  # a Cloud Storage object is written whole
+        (workdir / RUN_CONFIG_FILE).write_text(text)
+        return
+    temporary = workdir / f".{RUN_CONFIG_FILE}.tmp"
+    temporary.write_text(text)
+    os.replace(temporary, workdir / RUN_CONFIG_FILE)
 
 
 def run_config_file(stage_dir: Path) -> Path | None:
