@@ -149,3 +149,18 @@ def test_a_foreign_folder_or_another_runs_workdir_is_refused_naming_what_it_hold
         "'7'): training would overwrite its config.json and mix its checkpoints. Rerun with the workdir's values to "
         "resume it, or choose an empty or new folder for --workdir"]
     assert (tmp_path / "run" / "config.json").read_bytes() == run_config
+
+
+def test_a_value_error_from_inside_a_library_is_a_fault_with_its_traceback_not_bad_input(smoke_config, tmp_path,
+                                                                                         monkeypatch):
+    """Exit 2 says the user's input was refused; a ValueError raised inside a library (here numpy's reshape, as
+    tensorstore's under an Orbax save) is a fault to report, so it keeps its traceback (exit 1 from Python)."""
+    import numpy as np
+    import pytest
+
+    def stage_that_hits_a_library_error(config, stage_name, run_dir, previous):
+        np.reshape(np.zeros(3), (2,))
+
+    monkeypatch.setattr(loop, "run_stage", stage_that_hits_a_library_error)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        run(smoke_config, tmp_path / "run")
