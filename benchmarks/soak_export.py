@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -81,8 +82,14 @@ def kill_all(processes: list[subprocess.Popen]) -> None:
         process.wait()
 
 
-def kill_at_random(processes: list[subprocess.Popen], delay: float) -> bool:
-    """SIGKILL after `delay` s; False if every process ended first."""
+def kill_after_shards(processes: list[subprocess.Popen], folder: Path, shards: int, delay: float) -> bool:
+    """SIGKILL once `folder` holds `shards` finished shards, `delay` s later (into the next shard, or start-up when
+    `shards` are there already): by progress, not by the clock, so that a busier or idler machine moves the kill
+    with the run. False if every process ended first."""
+    while finished_shards(folder) < shards:
+        if all(process.poll() is not None for process in processes):
+            return False
+        time.sleep(0.005)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline:
         if all(process.poll() is not None for process in processes):
@@ -125,12 +132,14 @@ class Landing:
         return "between shards or in start-up"
 
 
-def kill_round(command_of, folder: Path, workers: int, how: str, delay: float) -> Landing | None:
-    """One round: the export's `workers` processes started on `folder` and killed by `how`; None if they finished."""
+def kill_round(command_of, folder: Path, workers: int, how: str, shards: int, delay: float) -> Landing | None:
+    """One round: the export's `workers` processes started on `folder` and killed by `how` (mid-write, or `delay` s
+    after `shards` shards are finished); None if they finished first."""
     leftovers = shard_temporaries(folder)
     started = time.monotonic()
     processes = [start(command_of(index)) for index in range(workers)]
-    landed = kill_mid_write(processes, folder) if how == "mid-write" else kill_at_random(processes, delay)
+    landed = (kill_mid_write(processes, folder) if how == "mid-write"
+              else kill_after_shards(processes, folder, shards, delay))
     if not landed:
         return None
     return Landing(how, time.monotonic() - started, workers, finished_shards(folder),
@@ -163,7 +172,7 @@ def verify(folder: Path) -> tuple[int, str]:
 
 
 def soak_series(name: str, folder: Path, reference: Path, command_of, workers: int, kills: int, rng: random.Random,
-                startup: float, per_shard: float, num_shards: int) -> tuple[list[Landing], list[str]]:
+                per_shard: float, num_shards: int) -> tuple[list[Landing], list[str]]:
     """`kills` rounds of kills on `folder` (by turns at random and mid-write), a run to the end, verify and the
     sha256 comparison with `reference`: the kills that landed, and the problems found."""
     print(f"{name}: {workers} worker(s) on {folder}")
@@ -171,8 +180,10 @@ def soak_series(name: str, folder: Path, reference: Path, command_of, workers: i
     landings = []
     for kill in range(1, kills + 1):
         how = "mid-write" if kill % 2 == 0 else "random"
-        remaining = per_shard * (num_shards - finished_shards(folder)) / workers
-        landed = kill_round(command_of, folder, workers, how, startup + rng.uniform(0.0, remaining))
+        # A random point of what is left: after 0 to all-but-one of the missing shards, part of a shard's time on.
+        finished = finished_shards(folder)
+        shards = finished + rng.randrange(max(num_shards - finished - workers, 1))
+        landed = kill_round(command_of, folder, workers, how, shards, rng.uniform(0.0, per_shard))
         if landed is None:
             print(f"{kill:>4}  {how:<9} the run finished before its kill: the series ends here")
             break
@@ -202,6 +213,22 @@ def soak_series(name: str, folder: Path, reference: Path, command_of, workers: i
     return landings, problems
 
 
+def time_reference(folder: Path, corpus: Path, shard_size: int) -> dict[str, float]:
+    """The uninterrupted export into `folder`, timed: its total, start-up and time per shard (s)."""
+    started = time.monotonic()
+    process = start(export_command(folder, corpus, shard_size))
+    first_shard_at = None
+    while process.poll() is None:
+        if first_shard_at is None and finished_shards(folder):
+            first_shard_at = time.monotonic() - started
+        time.sleep(0.005)
+    if process.returncode != 0:
+        raise SystemExit(process.stderr.read())
+    total = time.monotonic() - started
+    per_shard = (total - (first_shard_at or total)) / max(finished_shards(folder) - 1, 1)
+    return {"total": total, "startup": max((first_shard_at or total) - per_shard, 0.1), "per_shard": per_shard}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=5)
@@ -212,35 +239,29 @@ def main() -> int:
     parser.add_argument("--worker_kills", type=int, default=2,
                         help="kills of the many-worker series (every worker at once; 0: no such series)")
     parser.add_argument("--keep", help="folder to keep the two exports in (default: a temporary one)")
+    parser.add_argument("--keep_reference", action="store_true",
+                        help="with --keep: reuse a finished uninterrupted export there (and its timing)")
     arguments = parser.parse_args()
     if arguments.kills < 1 or arguments.texts < 1 or arguments.shard_size < 1 or arguments.workers < 2:
         parser.error("--kills, --texts and --shard-size must be positive, --workers at least 2")
     rng = random.Random(arguments.seed)
     work = Path(arguments.keep or tempfile.mkdtemp(prefix="soak_export_"))
+    reference, soaked = work / "reference", work / "soaked"
+    timing_file = work / "reference_timing.json"
+    kept = (arguments.keep_reference and timing_file.is_file() and (reference / "manifest.json").is_file()
+            and json.loads((reference / "manifest.json").read_text()).get("status") == "complete")
     # A soak starts from empty folders: a finished one would leave a kill nothing to interrupt.
-    for name in ("reference", "soaked", f"soaked-{arguments.workers}-workers"):
+    for name in ("soaked", f"soaked-{arguments.workers}-workers") + (() if kept else ("reference",)):
         shutil.rmtree(work / name, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     corpus = work / "corpus.txt"
-    write_corpus(corpus, arguments.texts)
-    reference, soaked = work / "reference", work / "soaked"
-
-    started = time.monotonic()
-    process = start(export_command(reference, corpus, arguments.shard_size))
-    first_shard_at = None
-    while process.poll() is None:
-        if first_shard_at is None and finished_shards(reference):
-            first_shard_at = time.monotonic() - started
-        time.sleep(0.005)
-    if process.returncode != 0:
-        print(process.stderr.read(), file=sys.stderr)
-        return 1
-    total = time.monotonic() - started
-    num_shards = finished_shards(reference)
-    per_shard = (total - (first_shard_at or total)) / max(num_shards - 1, 1)
-    startup = max((first_shard_at or total) - per_shard, 0.1)
-    print(f"uninterrupted: {arguments.texts} texts, {num_shards} shards in {total:.1f} s "
-          f"(start-up ~{startup:.1f} s, ~{per_shard:.2f} s per shard)")
+    if not kept:
+        write_corpus(corpus, arguments.texts)
+        timing_file.write_text(json.dumps(time_reference(reference, corpus, arguments.shard_size)))
+    timing = json.loads(timing_file.read_text())
+    num_shards, per_shard = finished_shards(reference), timing["per_shard"]
+    print(f"uninterrupted{' (kept from an earlier run)' if kept else ''}: {arguments.texts} texts, {num_shards} "
+          f"shards in {timing['total']:.1f} s (start-up ~{timing['startup']:.1f} s, ~{per_shard:.2f} s per shard)")
 
     problems = []
     series = [("one worker", soaked, lambda index: export_command(soaked, corpus, arguments.shard_size), 1,
@@ -251,8 +272,7 @@ def main() -> int:
                        lambda index: export_command(many, corpus, arguments.shard_size, (index, arguments.workers)),
                        arguments.workers, arguments.worker_kills))
     for name, folder, command_of, workers, kills in series:
-        problems += soak_series(name, folder, reference, command_of, workers, kills, rng, startup, per_shard,
-                                num_shards)[1]
+        problems += soak_series(name, folder, reference, command_of, workers, kills, rng, per_shard, num_shards)[1]
     for problem in problems:
         print(f"FAILED  {problem}")
     print(f"folders in {work}")
