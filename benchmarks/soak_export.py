@@ -143,7 +143,15 @@ def kill_round(command_of, folder: Path, workers: int, how: str, shards: int, de
     if not landed:
         return None
     return Landing(how, time.monotonic() - started, workers, finished_shards(folder),
-                   sorted(shard_temporaries(folder) - leftovers), not (folder / "manifest.json").exists())
+                   sorted(shard_temporaries(folder) - leftovers), not is_complete(folder))
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether the export in `folder` finished: its manifest (written first, "in_progress") says "complete"."""
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("status") == "complete"
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def run_to_end(command_of, folder: Path, workers: int) -> str | None:
@@ -248,8 +256,7 @@ def main() -> int:
     work = Path(arguments.keep or tempfile.mkdtemp(prefix="soak_export_"))
     reference, soaked = work / "reference", work / "soaked"
     timing_file = work / "reference_timing.json"
-    kept = (arguments.keep_reference and timing_file.is_file() and (reference / "manifest.json").is_file()
-            and json.loads((reference / "manifest.json").read_text()).get("status") == "complete")
+    kept = arguments.keep_reference and timing_file.is_file() and is_complete(reference)
     # A soak starts from empty folders: a finished one would leave a kill nothing to interrupt.
     for name in ("soaked", f"soaked-{arguments.workers}-workers") + (() if kept else ("reference",)):
         shutil.rmtree(work / name, ignore_errors=True)
