@@ -15,7 +15,8 @@ compares with an uninterrupted run), checkpoint_every=2 and 6 steps per stage, p
 Each kill comes after a random number of logged rows (drawn over the reference run's rows, in increasing order, so
 that each kill comes before the run could finish), then, by turns: a random part of the time a row takes (start-up,
 compilation, steps, saves and stage hand-overs alike); the moment the next checkpoint save begins (its
-N.orbax-checkpoint-tmp folder appears); or a while after a checkpoint committed short of its stage's end. After the
+N.orbax-checkpoint-tmp folder appears); or as soon as a step is logged past a checkpoint committed short of its
+stage's end. After the
 N kills the command is rerun to the end. Timing columns (examples_per_s, tokens_per_s, steps_per_s) are left out of
 the comparison.
 
@@ -121,6 +122,11 @@ class Landing:
         """The rerun resumes the stage from a checkpoint short of its end."""
         return bool(self.committed) and 0 < self.committed[-1] < self.num_steps
 
+    @property
+    def steps_to_replay(self) -> bool:
+        """Mid-stage with a step logged past the stage's last committed checkpoint: the rerun replays it."""
+        return self.mid_stage and self.logged_step > self.committed[-1]
+
     def __str__(self) -> str:
         if self.stage is None:
             return "start-up (no stage begun)"
@@ -164,8 +170,8 @@ def kill_at(command: list[str], workdir: Path, target_rows: int, extra_s: float,
             ) -> Landing | None:
     """Starts the command, waits until the run has logged `target_rows` rows in all (0: no wait), then, by `how`:
     'random' waits `extra_s` more seconds (into the next step, save, compilation or stage hand-over); 'mid-save'
-    waits for this run's next checkpoint save to begin; 'mid-stage' waits for a checkpoint committed short of its
-    stage's end, then `extra_s`. Then SIGKILL. Returns where the kill landed, None if the run finished first."""
+    waits for this run's next checkpoint save to begin; 'mid-stage' waits for a step logged past a checkpoint
+    committed short of its stage's end. Then SIGKILL. Returns where the kill landed, None if the run finished first."""
     since = time.time() - 1.0  # folder times have a coarse clock on some file systems
     with log.open("a") as output:
         process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=output, stderr=subprocess.STDOUT)
@@ -175,10 +181,10 @@ def kill_at(command: list[str], workdir: Path, target_rows: int, extra_s: float,
             while process.poll() is None and not saves_in_flight(workdir, since):
                 time.sleep(0.002)
         elif how == "mid-stage":
-            while process.poll() is None and not landing(workdir, since).mid_stage:
+            while process.poll() is None and not landing(workdir, since).steps_to_replay:
                 time.sleep(0.05)
         try:
-            process.wait(timeout=0 if how == "mid-save" else extra_s)
+            process.wait(timeout=extra_s if how == "random" else 0)
             return None
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
@@ -262,6 +268,8 @@ def main() -> int:
     parser.add_argument("--teacher_dim", type=int, default=384)
     parser.add_argument("--make_inputs", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep_reference", action="store_true",
+                        help="reuse the uninterrupted run a soak with the same --work and command left there")
     parser.add_argument("--min_mid_save", type=int, default=1, help="fail unless this many kills cut a save short")
     parser.add_argument("--min_mid_stage", type=int, default=1,
                         help="fail unless this many kills left a stage to resume from a checkpoint short of its end")
@@ -274,13 +282,18 @@ def main() -> int:
         init_from, records_dir = make_inputs(work)
     if not init_from or not records_dir:
         parser.error("give --init_from and --records_dir, or --make_inputs")
-    for name in ("reference", "soaked"):
+    timing_file = work / "reference_timing.json"
+    kept = arguments.keep_reference and timing_file.is_file()
+    for name in ("soaked",) + (() if kept else ("reference",)):
         shutil.rmtree(work / name, ignore_errors=True)
     log = work / "soak.log"
 
     reference_command = train_command(work / "reference", init_from, records_dir, arguments.teacher_dim, extra)
-    reference_s = run_to_end(reference_command, log)
-    print(f"reference run: {reference_s:.1f} s", flush=True)
+    if not kept:
+        timing_file.write_text(json.dumps({"reference_s": run_to_end(reference_command, log)}))
+    reference_s = json.loads(timing_file.read_text())["reference_s"]
+    print(f"reference run{' (kept from an earlier run of the same command)' if kept else ''}: {reference_s:.1f} s",
+          flush=True)
 
     soaked = work / "soaked"
     command = train_command(soaked, init_from, records_dir, arguments.teacher_dim, extra)
