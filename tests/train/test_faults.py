@@ -145,8 +145,8 @@ def test_a_foreign_folder_or_another_runs_workdir_is_refused_naming_what_it_hold
     smoke_config.seed = 7
     status, lines = run(smoke_config, tmp_path / "run")
     assert status == exits.BAD_INPUT and lines == [
-        f"error: --workdir={tmp_path / 'run'} holds an embed_jax run of another identity (seed: workdir '0', this run "
-        "'7'): training would overwrite its config.json and mix its checkpoints. Rerun with the workdir's values to "
+        f"error: --workdir={tmp_path / 'run'} holds an embed_jax run of another identity (seed: workdir 0, this run "
+        "7): training would overwrite its config.json and mix its checkpoints. Rerun with the workdir's values to "
         "resume it, or choose an empty or new folder for --workdir"]
     assert (tmp_path / "run" / "config.json").read_bytes() == run_config
 
