@@ -13,12 +13,11 @@ every stage's final parameters and logged metrics against an uninterrupted run o
 The command is configs/distill.py:smoke with log_every=1 (a resumed run logs its first step, so only a row per step
 compares with an uninterrupted run), checkpoint_every=2 and 6 steps per stage, plus any overrides after `--`.
 Each kill comes after a random number of logged rows (drawn over the reference run's rows, in increasing order, so
-that each kill comes before the run could finish), then, by turns: a random part of the time a row takes (start-up,
-compilation, steps, saves and stage hand-overs alike); the moment the next checkpoint save begins (its
-N.orbax-checkpoint-tmp folder appears); or as soon as a step is logged past a checkpoint committed short of its
-stage's end. After the
-N kills the command is rerun to the end. Timing columns (examples_per_s, tokens_per_s, steps_per_s) are left out of
-the comparison.
+that each kill comes before the run could finish), then, by turns: the moment the next checkpoint save begins (its
+N.orbax-checkpoint-tmp folder appears); as soon as a step is logged past a checkpoint committed short of its stage's
+end; or a random part of the time a row takes (start-up, compilation, steps, saves and stage hand-overs alike).
+After the N kills the command is rerun to the end. Timing columns (examples_per_s, tokens_per_s, steps_per_s) are
+left out of the comparison.
 
 A soak must prove that it interrupted something: each kill's line says where it landed, read from the workdir just
 after it: MID-SAVE when a save it started was left uncommitted (N.orbax-checkpoint-tmp), MID-STAGE when the rerun
@@ -43,8 +42,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = ("examples_per_s", "tokens_per_s", "steps_per_s")
-# Kills by turns: at a random moment, as the next checkpoint save begins, and mid-stage after a checkpoint.
-KILL_KINDS = ("random", "mid-save", "mid-stage")
+# Kills by turns: as the next checkpoint save begins, mid-stage after a checkpoint, and at a random moment.
+KILL_KINDS = ("mid-save", "mid-stage", "random")
 SOAK_OVERRIDES = ("--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.stage1.num_steps=6",
                   "--config.stage2.num_steps=6", "--config.stage3_heads.num_steps=6", "--config.stage3.num_steps=6")
 
@@ -287,6 +286,10 @@ def main() -> int:
     for name in ("soaked",) + (() if kept else ("reference",)):
         shutil.rmtree(work / name, ignore_errors=True)
     log = work / "soak.log"
+    # Every rerun compiles the same steps again; jax's persistent cache hands them back (the same executables, so
+    # the same bits) and leaves more of the soak's time to kills.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(work / "jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
     reference_command = train_command(work / "reference", init_from, records_dir, arguments.teacher_dim, extra)
     if not kept:
