@@ -127,8 +127,22 @@ def checkout_commands(options: SimpleNamespace, target: gcloud.Target) -> list[g
     )
 
 
+def refuse_control_characters(options: SimpleNamespace, command: Sequence[str]) -> None:
+    """A newline (or any control character) in an option or the command would end a printed line: pasted, the rest
+    of a dry run's plan would run as commands of their own. LaunchError names the first such argument."""
+    values = [(f"--{name.replace('_', '-')}", value) for name, value in vars(options).items()]
+    values += [("the command after --", argument) for argument in command]
+    for flag, value in values:
+        for item in value if isinstance(value, list) else [value]:
+            found = gcloud.control_character(item) if isinstance(item, str) else None
+            if found is not None:
+                raise gcloud.LaunchError(f"{flag} {item!r} holds a control character ({found}): launch arguments are "
+                                         "one line each; remove it")
+
+
 def plan(options: SimpleNamespace, command: list[str]) -> list[gcloud.Command]:
     """The commands the request stands for; LaunchError for a request that cannot be carried out."""
+    refuse_control_characters(options, command)
     if command and options.action != "run":
         raise gcloud.LaunchError(f"`{options.action}` takes no command after `--` (only `run` does)")
     target = gcloud.Target(options.name, options.zone, options.project)
@@ -188,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.fail(error)  # status 2, like a missing argument
     if options.dry_run:
         for command_step in commands:
-            print(f"# {command_step.purpose}")
+            print(command_step.comment_line())
             print(command_step.shell_line())
         return 0
     return execute(commands)

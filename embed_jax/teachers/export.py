@@ -185,6 +185,11 @@ def run_export(config) -> Manifest | None:
         return write_folder(corpus, teachers, draft, settings)
     except OSError as error:
         raise output_folder.write_failed(error, settings.output_dir) from None
+    except sources.CorpusError as error:  # a bad text met mid-export: say what is left of the folder
+        raise sources.CorpusError(
+            f"{error} The export in {settings.output_dir} stopped there, unfinished (its manifest says "
+            f"{records.STATUS_IN_PROGRESS}; the shards before that text are kept): run the same command again once "
+            "the line is fixed, and it resumes, or names what changed in the corpus") from None
 
 
 def write_folder(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,

@@ -83,6 +83,11 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key data.group_by={data.group_by!r}: use one of {list(pipeline.GROUP_BY_CHOICES)} "
                           "(what a window of data.length_grouping_window batches is regrouped by: token length, or "
                           "teacher neighbourhood).")
+    if data.get("group_by", "length") == "teacher" and data.get("length_grouping_window", 1) == 1:
+        # Window 1 is how a config asks for random batches (docs/training.md), whatever group_by a base config set.
+        log("[preflight] data.group_by='teacher' with data.length_grouping_window=1: a window of one batch is not "
+            "regrouped, so batches are random (no teacher grouping); set --config.data.length_grouping_window to the "
+            "number of batches to regroup (configs/distill.py uses 64) to group them by teacher")
     try:
         pipeline.check_length_buckets(tuple(data.length_buckets), data.max_length)
         mesh = sharding.make_mesh(config.mesh)
