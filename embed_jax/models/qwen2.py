@@ -206,7 +206,8 @@ class Qwen2Model(nnx.Module):
         length = min(length, self.config.max_position_embeddings)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
-        hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        hidden = layers.constrain(self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds,
+                                  layers.HIDDEN_AXES)
         mask = attention.attention_mask_for(attention_mask, causal=self.config.causal,
                                            implementation=self.config.attention)
         cos, sin = rotary_cos_sin(length, self.config.head_dim, self.config.rope_theta)

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from embed_jax.data import records
+from embed_jax.models import hf_import
 from embed_jax.models.student import Student
 from embed_jax.assets import resolve_model_path
 from embed_jax.train import checkpoint, optimizer as optimizers, sharding, stages, workdir
@@ -58,6 +59,24 @@ def build_student(config: ml_collections.ConfigDict, stage: ml_collections.Confi
         text_options=dict(config.model.text_options),
         rngs=nnx.Rngs(seed),
     )
+
+
+def student_config(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict,
+                   hf_config: dict[str, Any]) -> dict[str, Any]:
+    """The Student config `build_student` would produce for an encoder of this config.json (num_layers applied)."""
+    options = dict(config.model.text_options)
+    num_layers = options.pop("num_layers", None)
+    if num_layers is not None:
+        hf_config = hf_import.keep_first_layers(hf_config, num_layers, source="model.text_options.num_layers")
+    return {"text_encoder": hf_config, "text_options": options, "pooling": config.model.pooling or "mean",
+            "heads": stage_heads(config, stage), "dtype": config.model.dtype, "param_dtype": config.model.param_dtype}
+
+
+def abstract_student(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict,
+                     hf_config: dict[str, Any]) -> Student:
+    """`build_student`'s student as shapes only (`nnx.eval_shape`: no weights read, no memory): what the TPU plan
+    compiles. `hf_config` is the encoder's config.json (the init folder's, or a named shape: embed_jax/models/shapes)."""
+    return nnx.eval_shape(lambda: Student.from_config(student_config(config, stage, hf_config), rngs=nnx.Rngs(0)))
 
 
 def param_state(student: Student) -> nnx.State:
@@ -107,9 +126,10 @@ def save_student_config(stage_dir: Path, student: Student) -> None:
 # ---------------------------------------------------------------------------------------------------- the stage's mesh
 
 
-def stage_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-    """The config's mesh, with the global batch checked to split over its data-parallel devices."""
-    mesh = sharding.make_mesh(config.mesh)
+def stage_mesh(config: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
+    """The config's mesh over `devices` (default: every device of the run; the plan passes a TPU topology's), with
+    the global batch checked to split over its data-parallel devices."""
+    mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch_divisible(config.data.global_batch_size, mesh, key="data.global_batch_size")
     return mesh
 
@@ -149,8 +169,11 @@ class TrainState:
 
 
 def prepare_training(config: ml_collections.ConfigDict, stage_name: str, student: Student,
-                     mesh: jax.sharding.Mesh) -> TrainState:
-    """Splits the student as the stage's `trainable` says, builds the optimizer, places everything on `mesh`."""
+                     mesh: jax.sharding.Mesh, *, place: bool = True) -> TrainState:
+    """Splits the student as the stage's `trainable` says, builds the optimizer, places everything on `mesh`.
+
+    place=False (a shapes-only student, `abstract_student`): the states stay shapes with their shardings computed
+    and the optimizer state is `jax.eval_shape`'s, for compiling the step ahead of time (embed_jax/plan/)."""
     stage = config[stage_name]
     paths = [path for path, _ in nnx.to_flat_state(param_state(student))]
     select = stages.trainable_filter(stage.trainable, paths, last_layers=stage.get("last_layers", 3),
@@ -161,10 +184,13 @@ def prepare_training(config: ml_collections.ConfigDict, stage_name: str, student
                                              head_learning_rate=stage.get("head_learning_rate"))
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)
-    trainable = jax.device_put(trainable, trainable_sharding)
-    frozen = jax.device_put(frozen, frozen_sharding)
     # The optimizer state mirrors the trainable parameters (same logical axes); its step counters are replicated.
     opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
+    if not place:
+        return TrainState(select, graphdef, trainable, frozen, tx, schedule, jax.eval_shape(tx.init, trainable),
+                          trainable_sharding, frozen_sharding, opt_state_sharding)
+    trainable = jax.device_put(trainable, trainable_sharding)
+    frozen = jax.device_put(frozen, frozen_sharding)
     opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
     return TrainState(select, graphdef, trainable, frozen, tx, schedule, opt_state, trainable_sharding,
                       frozen_sharding, opt_state_sharding)

@@ -1,0 +1,141 @@
+"""What a compiled TPU program says about itself: per-chip memory, FLOPs, the compiler's time estimate, collectives.
+
+    memory        `memory_analysis()`: XLA's buffer assignment per chip (arguments, outputs, aliases, temporaries)
+    cost          `cost_analysis()`: flops and `optimal_seconds`, the TPU cost model's estimate of the step
+    collectives   every all-gather / all-reduce / reduce-scatter / all-to-all / collective-permute in `as_text()`,
+                  with the bytes of its result on one chip
+
+Two limits of the cost model, measured on these programs (docs/launch.md, "Reading the plan"):
+- a custom call it cannot price counts as −1 s in `optimal_seconds` (so every train step came back negative): the
+  estimate here adds 1 s back per such call, and gives no estimate when the sum stays negative;
+- a loop body is priced (and its collectives listed) once, not once per trip: the plan says how many loops it saw.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+from typing import Any
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+_INSTRUCTION = re.compile(
+    r"=\s*(?P<shape>\S.*?)\s+(?P<op>all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)"
+    r"(?P<start>-start)?\(")
+_ARRAY = re.compile(r"\b(?P<dtype>pred|[suf](?:4|8|16|32|64)|bf16|f8e\w+|c64|c128)\[(?P<dims>[0-9,]*)\]")
+_CUSTOM_CALL = re.compile(r'custom-call\(.*?custom_call_target="(?P<target>[^"]+)"')
+_WHILE = re.compile(r"\swhile\(")
+_BITS = {"pred": 8, "c64": 64, "c128": 128, "bf16": 16}
+
+# The cost model's price for a custom call it cannot cost (its sentinel), in seconds.
+UNPRICED_CALL_SECONDS = -1.0
+
+
+def _bytes(dtype: str, dims: str) -> int:
+    bits = _BITS.get(dtype) or (8 if dtype.startswith("f8") else int(re.sub(r"\D", "", dtype)))
+    count = 1
+    for dim in filter(None, dims.split(",")):
+        count *= int(dim)
+    return count * bits // 8
+
+
+def collective_bytes(op: str, started: bool, shape: str) -> int:
+    """Bytes one chip receives as the result of one collective. An async `-start`'s tuple holds its operands and then
+    its results (plus scalar contexts for a permute): count the results."""
+    arrays = [_bytes(m["dtype"], m["dims"]) for m in _ARRAY.finditer(shape)]
+    if not arrays:
+        return 0
+    if started and op in ("all-gather", "all-reduce", "reduce-scatter", "all-to-all") and len(arrays) > 1 \
+            and shape.lstrip().startswith("(("):
+        return sum(arrays[len(arrays) // 2:])
+    if started and op == "all-gather" and len(arrays) >= 2:
+        return sum(arrays[len(arrays) // 2:])
+    if started and op == "collective-permute":
+        return arrays[0]
+    return sum(arrays)
+
+
+@dataclasses.dataclass
+class Collective:
+    count: int = 0
+    bytes: int = 0
+
+
+def collectives(hlo_text: str) -> dict[str, Collective]:
+    """{kind: (count, bytes per chip)} over the module's instructions (a loop body's counted once)."""
+    found = {kind: Collective() for kind in COLLECTIVES}
+    for line in hlo_text.splitlines():
+        match = _INSTRUCTION.search(line)
+        if match is None or "-done(" in line:
+            continue
+        entry = found[match["op"]]
+        entry.count += 1
+        entry.bytes += collective_bytes(match["op"], bool(match["start"]), match["shape"])
+    return found
+
+
+def custom_calls(hlo_text: str) -> dict[str, int]:
+    return dict(collections.Counter(m["target"] for m in _CUSTOM_CALL.finditer(hlo_text)))
+
+
+@dataclasses.dataclass
+class Memory:
+    """Per chip, in bytes (XLA's buffer assignment)."""
+    arguments: int
+    outputs: int
+    aliased: int
+    temporaries: int
+    code: int
+
+    @property
+    def peak(self) -> int:
+        """Arguments + outputs that do not reuse a donated argument + temporaries + the program itself."""
+        return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
+
+
+@dataclasses.dataclass
+class Analysis:
+    memory: Memory
+    flops: float  # per chip, as compiled (loop bodies once)
+    optimal_seconds: float | None  # the cost model's raw figure
+    unpriced_calls: int
+    step_seconds: float | None  # corrected estimate, None where there is none
+    collectives: dict[str, Collective]
+    custom_calls: dict[str, int]
+    loops: int
+
+
+def estimated_seconds(optimal_seconds: float | None, unpriced_calls: int) -> float | None:
+    """`optimal_seconds` with the sentinels added back; None when it is missing or stays ≤ 0 (nothing to trust)."""
+    if optimal_seconds is None:
+        return None
+    corrected = optimal_seconds - unpriced_calls * UNPRICED_CALL_SECONDS
+    return corrected if corrected > 0 else None
+
+
+def unpriced_call_count(optimal_seconds: float | None, calls: dict[str, int]) -> int:
+    """How many −1 s sentinels `optimal_seconds` holds: the smallest count k ≤ the custom calls such that
+    optimal_seconds + k is positive (each sentinel is a whole second; a real step estimate is far below one second
+    per call), 0 when the figure is already positive."""
+    if optimal_seconds is None or optimal_seconds > 0:
+        return 0
+    total = sum(calls.values())
+    needed = int(-optimal_seconds // 1) + 1
+    return needed if needed <= total else total
+
+
+def analyse(compiled: Any) -> Analysis:
+    """The analysis of a `jax.jit(...).lower(...).compile()` result."""
+    stats = compiled.memory_analysis()
+    memory = Memory(int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes),
+                    int(stats.alias_size_in_bytes), int(stats.temp_size_in_bytes),
+                    int(stats.generated_code_size_in_bytes))
+    cost = compiled.cost_analysis() or {}
+    if isinstance(cost, list):  # older jax: one dict per program
+        cost = cost[0] if cost else {}
+    text = compiled.as_text()
+    calls = custom_calls(text)
+    optimal = cost.get("optimal_seconds")
+    optimal = None if optimal is None else float(optimal)
+    unpriced = unpriced_call_count(optimal, calls)
+    return Analysis(memory, float(cost.get("flops", 0.0)), optimal, unpriced, estimated_seconds(optimal, unpriced),
+                    collectives(text), calls, len(_WHILE.findall(text)))

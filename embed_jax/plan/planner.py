@@ -1,0 +1,213 @@
+"""The plan of one config on one TPU slice: every stage's step compiled for the topology, read back per chip.
+
+    for each stage of stage_order:  build its step from shapes (programs.py) → compile every length bucket for the
+    topology's devices → memory by kind against the chip's HBM (fits, or over by how much and which knob), compiled
+    FLOPs against the analytic count, the compiler's step-time estimate and the MFU it implies, collectives, and the
+    stage's steps and hours
+
+`choose_mesh` picks the mesh from the compiled memory (`--mesh=auto`): pure data parallelism where the weights and
+optimizer state fit on every chip, FSDP only as far as needed (docs/launch.md, "Which mesh").
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+
+from embed_jax.plan import compiled as compiled_analysis
+from embed_jax.plan import programs
+from embed_jax.plan.topology import GIB, Topology
+from embed_jax.train import sharding, train_state
+
+
+@dataclasses.dataclass
+class BucketPlan:
+    length: int
+    analysis: compiled_analysis.Analysis
+    analytic_flops: float  # the whole slice, one step (train/flops.py)
+    compile_seconds: float
+
+    def mfu(self, topology: Topology) -> float | None:
+        """Model FLOPs utilisation implied by the compiler's step estimate (an estimate, not a measurement)."""
+        seconds = self.analysis.step_seconds
+        if not seconds:
+            return None
+        return self.analytic_flops / (seconds * topology.num_chips * topology.chip.peak_bf16_flops)
+
+
+@dataclasses.dataclass
+class StagePlan:
+    name: str
+    kind: str
+    mesh: dict[str, int]
+    batch_size: int
+    trainable_params: int
+    frozen_params: int
+    per_chip: dict[str, int]  # trainable, frozen, optimizer, batch: from the arguments' shardings
+    buckets: list[BucketPlan]
+    num_steps: int
+    texts: int
+    capacity: int
+    remat: bool
+    pinned: bool
+    cached_rows: int = 0
+    note: str = ""
+
+    @property
+    def longest(self) -> BucketPlan:
+        return max(self.buckets, key=lambda bucket: bucket.length)
+
+    @property
+    def peak(self) -> int:
+        return max(bucket.analysis.memory.peak for bucket in self.buckets)
+
+    @property
+    def temporaries(self) -> int:
+        return max(bucket.analysis.memory.temporaries for bucket in self.buckets)
+
+    @property
+    def other(self) -> int:
+        """Peak minus the kinds listed (outputs that reuse no argument, the program's code, padding)."""
+        return max(0, self.peak - self.temporaries - sum(self.per_chip.values()))
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.capacity
+
+    @property
+    def states(self) -> int:
+        return self.per_chip["trainable"] + self.per_chip["frozen"] + self.per_chip["optimizer"]
+
+    def largest_batch(self) -> int | None:
+        """The largest global batch (a multiple of the data-parallel size) whose longest bucket fits: temporaries and
+        the batch grow linearly with it, states do not (an estimate from one compile; the plan says so)."""
+        if self.kind != programs.TEXT:
+            return None
+        per_example = (self.temporaries + self.per_chip["batch"]) / self.batch_size
+        room = self.capacity - self.states - self.other
+        if room <= 0 or per_example <= 0:
+            return 0
+        parallel = self.mesh.get("data", 1) * self.mesh.get("fsdp", 1)
+        return int(room / per_example) // parallel * parallel
+
+    def knob(self) -> str:
+        """What would make an over-capacity stage fit."""
+        if self.states > self.capacity:
+            return ("mesh: the weights and optimizer state alone need "
+                    f"{self.states / GIB:.1f} GiB per chip; split them further (mesh.fsdp) or take a larger slice")
+        if not self.remat and self.kind == programs.TEXT:
+            return "remat: model.text_options.remat=True recomputes activations instead of storing them"
+        largest = self.largest_batch()
+        if self.kind == programs.CACHED:
+            return ("data: the cached rows sit on every chip; cache fewer records or pool them without "
+                    "stage1.cached_pooled")
+        return f"batch: data.global_batch_size={largest} fits (estimate), or more chips"
+
+    def verdict(self) -> str:
+        if self.fits:
+            return f"fits ({(self.capacity - self.peak) / GIB:.1f} GiB free)"
+        return f"over by {(self.peak - self.capacity) / GIB:.1f} GiB"
+
+    def hours(self) -> float | None:
+        """The stage's steps at the longest bucket's estimate (an upper bound: shorter batches are cheaper)."""
+        seconds = self.longest.analysis.step_seconds
+        return None if seconds is None else self.num_steps * seconds / 3600
+
+    def epochs(self) -> float:
+        return self.num_steps * self.batch_size / max(self.texts, 1)
+
+
+def compile_bucket(program: programs.StageProgram, length: int, log: Callable[[str], None]) -> BucketPlan:
+    started = time.perf_counter()
+    compiled = program.step.lower(*program.arguments(length)).compile()
+    seconds = time.perf_counter() - started
+    log(f"[plan] {program.name} length {length}: compiled in {seconds:.0f} s")
+    return BucketPlan(length, compiled_analysis.analyse(compiled), program.analytic_flops(length), seconds)
+
+
+def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: dict[str, Any], topology: Topology,
+               mesh: jax.sharding.Mesh, *, texts: int, pin_activations: bool = True,
+               lengths: Sequence[int] | None = None, log: Callable[[str], None] = print) -> StagePlan:
+    program = programs.build_stage_program(config, stage_name, hf_config, mesh, pin_activations=pin_activations,
+                                           cached_rows=texts)
+    arguments = program.arguments(program.lengths[-1])
+    trainable, frozen, opt_state = arguments[:3]
+    per_chip = {"trainable": programs.per_chip_bytes(trainable), "frozen": programs.per_chip_bytes(frozen),
+                "optimizer": programs.per_chip_bytes(opt_state), "batch": programs.per_chip_bytes(arguments[3:])}
+    chosen = [length for length in program.lengths if lengths is None or length in lengths] or [program.lengths[-1]]
+    buckets = [compile_bucket(program, length, log) for length in chosen]
+    return StagePlan(
+        name=stage_name, kind=program.kind, mesh=dict(mesh.shape), batch_size=program.batch_size,
+        trainable_params=programs.parameter_count(trainable), frozen_params=programs.parameter_count(frozen),
+        per_chip=per_chip, buckets=buckets, num_steps=int(config[stage_name].num_steps), texts=texts,
+        capacity=topology.chip.hbm_bytes, remat=bool(config.model.text_options.get("remat", False)),
+        pinned=pin_activations, cached_rows=program.cached_rows)
+
+
+# ---------------------------------------------------------------------------------------------------- the mesh
+
+
+def mesh_candidates(num_chips: int, batch_size: int) -> list[dict[str, int]]:
+    """data × fsdp splits of the chips, least FSDP first, whose data-parallel size divides the batch."""
+    candidates = []
+    fsdp = 1
+    while fsdp <= num_chips:
+        if num_chips % fsdp == 0 and batch_size % num_chips == 0:
+            candidates.append({"data": num_chips // fsdp, "fsdp": fsdp, "tensor": 1})
+        fsdp *= 2
+    return candidates
+
+
+def with_mesh(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> ml_collections.ConfigDict:
+    changed = copy.deepcopy(config)
+    for axis, size in mesh_sizes.items():
+        changed.mesh[axis] = int(size)
+    return changed
+
+
+def check_mesh(config: ml_collections.ConfigDict, devices: Sequence[Any]) -> jax.sharding.Mesh:
+    """The config's mesh over the topology (mesh sizes and the batch checked, one-line errors naming the key)."""
+    try:
+        return train_state.stage_mesh(config, devices)
+    except ValueError as error:
+        raise programs.PlanError(str(error)) from None
+
+
+def choose_mesh(config: ml_collections.ConfigDict, hf_config: dict[str, Any], topology: Topology,
+                devices: Sequence[Any], *, texts: int, log: Callable[[str], None] = print
+                ) -> tuple[dict[str, int], list[str]]:
+    """The least-FSDP mesh whose every stage fits (longest bucket, compiled), and the lines saying why."""
+    batch_size = int(config.data.global_batch_size)
+    candidates = mesh_candidates(topology.num_chips, batch_size)
+    if not candidates:
+        raise programs.PlanError(f"--mesh=auto: data.global_batch_size={batch_size} does not divide over the "
+                                 f"{topology.num_chips} chips; use a multiple of {topology.num_chips}")
+    reasons = []
+    for sizes in candidates:
+        candidate = with_mesh(config, sizes)
+        mesh = check_mesh(candidate, devices)
+        over = []
+        for stage_name in candidate.stage_order:
+            if programs.stage_kind(candidate[stage_name]) == programs.VISION:
+                continue
+            stage_plan = plan_stage(candidate, stage_name, hf_config, topology, mesh, texts=texts,
+                                    lengths=[max(candidate.data.length_buckets)], log=log)
+            if not stage_plan.fits:
+                over.append(f"{stage_name} {stage_plan.verdict()}")
+                break
+        label = f"data={sizes['data']} fsdp={sizes['fsdp']}"
+        if not over:
+            reasons.append(f"{label}: every stage fits")
+            return sizes, reasons
+        reasons.append(f"{label}: {', '.join(over)}")
+    raise programs.PlanError("--mesh=auto: no data × fsdp mesh fits on " + topology.label + ": " + "; ".join(reasons))
+
+
+def data_parallel(mesh_sizes: dict[str, int]) -> int:
+    return math.prod(mesh_sizes.get(axis, 1) for axis in sharding.DATA_AXES)
