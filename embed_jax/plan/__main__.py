@@ -23,8 +23,8 @@ import embed_jax.plan  # noqa: F401  (JAX on the CPU backend before jax is impor
 from embed_jax import cli
 
 FLAGS = cli.program_flags()
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (a get_config() module).",
-                                          flag_values=FLAGS, lock_config=True)
+flags.DEFINE_string("config", None, "Training config file (a get_config() module, FILE[:ARG]); override any key with "
+                    "--config.KEY=VALUE.", flag_values=FLAGS)
 flags.DEFINE_string("topology", None, "TPU slice: gcloud's accelerator type (v5p-32, v5litepod-16 or v5e-16, v4-32, "
                     "v6e-16) or JAX's topology (v5p:2x2x4).", flag_values=FLAGS)
 flags.DEFINE_string("mesh", "config", "config: the config's mesh; auto: the least FSDP whose every stage fits "
@@ -79,15 +79,30 @@ def training_texts(config, texts: int | None) -> int:
     return DEFAULT_TEXTS
 
 
+def load_config(argv: Sequence[str]):
+    """The --config file with its --config.KEY=VALUE overrides, read by ml_collections' own flag (on flags of its
+    own for each call: it defines the override flags from the arguments it is given)."""
+    config_flag_values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "Training config file.", flag_values=config_flag_values,
+                                             lock_config=True, sys_argv=["plan", *argv])
+    try:
+        config_flag_values(["plan", *argv])
+    except (flags.Error, AttributeError, KeyError) as error:
+        raise cli.UsageError(f"--config: {error}") from None
+    return holder.value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from embed_jax.plan import programs, shape_source, topology as topologies
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_arguments = [argument for argument in argv if argument.startswith("--config")]
     try:
-        cli.parse(FLAGS, argv, doc=__doc__)
+        cli.parse(FLAGS, [argument for argument in argv if not argument.startswith("--config.")], doc=__doc__)
         cli.require(FLAGS, ["config", "topology"])
         topology = topologies.parse_topology(FLAGS.topology)
         mesh_choice = parse_mesh(FLAGS.mesh)
-        config = _CONFIG.value
+        config = load_config(config_arguments)
         hf_config = shape_source.encoder_config(config, FLAGS.shape)
         texts = training_texts(config, FLAGS.texts)
         stage_names = [name for name in config.stage_order if not FLAGS.stages or name in FLAGS.stages]
@@ -103,12 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def config_label(argv: Sequence[str] | None) -> str:
-    """The config file's name (and argument) as given, for the output's title and file names."""
-    for argument in (sys.argv[1:] if argv is None else argv):
-        if argument.startswith("--config="):
-            return Path(argument.split("=", 1)[1].split(":")[0]).stem + (
-                "_" + argument.split(":", 1)[1] if ":" in argument.split("=", 1)[1] else "")
-    return "config"
+    """The config file's name (and argument) as given, for the output's title and file names: jasper, jasper_smoke."""
+    path, _, arg = str(FLAGS.config).partition(":")
+    return Path(path).stem + (f"_{arg}" if arg else "")
 
 
 def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths, pin, out_dir, config_name) -> int:
