@@ -67,7 +67,7 @@ _HEADER = struct.Struct("<4sBBHII")
 SCHEMA_FIELDS = ("schema_version", "teacher_dim", "dtype", "teachers", "normalisation")
 # Fields that define an export: the same values give the same records, so a run may resume another's work.
 IDENTITY_FIELDS = ("schema_version", "teachers", "dtype", "normalisation", "corpus", "shard_size")
-_TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_SUFFIX = ".tmp"
 # Names of the export's own coordination files (embed_jax/teachers/workers.py): not "foreign" to a records folder.
 COORDINATION_PREFIX = ".export"
 # Where launch/tpu.py's `setup --gcsfuse-bucket=BUCKET` mounts a bucket on every worker (docs/launch.md).
@@ -265,8 +265,8 @@ def _publish(temporary: Path, final: Path) -> None:
     os.replace(temporary, final)
 
 
-def _write_json_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + _TEMPORARY_SUFFIX)
+def write_json_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
     temporary.write_text(text, encoding="utf-8")
     _publish(temporary, path)
 
@@ -281,7 +281,7 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
 
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
-    temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
+    temporary_path = folder / f"{stem}.array_record{TEMPORARY_SUFFIX}"
     try:
         writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
         for record in records:
@@ -308,7 +308,7 @@ def riegeli_os_error(error: RuntimeError, path: Path) -> OSError:
 
 def _write_sidecar(path: Path, info: ShardInfo, manifest: Manifest) -> None:
     sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}
-    _write_json_atomically(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomically(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
 
 
 def file_sha256(path: Path) -> str:
@@ -326,7 +326,7 @@ def adopt_shard(folder: Path, index: int, source: Path, info: ShardInfo, manifes
     first (`verify_shard`); the copy's size and sha256 are those of the bytes copied."""
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
-    temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
+    temporary_path = folder / f"{stem}.array_record{TEMPORARY_SUFFIX}"
     shutil.copyfile(source, temporary_path)
     adopted = dataclasses.replace(info, file=final_path.name, num_bytes=temporary_path.stat().st_size,
                                   sha256=file_sha256(temporary_path))
@@ -514,106 +514,7 @@ def verify_shard(path: Path, info: ShardInfo, *, batch: int = 256) -> ShardCheck
     return ShardCheck(path.name, count, size, "ok")
 
 
-# ------------------------------------------------------------------------------------- writing a records folder
-
-
-def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardInfo], Manifest | None]:
-    """Make `folder` ready for `manifest`'s export: (shards a previous run of it wrote, that run's manifest).
-
-    Refuses a folder that holds anything else: another export's records, or files that are not ours. Removes only
-    our own leftovers of an interrupted run (temporary files, a shard whose sidecar never appeared).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest_path = folder / MANIFEST_NAME
-    if not manifest_path.exists():
-        refuse_foreign_files(folder)
-        _write_json_atomically(manifest_path, manifest.to_json())
-        return [], None
-    existing = read_manifest_file(manifest_path)
-    if existing.export_id != manifest.export_id:
-        if holds_no_finished_shard(folder, existing):
-            start_over(folder, manifest)
-            return [], None
-        edited = manifest_inconsistencies(existing)
-        raise RecordsError(
-            f"{folder} holds records of another configuration (differences: "
-            f"{'; '.join(describe_export_differences(existing, manifest))}"
-            f"{'; and its manifest.json was edited: ' + '; '.join(edited) if edited else ''}). Nothing was changed. "
-            f"To keep those records, choose another output folder (--config.output_dir=...); to replace them, delete "
-            f"{folder} first.")
-    if existing.status == STATUS_COMPLETE:
-        read_manifest(folder)  # checks the shards are still all there
-        return list(existing.shards), existing
-    return _resume_state(folder, existing), existing
-
-
-def holds_no_finished_shard(folder: Path, existing: Manifest) -> bool:
-    """An unfinished export that never finished a shard (it stopped on a corpus or teacher error, or was killed in
-    its first shard): nothing in it is worth keeping, so another export may take the folder over."""
-    return existing.status != STATUS_COMPLETE and not any(folder.glob("shard-*.json"))
-
-
-def start_over(folder: Path, manifest: Manifest) -> None:
-    """Replace an export that holds no finished shard by `manifest`'s: its unfinished shard files and worker count
-    go (the lock files stay: the caller holds them)."""
-    leftovers = [*folder.glob("shard-*"), *folder.glob(f"*{_TEMPORARY_SUFFIX}"),
-                 *folder.glob(f"{COORDINATION_PREFIX}*.json")]
-    for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
-    _write_json_atomically(folder / MANIFEST_NAME, manifest.to_json())
-
-
-def refuse_foreign_files(folder: Path) -> None:
-    """A folder without a manifest must hold nothing but the export's own coordination files (or not exist)."""
-    if (folder / MANIFEST_NAME).exists() or not folder.is_dir():
-        return
-    foreign = sorted(path.name for path in folder.iterdir() if not path.name.startswith(COORDINATION_PREFIX))
-    if foreign:
-        raise RecordsError(
-            f"{folder} is not empty ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}) and holds no "
-            f"{MANIFEST_NAME}: refusing to write records beside files that are not an embed_jax export. "
-            f"Choose an empty or new output folder (--config.output_dir=...).")
-
-
-def describe_export_differences(old: Manifest, new: Manifest) -> list[str]:
-    """`key: old → new` for each identity leaf that differs, e.g. `corpus.max_texts: 50 → 60`."""
-    old_dict, new_dict = manifest_to_dict(old), manifest_to_dict(new)
-    old_leaves = dict(_leaves({field: old_dict[field] for field in IDENTITY_FIELDS}))
-    new_leaves = dict(_leaves({field: new_dict[field] for field in IDENTITY_FIELDS}))
-    return [f"{key}: {old_leaves.get(key, '(none)')!r} → {new_leaves.get(key, '(none)')!r}"
-            for key in sorted(set(old_leaves) | set(new_leaves)) if old_leaves.get(key) != new_leaves.get(key)
-            ] or ["export id"]
-
-
-def _leaves(value: Any, prefix: str = ""):
-    """(dotted key, value) for every non-container value of nested dicts and lists (list items as key[i])."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _leaves(item, f"{prefix}.{key}" if prefix else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _leaves(item, f"{prefix}[{index}]")
-    else:
-        yield prefix, value
-
-
-def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:
-    for leftover in folder.glob(f"*{_TEMPORARY_SUFFIX}"):
-        leftover.unlink()
-    done: list[ShardInfo] = []
-    while (folder / f"{shard_stem(len(done))}.json").exists():
-        info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
-        checked_with_hint(check_shard_cheaply, folder / info.file, info)
-        done.append(info)
-    # A shard renamed into place whose sidecar was never written is our own unfinished work.
-    orphan = folder / f"{shard_stem(len(done))}.array_record"
-    if orphan.exists():
-        orphan.unlink()
-    later = sorted(path.name for path in folder.glob("shard-*") if shard_index(path) > len(done))
-    if later:
-        raise RecordsError(f"{folder}: shards {', '.join(later[:5])} follow a gap at {shard_stem(len(done))}; "
-                           f"the folder was edited by hand. Re-export into an empty folder.")
-    return done
+# ------------------------------------------------------------------------------------- finished shards
 
 
 def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]:
@@ -631,25 +532,11 @@ def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]
     return done
 
 
-def remove_unfinished_shard(folder: Path, index: int) -> None:
-    """A writer's own leftovers of shard `index` from an interrupted run: temporaries, records without sidecar."""
-    stem = shard_stem(index)
-    if (folder / f"{stem}.json").exists():
-        return
-    for leftover in (f"{stem}.array_record{_TEMPORARY_SUFFIX}", f"{stem}.json{_TEMPORARY_SUFFIX}",
-                     f"{stem}.array_record"):
-        (folder / leftover).unlink(missing_ok=True)
-
-
 def shard_index(path: Path) -> int:
     try:
         return int(path.name.split(".")[0].removeprefix("shard-"))
     except ValueError:
         return -1
-
-
-def finish_output_folder(folder: Path, manifest: Manifest) -> None:
-    _write_json_atomically(folder / MANIFEST_NAME, manifest.to_json())
 
 
 # ------------------------------------------------------------------------------------- reading a records folder

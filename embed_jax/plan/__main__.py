@@ -140,7 +140,7 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
                  + ("" if pin else "; activations NOT pinned (XLA's propagation)"))
     plans, skipped = [], {}
     for name in stage_names:
-        if programs.stage_kind(config[name]) == programs.VISION:
+        if programs.stage_kind(config, name) == programs.IMAGES:
             skipped[name] = ("an image stage's student needs the tokenizer's image placeholder ids; the plan "
                              "compiles text and cached stages")
             continue

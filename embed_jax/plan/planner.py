@@ -23,7 +23,7 @@ import ml_collections
 from embed_jax.plan import compiled as compiled_analysis
 from embed_jax.plan import programs
 from embed_jax.plan.topology import GIB, Topology
-from embed_jax.train import sharding, train_state
+from embed_jax.train import sharding
 
 
 @dataclasses.dataclass
@@ -87,7 +87,7 @@ class StagePlan:
     def largest_batch(self) -> int | None:
         """The largest global batch (a multiple of the data-parallel size) whose longest bucket fits: temporaries and
         the batch grow linearly with it, states do not (an estimate from one compile; the plan says so)."""
-        if self.kind != programs.TEXT:
+        if self.kind != programs.RECORDS:
             return None
         per_example = (self.temporaries + self.per_chip["batch"]) / self.batch_size
         room = self.capacity - self.states - self.other
@@ -101,7 +101,7 @@ class StagePlan:
         if self.states > self.capacity:
             return ("mesh: the weights and optimizer state alone need "
                     f"{self.states / GIB:.1f} GiB per chip; split them further (mesh.fsdp) or take a larger slice")
-        if not self.remat and self.kind == programs.TEXT:
+        if not self.remat and self.kind == programs.RECORDS:
             return "remat: model.text_options.remat=True recomputes activations instead of storing them"
         largest = self.largest_batch()
         if self.kind == programs.CACHED:
@@ -136,6 +136,7 @@ def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: di
                lengths: Sequence[int] | None = None, log: Callable[[str], None] = print) -> StagePlan:
     program = programs.build_stage_program(config, stage_name, hf_config, mesh, pin_activations=pin_activations,
                                            cached_rows=texts)
+    stage = config[stage_name]
     arguments = program.arguments(program.lengths[-1])
     trainable, frozen, opt_state = arguments[:3]
     per_chip = {"trainable": programs.per_chip_bytes(trainable), "frozen": programs.per_chip_bytes(frozen),
@@ -145,7 +146,7 @@ def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: di
     return StagePlan(
         name=stage_name, kind=program.kind, mesh=dict(mesh.shape), batch_size=program.batch_size,
         trainable_params=programs.parameter_count(trainable), frozen_params=programs.parameter_count(frozen),
-        per_chip=per_chip, buckets=buckets, num_steps=int(config[stage_name].num_steps), texts=texts,
+        per_chip=per_chip, buckets=buckets, num_steps=int(stage.num_steps), texts=texts,
         capacity=topology.chip.hbm_bytes, remat=bool(config.model.text_options.get("remat", False)),
         pinned=pin_activations, cached_rows=program.cached_rows)
 
@@ -172,11 +173,7 @@ def with_mesh(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> 
 
 
 def check_mesh(config: ml_collections.ConfigDict, devices: Sequence[Any]) -> jax.sharding.Mesh:
-    """The config's mesh over the topology (mesh sizes and the batch checked, one-line errors naming the key)."""
-    try:
-        return train_state.stage_mesh(config, devices)
-    except ValueError as error:
-        raise programs.PlanError(str(error)) from None
+    return programs.make_mesh(config, devices)
 
 
 def choose_mesh(config: ml_collections.ConfigDict, hf_config: dict[str, Any], topology: Topology,
@@ -194,7 +191,7 @@ def choose_mesh(config: ml_collections.ConfigDict, hf_config: dict[str, Any], to
         mesh = check_mesh(candidate, devices)
         over = []
         for stage_name in candidate.stage_order:
-            if programs.stage_kind(candidate[stage_name]) == programs.VISION:
+            if programs.stage_kind(candidate, stage_name) == programs.IMAGES:
                 continue
             stage_plan = plan_stage(candidate, stage_name, hf_config, topology, mesh, texts=texts,
                                     lengths=[max(candidate.data.length_buckets)], log=log)

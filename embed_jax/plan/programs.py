@@ -2,10 +2,11 @@
 
 Everything comes from train/'s own builders with their seams opened, never a copy of them:
 
-    student   train_state.abstract_student      (the config's student, shapes only, from a config.json)
-    state     train_state.prepare_training(place=False)   (the stage's trainable/frozen split, optimizer, shardings)
-    mesh      train_state.stage_mesh(config, devices)     (the config's mesh over the topology's devices)
-    step      step.make_train_step (text stages), cached_stage.make_steps (stage1.cached_pooled)
+    stage     train.config.stage_config                  (the typed StageConfig; its kind picks the step)
+    student   stages.student.abstract_student           (the config's student, shapes only, from a config.json)
+    step      stages.batch.make_batch_step (records)     (split, optimizer, shardings, jitted step: place=False)
+              stages.cached.make_cached_step (cached_pooled)
+    mesh      sharding.make_mesh(config.mesh, devices)   (the config's mesh over the topology's devices)
 
 `StageProgram.arguments(length)` gives the step's arguments as ShapeDtypeStructs carrying their shardings, one set
 per length bucket (a step compiles once per padded length, so every bucket is a program of its own).
@@ -19,26 +20,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from embed_jax.models.student import Student
-from embed_jax.train import cached_stage, checkpoint, flops, sharding, stages, text_stage, train_state, vision_stage
-from embed_jax.train import step as steps
+from embed_jax.train import checkpoint, flops, sharding
+from embed_jax.train import config as train_config
+from embed_jax.train.config import StageConfig
+from embed_jax.train.stages import batch as batch_stage, cached, student as stage_student, text
+from embed_jax.train.train_state import TrainState
 
-TEXT, CACHED, VISION = "text", "cached", "vision"
+RECORDS, CACHED, IMAGES = "records", "cached_pooled", "images"
 
 
 class PlanError(ValueError):
     """A plan that cannot be made as asked; the message names the input to change."""
-
-
-def stage_kind(stage: ml_collections.ConfigDict) -> str:
-    """Which runner trains the stage (the same dispatch as train/loop.py's run_stage)."""
-    if stage.get(cached_stage.CONFIG_KEY, False):
-        return CACHED
-    if vision_stage.is_image_stage(stage):
-        return VISION
-    return TEXT
 
 
 @dataclasses.dataclass
@@ -46,8 +41,7 @@ class StageProgram:
     name: str
     kind: str
     student: Student
-    state: train_state.TrainState
-    mesh: jax.sharding.Mesh
+    state: TrainState
     step: Callable
     lengths: tuple[int, ...]
     batch_size: int
@@ -62,17 +56,17 @@ class StageProgram:
         """train/flops.py's count of one step (the whole slice)."""
         shape = flops.encoder_shape(self.student)
         head_dims = self.student.heads.dims
-        if self.kind == CACHED:  # heads only, on pooled vectors: forward + backward of the heads
-            return 3.0 * (flops.forward_flops(shape, self.batch_size, 1, head_dims, layers=0))
+        if self.kind == CACHED:  # the heads alone on pooled vectors: their forward and twice it backward
+            return 3.0 * flops.forward_flops(shape, self.batch_size, 1, head_dims, layers=0)
         return flops.train_step_flops(shape, self.batch_size, length, head_dims, self.trainable_layers)
 
 
-def trainable_layers(stage: ml_collections.ConfigDict, student: Student) -> int:
-    """How many encoder layers get gradients (train/stages.py's choices)."""
+def trainable_layers(stage: StageConfig, student: Student) -> int:
+    """How many encoder layers get gradients (train/trainable.py's choices)."""
     if stage.trainable in ("all", "encoder+heads"):
         return int(student.text_encoder.config.num_hidden_layers)
     if stage.trainable == "heads+last_layers":
-        return int(stage.get("last_layers", 3))
+        return int(stage.last_layers)
     return 0
 
 
@@ -89,52 +83,67 @@ def text_batch(config: ml_collections.ConfigDict, batch_sharding: NamedSharding,
                                             sharding=batch_sharding)}
 
 
+def stage_lengths(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """Every padded length a text batch can have: the length buckets up to data.max_length."""
+    buckets = sorted(int(length) for length in config.data.length_buckets if int(length) <= int(config.data.max_length))
+    return tuple(buckets) or (int(config.data.max_length),)
+
+
 def build_stage_program(config: ml_collections.ConfigDict, stage_name: str, hf_config: dict[str, Any],
                         mesh: jax.sharding.Mesh, *, pin_activations: bool = True,
                         cached_rows: int = 0) -> StageProgram:
-    """The stage's step and its arguments' shapes; a vision stage is refused (PlanError: its student needs the
-    tokenizer's image placeholders, which a shapes-only plan does not have)."""
-    stage = config[stage_name]
-    kind = stage_kind(stage)
-    if kind == VISION:
+    """The stage's step and its arguments' shapes; an image stage is refused (PlanError: its student needs the
+    tokenizer's image placeholder ids, which a shapes-only plan does not have)."""
+    try:
+        stage = train_config.stage_config(config, stage_name)
+    except ValueError as error:
+        raise PlanError(str(error)) from None
+    if stage.kind == IMAGES:
         raise PlanError(f"{stage_name}: an image stage's student needs the tokenizer's image placeholder ids "
-                        "(data.tokenizer); the plan compiles text and cached stages only")
-    student = train_state.abstract_student(config, stage, hf_config)
-    state = train_state.prepare_training(config, stage_name, student, mesh, place=False)
-    batch_sharding = sharding.batch_sharding(mesh)
-    loss_config = text_stage.loss_config_for(config, student)
-    trainable = _shaped(state.trainable, state.trainable_sharding)
-    frozen = _shaped(state.frozen, state.frozen_sharding)
-    opt_state = _shaped(state.opt_state, state.opt_state_sharding)
+                        "(data.tokenizer); the plan compiles the records and cached_pooled stages")
+    student = stage_student.abstract_student(config, stage, hf_config)
+    loss_config = text.loss_config_for(config, student)
     size = int(config.data.global_batch_size)
     layers = trainable_layers(stage, student)
-    if kind == CACHED:
-        cached_stage.check_stage(stage, stage_name)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        step, _ = cached_stage.make_steps(graphdef=state.graphdef, optimizer=state.optimizer, loss_config=loss_config,
-                                          trainable_sharding=state.trainable_sharding,
-                                          frozen_sharding=state.frozen_sharding,
-                                          opt_state_sharding=state.opt_state_sharding,
-                                          batch_sharding=batch_sharding, replicated=replicated)
+    if stage.kind == CACHED:
+        step = cached.make_cached_step(student, stage, config.optimizer, loss_config, mesh, stage_name=stage_name,
+                                       place=False)
+        state, replicated = step.state, step.replicated
         rows = max(int(cached_rows), size)
         pooled = jax.ShapeDtypeStruct((rows, int(student.hidden_size)), jnp.float32, sharding=replicated)
         teacher = jax.ShapeDtypeStruct((rows, int(config.model.teacher_dim)), jnp.float32, sharding=replicated)
         indices = jax.ShapeDtypeStruct((size,), jnp.int32, sharding=replicated)
-        return StageProgram(stage_name, kind, student, state, mesh, step, (0,), size,
-                            lambda length: (trainable, frozen, opt_state, pooled, teacher, indices), layers, rows)
-    step = steps.make_train_step(graphdef=state.graphdef, optimizer=state.optimizer, loss_config=loss_config,
-                                 trainable_sharding=state.trainable_sharding, frozen_sharding=state.frozen_sharding,
-                                 opt_state_sharding=state.opt_state_sharding, batch_sharding=batch_sharding,
-                                 target=text_stage.loss_target(config), pin_activations=pin_activations)
-    lengths = tuple(sorted(int(length) for length in config.data.length_buckets
-                           if int(length) <= int(config.data.max_length))) or (int(config.data.max_length),)
-    return StageProgram(stage_name, kind, student, state, mesh, step, lengths, size,
-                        lambda length: (trainable, frozen, opt_state, text_batch(config, batch_sharding, length)),
-                        layers)
+        arguments = (_shaped(state.trainable, state.trainable_sharding), _shaped(state.frozen, state.frozen_sharding),
+                     _shaped(state.opt_state, state.opt_state_sharding), pooled, teacher, indices)
+        return StageProgram(stage_name, stage.kind, student, state, step.train_step, (0,), size,
+                            lambda length: arguments, layers, rows)
+    step = batch_stage.make_batch_step(student, stage, config.optimizer, loss_config, mesh,
+                                       target=text.loss_target(config), stage_name=stage_name, place=False,
+                                       pin_activations=pin_activations)
+    state = step.state
+    states = (_shaped(state.trainable, state.trainable_sharding), _shaped(state.frozen, state.frozen_sharding),
+              _shaped(state.opt_state, state.opt_state_sharding))
+    return StageProgram(stage_name, stage.kind, student, state, step.train_step, stage_lengths(config), size,
+                        lambda length: (*states, text_batch(config, step.batch_sharding, length)), layers)
+
+
+def stage_kind(config: ml_collections.ConfigDict, stage_name: str) -> str:
+    return train_config.stage_config(config, stage_name).kind
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices) -> jax.sharding.Mesh:
+    """The config's mesh over the topology's devices, with the global batch checked against its data-parallel size
+    (both refusals name the config key)."""
+    try:
+        mesh = sharding.make_mesh(config.mesh, devices)
+        sharding.check_batch_divisible(int(config.data.global_batch_size), mesh, key="data.global_batch_size")
+    except ValueError as error:
+        raise PlanError(str(error)) from None
+    return mesh
 
 
 def per_chip_bytes(tree: Any) -> int:
-    """Bytes one chip holds of a tree of sharded ShapeDtypeStructs (the largest shard: shards are equal or padded)."""
+    """Bytes one chip holds of a tree of sharded ShapeDtypeStructs."""
     total = 0
     for leaf in jax.tree.leaves(tree):
         shard = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
@@ -147,7 +156,3 @@ def per_chip_bytes(tree: Any) -> int:
 
 def parameter_count(tree: Any) -> int:
     return sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
-
-
-__all__ = ["PlanError", "StageProgram", "build_stage_program", "per_chip_bytes", "parameter_count", "stage_kind",
-           "stages"]

@@ -163,9 +163,9 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
                  group_by: str | None = None):
     """The pipeline as the config sets it; `length_grouping_window` and `group_by` override data.*'s."""
     if length_grouping_window is None:
-        length_grouping_window = int(config.data.get("length_grouping_window", 1))
+        length_grouping_window = int(config.data.length_grouping_window)
     if group_by is None:
-        group_by = str(config.data.get("group_by", "length"))
+        group_by = str(config.data.group_by)
     return pipeline.make_dataset(
         source,
         tokenizer=tokenizer_path(config),
@@ -189,7 +189,7 @@ def teacher_scales(config: ml_collections.ConfigDict, source: pipeline.RecordDat
     vectors unchanged); the training and the held-out records get the same, their teachers being checked alike."""
     ordered = sorted(source.manifest.teachers, key=lambda teacher: teacher.order)
     weights = teacher_weights.weights_for_teachers(
-        config.data.get("teacher_weights", ""), [teacher.name for teacher in ordered],
+        config.data.teacher_weights, [teacher.name for teacher in ordered],
         records_dir=", ".join(map(str, source.folders)))
     return teacher_weights.block_scales([teacher.dim for teacher in ordered], weights)
 

@@ -1,5 +1,5 @@
 """python -m embed_jax.convert.shrink_cached: heads trained from a model's own vectors cached in teacher records
-(embed_jax/train/shrink_cached.py), written as a sentence-transformers folder (embed_jax/convert/shrink_folder.py).
+(embed_jax/train/shrink_heads.py), written as a sentence-transformers folder (embed_jax/convert/shrink_folder.py).
 
 Records: 256 real WordNet texts exported by the real export with two teachers, the real all-MiniLM-L6-v2
 (sentence-transformers folder, pooling auto: the one shrunk) and a tiny random BERT (Hugging Face folder, mean
@@ -19,8 +19,8 @@ from embed_jax.data.pipeline import RecordDataSource
 from embed_jax.assets import minilm_path
 from embed_jax.teachers.targets import concatenated_target
 from embed_jax.convert import shrink_folder
-from embed_jax.train import shrink_cached
-from embed_jax.train.shrink_cached import ShrinkError
+from embed_jax.train import shrink_heads
+from embed_jax.train.shrink_heads import ShrinkError
 
 NUM_TEXTS = 256
 SETTINGS = dict(steps=100, batch=32, learning_rate=1e-2, holdout=64, log_every=25)
@@ -58,7 +58,7 @@ def shrunk(records, tmp_path_factory):
 
 
 def test_vectors_read_back_are_the_teacher_part(records, minilm):
-    manifest, ids, vectors = shrink_cached.read_records(records, "minilm")
+    manifest, ids, vectors = shrink_heads.read_records(records, "minilm")
     rows = RecordDataSource(records).read_many(range(NUM_TEXTS))
     assert ids == [row["id"] for row in rows] and vectors.shape == (NUM_TEXTS, 384)
     # The model's own vectors, as sentence-transformers computes them.
@@ -69,7 +69,7 @@ def test_vectors_read_back_are_the_teacher_part(records, minilm):
                                                                                                   (1, 32, 0.1))]
     joined = concatenated_target(parts, ["minilm", "tiny"], [str(i) for i in range(5)])
     for name, part in zip(["minilm", "tiny"], parts):
-        np.testing.assert_allclose(shrink_cached.teacher_vectors(joined, manifest, name),
+        np.testing.assert_allclose(shrink_heads.teacher_vectors(joined, manifest, name),
                                    part / np.linalg.norm(part, axis=1, keepdims=True), atol=1e-6)
 
 

@@ -78,7 +78,7 @@ def test_sigterm_between_stages_says_what_is_kept_and_exits_143(smoke_config, tm
 
 def test_a_non_finite_loss_names_its_records_and_exits_1(smoke_config, tmp_path):
     smoke_config.stage_order = ("stage1",)
-    smoke_config.stage1.cached_pooled = False  # the encoder's step, whose batches carry their record ids
+    smoke_config.stage1.kind = "records"  # the encoder's step, whose batches carry their record ids
     smoke_config.stage1.num_steps = 6
     smoke_config.stage1.learning_rate = 1e38  # the first update overflows FC1 to inf
     smoke_config.optimizer.clip_norm = 0.0

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from embed_jax.data.pipeline import PipelineConfigError
-from embed_jax.train import checkpoint, driver, loop, train_state, workdir
+from embed_jax.train import checkpoint, driver, loop, workdir
+from embed_jax.train.stages import student as stage_student
 from embed_jax.train.metrics import read_metrics
 
 
@@ -50,7 +51,7 @@ def test_the_default_order_fits_the_reduction_heads_before_stage3(new_smoke_conf
     config = new_smoke_config()
     assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3")
     results = loop.train_and_evaluate(config, tmp_path)
-    params = [train_state.load_stage_params(result) for result in results]
+    params = [stage_student.load_stage_params(result) for result in results]
     encoder, reduction = "text_encoder/encoder/layer/3/attention/self/query/kernel", "heads/dense/dense_16/kernel"
     assert reduction not in params[1] and reduction in params[2]
     np.testing.assert_array_equal(params[2][encoder], params[1][encoder])
@@ -60,11 +61,11 @@ def test_the_default_order_fits_the_reduction_heads_before_stage3(new_smoke_conf
 
 def test_each_stage_trains_only_its_parameters(three_stages):
     smoke_config, results = three_stages
-    params = [train_state.load_stage_params(result) for result in results]
+    params = [stage_student.load_stage_params(result) for result in results]
     encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
     encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
     fc1 = "heads/dense/dense_384/kernel"
-    init = train_state.load_init_params(smoke_config)
+    init = stage_student.load_init_params(smoke_config)
     # Stage 1: FC1 moves, the encoder does not.
     assert not np.allclose(params[0][fc1], params[1][fc1])
     np.testing.assert_array_equal(params[0][encoder_layer3], init[encoder_layer3])

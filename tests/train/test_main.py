@@ -17,7 +17,7 @@ def main_command(workdir, tiny_student, teacher_records, *extra):
             f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
             "--config.data.teacher_weights=",
             f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
-            "--config.stage1.cached_pooled=False",  # the text stage's step loop, killed and resumed
+            "--config.stage1.kind=records",  # the text stage's step loop, killed and resumed
             "--config.train.checkpoint_every=1000", *extra]
 
 

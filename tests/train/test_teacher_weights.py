@@ -11,7 +11,9 @@ from flax import nnx
 import kit
 from embed_jax.data import pipeline
 from embed_jax.data.teacher_weights import TeacherWeightsError
-from embed_jax.train import batches, cached_stage, preflight, sharding, train_state, workdir
+from embed_jax.train import batches, preflight, sharding, workdir
+from embed_jax.train.config import stage_config
+from embed_jax.train.stages import cached, student as stage_student
 
 TINY_DIM = kit.TINY_BERT_HIDDEN
 TWO_TEACHER_DIM = kit.MINILM_DIM + TINY_DIM
@@ -76,11 +78,11 @@ def test_weights_scale_training_and_held_out_batches_alike(config, two_teacher_r
 def test_cached_stage_rows_are_weighted_like_the_batches(config, two_teacher_records):
     config.data.teacher_weights = "minilm=0.25,tiny=0.75"
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
-    student = train_state.build_student(config, config.stage1, seed=0)
+    student = stage_student.build_student(config, stage_config(config, "stage1"), seed=0)
     mesh = sharding.make_mesh(config.mesh)
     graphdef, state = nnx.split(student)
     local_batches = batches.make_batches(config, source, seed=0, shuffle=False, num_epochs=1)
-    _, teacher = cached_stage.pool_records(graphdef, state, sharding.state_sharding(state, mesh), local_batches,
+    _, teacher = cached.pool_records(graphdef, state, sharding.state_sharding(state, mesh), local_batches,
                                            sharding.batch_sharding(mesh), pad_token_id=0, log=lambda line: None)
     stored = stored_vectors(source)
     expected = [stored[record_id] * expected_scales(0.25)

@@ -6,7 +6,9 @@ from flax import nnx
 
 from embed_jax import losses
 from embed_jax.data import digits, images
-from embed_jax.train import optimizer, sharding, stages, step
+from embed_jax.models.param_paths import path_name
+from embed_jax.train import optimizer, sharding, step
+from embed_jax.train.trainable import split_trainable, trainable_filter
 
 # data × fsdp × tensor all split: batch rows, parameters and the wide kernels (text test_step covers more shapes).
 MESHES = [{"data": 2, "fsdp": 2, "tensor": 2}]
@@ -27,7 +29,7 @@ def host_batch(image_prompt):
 def two_steps(student, host_batch, mesh_config, devices):
     mesh = sharding.make_mesh(mesh_config, devices)
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("vision", paths))
+    graphdef, trainable, frozen = split_trainable(student, trainable_filter("vision", paths))
     tx, _ = optimizer.make_optimizer({"warmup_fraction": 0.0}, learning_rate=1e-3, total_steps=10)
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)
@@ -43,7 +45,7 @@ def two_steps(student, host_batch, mesh_config, devices):
     batch = {name: jax.device_put(value, batch_sharding) for name, value in host_batch.items()}
     for _ in range(2):
         trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, batch)
-    params = {stages.path_name(path): np.asarray(jax.device_get(variable.get_value()))
+    params = {path_name(path): np.asarray(jax.device_get(variable.get_value()))
               for path, variable in nnx.to_flat_state(trainable)}
     return jax.device_get(metrics), params
 
@@ -56,7 +58,7 @@ def one_device(new_vision_student, host_batch):
 def test_only_the_tower_and_projection_train(new_vision_student, one_device):
     metrics, params = one_device
     assert {name.split("/")[0] for name in params} == {"vision", "projection_pool"}
-    before = {stages.path_name(path): np.asarray(variable.get_value())
+    before = {path_name(path): np.asarray(variable.get_value())
               for path, variable in nnx.to_flat_state(nnx.state(new_vision_student(), nnx.Param))}
     assert all(not np.allclose(params[name], before[name]) for name in params if name.endswith("kernel"))
     # Every head gets all three terms (docs/method.md §4), named like the text stages' terms.
