@@ -161,6 +161,7 @@ class Qwen2DecoderLayer(nnx.Module):
         self.mlp = Qwen2MLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, hidden: jax.Array, mask: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        hidden = layers.constrain(hidden, layers.HIDDEN_AXES)  # the layer's input: batch-sharded (layers.py)
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), mask, cos, sin)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 

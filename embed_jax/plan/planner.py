@@ -32,6 +32,7 @@ class BucketPlan:
     analysis: compiled_analysis.Analysis
     analytic_flops: float  # the whole slice, one step (train/flops.py)
     compile_seconds: float
+    hlo_text: str = dataclasses.field(default="", repr=False)  # the compiled program (kept for tests and --hlo)
 
     def mfu(self, topology: Topology) -> float | None:
         """Model FLOPs utilisation implied by the compiler's step estimate (an estimate, not a measurement)."""
@@ -128,7 +129,8 @@ def compile_bucket(program: programs.StageProgram, length: int, log: Callable[[s
     compiled = program.step.lower(*program.arguments(length)).compile()
     seconds = time.perf_counter() - started
     log(f"[plan] {program.name} length {length}: compiled in {seconds:.0f} s")
-    return BucketPlan(length, compiled_analysis.analyse(compiled), program.analytic_flops(length), seconds)
+    return BucketPlan(length, compiled_analysis.analyse(compiled), program.analytic_flops(length), seconds,
+                      compiled.as_text())
 
 
 def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: dict[str, Any], topology: Topology,
