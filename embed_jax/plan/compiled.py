@@ -28,6 +28,13 @@ _BITS = {"pred": 8, "c64": 64, "c128": 128, "bf16": 16}
 
 # The cost model's price for a custom call it cannot cost (its sentinel), in seconds.
 UNPRICED_CALL_SECONDS = -1.0
+# The TPU compiler refuses a program that does not fit the chip, e.g. "RESOURCE_EXHAUSTED: Ran out of memory on HBM,
+# the total memory required for HLO temporaries (76.33G) exceeds available HBM (15.75G)." The first figure is the
+# program's whole need (arguments included: measured on a 5.2e9-parameter table, 57 GiB of weights and AdamW moments
+# plus 19 GiB of gradients), the second what the chip leaves to programs.
+_OUT_OF_MEMORY = re.compile(r"required for HLO temporaries \((?P<need>[0-9.]+)(?P<need_unit>[KMGT]?)\) exceeds "
+                            r"available HBM \((?P<have>[0-9.]+)(?P<have_unit>[KMGT]?)\)")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def _bytes(dtype: str, dims: str) -> int:
@@ -93,6 +100,25 @@ class Memory:
 
 
 @dataclasses.dataclass
+class Refusal:
+    """A compile the TPU compiler refused for memory: what the program needs per chip, what the chip offers."""
+    needed: int
+    available: int
+    message: str
+
+
+def refusal(error: Exception) -> Refusal | None:
+    """The memory refusal in a compile error, None for any other error."""
+    message = str(error)
+    match = _OUT_OF_MEMORY.search(message)
+    if "RESOURCE_EXHAUSTED" not in message or match is None:
+        return None
+    need = float(match["need"]) * _UNITS[match["need_unit"]]
+    have = float(match["have"]) * _UNITS[match["have_unit"]]
+    return Refusal(int(need), int(have), message.strip().splitlines()[0])
+
+
+@dataclasses.dataclass
 class Analysis:
     memory: Memory
     flops: float  # per chip, as compiled (loop bodies once)
@@ -102,6 +128,7 @@ class Analysis:
     collectives: dict[str, Collective]
     custom_calls: dict[str, int]
     loops: int
+    refused: Refusal | None = None
 
 
 def estimated_seconds(optimal_seconds: float | None, unpriced_calls: int) -> float | None:
@@ -121,6 +148,13 @@ def unpriced_call_count(optimal_seconds: float | None, calls: dict[str, int]) ->
     total = sum(calls.values())
     needed = int(-optimal_seconds // 1) + 1
     return needed if needed <= total else total
+
+
+def refused_analysis(refused: Refusal, arguments: int) -> Analysis:
+    """What a refused compile still says: the program's need per chip (as its peak), `arguments` of it known from
+    the shardings; no cost, no collectives."""
+    memory = Memory(arguments, 0, 0, max(0, refused.needed - arguments), 0)
+    return Analysis(memory, 0.0, None, 0, None, {kind: Collective() for kind in COLLECTIVES}, {}, 0, refused)
 
 
 def analyse(compiled: Any) -> Analysis:

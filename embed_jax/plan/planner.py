@@ -79,7 +79,7 @@ class StagePlan:
 
     @property
     def fits(self) -> bool:
-        return self.peak <= self.capacity
+        return self.peak <= self.capacity and not any(bucket.analysis.refused for bucket in self.buckets)
 
     @property
     def states(self) -> int:
@@ -125,8 +125,19 @@ class StagePlan:
 
 
 def compile_bucket(program: programs.StageProgram, length: int, log: Callable[[str], None]) -> BucketPlan:
+    """One bucket's program compiled and read; a program the compiler refuses for memory is a plan too (over)."""
     started = time.perf_counter()
-    compiled = program.step.lower(*program.arguments(length)).compile()
+    arguments = program.arguments(length)
+    try:
+        compiled = program.step.lower(*arguments).compile()
+    except Exception as error:  # noqa: BLE001 — jax raises JaxRuntimeError; only a memory refusal is kept
+        refused = compiled_analysis.refusal(error)
+        if refused is None:
+            raise
+        seconds = time.perf_counter() - started
+        log(f"[plan] {program.name} length {length}: refused by the compiler in {seconds:.0f} s: {refused.message}")
+        return BucketPlan(length, compiled_analysis.refused_analysis(refused, programs.per_chip_bytes(arguments)),
+                          program.analytic_flops(length), seconds)
     seconds = time.perf_counter() - started
     log(f"[plan] {program.name} length {length}: compiled in {seconds:.0f} s")
     return BucketPlan(length, compiled_analysis.analyse(compiled), program.analytic_flops(length), seconds,

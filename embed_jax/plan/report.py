@@ -58,6 +58,7 @@ def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
             "collectives": {kind: dataclasses.asdict(entry) for kind, entry in bucket.analysis.collectives.items()},
             "custom_calls": bucket.analysis.custom_calls,
             "loops": bucket.analysis.loops,
+            "refused": None if bucket.analysis.refused is None else dataclasses.asdict(bucket.analysis.refused),
             "compile_seconds": bucket.compile_seconds,
         } for bucket in plan.buckets],
         "num_steps": plan.num_steps, "texts": plan.texts, "epochs": plan.epochs(),
@@ -99,6 +100,8 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
 def stage_lines(plan: StagePlan) -> list[str]:
     lines = [f"{plan.name} ({plan.kind}): {plan.verdict()}"
              + ("" if plan.fits else f"; knob: {plan.knob()}")]
+    lines += [f"  length {bucket.length}: the compiler refused it ({bucket.analysis.refused.message})"
+              for bucket in plan.buckets if bucket.analysis.refused]
     largest = plan.largest_batch()
     if largest is not None:
         lines.append(f"  largest global batch at length {plan.longest.length} that fits (estimate, linear in "
