@@ -124,7 +124,7 @@ def config_label(argv: Sequence[str] | None) -> str:
 
 
 def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths, pin, out_dir, config_name) -> int:
-    from embed_jax.plan import planner, programs, report
+    from embed_jax.plan import planner, report
 
     devices = topology_devices(topology)
     notes: list[str] = []
@@ -138,18 +138,14 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
     mesh = planner.check_mesh(config, devices)
     notes.append(f"data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']}"
                  + ("" if pin else "; activations NOT pinned (XLA's propagation)"))
-    plans, skipped = [], {}
+    plans = []
     for name in stage_names:
-        if programs.stage_kind(config, name) == programs.IMAGES:
-            skipped[name] = ("an image stage's student needs the tokenizer's image placeholder ids; the plan "
-                             "compiles text and cached stages")
-            continue
         plans.append(planner.plan_stage(config, name, hf_config, topology, mesh, texts=texts, pin_activations=pin,
                                         lengths=lengths, log=lambda line: print(line, file=sys.stderr)))
-    print(report.console(plans, topology, mesh_notes=notes, skipped=skipped))
+    print(report.console(plans, topology, mesh_notes=notes))
     stem = f"plan_{config_name}_{topology.accelerator_type}" + ("" if pin else "_unpinned")
-    document = report.plan_dict(plans, topology, config_name=config_name, mesh_notes=notes, skipped=skipped)
-    markdown = report.markdown(plans, topology, config_name=config_name, mesh_notes=notes, skipped=skipped)
+    document = report.plan_dict(plans, topology, config_name=config_name, mesh_notes=notes)
+    markdown = report.markdown(plans, topology, config_name=config_name, mesh_notes=notes)
     for path in report.write(out_dir, stem, document, markdown):
         print(f"wrote {path}")
     return 0

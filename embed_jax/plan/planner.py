@@ -30,14 +30,14 @@ from embed_jax.train import sharding
 class BucketPlan:
     length: int
     analysis: compiled_analysis.Analysis
-    analytic_flops: float  # the whole slice, one step (train/flops.py)
+    analytic_flops: float | None  # the whole slice, one step (train/flops.py); None where it has no count
     compile_seconds: float
     hlo_text: str = dataclasses.field(default="", repr=False)  # the compiled program (kept for tests and --hlo)
 
     def mfu(self, topology: Topology) -> float | None:
         """Model FLOPs utilisation implied by the compiler's step estimate (an estimate, not a measurement)."""
         seconds = self.analysis.step_seconds
-        if not seconds:
+        if not seconds or self.analytic_flops is None:
             return None
         return self.analytic_flops / (seconds * topology.num_chips * topology.chip.peak_bf16_flops)
 
@@ -204,8 +204,6 @@ def choose_mesh(config: ml_collections.ConfigDict, hf_config: dict[str, Any], to
         mesh = check_mesh(candidate, devices)
         over = []
         for stage_name in candidate.stage_order:
-            if programs.stage_kind(candidate, stage_name) == programs.IMAGES:
-                continue
             stage_plan = plan_stage(candidate, stage_name, hf_config, topology, mesh, texts=texts,
                                     lengths=[max(candidate.data.length_buckets)], log=log)
             if not stage_plan.fits:

@@ -26,7 +26,7 @@ from embed_jax.models.student import Student
 from embed_jax.train import checkpoint, flops, sharding
 from embed_jax.train import config as train_config
 from embed_jax.train.config import StageConfig
-from embed_jax.train.stages import batch as batch_stage, cached, student as stage_student, text
+from embed_jax.train.stages import batch as batch_stage, cached, student as stage_student, text, vision
 from embed_jax.train.train_state import TrainState
 
 RECORDS, CACHED, IMAGES = "records", "cached_pooled", "images"
@@ -52,8 +52,11 @@ class StageProgram:
     def arguments(self, length: int) -> tuple:
         return self.make_arguments(length)
 
-    def analytic_flops(self, length: int) -> float:
-        """train/flops.py's count of one step (the whole slice)."""
+    def analytic_flops(self, length: int) -> float | None:
+        """train/flops.py's count of one step (the whole slice); None for an image stage (train/flops.py counts the
+        text encoder's matmuls, not a vision tower's)."""
+        if self.kind == IMAGES:
+            return None
         shape = flops.encoder_shape(self.student)
         head_dims = self.student.heads.dims
         if self.kind == CACHED:  # the heads alone on pooled vectors: their forward and twice it backward
@@ -98,12 +101,11 @@ def build_stage_program(config: ml_collections.ConfigDict, stage_name: str, hf_c
         stage = train_config.stage_config(config, stage_name)
     except ValueError as error:
         raise PlanError(str(error)) from None
+    size = int(config.data.global_batch_size)
     if stage.kind == IMAGES:
-        raise PlanError(f"{stage_name}: an image stage's student needs the tokenizer's image placeholder ids "
-                        "(data.tokenizer); the plan compiles the records and cached_pooled stages")
+        return image_stage_program(config, stage_name, stage, hf_config, mesh, pin_activations=pin_activations)
     student = stage_student.abstract_student(config, stage, hf_config)
     loss_config = text.loss_config_for(config, student)
-    size = int(config.data.global_batch_size)
     layers = trainable_layers(stage, student)
     if stage.kind == CACHED:
         step = cached.make_cached_step(student, stage, config.optimizer, loss_config, mesh, stage_name=stage_name,
@@ -125,6 +127,30 @@ def build_stage_program(config: ml_collections.ConfigDict, stage_name: str, hf_c
               _shaped(state.opt_state, state.opt_state_sharding))
     return StageProgram(stage_name, stage.kind, student, state, step.train_step, stage_lengths(config), size,
                         lambda length: (*states, text_batch(config, step.batch_sharding, length)), layers)
+
+
+def image_stage_program(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig,
+                        hf_config: dict[str, Any], mesh: jax.sharding.Mesh, *, pin_activations: bool) -> StageProgram:
+    """Stage 4: the vision student (shapes only) on batches of the image prompt, pixels and caption vectors."""
+    try:
+        student, prompt = vision.abstract_vision_student(config, stage, hf_config)
+    except (OSError, ValueError) as error:
+        raise PlanError(f"{stage_name}: {error}") from None
+    step = batch_stage.make_batch_step(student, stage, config.optimizer, vision.image_loss_config(config), mesh,
+                                       target="captions", stage_name=stage_name, place=False,
+                                       pin_activations=pin_activations)
+    state, batch_sharding = step.state, step.batch_sharding
+    size, length = int(config.data.global_batch_size), int(prompt.input_ids.shape[0])
+    image_size = int(student.vision.config.image_size)
+    batch = {"input_ids": jax.ShapeDtypeStruct((size, length), jnp.int32, sharding=batch_sharding),
+             "attention_mask": jax.ShapeDtypeStruct((size, length), jnp.int32, sharding=batch_sharding),
+             "pixel_values": jax.ShapeDtypeStruct((size, image_size, image_size, 3), jnp.float32,
+                                                  sharding=batch_sharding),
+             "teacher": jax.ShapeDtypeStruct((size, sum(student.heads.dims)), jnp.float32, sharding=batch_sharding)}
+    arguments = (_shaped(state.trainable, state.trainable_sharding), _shaped(state.frozen, state.frozen_sharding),
+                 _shaped(state.opt_state, state.opt_state_sharding), batch)
+    return StageProgram(stage_name, stage.kind, student, state, step.train_step, (length,), size,
+                        lambda _: arguments, 0)
 
 
 def stage_kind(config: ml_collections.ConfigDict, stage_name: str) -> str:

@@ -66,13 +66,11 @@ def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
     }
 
 
-def plan_dict(plans: list[StagePlan], topology: Topology, *, config_name: str, mesh_notes: list[str],
-              skipped: dict[str, str]) -> dict[str, Any]:
+def plan_dict(plans: list[StagePlan], topology: Topology, *, config_name: str, mesh_notes: list[str]) -> dict[str, Any]:
     return {"config": config_name, "topology": topology.jax_name, "accelerator_type": topology.accelerator_type,
             "chips": topology.num_chips, "hbm_per_chip_bytes": topology.chip.hbm_bytes,
             "peak_bf16_flops_per_chip": topology.chip.peak_bf16_flops, "note": ESTIMATE_NOTE,
-            "mesh_choice": mesh_notes, "stages": [stage_dict(plan, topology) for plan in plans],
-            "skipped_stages": skipped}
+            "mesh_choice": mesh_notes, "stages": [stage_dict(plan, topology) for plan in plans]}
 
 
 HEADER = ("stage", "mesh d×f×t", "len", "peak / HBM GiB", "fit", "params T+F / opt / batch / temp GiB",
@@ -91,7 +89,8 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
                 "fits" if memory.peak <= plan.capacity else f"over {gib(memory.peak - plan.capacity)}",
                 f"{gib(plan.per_chip['trainable'] + plan.per_chip['frozen'])} / {gib(plan.per_chip['optimizer'])} / "
                 f"{gib(plan.per_chip['batch'])} / {gib(memory.temporaries)}",
-                f"{bucket.analysis.flops * topology.num_chips / 1e12:.1f} / {bucket.analytic_flops / 1e12:.1f}",
+                f"{bucket.analysis.flops * topology.num_chips / 1e12:.1f} / "
+                + ("—" if bucket.analytic_flops is None else f"{bucket.analytic_flops / 1e12:.1f}"),
                 seconds_text(bucket.analysis.step_seconds), percent(bucket.mfu(topology)),
                 collectives_text(bucket)))
     return table
@@ -123,19 +122,17 @@ def text_table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *body])
 
 
-def console(plans: list[StagePlan], topology: Topology, *, mesh_notes: list[str], skipped: dict[str, str]) -> str:
+def console(plans: list[StagePlan], topology: Topology, *, mesh_notes: list[str]) -> str:
     parts = [f"plan for {topology.label}: {gib(topology.chip.hbm_bytes)} GiB HBM and "
              f"{topology.chip.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16 per chip", ESTIMATE_NOTE]
     parts += [f"mesh: {note}" for note in mesh_notes]
     parts.append(text_table(HEADER, rows(plans, topology)))
     for plan in plans:
         parts += stage_lines(plan)
-    parts += [f"{name}: not planned: {why}" for name, why in skipped.items()]
     return "\n".join(parts)
 
 
-def markdown(plans: list[StagePlan], topology: Topology, *, config_name: str, mesh_notes: list[str],
-             skipped: dict[str, str]) -> str:
+def markdown(plans: list[StagePlan], topology: Topology, *, config_name: str, mesh_notes: list[str]) -> str:
     lines = [f"# Plan: {config_name} on {topology.label}", "",
              f"{gib(topology.chip.hbm_bytes)} GiB HBM and {topology.chip.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16 per "
              f"chip. {ESTIMATE_NOTE}.", ""]
@@ -145,7 +142,6 @@ def markdown(plans: list[StagePlan], topology: Topology, *, config_name: str, me
     lines.append("")
     for plan in plans:
         lines += [f"- {line.strip()}" for line in stage_lines(plan)]
-    lines += [f"- {name}: not planned: {why}" for name, why in skipped.items()]
     return "\n".join(lines) + "\n"
 
 

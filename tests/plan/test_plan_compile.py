@@ -111,11 +111,10 @@ def test_the_plan_writes_json_and_markdown(tmp_path, two_host_plan):
     from embed_jax.plan import report
 
     topology = parse_topology("v5p:2x2x2")
-    document = report.plan_dict([stage_plan], topology, config_name="jasper_smoke", mesh_notes=["data=1 fsdp=8"],
-                                skipped={})
+    document = report.plan_dict([stage_plan], topology, config_name="jasper_smoke", mesh_notes=["data=1 fsdp=8"])
     paths = report.write(tmp_path, "plan", document, report.markdown([stage_plan], topology,
                                                                      config_name="jasper_smoke",
-                                                                     mesh_notes=["data=1 fsdp=8"], skipped={}))
+                                                                     mesh_notes=["data=1 fsdp=8"]))
     stored = json.loads(paths[0].read_text())
     assert stored["stages"][0]["per_chip_bytes"]["trainable"] == stage_plan.per_chip["trainable"]
     assert "estimates" in stored["note"] and "| stage3 |" in paths[1].read_text()
