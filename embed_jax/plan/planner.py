@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +22,6 @@ import ml_collections
 from embed_jax.plan import compiled as compiled_analysis
 from embed_jax.plan import programs
 from embed_jax.plan.topology import GIB, Topology
-from embed_jax.train import sharding
 
 
 @dataclasses.dataclass
@@ -215,7 +213,3 @@ def choose_mesh(config: ml_collections.ConfigDict, hf_config: dict[str, Any], to
             return sizes, reasons
         reasons.append(f"{label}: {', '.join(over)}")
     raise programs.PlanError("--mesh=auto: no data × fsdp mesh fits on " + topology.label + ": " + "; ".join(reasons))
-
-
-def data_parallel(mesh_sizes: dict[str, int]) -> int:
-    return math.prod(mesh_sizes.get(axis, 1) for axis in sharding.DATA_AXES)

@@ -69,3 +69,17 @@ def test_the_papers_student_plans_from_its_shipped_shape():
     assert stella["model_type"] == "qwen2" and stella["hidden_size"] == 1536 and stella["num_hidden_layers"] == 28
     assert shapes.named_shape("no_such_model") is None
     assert json.loads((shapes.SHAPES_DIR / "stella_en_1.5B_v5.json").read_text()) == stella
+
+
+def test_auto_mesh_candidates_go_from_data_parallel_to_full_fsdp():
+    from embed_jax.plan import planner
+
+    sizes = [(mesh["data"], mesh["fsdp"]) for mesh in planner.mesh_candidates(16, 128)]
+    assert sizes == [(16, 1), (8, 2), (4, 4), (2, 8), (1, 16)]
+    assert planner.mesh_candidates(16, 8) == []  # 8 sequences cannot split over 16 chips
+
+
+def test_auto_mesh_refuses_a_batch_the_chips_cannot_share(capsys):
+    code, error = run_plan(capsys, SMOKE, "--topology=v5p-32", "--mesh=auto")
+    assert code == 2 and len(error.splitlines()) == 1
+    assert "data.global_batch_size=8 does not divide over the 16 chips" in error
