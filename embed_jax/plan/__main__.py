@@ -37,6 +37,9 @@ flags.DEFINE_list("stages", [], "Plan only these stages of stage_order.", flag_v
 flags.DEFINE_list("lengths", [], "Compile only these length buckets (default: every bucket).", flag_values=FLAGS)
 flags.DEFINE_bool("pin_activations", True, "Pin activations to the batch sharding (off: XLA's propagation decides, "
                   "the layout before the fix).", flag_values=FLAGS)
+flags.DEFINE_list("layers_from", [], "A,B: compile A- and B-layer students and extrapolate every figure linearly to "
+                  "the full depth (minutes instead of an hour for deep students on a slow CPU; labelled so).",
+                  flag_values=FLAGS)
 flags.DEFINE_string("out", "plans", "Folder for the JSON and Markdown.", flag_values=FLAGS)
 
 DEFAULT_TEXTS = 8_000_000
@@ -111,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise cli.UsageError(f"--stages: {unknown} are not in the config's stage_order {tuple(config.stage_order)}")
         lengths = [int(length) for length in FLAGS.lengths] or None
         check_libtpu()
-        return run(config, topology, hf_config, mesh_choice, stage_names, texts=texts, lengths=lengths,
+        depths = parse_depths(FLAGS.layers_from)
+        return run(config, topology, hf_config, mesh_choice, stage_names, texts=texts, lengths=lengths, depths=depths,
                    pin=FLAGS.pin_activations, out_dir=Path(FLAGS.out), config_name=config_label(argv))
     except (cli.UsageError, topologies.TopologyError, programs.PlanError, ValueError) as error:
         return cli.fail(error)
@@ -123,7 +127,16 @@ def config_label(argv: Sequence[str] | None) -> str:
     return Path(path).stem + (f"_{arg}" if arg else "")
 
 
-def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths, pin, out_dir, config_name) -> int:
+def parse_depths(values: Sequence[str]) -> tuple[int, int] | None:
+    if not values:
+        return None
+    if len(values) != 2 or not all(value.strip().isdigit() for value in values):
+        raise cli.UsageError(f"--layers_from={','.join(values)}: give two layer counts, e.g. --layers_from=4,6")
+    return int(values[0]), int(values[1])
+
+
+def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths, depths, pin, out_dir,
+        config_name) -> int:
     from embed_jax.plan import planner, report
 
     devices = topology_devices(topology)
@@ -140,8 +153,9 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
                  + ("" if pin else "; activations NOT pinned (XLA's propagation)"))
     plans = []
     for name in stage_names:
-        plans.append(planner.plan_stage(config, name, hf_config, topology, mesh, texts=texts, pin_activations=pin,
-                                        lengths=lengths, log=lambda line: print(line, file=sys.stderr)))
+        options = dict(texts=texts, pin_activations=pin, lengths=lengths, log=lambda line: print(line, file=sys.stderr))
+        plans.append(planner.plan_stage(config, name, hf_config, topology, mesh, **options) if depths is None else
+                     planner.plan_stage_from_shallow(config, name, hf_config, topology, mesh, depths, **options))
     print(report.console(plans, topology, mesh_notes=notes))
     stem = f"plan_{config_name}_{topology.accelerator_type}" + ("" if pin else "_unpinned")
     document = report.plan_dict(plans, topology, config_name=config_name, mesh_notes=notes)

@@ -213,3 +213,70 @@ def choose_mesh(config: ml_collections.ConfigDict, hf_config: dict[str, Any], to
             return sizes, reasons
         reasons.append(f"{label}: {', '.join(over)}")
     raise programs.PlanError("--mesh=auto: no data × fsdp mesh fits on " + topology.label + ": " + "; ".join(reasons))
+
+
+# ---------------------------------------------------------------------------------------------------- shallow compiles
+
+
+def _line(shallow: float, deeper: float, depths: tuple[int, int], depth: int) -> float:
+    """The value at `depth` on the line through (depths[0], shallow) and (depths[1], deeper)."""
+    return shallow + (deeper - shallow) * (depth - depths[0]) / (depths[1] - depths[0])
+
+
+def _extrapolate_bucket(a: BucketPlan, b: BucketPlan, depths: tuple[int, int], depth: int) -> BucketPlan:
+    def line(x: float, y: float) -> float:
+        return _line(x, y, depths, depth)
+
+    memory_a, memory_b = a.analysis.memory, b.analysis.memory
+    memory = compiled_analysis.Memory(*(int(line(getattr(memory_a, field.name), getattr(memory_b, field.name)))
+                                        for field in dataclasses.fields(compiled_analysis.Memory)))
+    collectives = {kind: compiled_analysis.Collective(int(round(line(a.analysis.collectives[kind].count,
+                                                                     b.analysis.collectives[kind].count))),
+                                                      int(line(a.analysis.collectives[kind].bytes,
+                                                               b.analysis.collectives[kind].bytes)))
+                   for kind in compiled_analysis.COLLECTIVES}
+    seconds = (None if a.analysis.step_seconds is None or b.analysis.step_seconds is None
+               else line(a.analysis.step_seconds, b.analysis.step_seconds))
+    optimal = (None if a.analysis.optimal_seconds is None or b.analysis.optimal_seconds is None
+               else line(a.analysis.optimal_seconds, b.analysis.optimal_seconds))
+    refused = b.analysis.refused or a.analysis.refused
+    analysis = compiled_analysis.Analysis(memory, line(a.analysis.flops, b.analysis.flops), optimal,
+                                          b.analysis.unpriced_calls, seconds, collectives, b.analysis.custom_calls,
+                                          b.analysis.loops, refused)
+    analytic = None if a.analytic_flops is None else line(a.analytic_flops, b.analytic_flops)
+    return BucketPlan(a.length, analysis, analytic, a.compile_seconds + b.compile_seconds)
+
+
+def extrapolate(shallow: StagePlan, deeper: StagePlan, depths: tuple[int, int], depth: int) -> StagePlan:
+    """The plan of a `depth`-layer student from plans of two shallower ones: every per-chip byte count, FLOP count,
+    collective and step estimate of an unscanned layer stack grows by the same amount per layer, so a line through
+    two depths gives the full one (the peak's buffer reuse makes memory the least exact; the plan says it is
+    extrapolated)."""
+    def line(x: float, y: float) -> int:
+        return int(_line(x, y, depths, depth))
+
+    buckets = [_extrapolate_bucket(a, b, depths, depth)
+               for a, b in zip(sorted(shallow.buckets, key=lambda x: x.length),
+                               sorted(deeper.buckets, key=lambda x: x.length))]
+    return dataclasses.replace(
+        deeper, per_chip={kind: line(shallow.per_chip[kind], deeper.per_chip[kind]) for kind in deeper.per_chip},
+        trainable_params=line(shallow.trainable_params, deeper.trainable_params),
+        frozen_params=line(shallow.frozen_params, deeper.frozen_params), buckets=buckets,
+        note=f"extrapolated to {depth} layers from compiles of {depths[0]} and {depths[1]} layers")
+
+
+def plan_stage_from_shallow(config: ml_collections.ConfigDict, stage_name: str, hf_config: dict[str, Any],
+                            topology: Topology, mesh: jax.sharding.Mesh, depths: tuple[int, int], **options
+                            ) -> StagePlan:
+    """`plan_stage` of the full student, extrapolated from two shallow students (model.text_options.num_layers)."""
+    depth = int(config.model.text_options.get("num_layers") or hf_config.get("num_hidden_layers") or 0)
+    if not 0 < depths[0] < depths[1] <= depth:
+        raise programs.PlanError(f"--layers_from={depths[0]},{depths[1]}: give two depths, the first smaller, both "
+                                 f"at most the student's {depth} layers")
+    plans = []
+    for layers in depths:
+        shallow_config = copy.deepcopy(config)
+        with shallow_config.unlocked():
+            shallow_config.model.text_options.num_layers = int(layers)
+        plans.append(plan_stage(shallow_config, stage_name, hf_config, topology, mesh, **options))
+    return extrapolate(plans[0], plans[1], depths, depth)

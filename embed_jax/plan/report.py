@@ -61,6 +61,7 @@ def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
             "refused": None if bucket.analysis.refused is None else dataclasses.asdict(bucket.analysis.refused),
             "compile_seconds": bucket.compile_seconds,
         } for bucket in plan.buckets],
+        "note": plan.note or None,
         "num_steps": plan.num_steps, "texts": plan.texts, "epochs": plan.epochs(),
         "hours_estimate": plan.hours(),
     }
@@ -99,6 +100,8 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
 def stage_lines(plan: StagePlan) -> list[str]:
     lines = [f"{plan.name} ({plan.kind}): {plan.verdict()}"
              + ("" if plan.fits else f"; knob: {plan.knob()}")]
+    if plan.note:
+        lines.append(f"  {plan.note}")
     lines += [f"  length {bucket.length}: the compiler refused it ({bucket.analysis.refused.message})"
               for bucket in plan.buckets if bucket.analysis.refused]
     largest = plan.largest_batch()

@@ -118,3 +118,22 @@ def test_the_plan_writes_json_and_markdown(tmp_path, two_host_plan):
     stored = json.loads(paths[0].read_text())
     assert stored["stages"][0]["per_chip_bytes"]["trainable"] == stage_plan.per_chip["trainable"]
     assert "estimates" in stored["note"] and "| stage3 |" in paths[1].read_text()
+
+
+def test_two_shallow_compiles_extrapolate_to_a_deeper_student():
+    """A 4-layer student's plan against the line through its 2- and 3-layer students' plans: FLOPs, collectives and
+    argument bytes grow by exactly one layer's worth per layer; the peak within a few percent."""
+    config = kit.load_config_file("jasper", "smoke")
+    topology = parse_topology("v5p:2x2x1")
+    mesh = programs.make_mesh(config, plan_main.topology_devices(topology))
+    options = dict(texts=1000, lengths=[16], log=lambda line: None)
+    shape = small_shape(num_hidden_layers=4)
+    full = planner.plan_stage(config, "stage3", shape, topology, mesh, **options)
+    guess = planner.plan_stage_from_shallow(config, "stage3", shape, topology, mesh, (2, 3), **options)
+    [full_bucket], [guess_bucket] = full.buckets, guess.buckets
+    assert guess.trainable_params == full.trainable_params and guess.per_chip == full.per_chip
+    assert guess_bucket.analytic_flops == pytest.approx(full_bucket.analytic_flops)
+    assert guess_bucket.analysis.flops == pytest.approx(full_bucket.analysis.flops, rel=0.01)
+    assert guess_bucket.analysis.collectives["all-gather"].count == full_bucket.analysis.collectives["all-gather"].count
+    assert guess_bucket.analysis.memory.peak == pytest.approx(full_bucket.analysis.memory.peak, rel=0.05)
+    assert "extrapolated to 4 layers from compiles of 2 and 3 layers" in guess.note
