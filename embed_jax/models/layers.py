@@ -240,7 +240,8 @@ def layer_function(graphdef: nnx.GraphDef, *, remat: bool) -> Callable[[nnx.Stat
     """(layer state, hidden, layer args) → the layer's output, as a pure function; under `jax.checkpoint` if remat."""
 
     def run(state: nnx.State, hidden: jax.Array, layer_args: tuple) -> jax.Array:
-        return nnx.merge(graphdef, state)(hidden, *layer_args)
+        # Every layer's input (the first one's is the embedding output) split over the batch: see "Activation layout".
+        return nnx.merge(graphdef, state)(constrain(hidden, HIDDEN_AXES), *layer_args)
 
     return jax.checkpoint(run) if remat else run
 

@@ -161,7 +161,6 @@ class Qwen2DecoderLayer(nnx.Module):
         self.mlp = Qwen2MLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, hidden: jax.Array, mask: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        hidden = layers.constrain(hidden, layers.HIDDEN_AXES)  # the layer's input: batch-sharded (layers.py)
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), mask, cos, sin)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
@@ -207,8 +206,7 @@ class Qwen2Model(nnx.Module):
         length = min(length, self.config.max_position_embeddings)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), dtype=jnp.int32)
-        hidden = layers.constrain(self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds,
-                                  layers.HIDDEN_AXES)
+        hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         mask = attention.attention_mask_for(attention_mask, causal=self.config.causal,
                                            implementation=self.config.attention)
         cos, sin = rotary_cos_sin(length, self.config.head_dim, self.config.rope_theta)
