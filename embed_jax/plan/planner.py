@@ -24,6 +24,11 @@ from embed_jax.plan import programs
 from embed_jax.plan.topology import GIB, Topology
 
 
+# Below this share of the analytic FLOPs, the compiler's cost left loop trips unpriced: its time is a lower bound.
+# (Remat's recompute makes a fully priced step exceed the analytic count, never fall short of it.)
+PRICED_ENOUGH = 0.9
+
+
 @dataclasses.dataclass
 class BucketPlan:
     length: int
@@ -32,10 +37,22 @@ class BucketPlan:
     compile_seconds: float
     hlo_text: str = dataclasses.field(default="", repr=False)  # the compiled program (kept for tests and --hlo)
 
+    def priced_fraction(self, topology: Topology) -> float | None:
+        """The share of the analytic FLOPs the compiled program's cost covers: below 1 where loop bodies (collective
+        matmuls, windowed einsums) are priced once instead of once per trip."""
+        if not self.analytic_flops:
+            return None
+        return self.analysis.flops * topology.num_chips / self.analytic_flops
+
+    def underpriced(self, topology: Topology) -> bool:
+        fraction = self.priced_fraction(topology)
+        return fraction is not None and fraction < PRICED_ENOUGH
+
     def mfu(self, topology: Topology) -> float | None:
-        """Model FLOPs utilisation implied by the compiler's step estimate (an estimate, not a measurement)."""
+        """Model FLOPs utilisation implied by the compiler's step estimate (an estimate, not a measurement); None
+        where the estimate prices only part of the step (`underpriced`): it would overstate the MFU."""
         seconds = self.analysis.step_seconds
-        if not seconds or self.analytic_flops is None:
+        if not seconds or self.analytic_flops is None or self.underpriced(topology):
             return None
         return self.analytic_flops / (seconds * topology.num_chips * topology.chip.peak_bf16_flops)
 

@@ -15,7 +15,8 @@ from embed_jax.plan.planner import StagePlan
 from embed_jax.plan.topology import GIB, Topology
 
 ESTIMATE_NOTE = ("step and MFU are the TPU compiler's estimates (cost model `optimal_seconds`, +1 s per unpriced custom "
-                 "call; loop bodies priced once), not measurements")
+                 "call), not measurements; a loop body is priced once, so where the compiled FLOPs fall short of the "
+                 "analytic count the step is a lower bound (≥) and no MFU is given")
 
 
 def gib(value: float) -> str:
@@ -24,6 +25,14 @@ def gib(value: float) -> str:
 
 def seconds_text(seconds: float | None) -> str:
     return "no estimate" if seconds is None else f"{seconds:.3f} s"
+
+
+def step_text(bucket, topology: Topology) -> str:
+    """The step estimate; a lower bound (≥) where loops left part of the FLOPs unpriced, with the priced share."""
+    seconds = bucket.analysis.step_seconds
+    if seconds is None or not bucket.underpriced(topology):
+        return seconds_text(seconds)
+    return f"≥ {seconds:.3f} s ({100 * bucket.priced_fraction(topology):.0f}% of FLOPs priced)"
 
 
 def percent(value: float | None) -> str:
@@ -55,6 +64,8 @@ def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
             "unpriced_custom_calls": bucket.analysis.unpriced_calls,
             "step_seconds_estimate": bucket.analysis.step_seconds,
             "mfu_estimate": bucket.mfu(topology),
+            "priced_fraction_of_analytic_flops": bucket.priced_fraction(topology),
+            "step_estimate_is_lower_bound": bucket.underpriced(topology),
             "collectives": {kind: dataclasses.asdict(entry) for kind, entry in bucket.analysis.collectives.items()},
             "custom_calls": bucket.analysis.custom_calls,
             "loops": bucket.analysis.loops,
@@ -92,12 +103,12 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
                 f"{gib(plan.per_chip['batch'])} / {gib(memory.temporaries)}",
                 f"{bucket.analysis.flops * topology.num_chips / 1e12:.1f} / "
                 + ("—" if bucket.analytic_flops is None else f"{bucket.analytic_flops / 1e12:.1f}"),
-                seconds_text(bucket.analysis.step_seconds), percent(bucket.mfu(topology)),
+                step_text(bucket, topology), percent(bucket.mfu(topology)),
                 collectives_text(bucket)))
     return table
 
 
-def stage_lines(plan: StagePlan) -> list[str]:
+def stage_lines(plan: StagePlan, topology: Topology) -> list[str]:
     lines = [f"{plan.name} ({plan.kind}): {plan.verdict()}"
              + ("" if plan.fits else f"; knob: {plan.knob()}")]
     if plan.note:
@@ -110,7 +121,9 @@ def stage_lines(plan: StagePlan) -> list[str]:
                      f"activations): {largest}")
     hours = plan.hours()
     lines.append(f"  {plan.num_steps:,} steps × {plan.batch_size} = {plan.epochs():.2f} epochs of {plan.texts:,} texts; "
-                 + (f"{hours:.1f} h at the longest bucket's estimated step (an upper bound)" if hours is not None
+                 + (f"{hours:.1f} h at the longest bucket's estimated step"
+                    + (" (a lower bound: loops priced once)" if plan.longest.underpriced(topology)
+                       else " (an upper bound: shorter buckets are cheaper)") if hours is not None
                     else "no time estimate (the cost model gave none)"))
     if plan.cached_rows:
         lines.append(f"  cached rows on every chip: {plan.cached_rows:,} pooled + teacher vectors")
@@ -131,7 +144,7 @@ def console(plans: list[StagePlan], topology: Topology, *, mesh_notes: list[str]
     parts += [f"mesh: {note}" for note in mesh_notes]
     parts.append(text_table(HEADER, rows(plans, topology)))
     for plan in plans:
-        parts += stage_lines(plan)
+        parts += stage_lines(plan, topology)
     return "\n".join(parts)
 
 
@@ -144,7 +157,7 @@ def markdown(plans: list[StagePlan], topology: Topology, *, config_name: str, me
     lines += ["| " + " | ".join(row) + " |" for row in rows(plans, topology)]
     lines.append("")
     for plan in plans:
-        lines += [f"- {line.strip()}" for line in stage_lines(plan)]
+        lines += [f"- {line.strip()}" for line in stage_lines(plan, topology)]
     return "\n".join(lines) + "\n"
 
 
