@@ -89,6 +89,11 @@ def test_a_student_too_big_for_the_chip_is_reported_over_by_how_much(tmp_path):
 
 
 def test_the_cost_models_sentinels_are_added_back():
+    # The v5p-32 stage-1 program's custom calls: the SparseCore offload pair is the cost model's sentinel.
+    calls = {"AssumeGatherIndicesInBound": 2, "GatherScatterIndicesBitpacked": 4, "PrepareAsyncCallStart": 2,
+             "AllocateBuffer": 20, "PrepareAsyncCallDone": 2}
+    assert compiled.unpriced_call_count(calls) == 4
+    assert compiled.estimated_seconds(-3.966576099395752, 4) == pytest.approx(0.0334, abs=1e-4)
     assert compiled.estimated_seconds(-2.75, 3) == pytest.approx(0.25)
     assert compiled.estimated_seconds(-0.5, 0) is None  # nothing to trust: no number
     assert compiled.estimated_seconds(0.2, 0) == 0.2
