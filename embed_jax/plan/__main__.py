@@ -37,6 +37,9 @@ flags.DEFINE_list("stages", [], "Plan only these stages of stage_order.", flag_v
 flags.DEFINE_list("lengths", [], "Compile only these length buckets (default: every bucket).", flag_values=FLAGS)
 flags.DEFINE_bool("pin_activations", True, "Pin activations to the batch sharding (off: XLA's propagation decides, "
                   "the layout before the fix).", flag_values=FLAGS)
+flags.DEFINE_bool("windowed_einsum", True, "Let XLA loop sharded matmuls as windowed einsums (the compiler's default); "
+                  "--nowindowed_einsum keeps them whole so that the cost model prices every matmul.",
+                  flag_values=FLAGS)
 flags.DEFINE_list("layers_from", [], "A,B: compile A- and B-layer students and extrapolate every figure linearly to "
                   "the full depth (minutes instead of an hour for deep students on a slow CPU; labelled so).",
                   flag_values=FLAGS)
@@ -153,7 +156,8 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
                  + ("" if pin else "; activations NOT pinned (XLA's propagation)"))
     plans = []
     for name in stage_names:
-        options = dict(texts=texts, pin_activations=pin, lengths=lengths, log=lambda line: print(line, file=sys.stderr))
+        options = dict(texts=texts, pin_activations=pin, lengths=lengths, windowed_einsum=FLAGS.windowed_einsum,
+                       log=lambda line: print(line, file=sys.stderr))
         plans.append(planner.plan_stage(config, name, hf_config, topology, mesh, **options) if depths is None else
                      planner.plan_stage_from_shallow(config, name, hf_config, topology, mesh, depths, **options))
     print(report.console(plans, topology, mesh_notes=notes))

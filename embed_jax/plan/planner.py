@@ -139,12 +139,20 @@ class StagePlan:
         return self.num_steps * self.batch_size / max(self.texts, 1)
 
 
-def compile_bucket(program: programs.StageProgram, length: int, log: Callable[[str], None]) -> BucketPlan:
+# XLA's SPMD partitioner turns a sharded matmul whose operands exceed this many MiB into a windowed einsum (a loop
+# of collective-permutes and partial matmuls); one too large to reach keeps every matmul whole, so that the cost
+# model, which prices a loop body once, sees all of them.
+NO_WINDOWED_EINSUM = {"xla_jf_spmd_threshold_for_windowed_einsum_mib": "1000000"}
+
+
+def compile_bucket(program: programs.StageProgram, length: int, log: Callable[[str], None], *,
+                   windowed_einsum: bool = True) -> BucketPlan:
     """One bucket's program compiled and read; a program the compiler refuses for memory is a plan too (over)."""
     started = time.perf_counter()
     arguments = program.arguments(length)
     try:
-        compiled = program.step.lower(*arguments).compile()
+        compiled = program.step.lower(*arguments).compile(compiler_options=None if windowed_einsum
+                                                          else NO_WINDOWED_EINSUM)
     except Exception as error:  # noqa: BLE001 — jax raises JaxRuntimeError; only a memory refusal is kept
         refused = compiled_analysis.refusal(error)
         if refused is None:
@@ -161,7 +169,8 @@ def compile_bucket(program: programs.StageProgram, length: int, log: Callable[[s
 
 def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: dict[str, Any], topology: Topology,
                mesh: jax.sharding.Mesh, *, texts: int, pin_activations: bool = True,
-               lengths: Sequence[int] | None = None, log: Callable[[str], None] = print) -> StagePlan:
+               lengths: Sequence[int] | None = None, log: Callable[[str], None] = print,
+               windowed_einsum: bool = True) -> StagePlan:
     program = programs.build_stage_program(config, stage_name, hf_config, mesh, pin_activations=pin_activations,
                                            cached_rows=texts)
     stage = config[stage_name]
@@ -170,7 +179,7 @@ def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: di
     per_chip = {"trainable": programs.per_chip_bytes(trainable), "frozen": programs.per_chip_bytes(frozen),
                 "optimizer": programs.per_chip_bytes(opt_state), "batch": programs.per_chip_bytes(arguments[3:])}
     chosen = [length for length in program.lengths if lengths is None or length in lengths] or [program.lengths[-1]]
-    buckets = [compile_bucket(program, length, log) for length in chosen]
+    buckets = [compile_bucket(program, length, log, windowed_einsum=windowed_einsum) for length in chosen]
     return StagePlan(
         name=stage_name, kind=program.kind, mesh=dict(mesh.shape), batch_size=program.batch_size,
         trainable_params=programs.parameter_count(trainable), frozen_params=programs.parameter_count(frozen),
