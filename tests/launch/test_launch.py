@@ -36,8 +36,10 @@ def launch(*arguments: str, env: dict | None = None) -> subprocess.CompletedProc
 
 
 def with_dry_run(arguments: tuple[str, ...]) -> tuple[str, ...]:
-    """--dry-run right after the action: after `--` it would belong to the workers' command, and gcloud would run."""
-    return (*arguments[:1], "--dry-run", *arguments[1:])
+    """--dry-run right after the action: after `--` it would belong to the workers' command, and gcloud would run.
+    `create` gets --plan-config= (no plan: compiling the paper's config takes minutes; tests/plan covers the plan)."""
+    no_plan = ("--plan-config=",) if arguments[:1] == ("create",) else ()
+    return (*arguments[:1], "--dry-run", *no_plan, *arguments[1:])
 
 
 def dry_run(*arguments: str, env: dict | None = None) -> list[list[str]]:
@@ -53,6 +55,15 @@ def remote_command(argv: list[str]) -> str:
 
 
 # --- create / delete / describe ---------------------------------------------------------------------------------------
+
+
+def test_create_dry_run_plans_the_accelerator_type():
+    from launch import tpu
+
+    options = tpu.parse_request(["create", *TPU, "--accelerator-type=v5p-32", "--dry-run"])
+    assert tpu.plan_command(options)[1:] == ["-m", "embed_jax.plan", "--config=configs/jasper.py", "--topology=v5p-32"]
+    options = tpu.parse_request(["create", *TPU, "--accelerator-type=v5p-32", "--plan-config="])
+    assert tpu.plan_command(options) is None
 
 
 def test_create_v4_spot_slice():
