@@ -46,6 +46,7 @@ TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
 TENSORSTORE_FILE = re.compile(r'Failed (?:writing|to open|to create|to rename)[^"]*"([^"]+)"')
 # Where installed libraries live (site-packages); this package's own errors and the standard library's are elsewhere.
 LIBRARY_FOLDERS = tuple(sorted({sysconfig.get_paths()[name] for name in ("purelib", "platlib")}))
+PACKAGE_FOLDER = str(Path(__file__).resolve().parents[1]) + os.sep  # embed_jax/
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
@@ -82,7 +83,9 @@ def raised_inside_a_library(error: BaseException) -> bool:
     package's own checks or the standard library on their behalf: a ValueError from there is a fault to report, not
     the user's input refused."""
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and any(frames[-1].filename.startswith(folder) for folder in LIBRARY_FOLDERS)
+    if not frames or frames[-1].filename.startswith(PACKAGE_FOLDER):  # ours, even when installed in site-packages
+        return False
+    return any(frames[-1].filename.startswith(folder) for folder in LIBRARY_FOLDERS)
 
 
 def describe_storage_error(error: OSError) -> str:
