@@ -6,8 +6,10 @@ usage: docs/export.md.
 """
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from absl import flags
 from absl import logging as absl_logging
@@ -75,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   skip_records=_SKIP_RECORDS.value, eval_json=_EVAL_JSON.value,
                                   max_seq_length=_MAX_SEQ_LENGTH.value, title=_TITLE.value,
                                   base_model=_BASE_MODEL.value)
-    except (OSError, ValueError, AssetError) as error:
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the disk, not the input: name the file
+            return cli.fail(cli.write_failed(error, "out", Path(_OUT.value)), code=EXIT_CODE)
+        return cli.fail(error, code=EXIT_CODE)
+    except (ValueError, AssetError) as error:
         return cli.fail(error, code=EXIT_CODE)
     print(f"wrote {result.folder} from {result.stage} step {result.step}: heads {', '.join(map(str, result.heads))}, "
           f"default {result.default_head}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -246,7 +247,13 @@ def _save_safetensors(tensors: Mapping[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    try:
+        save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    except Exception as error:  # safetensors' Rust writer reports an OS error as SafetensorError("... (os error N)")
+        code = re.search(r"\(os error (\d+)\)", str(error))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from error
 
 
 def write_backbone(folder: Path, tensors: Mapping[str, np.ndarray], text_encoder_config: Mapping[str, Any]) -> None:

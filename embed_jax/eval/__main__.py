@@ -16,6 +16,8 @@ Specs: embed_jax/eval/specs.py. Encoded vectors are cached in DIR/cache (--no_ca
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +54,14 @@ USER_ERRORS = (encoding.ModelSpecError, tasks.UnknownTaskError, tasks.TaskDataEr
                overlap.TrainingRecordsError, report.OutputFolderError, quantized.QuantisationError)
 
 
+def is_output_write(error: OSError, out: Path) -> bool:
+    """Whether an OSError met while evaluating is a failed write under --out (the encodings cache), or the disk's
+    (full, read-only), rather than a model or task file that could not be read (those keep their own errors)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return True
+    return bool(error.filename) and Path(os.fsdecode(error.filename)).resolve().is_relative_to(out.resolve())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -67,13 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      pca_fit_texts=_PCA_FIT_TEXTS.value, allow_overlap=_ALLOW_OVERLAP.value)
     try:
         precisions = quantized.parse_precisions(_QUANTIZE.value)
+        cli.check_output_folder(out, "out")
         report.check_output_folder(out)
         results = runner.evaluate(_MODEL.value, [name.strip() for name in _TASKS.value.split(",") if name.strip()],
                                   context, precisions)
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, cli.UsageError) as error:
         return cli.fail(error)
+    except OSError as error:
+        if not is_output_write(error, out):
+            raise
+        return cli.fail(cli.write_failed(error, "out", out), code=cli.FAULT_EXIT_CODE)
     results["command"] = ["python", "-m", "embed_jax.eval", *argv]
-    json_path, markdown_path = report.write_report(results, out)
+    try:
+        json_path, markdown_path = report.write_report(results, out)
+    except OSError as error:  # a disk that filled up or went read-only since the check above
+        return cli.fail(cli.write_failed(error, "out", out), code=cli.FAULT_EXIT_CODE)
     if _MTEB_RESULTS.value:
         written = mteb_task.write_results(results["rows"], Path(_MTEB_RESULTS.value))
         print(f"[eval] wrote {len(written)} mteb result file(s) under {_MTEB_RESULTS.value}"

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from embed_jax import cli
 from embed_jax.eval import chart, overlap, quantized
 from embed_jax.eval.tasks import TASK_PREFIXES
 
@@ -219,5 +220,6 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps({"format": FORMAT, **report, "columns": columns}, indent=1, ensure_ascii=False)
                          + "\n", encoding="utf-8")
     markdown_path.write_text(markdown(report), encoding="utf-8")
-    write_chart(report, out_dir / CHART_FILE)
+    with cli.writing(out_dir / CHART_FILE):
+        write_chart(report, out_dir / CHART_FILE)
     return json_path, markdown_path

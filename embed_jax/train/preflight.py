@@ -5,8 +5,8 @@
                      teachers, held-out records laid out as the training records and repeating none of them)
 
 Each error is one `ConfigError` line naming the config key, the stage where it matters, and what to set instead
-(docs/reliability.md lists them with the tests that hold them). The stages check again what they use; this module
-makes the run fail in its first second rather than after a stage of training.
+(docs/reliability.md lists them with the tests that hold them). Each stage section is checked as its typed
+StageConfig (embed_jax/train/config.py); the stages then read those typed values and check nothing again.
 """
 from __future__ import annotations
 
@@ -19,33 +19,25 @@ from embed_jax import losses
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
-from embed_jax.train import batches, cached_stage, sharding, stages, text_stage, vision_stage
-from embed_jax.train.train_state import log
-
-
-class ConfigError(ValueError):
-    """A config value no run can train with; the message names the key, the stage and the fix."""
+from embed_jax.train import batches, config as train_config, sharding
+from embed_jax.train.stages import text, vision
+from embed_jax.train.config import ConfigError, positive_int
+from embed_jax.train.console import log
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError for the first value that cannot work (see the module docstring)."""
     check_train_cadence(config.train)
-    for stage_name in config.stage_order:
-        check_stage(config, stage_name)
+    stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
+    check_tokenizer(config)
     check_matryoshka(config)
-    text_stages = [name for name in config.stage_order if not vision_stage.is_image_stage(config[name])]
+    text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
         check_position_table(config, text_stages)
         check_text_records(config)
-    if len(text_stages) < len(config.stage_order):
+    if len(text_stages) < len(stages):
         check_vision_tower(config)
-
-
-def positive_int(value: Any, key: str, why: str, example: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"config key {key}={value!r}: {why}, so it must be a whole number ≥ 1; e.g. "
-                          f"--config.{key}={example}")
 
 
 def check_train_cadence(train: ml_collections.ConfigDict) -> None:
@@ -63,27 +55,6 @@ def check_train_cadence(train: ml_collections.ConfigDict) -> None:
     if eval_every % train.log_every:
         raise ConfigError(f"config key train.eval_every={eval_every} must be a multiple of "
                           f"train.log_every={train.log_every}: evaluations are written with the logged metrics")
-
-
-def check_stage(config: ml_collections.ConfigDict, stage_name: str) -> None:
-    if stage_name not in config:
-        raise ConfigError(f"config key stage_order names {stage_name!r}, but the config has no such section; "
-                          f"sections: {sorted(key for key in config.keys() if key.startswith('stage'))}")
-    stage = config[stage_name]
-    positive_int(stage.num_steps, f"{stage_name}.num_steps", f"stage {stage_name} must train at least one step "
-                 "(drop it from stage_order to skip it)", 100)
-    for key in ("learning_rate", "head_learning_rate"):
-        value = stage.get(key)
-        if key == "head_learning_rate" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"config key {stage_name}.{key}={value!r}: stage {stage_name}'s peak learning rate "
-                              f"must be a positive number, e.g. --config.{stage_name}.{key}=1e-4")
-    if stage.trainable not in stages.TRAINABLE_CHOICES:
-        raise ConfigError(f"config key {stage_name}.trainable={stage.trainable!r}: use one of "
-                          f"{list(stages.TRAINABLE_CHOICES)}")
-    if stage.get(cached_stage.CONFIG_KEY, False):
-        cached_stage.check_stage(stage, stage_name)
 
 
 def check_matryoshka(config: ml_collections.ConfigDict) -> None:
@@ -106,12 +77,17 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
     positive_int(data.global_batch_size, "data.global_batch_size", "every stage's step reads that many records",
                  32)
     positive_int(data.max_length, "data.max_length", "texts are cut to that many tokens", 128)
-    positive_int(data.get("length_grouping_window", 1), "data.length_grouping_window",
+    positive_int(data.length_grouping_window, "data.length_grouping_window",
                  "1 is random batches, W > 1 regroups W batches (data.group_by)", 1)
-    if data.get("group_by", "length") not in pipeline.GROUP_BY_CHOICES:
+    if data.group_by not in pipeline.GROUP_BY_CHOICES:
         raise ConfigError(f"config key data.group_by={data.group_by!r}: use one of {list(pipeline.GROUP_BY_CHOICES)} "
                           "(what a window of data.length_grouping_window batches is regrouped by: token length, or "
                           "teacher neighbourhood).")
+    if data.get("group_by", "length") == "teacher" and data.get("length_grouping_window", 1) == 1:
+        # Window 1 is how a config asks for random batches (docs/training.md), whatever group_by a base config set.
+        log("[preflight] data.group_by='teacher' with data.length_grouping_window=1: a window of one batch is not "
+            "regrouped, so batches are random (no teacher grouping); set --config.data.length_grouping_window to the "
+            "number of batches to regroup (configs/distill.py uses 64) to group them by teacher")
     try:
         pipeline.check_length_buckets(tuple(data.length_buckets), data.max_length)
         mesh = sharding.make_mesh(config.mesh)
@@ -121,6 +97,33 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- the student
+
+
+def check_tokenizer(config: ml_collections.ConfigDict) -> None:
+    """data.tokenizer, where set, must hold model.init_from's vocabulary: the student's token embeddings are
+    init_from's, and every reader of the trained stage (embed_jax/train/trained_student.py) tokenises with the run's
+    one tokenizer. A folder without a tokenizer.json (e.g. converted weights) leaves data.tokenizer the only one."""
+    tokenizer, init_from = str(config.data.tokenizer), str(config.model.init_from)
+    if not tokenizer or not init_from:
+        return
+    tokenizer_folder, init_folder = resolve_model_path(tokenizer), resolve_model_path(init_from)
+    if tokenizer_folder.resolve() == init_folder.resolve() or not (init_folder / "tokenizer.json").is_file():
+        return
+    ours, theirs = vocabulary(tokenizer_folder), vocabulary(init_folder)
+    if ours != theirs:
+        differing = sorted(set(ours.items()) ^ set(theirs.items()))
+        raise ConfigError(
+            f"config keys data.tokenizer={tokenizer!r} and model.init_from={init_from!r} name different tokenizers "
+            f"({len(ours)} vs {len(theirs)} tokens, e.g. {differing[0][0]!r} differs): the student's token embeddings "
+            "are init_from's, so its texts must be tokenised with init_from's vocabulary, and evaluation and export "
+            "read the run's one tokenizer. Leave data.tokenizer empty (init_from's own tokenizer), or point it at a "
+            "copy of init_from's tokenizer files.")
+
+
+def vocabulary(folder) -> dict[str, int]:
+    """{token: id} of a folder's tokenizer.json, as the pipeline loads it (data/pipeline.py's load_tokenizer)."""
+    tokenizer, _ = pipeline.load_tokenizer(str(folder), 1)
+    return tokenizer.get_vocab()
 
 
 def position_limit(hf_config: Mapping[str, Any], source: str) -> int:
@@ -145,10 +148,10 @@ def check_position_table(config: ml_collections.ConfigDict, stage_names: list[st
 
 
 def check_vision_tower(config: ml_collections.ConfigDict) -> None:
-    tower = config.model.vision.get("tower")
+    tower = config.model.vision.tower
     tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
     if tower:
-        vision_stage.check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
+        vision.check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
                                                             source="config key model.vision.tower"))
 
 
@@ -160,6 +163,6 @@ def check_text_records(config: ml_collections.ConfigDict) -> None:
     line up with them and repeat none of them."""
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     batches.teacher_scales(config, source)
-    if text_stage.evaluates(config):
+    if text.evaluates(config):
         batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
                                held_out_key="data.eval_records_dir", log=log)

@@ -230,6 +230,7 @@ def test_card_without_a_chart_beside_the_json_has_only_the_table(tiny_workdir, t
 # ---------------------------------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_command_line_exports_what_the_training_loop_wrote(tmp_path, teacher_records, tiny_bert):
     """configs/distill.py:smoke, one stage of one step, run by the real loop; then the command as users type it."""
     from embed_jax.train import loop
@@ -261,3 +262,18 @@ def test_loading_a_folder_that_holds_no_student_says_how_to_load_it(tmp_path):
     (tmp_path / hf_export.EXPORT_FILE).write_text(json.dumps({"format_version": 1, "student_config": None}))
     with pytest.raises(ValueError, match=r"describes no embed_jax Student .* load it with SentenceTransformer"):
         hf_export.load_exported(tmp_path)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_folder(tiny_workdir, tmp_path, capsys):
+    """A real 256 KiB file system: the tiny student's weights (~4 MB of safetensors) do not fit."""
+    from embed_jax.convert import hf
+
+    with kit.mounted_tmpfs(tmp_path / "small_disk", "size=256k") as disk:
+        code = hf.main([f"--workdir={tiny_workdir}", f"--out={disk / 'model'}", "--skip_records"])
+        left = sorted(path.name for path in disk.iterdir())
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"error: --out={disk / 'model'}: cannot write {disk}/"), err
+    assert err.strip().endswith(": No space left on device (ENOSPC); free space there (or choose another --out), then "
+                                "run the same command again"), err
+    assert left == []  # the half-written staging folder is removed

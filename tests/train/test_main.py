@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import kit
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -17,7 +21,7 @@ def main_command(workdir, tiny_student, teacher_records, *extra):
             f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
             "--config.data.teacher_weights=",
             f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
-            "--config.stage1.cached_pooled=False",  # the text stage's step loop, killed and resumed
+            "--config.stage1.kind=records",  # the text stage's step loop, killed and resumed
             "--config.train.checkpoint_every=1000", *extra]
 
 
@@ -28,6 +32,7 @@ def logged_steps(workdir) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_resumes(tiny_student, teacher_records, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     command = main_command(tmp_path, tiny_student, teacher_records, "--config.stage1.num_steps=100000")
@@ -51,6 +56,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tiny_student, teacher_record
     assert logged_steps(tmp_path)[-1] == saved[-1] + 2
 
 
+@pytest.mark.slow
 def test_missing_workdir_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -71,6 +77,7 @@ def start_and_wait_for_rows(command, workdir, rows: int, env):
     return process
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     process = start_and_wait_for_rows(main_command(tmp_path, tiny_student, teacher_records,
@@ -83,6 +90,7 @@ def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, 
         p.name.isdigit() for p in (tmp_path / "stage1" / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_logs_each_step_once(tiny_student, teacher_records, tmp_path):
     """kill -9 (no handler runs) after a checkpoint and a few more logged steps: the rerun is not refused by the
     dead run's lock, resumes from the checkpoint, and metrics.jsonl holds every step exactly once."""
@@ -111,6 +119,7 @@ def run_main(*arguments):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_typo_in_an_override_key_is_one_line_naming_the_closest_key(tmp_path):
     done = run_main(f"--workdir={tmp_path}", "--config.train.lrr=1")
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -121,6 +130,7 @@ def test_typo_in_an_override_key_is_one_line_naming_the_closest_key(tmp_path):
     assert "the closest valid key is 'stage1.learning_rate'" in done.stderr and done.returncode == 2
 
 
+@pytest.mark.slow
 def test_a_bad_config_value_is_one_line_before_any_work(tmp_path):
     done = run_main(f"--workdir={tmp_path / 'run'}", "--config.train.log_every=0")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -128,6 +138,7 @@ def test_a_bad_config_value_is_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the workdir was made
 
 
+@pytest.mark.slow
 def test_validation_records_repeating_the_training_records_are_refused_before_any_work(
         tmp_path, tiny_student, teacher_records, overlapping_eval_records):
     done = subprocess.run(main_command(tmp_path / "run", tiny_student, teacher_records,
@@ -141,3 +152,34 @@ def test_validation_records_repeating_the_training_records_are_refused_before_an
     assert f"training records in {teacher_records}" in error and "e.g. 'wordnet:" in error
     assert "--config.corpus.skip_texts" in error
     assert not (tmp_path / "run").exists()  # refused before the workdir was made
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system: the tiny student's first checkpoint (its 30,522 × 32 word embeddings alone are 3.9 MB
+    in float32) does not fit, so the disk fills up inside Orbax's save, in tensorstore's writes."""
+    with kit.mounted_tmpfs(tmp_path / "small_disk", "size=2M") as folder:
+        yield folder
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_exit_1(tiny_student, teacher_records, small_disk):
+    done = subprocess.run(main_command(small_disk / "run", tiny_student, teacher_records), cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "orbax" not in done.stderr.replace(".orbax-checkpoint-tmp", ""), done.stderr[-3000:]
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: cannot write {small_disk / 'run' / 'stage1' / 'checkpoints'}/"), error
+    assert error.endswith(": No space left on device (ENOSPC); the disk is full: free space there, then rerun the same "
+                          "command (it resumes from the last committed checkpoint)"), error
+
+
+def test_a_tuple_key_given_twice_is_refused_not_joined(tmp_path):
+    """ml_collections joins a repeated tuple override: '(16,)' then '(32,)' would train with (16, 32)."""
+    done = run_main(f"--workdir={tmp_path / 'run'}", "--config.data.length_buckets=(16,)",
+                    "--config.data.length_buckets=(32,)")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: --config.data.length_buckets is given 2 times ('(16,)', '(32,)'): ml_collections would join them "
+        "into one tuple, not keep the last; give it once with the whole tuple, e.g. "
+        "--config.data.length_buckets='(32,)'"]
+    assert not (tmp_path / "run").exists()
