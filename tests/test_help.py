@@ -28,6 +28,7 @@ def test_help_exits_zero_in_process(module, capsys):
     assert len(capsys.readouterr().out.splitlines()) > 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["embed_jax.main", "embed_jax.teachers.export"])
 def test_help_exits_zero_for_absl_programs(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,

@@ -157,6 +157,7 @@ def past_the_window(tokenizer, window: int) -> list[str]:
     return texts + ["A short one."]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "xlm-roberta", "mpnet", "gpt2", "qwen2"])
 def test_plain_tokenizer_and_onnx_graph_cut_at_the_window(family_exports, family, tmp_path):
     """An engine that knows only the tokenizer files and the graph (AutoTokenizer(..., truncation=True) + ONNX)

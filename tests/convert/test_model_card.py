@@ -40,6 +40,7 @@ def published(minilm_workdir, tmp_path_factory):
     return out, result, minilm_workdir
 
 
+@pytest.mark.slow
 def test_huggingface_hub_parses_the_card_and_its_metadata(published):
     out, _, _ = published
     card = ModelCard.load(out / "README.md")
@@ -58,6 +59,7 @@ def test_huggingface_hub_parses_the_card_and_its_metadata(published):
     ModelCard(card.content)  # round trip of the text
 
 
+@pytest.mark.slow
 def test_no_absolute_local_path_anywhere_in_the_folder(published):
     out, _, workdir = published
     roots = {str(workdir.parent), str(out.parent), str(Path.home()), "/tmp/"}
@@ -71,6 +73,7 @@ def test_no_absolute_local_path_anywhere_in_the_folder(published):
     assert not Path(record["training_records"][0]["records_dir"]).is_absolute()
 
 
+@pytest.mark.slow
 def test_the_evaluation_table_reads_as_the_evaluations_own(published):
     out, _, _ = published
     text = (out / "README.md").read_text()
@@ -82,6 +85,7 @@ def test_the_evaluation_table_reads_as_the_evaluations_own(published):
     assert cells[3].startswith("asym:") and "/" not in cells[3].removeprefix("asym:")
 
 
+@pytest.mark.slow
 def test_teachers_are_named_by_their_hub_ids_and_the_heads_by_their_kind(published):
     out, result, _ = published
     text = (out / "README.md").read_text()
@@ -93,6 +97,7 @@ def test_teachers_are_named_by_their_hub_ids_and_the_heads_by_their_kind(publish
     assert "This card describes the folder as exported" in text
 
 
+@pytest.mark.slow
 def test_a_matryoshka_run_says_so_and_sets_truncate_dim(minilm_workdir, tmp_path):
     """A run trained with loss.matryoshka_dims: the card names its prefixes, --default_head may be one of them
     (config_sentence_transformers.json's truncate_dim), and no truncate_dim warning is given."""
@@ -140,6 +145,7 @@ class LocalHub:
         return type("Commit", (), {"commit_url": f"local://{repo_id}/commit/1"})()
 
 
+@pytest.mark.slow
 def test_push_uploads_the_whole_folder(published, monkeypatch, online):
     out, _, _ = published
     monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
@@ -172,6 +178,7 @@ def test_push_with_the_hub_switched_off_is_one_line(monkeypatch):
         hub_push.check_push("org/name")
 
 
+@pytest.mark.slow
 def test_push_with_no_network_is_one_line(published, monkeypatch, online):
     """A real HfApi against a local port nothing listens on: the connection fails as it does offline."""
     out, _, _ = published

@@ -23,6 +23,7 @@ def texts():
     return [synset.examples[0] for synset in synsets], [synset.definition for synset in synsets]
 
 
+@pytest.mark.slow
 def test_router_scores_what_asym_scores(minilm_export, tmp_path, texts):
     queries, documents = texts
     folder = router.build(minilm_export, tmp_path / "router", documents=TEACHERS, weights=[0.15, 0.85])
@@ -40,6 +41,7 @@ def test_router_scores_what_asym_scores(minilm_export, tmp_path, texts):
     assert (np.argsort(-scores, axis=1)[:, :3] == np.argsort(-expected, axis=1)[:, :3]).all()
 
 
+@pytest.mark.slow
 def test_a_single_document_model_needs_no_custom_code(minilm_export, tmp_path):
     """One document model: the Router holds only sentence-transformers' own modules."""
     with pytest.raises(router.RouterError, match=r"gives 1152-d vectors but the document models .* 384-d"):
@@ -47,6 +49,7 @@ def test_a_single_document_model_needs_no_custom_code(minilm_export, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_missing_teachers_are_one_line(minilm_export, tmp_path):
     student = tmp_path / "student"
     shutil.copytree(minilm_export, student)

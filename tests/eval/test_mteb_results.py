@@ -9,6 +9,7 @@ from embed_jax.eval.__main__ import main
 STS = "MockSTSTask"
 
 
+@pytest.mark.slow
 def test_mteb_results_are_written_in_mtebs_format(tiny_st, tmp_path):
     mteb = pytest.importorskip("mteb")
     out, results_dir = tmp_path / "eval", tmp_path / "mteb_results"
