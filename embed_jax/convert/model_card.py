@@ -146,7 +146,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], titles: Mapping[str, str] 
     columns = [key for key in LEADING_COLUMNS if any(key in row for row in rows)]
     for row in rows:
         columns += [key for key in row if key not in columns]
-    lines = ["| " + " | ".join(titles.get(key, key) for key in columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(titles.get(key, public_spec(key)) for key in columns) + " |",
+             "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(key)) for key in columns) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -171,9 +172,10 @@ def model_index(facts: CardFacts) -> list[dict[str, Any]]:
             task, _, metric = str(key).rpartition("/")
             if not task or not isinstance(value, (int, float)) or metric not in METRIC_TYPES:
                 continue
+            shown = public_spec(task)  # a user task's folder or file by its name, never its local path
             result = results.setdefault(task, {
                 "task": {"type": "sentence-similarity" if metric in SIMILARITY_METRICS else "retrieval"},
-                "dataset": {"type": task.replace(":", "-").replace("/", "-"), "name": task},
+                "dataset": {"type": re.sub(r"[^\w.-]+", "-", shown).strip("-"), "name": shown},
                 "metrics": []})
             head = row.get("head")
             name = titles.get(key, key) + ("" if head in (None, "", "—") else f" (head {head})")

@@ -23,11 +23,14 @@ def row(model, head, dim, metrics, source=None, precision="float32"):
 def published(minilm_workdir, tmp_path_factory):
     """The MiniLM student exported with an evaluation of itself (by its workdir path) and of a bundled teacher."""
     folder = tmp_path_factory.mktemp("card")
-    metrics = {"lee_similarity/spearman": 0.51, "lee_retrieval/ndcg@10": 0.82, "wordnet_retrieval/mrr@10": 0.11}
-    results = {"tasks": {name: {"description": name, "metrics": [key.split("/")[1]], "counts": {}}
+    mine = f"beir:{folder / 'data' / 'mine'}"  # the user's own task, named by its local path in the evaluation
+    metrics = {"lee_similarity/spearman": 0.51, "lee_retrieval/ndcg@10": 0.82, "wordnet_retrieval/mrr@10": 0.11,
+               f"{mine}/ndcg@10": 0.7}
+    results = {"tasks": {name: {"description": name, "metrics": [key.rpartition("/")[2]], "counts": {}}
                          for name, key in (("lee_similarity", "lee_similarity/spearman"),
                                            ("lee_retrieval", "lee_retrieval/ndcg@10"),
-                                           ("wordnet_retrieval", "wordnet_retrieval/mrr@10"))},
+                                           ("wordnet_retrieval", "wordnet_retrieval/mrr@10"),
+                                           (mine, f"{mine}/ndcg@10"))},
                "headline": {"metrics": list(metrics)},
                "rows": [row(str(minilm_workdir), "1152", 1152, metrics,
                             source={"stage_dir": str(minilm_workdir / "stage3")}),
@@ -78,7 +81,7 @@ def test_the_evaluation_table_reads_as_the_evaluations_own(published):
     out, _, _ = published
     text = (out / "README.md").read_text()
     table = [line for line in text[text.index("## Evaluation"):].splitlines() if line.startswith("|")]
-    assert table[0] == "| model | head | dim | Lee Spearman | Lee nDCG@10 | WN MRR@10 | mean |"
+    assert table[0] == "| model | head | dim | Lee Spearman | Lee nDCG@10 | WN MRR@10 | mine nDCG@10 | mean |"
     cells = [line.split(" | ")[0].strip("| ") for line in table[2:]]
     assert cells == ["this model", "this model", "sentence-transformers/all-MiniLM-L6-v2",
                      "asym:this-is-not-shown"][:3] + [cells[3]]
