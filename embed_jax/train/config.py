@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.relative_similarity_weight = 20.0
     config.loss.margin = 0.015  # docs/method.md §3.3
     config.loss.reduction_target = "teacher"
+    # A listwise ranking term on FC1 beside the paper's three (embed_jax/ranking.py); 0: the paper's losses only.
+    config.loss.ranking_weight = 0.0
+    config.loss.ranking_temperature = 0.05
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.weight_decay = 0.01  # public code (docs/method.md §4), not on biases and norms

@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from embed_jax import losses
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
@@ -29,6 +30,7 @@ class ConfigError(ValueError):
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError for the first value that cannot work (see the module docstring)."""
     check_train_cadence(config.train)
+    check_loss(config.loss)
     for stage_name in config.stage_order:
         check_stage(config, stage_name)
     check_batch(config)
@@ -38,6 +40,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         check_text_records(config)
     if len(text_stages) < len(config.stage_order):
         check_vision_tower(config)
+
+
+def check_loss(loss: ml_collections.ConfigDict) -> None:
+    """loss.* applies to every stage: each weight, the margin, the ranking term's temperature (reduction_target, which
+    may also be 'pooled', is text_stage.loss_target's to check)."""
+    try:
+        losses.LossConfig.from_mapping({key: value for key, value in dict(loss).items() if key != "reduction_target"})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def positive_int(value: Any, key: str, why: str, example: int) -> None:
