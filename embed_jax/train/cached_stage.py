@@ -34,7 +34,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from embed_jax import losses
-from embed_jax.train import batches, driver, metrics, sharding, text_stage, train_state
+from embed_jax.train import batches, driver, metrics, sharding, start_anchor, text_stage, train_state
 from embed_jax.train.step import student_heads
 from embed_jax.train.train_state import StageResult, log
 
@@ -152,6 +152,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
     student = train_state.build_student(config, stage, seed=seed)
     if previous is not None:
         train_state.restore_previous_stage(previous, student, mesh, log)
+    start_anchor.interpolate_student(config, stage, stage_name, student, seed=seed, log=log)
     state = train_state.prepare_training(config, stage_name, student, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -181,6 +182,8 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
             eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1,
                                                   group_by=batches.EVAL_GROUP_BY),
                              max_batches=int(config.train.eval_batches), what="validation records")
+        if start_step == 0 and start_anchor.wanted(stage)[1]:
+            start_anchor.init_fc1(config, stage_name, state.trainable, pooled, teacher, source.manifest, log)
         # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
         pooled_all = jax.device_put(pooled, replicated)
         teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)

@@ -19,7 +19,7 @@ from embed_jax import losses
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
-from embed_jax.train import batches, cached_stage, sharding, stages, text_stage, vision_stage
+from embed_jax.train import batches, cached_stage, sharding, stages, start_anchor, text_stage, vision_stage
 from embed_jax.train.train_state import log
 
 
@@ -93,6 +93,11 @@ def check_stage(config: ml_collections.ConfigDict, stage_name: str) -> None:
                           f"{list(stages.TRAINABLE_CHOICES)}")
     if stage.get(cached_stage.CONFIG_KEY, False):
         cached_stage.check_stage(stage, stage_name)
+    try:
+        start_anchor.check_stage(stage, stage_name)
+        start_anchor.check_start(config, stage, stage_name)  # builds two students, only for another start folder
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_batch(config: ml_collections.ConfigDict) -> None:
@@ -155,6 +160,12 @@ def check_text_records(config: ml_collections.ConfigDict) -> None:
     line up with them and repeat none of them."""
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     batches.teacher_scales(config, source)
+    for stage_name in config.stage_order:
+        if start_anchor.wanted(config[stage_name])[1]:
+            try:
+                start_anchor.records_start_teacher(config, stage_name, source.manifest)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     if text_stage.evaluates(config):
         batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
                                held_out_key="data.eval_records_dir", log=log)

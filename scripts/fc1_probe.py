@@ -1,0 +1,205 @@
+"""What FC1 alone does to retrieval, from teacher records only (no encoder pass): the FC1 levers of docs/training.md,
+"Keeping retrieval", scored on the WordNet validation split's texts that the records hold.
+
+    .venv/bin/python scripts/fc1_probe.py --records=runs/results/records150k --out=runs/fc1_probe [--seeds=0,1,2]
+
+The records hold, for every text, the start's own unit vector (its teacher block: the student starts as that teacher)
+and the target. So a frozen-encoder FC1 (stage 1) can be fitted and trained on them directly: FC1 maps the start's
+unit vector to the target (the real stage 1 maps the start's *mean-pooled* vector, which differs from it by a length:
+this probe leaves that length out). Rows:
+
+- the start's own vectors, and the target (at `--teacher_weights`);
+- FC1 = the least-squares affine map onto the target (where the cosine loss leads a linear head), and FC1 =
+  `start_anchor.fc1_from_start` (identity onto the start's block, least squares on the rest: `fc1_init="start"`);
+- FC1 trained for `--steps` batches of `--batch` with the paper's three losses (`losses.distillation_loss`, AdamW as
+  `optimizer.make_optimizer`), from a random head or from `fc1_from_start`, and with the listwise ranking term
+  (`--ranking`: weight@temperature pairs) — one row per seed.
+
+Scored: usage examples of the `wordnet_validation` synsets (training-side, never the hold-out) against those synsets'
+definitions, among the texts the records hold (a finished export of 150k texts holds nearly all of them; a partial
+one, its finished shards, fewer); FC1 is fitted and trained on every other record. Records of hold-out synsets are
+never in an export (corpora.wordnet_texts), and the script refuses any that are.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+from embed_jax import losses
+from embed_jax.data import corpora, records, teacher_weights
+from embed_jax.eval import metrics
+from embed_jax.train import optimizer as optimizers
+from embed_jax.train import start_anchor
+
+RECORDS = flags.DEFINE_string("records", None, "A records folder (its finished shards are read; an export may still "
+                              "be running).")
+OUT = flags.DEFINE_string("out", None, "Folder for fc1_probe.md and fc1_probe.json.")
+WEIGHTS = flags.DEFINE_string("teacher_weights", "minilm=0.15,mpnet=0.85", "The target's weights, as "
+                              "data.teacher_weights.")
+START = flags.DEFINE_string("start_teacher", "minilm", "The records' teacher that is the student's start.")
+STEPS = flags.DEFINE_integer("steps", 3000, "Training steps of each trained FC1 (configs/results.py's study: 3,000).")
+BATCH = flags.DEFINE_integer("batch", 32, "Global batch of each step (configs/results.py: 32).")
+LR = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (the cached stage 1's: 1e-3).")
+SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the trained rows (init and batch order).")
+RANKING = flags.DEFINE_string("ranking", "20@0.05", "Comma-separated WEIGHT@TEMPERATURE of the ranking term rows.")
+flags.mark_flags_as_required(["records", "out"])
+
+
+# ---------------------------------------------------------------------------------------------------- the data
+
+
+def read_finished(folder: Path) -> tuple[records.Manifest, list[str], np.ndarray]:
+    """(manifest, ids, teacher vectors float32) of every finished shard of a records folder, in shard order."""
+    from array_record.python import array_record_module
+
+    manifest, shards = records.finished_shards(folder)
+    ids, vectors = [], []
+    for index in sorted(shards):
+        reader = array_record_module.ArrayRecordReader(str(folder / f"{records.shard_stem(index)}.array_record"))
+        for data in reader.read_all():
+            row = records.decode_record(data)
+            ids.append(row["id"])
+            vectors.append(np.asarray(row["teacher"], np.float32))
+        reader.close()
+    if not ids:
+        raise SystemExit(f"--records={folder}: no finished shard yet")
+    return manifest, ids, np.stack(vectors)
+
+
+def weighted_target(vectors: np.ndarray, manifest: records.Manifest, weights: str) -> np.ndarray:
+    parsed = teacher_weights.weights_for_teachers(weights, manifest.teacher_names, records_dir="--records")
+    scales = teacher_weights.block_scales([info.dim for info in manifest.teachers], parsed)
+    return vectors if scales is None else vectors * scales
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def validation_split(ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(query rows, corpus rows, each query's relevant corpus position, fit rows): examples of wordnet_validation
+    synsets whose definition is held too, those synsets' definitions, and every record outside those synsets."""
+    keys = {synset.key for synset in corpora.wordnet_validation()}
+    held_out = [record for record in ids if record.startswith("wordnet:") and corpora.is_held_out_synset(
+        record.split(":")[1])]
+    if held_out:
+        raise SystemExit(f"--records holds hold-out WordNet texts (e.g. {held_out[0]}): not a training export")
+    definitions = {record.split(":")[1]: row for row, record in enumerate(ids)
+                   if record.startswith("wordnet:") and record.endswith(":definition") and record.split(":")[1] in keys}
+    corpus_rows = np.array(sorted(definitions.values()), np.int64)
+    position = {row: index for index, row in enumerate(corpus_rows)}
+    queries, relevant = [], []
+    for row, record in enumerate(ids):
+        parts = record.split(":")
+        if parts[0] == "wordnet" and len(parts) > 2 and parts[2] == "example" and parts[1] in definitions:
+            queries.append(row)
+            relevant.append(position[definitions[parts[1]]])
+    in_split = np.array([record.startswith("wordnet:") and record.split(":")[1] in keys for record in ids])
+    return np.array(queries, np.int64), corpus_rows, np.array(relevant, np.int64), np.flatnonzero(~in_split)
+
+
+def retrieval(vectors: np.ndarray, queries, corpus, relevant) -> dict[str, float]:
+    vectors = unit(np.asarray(vectors, np.float64))
+    ranks = metrics.rank_of_relevant(vectors[queries] @ vectors[corpus].T, relevant)
+    return {"recall@1": metrics.recall_at_k(ranks, 1), "mrr@10": metrics.mrr_at_k(ranks, 10)}
+
+
+# ---------------------------------------------------------------------------------------------------- FC1
+
+
+def least_squares(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    design = np.concatenate([x, np.ones((len(x), 1))], axis=1).astype(np.float64)
+    solution, *_ = np.linalg.lstsq(design, t.astype(np.float64), rcond=None)
+    return solution[:-1].astype(np.float32), solution[-1].astype(np.float32)
+
+
+def train_fc1(x: np.ndarray, t: np.ndarray, init: tuple[np.ndarray, np.ndarray] | None, loss_config, *, seed: int,
+              steps: int, batch: int, learning_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """FC1 trained as a cached stage 1 trains it: random batches of (x, t) rows, the distillation loss, AdamW."""
+    rng = np.random.default_rng(seed)
+    if init is None:  # nnx.Linear's default: lecun-normal kernel, zero bias
+        params = {"kernel": (rng.standard_normal((x.shape[1], t.shape[1])) / np.sqrt(x.shape[1])).astype(np.float32),
+                  "bias": np.zeros(t.shape[1], np.float32)}
+    else:
+        params = {"kernel": init[0], "bias": init[1]}
+    optimizer, _ = optimizers.make_optimizer(None, learning_rate=learning_rate, total_steps=steps)
+    state = optimizer.init(params)
+    xs, ts = jnp.asarray(x), jnp.asarray(t)
+
+    @jax.jit
+    def step(params, state, rows):
+        def loss(params):
+            return losses.distillation_loss({"fc1": xs[rows] @ params["kernel"] + params["bias"]}, ts[rows],
+                                            loss_config)[0]
+        grads = jax.grad(loss)(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(steps * batch // len(x) + 1)])
+    for index in range(steps):
+        params, state = step(params, state, jnp.asarray(order[index * batch:(index + 1) * batch]))
+    return np.asarray(params["kernel"]), np.asarray(params["bias"])
+
+
+def main(argv) -> int:
+    del argv
+    folder = Path(RECORDS.value)
+    manifest, ids, vectors = read_finished(folder)
+    target = unit(weighted_target(vectors, manifest, WEIGHTS.value))
+    block = manifest.teacher_slices[START.value]
+    start = unit(vectors[:, block])
+    queries, corpus, relevant, fit = validation_split(ids)
+    print(f"{len(ids):,} records; wordnet_validation: {len(queries):,} examples against {len(corpus):,} definitions; "
+          f"FC1 fitted on the other {len(fit):,}", flush=True)
+    rows = []
+
+    def add(name, vectors, seed=None):
+        row = {"name": name, "seed": seed, **retrieval(vectors, queries, corpus, relevant),
+               "fit": float(np.median(np.sum(unit(vectors[queries]) * target[queries], axis=1)))
+               if vectors.shape[1] == target.shape[1] else None}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    add(f"the start ({START.value})", start)
+    add(f"the target ({WEIGHTS.value})", target)
+    ls = least_squares(start[fit], target[fit])
+    add("FC1 = least squares", start @ ls[0] + ls[1])
+    anchored = start_anchor.fc1_from_start(start[fit], target[fit], block)
+    add("FC1 = fc1_from_start (step 0)", start @ anchored[0] + anchored[1])
+    paper = losses.LossConfig(main_head="fc1")
+    variants = [("random FC1, paper's losses", None, paper), ("FC1 from the start, paper's losses", anchored, paper)]
+    for pair in filter(None, RANKING.value.split(",")):
+        weight, temperature = (float(value) for value in pair.split("@"))
+        ranked = losses.LossConfig(main_head="fc1", ranking_weight=weight, ranking_temperature=temperature)
+        variants += [(f"random FC1, + ranking {weight:g}@{temperature:g}", None, ranked),
+                     (f"FC1 from the start, + ranking {weight:g}@{temperature:g}", anchored, ranked)]
+    for seed in (int(value) for value in SEEDS.value.split(",")):
+        for name, init, loss_config in variants:
+            kernel, bias = train_fc1(start[fit], target[fit], init, loss_config, seed=seed, steps=STEPS.value,
+                                     batch=BATCH.value, learning_rate=LR.value)
+            add(f"{name}, {STEPS.value} steps", start @ kernel + bias, seed)
+    out = Path(OUT.value)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"{len(queries):,} wordnet_validation examples against {len(corpus):,} definitions held by {folder} "
+             f"({len(ids):,} records); target {WEIGHTS.value}\n", "| FC1 | seed | fit | R@1 | MRR@10 |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        fit_text = "—" if row["fit"] is None else f"{row['fit']:.3f}"
+        lines.append(f"| {row['name']} | {'' if row['seed'] is None else row['seed']} | {fit_text} | "
+                     f"{row['recall@1']:.4f} | {row['mrr@10']:.4f} |")
+    (out / "fc1_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "fc1_probe.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
