@@ -1,7 +1,8 @@
 """What FC1 alone does to retrieval, from teacher records only (no encoder pass): the FC1 levers of docs/training.md,
 "Keeping retrieval", scored on the WordNet validation split's texts that the records hold.
 
-    .venv/bin/python scripts/fc1_probe.py --records=runs/results/records150k --out=runs/fc1_probe [--seeds=0,1,2]
+    .venv/bin/python scripts/fc1_probe.py --records=runs/results/records150k --eval_records=runs/wnval/records \
+        --out=runs/fc1_probe [--seeds=0,1,2]
 
 The records hold, for every text, the start's own unit vector (its teacher block: the student starts as that teacher)
 and the target. So a frozen-encoder FC1 (stage 1) can be fitted and trained on them directly: FC1 maps the start's
@@ -15,10 +16,12 @@ this probe leaves that length out). Rows:
   `optimizer.make_optimizer`), from a random head or from `fc1_from_start`, and with the listwise ranking term
   (`--ranking`: weight@temperature pairs) — one row per seed.
 
-Scored: usage examples of the `wordnet_validation` synsets (training-side, never the hold-out) against those synsets'
-definitions, among the texts the records hold (a finished export of 150k texts holds nearly all of them; a partial
-one, its finished shards, fewer); FC1 is fitted and trained on every other record. Records of hold-out synsets are
-never in an export (corpora.wordnet_texts), and the script refuses any that are.
+Scored on `--eval_records`: records of `wordnet_validation` texts (training-side synsets, never the hold-out), ids as
+the built-in corpus writes them (`wordnet:<synset>:example:<k>`, `wordnet:<synset>:definition`): each example whose
+synset's definition is there too is a query against every definition there. Export them with the teachers of
+`--records` from a JSON-lines file of {"id", "text"} (`--config.corpus.kind=jsonl --config.corpus.id_field=id`);
+docs/training.md ("Keeping retrieval") made a seeded sample of the split that way. FC1 is fitted and trained on every
+record of `--records`. Either folder holding a text of a hold-out synset is refused.
 """
 from __future__ import annotations
 
@@ -39,8 +42,10 @@ from embed_jax.eval import metrics
 from embed_jax.train import optimizer as optimizers
 from embed_jax.train import start_anchor
 
-RECORDS = flags.DEFINE_string("records", None, "A records folder (its finished shards are read; an export may still "
-                              "be running).")
+RECORDS = flags.DEFINE_string("records", None, "Training records that FC1 is fitted on (their finished shards: an "
+                              "export may still be running).")
+EVAL_RECORDS = flags.DEFINE_string("eval_records", None, "Records of wordnet_validation examples and definitions to "
+                                   "score on.")
 OUT = flags.DEFINE_string("out", None, "Folder for fc1_probe.md and fc1_probe.json.")
 WEIGHTS = flags.DEFINE_string("teacher_weights", "minilm=0.15,mpnet=0.85", "The target's weights, as "
                               "data.teacher_weights.")
@@ -50,7 +55,7 @@ BATCH = flags.DEFINE_integer("batch", 32, "Global batch of each step (configs/re
 LR = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (the cached stage 1's: 1e-3).")
 SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the trained rows (init and batch order).")
 RANKING = flags.DEFINE_string("ranking", "20@0.05", "Comma-separated WEIGHT@TEMPERATURE of the ranking term rows.")
-flags.mark_flags_as_required(["records", "out"])
+flags.mark_flags_as_required(["records", "eval_records", "out"])
 
 
 # ---------------------------------------------------------------------------------------------------- the data
@@ -84,14 +89,18 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def validation_split(ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(query rows, corpus rows, each query's relevant corpus position, fit rows): examples of wordnet_validation
-    synsets whose definition is held too, those synsets' definitions, and every record outside those synsets."""
-    keys = {synset.key for synset in corpora.wordnet_validation()}
+def refuse_holdout(ids: list[str], flag: str) -> None:
     held_out = [record for record in ids if record.startswith("wordnet:") and corpora.is_held_out_synset(
         record.split(":")[1])]
     if held_out:
-        raise SystemExit(f"--records holds hold-out WordNet texts (e.g. {held_out[0]}): not a training export")
+        raise SystemExit(f"{flag} holds a text of a hold-out WordNet synset ({held_out[0]}): knobs are chosen on "
+                         "training-side synsets only")
+
+
+def validation_split(ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query rows, corpus rows, each query's relevant corpus position): examples of wordnet_validation synsets whose
+    definition is held too, against every wordnet_validation definition held."""
+    keys = {synset.key for synset in corpora.wordnet_validation()}
     definitions = {record.split(":")[1]: row for row, record in enumerate(ids)
                    if record.startswith("wordnet:") and record.endswith(":definition") and record.split(":")[1] in keys}
     corpus_rows = np.array(sorted(definitions.values()), np.int64)
@@ -102,8 +111,7 @@ def validation_split(ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray
         if parts[0] == "wordnet" and len(parts) > 2 and parts[2] == "example" and parts[1] in definitions:
             queries.append(row)
             relevant.append(position[definitions[parts[1]]])
-    in_split = np.array([record.startswith("wordnet:") and record.split(":")[1] in keys for record in ids])
-    return np.array(queries, np.int64), corpus_rows, np.array(relevant, np.int64), np.flatnonzero(~in_split)
+    return np.array(queries, np.int64), corpus_rows, np.array(relevant, np.int64)
 
 
 def retrieval(vectors: np.ndarray, queries, corpus, relevant) -> dict[str, float]:
@@ -152,13 +160,21 @@ def train_fc1(x: np.ndarray, t: np.ndarray, init: tuple[np.ndarray, np.ndarray] 
 def main(argv) -> int:
     del argv
     folder = Path(RECORDS.value)
-    manifest, ids, vectors = read_finished(folder)
-    target = unit(weighted_target(vectors, manifest, WEIGHTS.value))
+    manifest, train_ids, train_vectors = read_finished(folder)
+    eval_manifest, ids, vectors = read_finished(Path(EVAL_RECORDS.value))
+    refuse_holdout(train_ids, "--records")
+    refuse_holdout(ids, "--eval_records")
+    if eval_manifest.teacher_names != manifest.teacher_names:
+        raise SystemExit(f"--eval_records has the teachers {eval_manifest.teacher_names}, --records "
+                         f"{manifest.teacher_names}: export both with the same teachers")
     block = manifest.teacher_slices[START.value]
+    fit_start = unit(train_vectors[:, block])
+    fit_target = unit(weighted_target(train_vectors, manifest, WEIGHTS.value))
+    target = unit(weighted_target(vectors, manifest, WEIGHTS.value))
     start = unit(vectors[:, block])
-    queries, corpus, relevant, fit = validation_split(ids)
-    print(f"{len(ids):,} records; wordnet_validation: {len(queries):,} examples against {len(corpus):,} definitions; "
-          f"FC1 fitted on the other {len(fit):,}", flush=True)
+    queries, corpus, relevant = validation_split(ids)
+    print(f"wordnet_validation sample: {len(queries):,} examples against {len(corpus):,} definitions; FC1 fitted on "
+          f"{len(train_ids):,} records", flush=True)
     rows = []
 
     def add(name, vectors, seed=None):
@@ -170,9 +186,9 @@ def main(argv) -> int:
 
     add(f"the start ({START.value})", start)
     add(f"the target ({WEIGHTS.value})", target)
-    ls = least_squares(start[fit], target[fit])
+    ls = least_squares(fit_start, fit_target)
     add("FC1 = least squares", start @ ls[0] + ls[1])
-    anchored = start_anchor.fc1_from_start(start[fit], target[fit], block)
+    anchored = start_anchor.fc1_from_start(fit_start, fit_target, block)
     add("FC1 = fc1_from_start (step 0)", start @ anchored[0] + anchored[1])
     paper = losses.LossConfig(main_head="fc1")
     variants = [("random FC1, paper's losses", None, paper), ("FC1 from the start, paper's losses", anchored, paper)]
@@ -183,13 +199,13 @@ def main(argv) -> int:
                      (f"FC1 from the start, + ranking {weight:g}@{temperature:g}", anchored, ranked)]
     for seed in (int(value) for value in SEEDS.value.split(",")):
         for name, init, loss_config in variants:
-            kernel, bias = train_fc1(start[fit], target[fit], init, loss_config, seed=seed, steps=STEPS.value,
+            kernel, bias = train_fc1(fit_start, fit_target, init, loss_config, seed=seed, steps=STEPS.value,
                                      batch=BATCH.value, learning_rate=LR.value)
             add(f"{name}, {STEPS.value} steps", start @ kernel + bias, seed)
     out = Path(OUT.value)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"{len(queries):,} wordnet_validation examples against {len(corpus):,} definitions held by {folder} "
-             f"({len(ids):,} records); target {WEIGHTS.value}\n", "| FC1 | seed | fit | R@1 | MRR@10 |",
+    lines = [f"{len(queries):,} wordnet_validation examples against {len(corpus):,} definitions "
+             f"({EVAL_RECORDS.value}); FC1 fitted on {len(train_ids):,} records of {folder}; target {WEIGHTS.value}\n", "| FC1 | seed | fit | R@1 | MRR@10 |",
              "|---|---|---|---|---|"]
     for row in rows:
         fit_text = "—" if row["fit"] is None else f"{row['fit']:.3f}"
