@@ -179,24 +179,32 @@ def run_layers(
 ) -> jax.Array:
     """hidden → layer_0 → … → layer_{N-1}; each layer is called as `layer(hidden, *layer_args)`.
 
+    scan:  `layers` is one stacked module (`stacked`), run by `jax.lax.scan` over its leading 'layers' axis.
     remat: recompute each layer's activations in the backward pass instead of storing them (memory for FLOPs).
+
+    Each layer runs as a pure function of its own state: split into (graphdef, state) here and merged again inside
+    the traced body, so nothing of the outer module is read or written from an inner trace. Lifted NNX transforms
+    (`nnx.remat`, `nnx.scan`) instead take the module across the trace boundary, which fails ("Cannot mutate Param
+    from a different trace level") whenever the train step differentiates only part of the parameters: the frozen
+    layers then arrive as values of the outer trace (tests/train/test_shipped_configs.py drives every stage).
     """
-
-    def apply(layer: nnx.Module, x: jax.Array) -> jax.Array:
-        return layer(x, *layer_args)
-
-    if remat:
-        apply = nnx.remat(apply)
     if scan:
-
-        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-        def scan_body(x: jax.Array, layer: nnx.Module) -> jax.Array:
-            return apply(layer, x)
-
-        return scan_body(hidden, layers)
+        run_one = layer_function(nnx.graphdef(layers), remat=remat)
+        state = nnx.state(layers)
+        hidden, _ = jax.lax.scan(lambda x, layer_state: (run_one(layer_state, x, layer_args), None), hidden, state)
+        return hidden
     for layer in layers:
-        hidden = apply(layer, hidden)
+        hidden = layer_function(nnx.graphdef(layer), remat=remat)(nnx.state(layer), hidden, layer_args)
     return hidden
+
+
+def layer_function(graphdef: nnx.GraphDef, *, remat: bool) -> Callable[[nnx.State, jax.Array, tuple], jax.Array]:
+    """(layer state, hidden, layer args) → the layer's output, as a pure function; under `jax.checkpoint` if remat."""
+
+    def run(state: nnx.State, hidden: jax.Array, layer_args: tuple) -> jax.Array:
+        return nnx.merge(graphdef, state)(hidden, *layer_args)
+
+    return jax.checkpoint(run) if remat else run
 
 
 def fit_to_position_table(
