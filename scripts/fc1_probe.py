@@ -21,7 +21,9 @@ the built-in corpus writes them (`wordnet:<synset>:example:<k>`, `wordnet:<synse
 synset's definition is there too is a query against every definition there. Export them with the teachers of
 `--records` from a JSON-lines file of {"id", "text"} (`--config.corpus.kind=jsonl --config.corpus.id_field=id`);
 docs/training.md ("Keeping retrieval") made a seeded sample of the split that way. FC1 is fitted and trained on every
-record of `--records`. Either folder holding a text of a hold-out synset is refused.
+record of `--records`. Either folder holding a text of a hold-out synset is refused. With `--lee_records` (the 50 Lee
+documents exported the same way, ids `lee:NN`), every row also gets the evaluation's two Lee scores: those documents
+are the hold-out's, so they are reported, never used to choose.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from absl import app, flags
 
 from embed_jax import losses
 from embed_jax.data import corpora, records, teacher_weights
-from embed_jax.eval import metrics
+from embed_jax.eval import lee, metrics, tasks
 from embed_jax.train import optimizer as optimizers
 from embed_jax.train import start_anchor
 
@@ -55,6 +57,8 @@ BATCH = flags.DEFINE_integer("batch", 32, "Global batch of each step (configs/re
 LR = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (the cached stage 1's: 1e-3).")
 SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the trained rows (init and batch order).")
 RANKING = flags.DEFINE_string("ranking", "20@0.05", "Comma-separated WEIGHT@TEMPERATURE of the ranking term rows.")
+LEE_RECORDS = flags.DEFINE_string("lee_records", "", "Optional: records of the 50 Lee documents (the hold-out's Lee "
+                                   "tasks, only scored, never chosen on): adds Lee Spearman and nDCG@10 to every row.")
 flags.mark_flags_as_required(["records", "eval_records", "out"])
 
 
@@ -120,6 +124,26 @@ def retrieval(vectors: np.ndarray, queries, corpus, relevant) -> dict[str, float
     return {"recall@1": metrics.recall_at_k(ranks, 1), "mrr@10": metrics.mrr_at_k(ranks, 10)}
 
 
+def lee_scores(vectors: np.ndarray, texts: list[str]) -> dict[str, float]:
+    """The evaluation's own Lee tasks (Spearman of cosines with the human scores, graded nDCG@10) on these vectors."""
+    scored = tasks.TextVectors(index={text: row for row, text in enumerate(texts)},
+                               matrix=unit(np.asarray(vectors, np.float64)).astype(np.float32))
+    return {"lee_spearman": lee.LeeSimilarity().score(scored).metrics["spearman"],
+            "lee_ndcg@10": lee.LeeRetrieval().score(scored).metrics[f"ndcg@{lee.NDCG_K}"]}
+
+
+def read_texts(folder: Path) -> list[str]:
+    from array_record.python import array_record_module
+
+    _, shards = records.finished_shards(folder)
+    texts = []
+    for index in sorted(shards):
+        reader = array_record_module.ArrayRecordReader(str(folder / f"{records.shard_stem(index)}.array_record"))
+        texts += [records.decode_record(data)["text"] for data in reader.read_all()]
+        reader.close()
+    return texts
+
+
 # ---------------------------------------------------------------------------------------------------- FC1
 
 
@@ -176,20 +200,32 @@ def main(argv) -> int:
     print(f"wordnet_validation sample: {len(queries):,} examples against {len(corpus):,} definitions; FC1 fitted on "
           f"{len(train_ids):,} records", flush=True)
     rows = []
+    lee_start = lee_target = lee_texts = None
+    if LEE_RECORDS.value:
+        lee_manifest, _, lee_vectors = read_finished(Path(LEE_RECORDS.value))
+        lee_texts = read_texts(Path(LEE_RECORDS.value))
+        lee_start = unit(lee_vectors[:, block])
+        lee_target = unit(weighted_target(lee_vectors, lee_manifest, WEIGHTS.value))
 
-    def add(name, vectors, seed=None):
+    def add(name, head, seed=None):
+        """head: start vectors → the row's vectors; None for the target."""
+        vectors = target if head is None else head(start)
         row = {"name": name, "seed": seed, **retrieval(vectors, queries, corpus, relevant),
                "fit": float(np.median(np.sum(unit(vectors[queries]) * target[queries], axis=1)))
                if vectors.shape[1] == target.shape[1] else None}
+        if lee_texts is not None:
+            row.update(lee_scores(lee_target if head is None else head(lee_start), lee_texts))
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    add(f"the start ({START.value})", start)
-    add(f"the target ({WEIGHTS.value})", target)
-    ls = least_squares(fit_start, fit_target)
-    add("FC1 = least squares", start @ ls[0] + ls[1])
+    def linear(kernel, bias):
+        return lambda x: x @ kernel + bias
+
+    add(f"the start ({START.value})", lambda x: x)
+    add(f"the target ({WEIGHTS.value})", None)
+    add("FC1 = least squares", linear(*least_squares(fit_start, fit_target)))
     anchored = start_anchor.fc1_from_start(fit_start, fit_target, block)
-    add("FC1 = fc1_from_start (step 0)", start @ anchored[0] + anchored[1])
+    add("FC1 = fc1_from_start (step 0)", linear(*anchored))
     paper = losses.LossConfig(main_head="fc1")
     variants = [("random FC1, paper's losses", None, paper), ("FC1 from the start, paper's losses", anchored, paper)]
     for pair in filter(None, RANKING.value.split(",")):
@@ -201,16 +237,17 @@ def main(argv) -> int:
         for name, init, loss_config in variants:
             kernel, bias = train_fc1(fit_start, fit_target, init, loss_config, seed=seed, steps=STEPS.value,
                                      batch=BATCH.value, learning_rate=LR.value)
-            add(f"{name}, {STEPS.value} steps", start @ kernel + bias, seed)
+            add(f"{name}, {STEPS.value} steps", linear(kernel, bias), seed)
     out = Path(OUT.value)
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"{len(queries):,} wordnet_validation examples against {len(corpus):,} definitions "
-             f"({EVAL_RECORDS.value}); FC1 fitted on {len(train_ids):,} records of {folder}; target {WEIGHTS.value}\n", "| FC1 | seed | fit | R@1 | MRR@10 |",
-             "|---|---|---|---|---|"]
+             f"({EVAL_RECORDS.value}); FC1 fitted on {len(train_ids):,} records of {folder}; target {WEIGHTS.value}\n",
+             "| FC1 | seed | fit | WN R@1 | WN MRR@10 | Lee ρ | Lee nDCG@10 |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         fit_text = "—" if row["fit"] is None else f"{row['fit']:.3f}"
+        lee_text = " | ".join(f"{row[key]:.3f}" if key in row else "—" for key in ("lee_spearman", "lee_ndcg@10"))
         lines.append(f"| {row['name']} | {'' if row['seed'] is None else row['seed']} | {fit_text} | "
-                     f"{row['recall@1']:.4f} | {row['mrr@10']:.4f} |")
+                     f"{row['recall@1']:.4f} | {row['mrr@10']:.4f} | {lee_text} |")
     (out / "fc1_probe.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "fc1_probe.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print("\n".join(lines))
