@@ -62,7 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # head near its optimum instead of pulling FC1 and the encoder toward fresh random heads.
     config.stage_order = ("stage1", "stage2", "stage3_heads", "stage3")
     config.stage3_heads = ml_collections.ConfigDict({"trainable": "heads", "learning_rate": 1e-3, "num_steps": 500,
-                                                     "reduction_heads": True, "cached_pooled": True})
+                                                     "reduction_heads": True, "cached_pooled": True,
+                                                     # WiSE-FT (start_anchor.py): 1 keeps the stage-2 encoder as is
+                                                     "start_interpolation": 1.0})
     config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 60, 3e-5, 3e-4
     config.train.log_every = 10
     config.train.checkpoint_every = 25

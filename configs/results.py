@@ -62,7 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # from 0.123 to 0.134): a cached heads-only stage fits them on the stage-2 encoder, then a short stage trains all.
     config.stage_order = ("stage1", "stage2", "stage3_heads", "stage3")
     config.stage3_heads = ml_collections.ConfigDict({"trainable": "heads", "learning_rate": 1e-3, "num_steps": 2000,
-                                                     "reduction_heads": True, "cached_pooled": True})
+                                                     "reduction_heads": True, "cached_pooled": True,
+                                                     # WiSE-FT (start_anchor.py): 1 keeps the stage-2 encoder as is
+                                                     "start_interpolation": 1.0})
     config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 200, 3e-5, 3e-4
     if arg == "small":
         # The size/quality row is FC1's: the small student stops after stage 2, which halves its ~30 minutes of this

@@ -95,7 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
         {"trainable": "heads", "learning_rate": 1e-4, "num_steps": 4000, "reduction_heads": False,
          # True: pool every record once with the frozen encoder, then train FC1 on the cached vectors (exact for a
          # heads-only stage; milliseconds a step instead of an encoder pass: embed_jax/train/cached_stage.py).
-         "cached_pooled": False})
+         "cached_pooled": False,
+         # "start" (cached stages only): FC1 starts as identity onto the start teacher's block of the target and least
+         # squares on the rest, fitted on the cached rows (embed_jax/train/start_anchor.py); "": a random FC1.
+         "fc1_init": ""})
     config.stage2 = ml_collections.ConfigDict(
         {"trainable": "heads+last_layers", "last_layers": 3, "learning_rate": 8e-5, "num_steps": 7000,
          "reduction_heads": False})
