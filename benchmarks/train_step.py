@@ -133,11 +133,12 @@ def build_jax(args) -> dict:
     and one batch on the devices (benchmarks/profile_train_step.py times them apart)."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from embed_jax import losses
     from embed_jax.models.student import Student
-    from embed_jax.train import optimizer, sharding, stages, step
+    from embed_jax.train import sharding
+    from embed_jax.train.config import StageConfig
+    from embed_jax.train.stages.batch import make_batch_step
 
     if args.gpu and jax.default_backend() != "gpu":
         raise SystemExit(f"error: --gpu was given but JAX's backend is {jax.default_backend()!r}; drop --gpu")
@@ -147,26 +148,18 @@ def build_jax(args) -> dict:
     student = Student.from_pretrained(folder, heads={"teacher_dim": args.teacher_dim, "reduction_dims": []},
                                       pooling_method="mean", dtype=jnp.dtype(args.dtype),
                                       text_options={"attention": args.jax_attention})
-    paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    select = stages.trainable_filter(args.stage, paths, last_layers=3)
-    graphdef, trainable, frozen = stages.split_trainable(student, select)
-    tx, _ = optimizer.make_optimizer({}, learning_rate=1e-5, total_steps=1000)
     mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    shard = lambda tree: sharding.state_sharding(tree, mesh)  # noqa: E731
-    trainable_sh, frozen_sh = shard(trainable), shard(frozen)
-    opt_sh = shard(jax.eval_shape(tx.init, trainable))
-    batch_sh = sharding.batch_sharding(mesh)
-    trainable, frozen = jax.device_put(trainable, trainable_sh), jax.device_put(frozen, frozen_sh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(trainable)
     loss_config = losses.LossConfig(main_head=f"dense_{args.teacher_dim}")
-    train_step = step.make_train_step(
-        graphdef=graphdef, optimizer=tx, loss_config=loss_config, trainable_sharding=trainable_sh,
-        frozen_sharding=frozen_sh, opt_state_sharding=opt_sh, batch_sharding=batch_sh)
+    # The training loop's own split, optimizer, shardings and jitted step (embed_jax/train/stages/batch.py).
+    stepper = make_batch_step(student, StageConfig(args.stage, 1e-5, 1000, last_layers=3), {}, loss_config, mesh,
+                              target="records")
+    state = stepper.state
     ids, mask, teacher = make_batch(args.batch, args.length, args.teacher_dim)
-    batch = {name: jax.device_put(value, batch_sh)
+    batch = {name: jax.device_put(value, stepper.batch_sharding)
              for name, value in (("input_ids", ids), ("attention_mask", mask), ("teacher", teacher))}
-    return {"student": student, "graphdef": graphdef, "trainable": trainable, "frozen": frozen, "optimizer": tx,
-            "opt_state": opt_state, "loss_config": loss_config, "train_step": train_step, "batch": batch}
+    return {"student": student, "graphdef": state.graphdef, "trainable": state.trainable, "frozen": state.frozen,
+            "optimizer": state.optimizer, "opt_state": state.opt_state, "loss_config": loss_config,
+            "train_step": stepper.train_step, "batch": batch}
 
 
 def jax_side(args):

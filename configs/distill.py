@@ -14,10 +14,12 @@ check.
 """
 import ml_collections
 
+from embed_jax.config_arg import parse_arg
 from embed_jax.train import config as train_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    words = parse_arg(arg, config_file="configs/distill.py", words=("smoke",))
     config = train_config.base_config()
     config.model.init_from = "asset:all-MiniLM-L6-v2"
     config.model.teacher_dim = 1152  # 384 (MiniLM) + 768 (mpnet), docs/method.md §2
@@ -28,9 +30,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # docs/method.md §4 uses 128; 32 keeps stage 3's step near a second on 2 CPU cores (MiniLM, ~45 GFLOP forward at
     # length 64) while the in-batch losses still see 496 pairs (and 123k pairs of pairs) per batch.
     config.data.global_batch_size = 32
-    # Length-grouped batches (pipeline.py): 88% of a random batch's tokens are padding on these mixed records (one long
-    # wiki passage per batch), 53% with a window of 8 batches: ~2× fewer FLOPs per step on this CPU (docs/data.md).
-    config.data.length_grouping_window = 8
     # Validation records (configs/teachers.py:eval, 256 texts no export of < 100k texts contains): the loss curve that
     # judges each stage, free of the noise of 32-text training batches.
     config.data.eval_records_dir = "runs/default/eval_records"
@@ -40,18 +39,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # synsets, never the hold-out) rewards, MRR@10 0.168 against 0.159 for equal weights (docs/training.md, "Teacher
     # weights").
     config.data.teacher_weights = "minilm=0.15,mpnet=0.85"
-    # Batches of teacher neighbours (embed_jax/data/neighbour_batches.py): on 32,768 mixed records stage 2 on
-    # length-grouped batches lost WordNet MRR@10 (0.120 → 0.114) where neighbour batches kept it (0.120), for the same
-    # Lee gain (docs/training.md, "The schedule study").
+    # Batches of teacher neighbours (embed_jax/data/neighbour_batches.py), regrouped within windows of 64 batches: on
+    # 32,768 mixed records stage 2 on length-grouped batches lost WordNet MRR@10 (0.120 → 0.114) where neighbour
+    # batches kept it (0.120), for the same Lee gain (docs/training.md, "The schedule study"). (Length-grouped windows
+    # of 8 batches pad 53% of the tokens instead of a random batch's 88%: docs/data.md.)
     config.data.group_by = "teacher"
     config.data.length_grouping_window = 64
-    # Stage 1 from cached pooled vectors (train/cached_stage.py): 1,000 steps in 33 s after a 36-s pooling pass
+    # Stage 1 from cached pooled vectors (train/stages/cached.py): 1,000 steps in 33 s after a 36-s pooling pass
     # (load 7–9) end FC1's validation cosine loss at 0.28, where the old 100 uncached steps at 3e-3 ended at 0.41
     # (other records and the equal-weight target; docs/training.md). ~30-80× fewer encoder steps than the paper
     # (docs/method.md §4), so the pretrained layers move at the paper's order of magnitude while the heads keep a
     # head's rate (measured with one rate for everything, 2e-4 in stage 2 and 1e-4 in stage 3: FC1's training cosine
     # loss rose 0.374 → 0.389 and 0.347 → 0.386 within those stages; docs/training.md).
-    config.stage1.cached_pooled = True
+    config.stage1.kind = "cached_pooled"
     config.stage1.num_steps, config.stage1.learning_rate = 1000, 1e-3
     config.stage2.num_steps, config.stage2.learning_rate, config.stage2.head_learning_rate = 120, 5e-5, 3e-4
     # Stage 2 unfreezes all six layers for 120 steps (before: the paper's last 3, for 60): the suite mean rose in
@@ -61,13 +61,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The reduction heads first learn on the stage-2 encoder's cached pooled vectors, so stage 3 starts with every
     # head near its optimum instead of pulling FC1 and the encoder toward fresh random heads.
     config.stage_order = ("stage1", "stage2", "stage3_heads", "stage3")
-    config.stage3_heads = ml_collections.ConfigDict({"trainable": "heads", "learning_rate": 1e-3, "num_steps": 500,
-                                                     "reduction_heads": True, "cached_pooled": True,
-                                                     # WiSE-FT (start_anchor.py): 1 keeps the stage-2 encoder as is
-                                                     "start_interpolation": 1.0})
+    config.stage3_heads = train_config.stage("heads", 1e-3, 500, reduction_heads=True, kind="cached_pooled")
     config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 60, 3e-5, 3e-4
     config.train.log_every = 10
     config.train.checkpoint_every = 25
-    if arg == "smoke":
+    if "smoke" in words:
         train_config.shrink_for_smoke(config)
     return config

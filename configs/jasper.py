@@ -19,10 +19,12 @@ Expected (paper, MTEB English 56): 71.54 average, between NV-Embed-v2 (72.31) an
 """
 import ml_collections
 
+from embed_jax.config_arg import parse_arg
 from embed_jax.train import config as train_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    words = parse_arg(arg, config_file="configs/jasper.py", words=("smoke",))
     config = train_config.base_config()
     config.model.init_from = ""  # a local copy of stella_en_1.5B_v5 (its Qwen2 folder)
     config.model.teacher_dim = 12288  # 4096 (NV-Embed-v2) + 8192 (stella's head), docs/method.md §2
@@ -47,6 +49,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage1.learning_rate, config.stage1.num_steps = 1e-4, 4000
     config.stage2.learning_rate, config.stage2.num_steps = 8e-5, 7000
     config.stage3.learning_rate, config.stage3.num_steps = 7e-5, 2200
-    if arg == "smoke":
+    if "smoke" in words:
         train_config.shrink_for_smoke(config)
     return config

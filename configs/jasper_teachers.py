@@ -28,6 +28,8 @@ from pathlib import Path
 
 import ml_collections
 
+from embed_jax.config_arg import parse_arg
+
 
 def _teachers_config():
     """configs/teachers.py's defaults and documentation (not a package, so loaded from its file)."""
@@ -38,8 +40,7 @@ def _teachers_config():
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "smoke"):
-        raise ValueError(f"configs/jasper_teachers.py:{arg} — the variants are: (none), 'smoke' (a dry run).")
+    words = parse_arg(arg, config_file="configs/jasper_teachers.py", words=("smoke",))
     teachers = _teachers_config()
     config = teachers.get_config()
     # A local or shared disk: records are local files (a gs:// folder is refused; copy the folder afterwards).
@@ -91,7 +92,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.max_tokens_per_batch = 32768
     config.max_batch_size = 256
     config.torch_threads = 0
-    if arg == "smoke":  # the plan on this host's GPU(s): reads the corpus, encodes 64 texts, writes nothing
+    if "smoke" in words:  # the plan on this host's GPU(s): reads the corpus, encodes 64 texts, writes nothing
         config.dry_run = True
         config.dry_run_texts = 64
     return config

@@ -20,17 +20,17 @@ size/quality trade: stages 1–2 of the same recipe for a student made of MiniLM
 """
 import ml_collections
 
+from embed_jax.config_arg import parse_arg
 from embed_jax.train import config as train_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in (None, "", "small"):
-        raise ValueError(f"configs/results.py:{arg} — the variants are: (none), 'small'.")
+    small = "small" in parse_arg(arg, config_file="configs/results.py", words=("small",))
     config = train_config.base_config()
     config.model.init_from = "asset:all-MiniLM-L6-v2"
     config.model.teacher_dim = 1152  # 384 (MiniLM) + 768 (mpnet), docs/method.md §2
     config.model.reduction_dims = (384, 256, 128)
-    if arg == "small":
+    if small:
         config.model.text_options = {"num_layers": 3}
     config.data.records_dir = "runs/results/records150k"
     config.data.eval_records_dir = "runs/results/eval_records"
@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 100
     # Stage 1 from cached pooled vectors: 8,000 steps took 1 min 51 s after a pooling pass of 150,000 texts (21 min
     # 52 s beside another training; docs/RESULTS.md).
-    config.stage1.cached_pooled = True
+    config.stage1.kind = "cached_pooled"
     config.stage1.num_steps, config.stage1.learning_rate = 8000, 1e-3
     # Stage 2: in the study 600 steps beat 300 on the suite (0.509 vs 0.503, equal weights; docs/training.md); 800
     # here, as the 100k run's validation loss was still falling at 800 (so was this run's: docs/RESULTS.md). FC1 is
@@ -61,12 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Stage 3's new heads start near their optimum (the 100k run's fresh heads pulled FC1's validation cosine loss
     # from 0.123 to 0.134): a cached heads-only stage fits them on the stage-2 encoder, then a short stage trains all.
     config.stage_order = ("stage1", "stage2", "stage3_heads", "stage3")
-    config.stage3_heads = ml_collections.ConfigDict({"trainable": "heads", "learning_rate": 1e-3, "num_steps": 2000,
-                                                     "reduction_heads": True, "cached_pooled": True,
-                                                     # WiSE-FT (start_anchor.py): 1 keeps the stage-2 encoder as is
-                                                     "start_interpolation": 1.0})
+    config.stage3_heads = train_config.stage("heads", 1e-3, 2000, reduction_heads=True, kind="cached_pooled")
     config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 200, 3e-5, 3e-4
-    if arg == "small":
+    if small:
         # The size/quality row is FC1's: the small student stops after stage 2, which halves its ~30 minutes of this
         # CPU (a second pooling pass and stage 3 would only add its reduction heads).
         config.stage_order = ("stage1", "stage2")

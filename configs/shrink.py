@@ -19,28 +19,17 @@ included), so the default 300 steps take ~1–2.5 hours here; MiniLM at batch 64
 """
 import ml_collections
 
+from embed_jax.config_arg import parse_arg
 from embed_jax.train import config as train_config
 
 # arg word → the model it shrinks (the first is the default).
 MODELS = {"mpnet": "asset:all-mpnet-base-v2", "minilm": "asset:all-MiniLM-L6-v2"}
-WORDS = (*MODELS, "smoke")
-
-
-def parse_arg(arg: str | None) -> tuple[str, bool]:
-    """'minilm,smoke' → ('minilm', True); '' / None → ('mpnet', False). Unknown or conflicting words are refused."""
-    words = [word.strip() for word in (arg or "").split(",") if word.strip()]
-    unknown = [word for word in words if word not in WORDS]
-    if unknown:
-        raise ValueError(f"configs/shrink.py:{arg}: unknown word(s) {unknown}; use a comma-separated subset of "
-                         f"{list(WORDS)} (one model at most), e.g. configs/shrink.py:minilm,smoke")
-    models = [word for word in words if word in MODELS]
-    if len(models) > 1:
-        raise ValueError(f"configs/shrink.py:{arg}: names {len(models)} models {models}; choose one of {list(MODELS)}")
-    return (models[0] if models else next(iter(MODELS))), "smoke" in words
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    model, smoke = parse_arg(arg)
+    words = parse_arg(arg, config_file="configs/shrink.py", words=(*MODELS, "smoke"), one_of=[tuple(MODELS)])
+    model = next((word for word in MODELS if word in words), next(iter(MODELS)))
+    smoke = "smoke" in words
     config = train_config.base_config()
     config.model.init_from = MODELS[model]
     config.model.teacher_dim = 0  # no FC1: the target is the model's own pooled vector
@@ -53,8 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.global_batch_size = 32 if model == "mpnet" else 64
     config.stage_order = ("shrink",)
     # Heads only: a frozen encoder gives fixed targets, so a higher learning rate than the paper's is safe.
-    config.shrink = ml_collections.ConfigDict(
-        {"trainable": "heads", "learning_rate": 1e-3, "num_steps": 300, "reduction_heads": True})
+    config.shrink = train_config.stage("heads", 1e-3, 300, reduction_heads=True)
     config.train.log_every = 10
     config.train.checkpoint_every = 100
     if smoke:

@@ -35,6 +35,8 @@ Plan first: --config.dry_run=True prints the texts, target dim, bytes on disk, m
 import ml_collections
 from ml_collections import config_dict
 
+from embed_jax.config_arg import parse_arg
+
 # Corpus sizes: the default is the largest a few minutes allow on this CPU (docs/data.md, "Measured").
 _SIZES = {"": 3000, "smoke": 300, "full": None, "eval": 256}
 # Where the validation slice starts in the hash order (sources.BuiltinCorpus): beyond every export but :full.
@@ -42,9 +44,8 @@ _EVAL_SKIP = 100_000
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in _SIZES:
-        raise ValueError(f"configs/teachers.py:{arg} — the variants are: (none), "
-                         f"{', '.join(repr(key) for key in _SIZES if key)}.")
+    variants = tuple(key for key in _SIZES if key)
+    arg = ",".join(sorted(parse_arg(arg, config_file="configs/teachers.py", words=variants, one_of=[variants])))
     config = ml_collections.ConfigDict()
     config.output_dir = "workdir/teacher_records"
 

@@ -19,6 +19,7 @@ Measured (docs/vision_student.md): see the table there. `configs/vision.py:smoke
 """
 import ml_collections
 
+from embed_jax.config_arg import parse_arg
 from embed_jax.train import config as train_config
 
 DIGIT_TOWER = {
@@ -34,6 +35,7 @@ DIGIT_TOWER = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    words = parse_arg(arg, config_file="configs/vision.py", words=("smoke",))
     config = train_config.base_config()
     config.model.init_from = "asset:all-MiniLM-L6-v2"  # the tokenizer, and the text encoder's architecture
     config.model.text_student = "runs/default/train/stage3"
@@ -47,12 +49,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage_order = ("stage4",)
     # docs/method.md §4: lr 1e-4 for 3500 steps from a pretrained SigLIP. From scratch (measured, held-out FC1 zero-shot
     # accuracy): 600 steps at 2e-3 → 12% (chance), at 5e-4 → 75%; 1800 steps at 5e-4 → 98.0% (docs/vision_student.md).
-    config.stage4 = ml_collections.ConfigDict(
-        {"trainable": "vision", "learning_rate": 5e-4, "num_steps": 1800, "reduction_heads": True})
+    config.stage4 = train_config.stage("vision", 5e-4, 1800, reduction_heads=True, kind="images")
     config.optimizer.warmup_fraction = 0.05
     config.train.log_every = 20
     config.train.checkpoint_every = 600
-    if arg == "smoke":
+    if "smoke" in words:
         config.data.global_batch_size = 8
         config.stage4.num_steps = 3
         config.train.log_every = 1

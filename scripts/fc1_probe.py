@@ -42,7 +42,7 @@ from embed_jax import losses
 from embed_jax.data import corpora, records, teacher_weights
 from embed_jax.eval import lee, metrics, tasks
 from embed_jax.train import optimizer as optimizers
-from embed_jax.train import start_anchor
+from embed_jax.train.stages import start_anchor
 
 RECORDS = flags.DEFINE_string("records", None, "Training records that FC1 is fitted on (their finished shards: an "
                               "export may still be running).")

@@ -97,11 +97,11 @@ def stage_results(workdir: Path) -> dict[str, tuple[dict, list[dict]]]:
     import numpy as np
     from flax import nnx
 
-    from embed_jax.train import workdir as workdirs
+    from embed_jax.train import trained_student, workdir as workdirs
 
     results = {}
     for stage_dir in workdirs.stage_folders(workdir):
-        student = workdirs.load_trained_student(stage_dir)
+        student = trained_student.load_student(stage_dir)
         params = {"/".join(map(str, path)): np.asarray(variable.get_value())
                   for path, variable in nnx.to_flat_state(nnx.state(student, nnx.Param))}
         rows = [{key: value for key, value in json.loads(line).items() if key not in TIMING_COLUMNS}

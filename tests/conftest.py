@@ -34,6 +34,14 @@ def tiny_bert(tmp_path_factory) -> Path:
     return kit.save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
+@pytest.fixture
+def tiny_training_state(tiny_bert):
+    """A fresh training state of `tiny_bert` (FC1 24-d + an 8-d reduction head, every parameter trainable, one
+    device) with its jitted step: kit.tiny_training_state, for tests of a step, an optimizer or a checkpoint that
+    need a real stage's state but no records or workdir."""
+    return kit.tiny_training_state(tiny_bert)
+
+
 @pytest.fixture(scope="session")
 def teacher_records(tmp_path_factory) -> Path:
     """64 WordNet definitions with real all-MiniLM-L6-v2 vectors (384-d, float32, 2 shards), written by the real

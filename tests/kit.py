@@ -3,9 +3,10 @@ folders, the export config of real teacher records, and stage folders in the tra
 
 Test modules `import kit` (pyproject.toml's pytest `pythonpath` puts tests/ on the path; conftest files are not
 importable under --import-mode=importlib). tests/conftest.py turns the expensive builds into session fixtures
-(`tiny_bert`, `teacher_records`, `minilm_tokenizer_files`); the functions here are for the shapes a test needs of its
-own. Numerical comparisons live in tests/parity.py. jax and torch are imported inside the functions that use them:
-every test process imports this module through tests/conftest.py, the torch-free and jax-free tests included.
+(`tiny_bert`, `teacher_records`, `minilm_tokenizer_files`, `tiny_training_state`); the functions here are for the
+shapes a test needs of its own. Numerical comparisons live in tests/parity.py. jax and torch are imported inside the
+functions that use them: every test process imports this module through tests/conftest.py, the torch-free and
+jax-free tests included.
 """
 from __future__ import annotations
 
@@ -60,6 +61,29 @@ def save_tiny_bert(folder: Path, *, seed: int = 0, num_layers: int = 2, max_posi
             edit(model)
     model.save_pretrained(folder)
     return copy_tokenizer_files(minilm_path(), folder)
+
+
+def tiny_training_state(folder: Path, *, trainable: str = "all", teacher_dim: int = 24,
+                        reduction_dims: tuple[int, ...] = (8,), learning_rate: float = 1e-3, num_steps: int = 10,
+                        mesh=None):
+    """A stage's training state as the training loop builds it (embed_jax/train/stages/batch.py): the Student of a
+    tiny BERT folder with FC1 (`teacher_dim`) and `reduction_dims` heads, split as `trainable` says, AdamW without
+    warm-up, every sharding on `mesh` (default: one device), and the jitted train step of the records target.
+    Returns the stage's BatchStep (`.state`: TrainState, `.train_step`, `.batch_sharding`)."""
+    import jax
+    from flax import nnx
+
+    from embed_jax import losses
+    from embed_jax.models.student import Student
+    from embed_jax.train import sharding
+    from embed_jax.train.config import StageConfig
+    from embed_jax.train.stages.batch import make_batch_step
+
+    heads = {"teacher_dim": teacher_dim, "reduction_dims": list(reduction_dims)}
+    student = Student.from_pretrained(folder, heads=heads, rngs=nnx.Rngs(0))
+    mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    return make_batch_step(student, StageConfig(trainable, learning_rate, num_steps), {"warmup_fraction": 0.0},
+                           losses.LossConfig(main_head=f"dense_{teacher_dim}"), mesh, target="records")
 
 
 def minilm_export_config(output_dir: Path, *, num_texts: int = TEACHER_RECORDS_COUNT, shard_size: int = 32):

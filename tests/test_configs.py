@@ -4,7 +4,8 @@ import pytest
 
 import kit
 from embed_jax.teachers import export
-from embed_jax.train import stages
+from embed_jax.train.config import stage_config
+from embed_jax.train.trainable import TRAINABLE_CHOICES
 
 TRAINING_CONFIGS = [("distill", None), ("distill", "smoke"), ("jasper", None), ("jasper", "smoke"),
                     ("results", None), ("results", "small"), ("shrink", None), ("shrink", "smoke"),
@@ -14,13 +15,12 @@ TRAINING_CONFIGS = [("distill", None), ("distill", "smoke"), ("jasper", None), (
 @pytest.mark.parametrize("name,arg", TRAINING_CONFIGS)
 def test_training_config_loads_with_every_stage(name, arg):
     config = kit.load_config_file(name, arg)
-    for stage in config.stage_order:
-        assert config[stage].trainable in stages.TRAINABLE_CHOICES
-        assert config[stage].num_steps > 0 and config[stage].learning_rate > 0
+    stages = [stage_config(config, name) for name in config.stage_order]  # typed, each value checked
+    assert all(stage.trainable in TRAINABLE_CHOICES for stage in stages)
     assert config.data.global_batch_size > 0
     assert config.model.teacher_dim > 0 or config.loss.reduction_target == "pooled"
     if arg and "smoke" in arg:
-        assert all(config[stage].num_steps <= 10 for stage in config.stage_order)
+        assert all(stage.num_steps <= 10 for stage in stages)
 
 
 def test_jasper_is_the_papers_recipe():
@@ -37,7 +37,8 @@ def test_results_small_is_stages_one_and_two_of_the_recipe_on_minilms_first_thre
     assert small.stage_order == ("stage1", "stage2") and full.stage_order[:2] == small.stage_order
     small.model.text_options, small.stage_order = full.model.text_options, full.stage_order
     assert small.to_dict() == full.to_dict()
-    with pytest.raises(ValueError, match=r"configs/results.py:tiny — the variants are: \(none\), 'small'"):
+    with pytest.raises(ValueError, match=r"configs/results.py:tiny: unknown word\(s\) \['tiny'\]; use a "
+                                         r"comma-separated subset of \['small'\]"):
         kit.load_config_file("results", "tiny")
 
 
@@ -60,7 +61,7 @@ def test_shrink_config_defaults_to_mpnet_and_keeps_minilm(arg, init_from, smoke)
 @pytest.mark.parametrize("arg, message", [
     ("tiny", r"configs/shrink.py:tiny: unknown word\(s\) \['tiny'\]; use a comma-separated subset of \['mpnet', "
              r"'minilm', 'smoke'\]"),
-    ("minilm,mpnet", r"names 2 models \['minilm', 'mpnet'\]; choose one of"),
+    ("minilm,mpnet", r"names 2 of \['mpnet', 'minilm'\] \(\['minilm', 'mpnet'\]\); choose one"),
 ])
 def test_shrink_config_refuses_unknown_or_conflicting_words(arg, message):
     with pytest.raises(ValueError, match=message):
@@ -76,6 +77,19 @@ def test_export_config_variants_pass_the_exports_checks(arg, max_texts, skip_tex
     assert (config.corpus.max_texts, config.corpus.skip_texts) == (max_texts, skip_texts)
 
 
+@pytest.mark.parametrize("name", ["distill", "jasper", "vision"])
+def test_a_mistyped_smoke_argument_is_refused_naming_the_config(name):
+    with pytest.raises(ValueError, match=rf"configs/{name}.py:smok: unknown word\(s\) \['smok'\]; use a "
+                                         r"comma-separated subset of \['smoke'\]"):
+        kit.load_config_file(name, "smok")
+
+
+def test_two_export_sizes_at_once_are_refused():
+    with pytest.raises(ValueError, match=r"configs/teachers.py:smoke,full: names 2 of \['smoke', 'full', 'eval'\]"):
+        kit.load_config_file("teachers", "smoke,full")
+
+
 def test_unknown_export_config_variant_lists_the_variants():
-    with pytest.raises(ValueError, match=r"configs/teachers.py:tiny — the variants are: \(none\), 'smoke'"):
+    with pytest.raises(ValueError, match=r"configs/teachers.py:tiny: unknown word\(s\) \['tiny'\]; use a "
+                                         r"comma-separated subset of \['smoke', 'full', 'eval'\]"):
         kit.load_config_file("teachers", "tiny")

@@ -1,7 +1,7 @@
 r"""python -m embed_jax.convert.shrink_cached --records=DIR --teacher=NAME --dims=128,64 --out=FOLDER
 
 A frozen model's vectors cached in teacher records → small linear heads trained in seconds → a sentence-transformers
-folder (docs/shrink.md; the training: embed_jax/train/shrink_cached.py; the folder: embed_jax/convert/shrink_folder.py).
+folder (docs/shrink.md; the training: embed_jax/train/shrink_heads.py; the folder: embed_jax/convert/shrink_folder.py).
 
     python -m embed_jax.convert.shrink_cached --records=runs/default/records --teacher=mpnet --dims=128,64 \
         --out=runs/shrink/mpnet
@@ -15,7 +15,7 @@ from absl import flags
 
 from embed_jax import cli
 from embed_jax.convert import shrink_folder
-from embed_jax.train.shrink_cached import ShrinkError
+from embed_jax.train.shrink_heads import ShrinkError
 
 EXIT_CODE = 1  # a usage error or bad input
 

@@ -1,4 +1,4 @@
-"""A frozen model shrunk by heads trained on its own cached vectors (embed_jax/train/shrink_cached.py), written as a
+"""A frozen model shrunk by heads trained on its own cached vectors (embed_jax/train/shrink_heads.py), written as a
 sentence-transformers folder (docs/shrink.md).
 
 The folder: the source model's folder copied unchanged, plus one `2_Dense_{dim}` folder per head (stella's layout,
@@ -22,15 +22,15 @@ from embed_jax.data.records import MANIFEST_NAME, Manifest
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.teachers import encoders
 from embed_jax.assets import resolve_model_path
-from embed_jax.train import shrink_cached
-from embed_jax.train.shrink_cached import ShrinkError
+from embed_jax.train import shrink_heads
+from embed_jax.train.shrink_heads import ShrinkError
 
 STAGE_NAME = "shrink_cached"
 
 
 def source_folder(manifest: Manifest, teacher: str, *, where: str) -> Path:
     """The teacher's sentence-transformers folder, checked to be the one that made the records' vectors."""
-    info = shrink_cached.teacher_info(manifest, teacher, where=where)
+    info = shrink_heads.teacher_info(manifest, teacher, where=where)
     folder = resolve_model_path(info.path)
     if info.pooling != "auto" or info.prompt or not (folder / "modules.json").is_file():
         raise ShrinkError(
@@ -95,10 +95,10 @@ def write_folder(out: Path, source: Path, heads: EmbeddingHeads, record: dict[st
 
 
 def export_record(*, manifest: Manifest, records_dir: Path, teacher: str, folder: Path, dims: Sequence[int],
-                  steps: int, settings: dict[str, Any], result: shrink_cached.TrainResult, heldout: dict[str, Any]
+                  steps: int, settings: dict[str, Any], result: shrink_heads.TrainResult, heldout: dict[str, Any]
                   ) -> dict:
     """embed_jax_export.json (hf_export's layout: evaluation reads training_records) plus how it was trained."""
-    info = shrink_cached.teacher_info(manifest, teacher, where=str(records_dir))
+    info = shrink_heads.teacher_info(manifest, teacher, where=str(records_dir))
     return {
         "format_version": hf_export.FORMAT_VERSION,
         "student_config": None,  # not an embed_jax Student: the source model unchanged, heads on its unit vector
@@ -121,14 +121,14 @@ def shrink(records: str, teacher: str, dims: Sequence[int], out: str, *, steps: 
     if out_path.exists():
         raise ShrinkError(f"--out={out_path} exists; nothing was written. Choose a new folder (this never "
                           "overwrites a model folder)")
-    manifest, _, vectors = shrink_cached.read_records(records_dir, teacher)
-    dims = shrink_cached.check_settings(dims, model_dim=vectors.shape[1], num_records=len(vectors), holdout=holdout,
+    manifest, _, vectors = shrink_heads.read_records(records_dir, teacher)
+    dims = shrink_heads.check_settings(dims, model_dim=vectors.shape[1], num_records=len(vectors), holdout=holdout,
                                         batch=batch, steps=steps, learning_rate=learning_rate)
     folder = source_folder(manifest, teacher, where=str(records_dir / MANIFEST_NAME))
-    train_indices, heldout_indices = shrink_cached.split_holdout(len(vectors), holdout, seed)
+    train_indices, heldout_indices = shrink_heads.split_holdout(len(vectors), holdout, seed)
     log(f"[shrink] {teacher} ({vectors.shape[1]}-d) from {records_dir}: {len(train_indices)} training and "
         f"{len(heldout_indices)} held-out records → heads {', '.join(map(str, dims))}")
-    run = shrink_cached.shrink_heads(vectors, train_indices, heldout_indices, dims=dims, steps=steps, batch=batch,
+    run = shrink_heads.shrink_heads(vectors, train_indices, heldout_indices, dims=dims, steps=steps, batch=batch,
                                      learning_rate=learning_rate, seed=seed, log_every=log_every, log=log)
     record = export_record(manifest=manifest, records_dir=records_dir, teacher=teacher, folder=folder, dims=dims,
                            steps=steps, settings=run.settings, result=run.result, heldout=run.heldout)

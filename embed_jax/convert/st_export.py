@@ -7,7 +7,7 @@ folder per head (and the image path, embed_jax/convert/hf_vision.py), a model ca
 (layout: embed_jax/convert/hf_export.py). `load_exported(FOLDER)` reads it back into a Student.
 
 Where things come from:
-- the student: the stage's latest checkpoint (or --step), by `embed_jax.train.workdir.load_trained_student`;
+- the student: the stage's latest checkpoint (or --step), by `embed_jax.train.trained_student.load_student`;
 - the tokenizer and the tensors the student does not train (BERT's pooler): the folder the run started from (its
   checkpoints record `init_from`), or --tokenizer=FOLDER;
 - teachers, prompts and the records' identity: the records folder whose corpus fingerprint the checkpoints record,
@@ -35,7 +35,7 @@ from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported 
 from embed_jax.models.hf_import import open_checkpoint, resolve_model_folder
 from embed_jax.models.student import validate_config
 from embed_jax.assets import AssetError, resolve_model_path
-from embed_jax.train import workdir as workdir_lib
+from embed_jax.train import trained_student, workdir as workdir_lib
 from embed_jax.train.metrics import read_metrics
 from embed_jax.train.workdir import checkpoint_steps, choose_stage, stage_folders
 
@@ -59,13 +59,15 @@ def stage_summary(stage_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def tokenizer_folder(tokenizer: str | None, init_from: str | None) -> Path:
-    """The folder whose tokenizer files are copied: --tokenizer, else the run's init_from."""
-    if tokenizer is None and not init_from:
-        raise FileNotFoundError("the checkpoints do not record the folder the student started from: pass "
-                                "--tokenizer=FOLDER (the student's tokenizer, e.g. the --config.model.init_from folder)")
-    folder = resolve_model_path(tokenizer or init_from)
-    where = f"--tokenizer={tokenizer}" if tokenizer else f"the run's init_from ({init_from})"
+def tokenizer_folder(tokenizer: str | None, stage_dir: Path) -> Path:
+    """The folder whose tokenizer files are copied: --tokenizer, else the stage's own (trained_student's rule: the
+    run's data.tokenizer, else its init_from)."""
+    if tokenizer is None:
+        source = trained_student.tokenizer_source(stage_dir)
+        tokenizer_path, where = source.path, f"the run's tokenizer ({source.path}, {source.where})"
+    else:
+        tokenizer_path, where = tokenizer, f"--tokenizer={tokenizer}"
+    folder = resolve_model_path(tokenizer_path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{where}: {folder} is not a folder. Pass --tokenizer=FOLDER, a folder holding the "
                                 "student's tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
@@ -198,7 +200,7 @@ def export(
 
     identity = workdir_lib.stored_identity(stage_dir, step)
     init_from = identity.get("init_from")
-    tokenizer_dir = tokenizer_folder(tokenizer, init_from)
+    tokenizer_dir = tokenizer_folder(tokenizer, stage_dir)
     source = _init_folder(init_from)
     fingerprints = workdir_lib.records_fingerprints(workdir)
     notices = []
@@ -214,7 +216,7 @@ def export(
                              "corpus_fingerprint": manifest.corpus_fingerprint} for folder, manifest in records_found]
     teachers = [dataclasses.asdict(teacher) for _, manifest in records_found[-1:] for teacher in manifest.teachers]
 
-    student = workdir_lib.load_trained_student(stage_dir, step)
+    student = trained_student.load_student(stage_dir, step)
     encoder_params, head_params, _ = hf_export.split_params(hf_export.flat_params(student))
     dims = tuple(int(dim) for dim in student.heads.dims)
     default_head = _default_head(dims, student.heads.teacher_dim, default_head)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from embed_jax.data import debian_texts
+from embed_jax.data.record_index import fold  # noqa: F401  (corpora.fold: the hold-out checks' text form)
 from embed_jax.data.records import Text
 
 WORDNET_DIR = Path(os.environ.get("EMBED_JAX_WORDNET_DIR", "/usr/share/wordnet"))
@@ -77,11 +78,6 @@ class Synset:
     lemmas: tuple[str, ...]
     definition: str
     examples: tuple[str, ...]
-
-
-def fold(text: str) -> str:
-    """Whitespace-folded, lower-cased form used to compare training texts with held-out ones."""
-    return " ".join(text.split()).lower()
 
 
 # ------------------------------------------------------------------------------------------------------ WordNet

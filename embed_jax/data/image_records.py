@@ -2,7 +2,8 @@
 the caption's vector through every head.
 
 A folder follows the text records' conventions (embed_jax/data/records.py: manifest.json written first and completed
-last, ArrayRecord shards with `group_size:1`, JSON sidecars, atomic renames, resumable export) with three differences:
+last, ArrayRecord shards with `group_size:1`, JSON sidecars, atomic renames, resumable export; the writer is
+embed_jax/teachers/caption_targets.py's `write_image_records`) with three differences:
 
 - manifest `corpus.kind` is "image_caption" (text readers and this reader refuse each other's folders by it);
 - manifest `teachers` lists one entry per *head* of the text path that made the caption vectors, named like the
@@ -68,7 +69,7 @@ _DTYPE_CODES = {"float16": 1, "float32": 2}
 _CODE_DTYPES = {code: name for name, code in _DTYPE_CODES.items()}
 
 
-def _fail(record_id: str, problem: str) -> RecordsError:
+def invalid(record_id: str, problem: str) -> RecordsError:
     return RecordsError(f"image record {record_id!r}: {problem}")
 
 
@@ -79,11 +80,11 @@ def encode_image_record(record_id: str, caption: str, image: np.ndarray | bytes 
                         dtype: str) -> bytes:
     """One record's bytes (module docstring). `image`: a uint8 (h, w) / (h, w, 1|3) array, or PNG/JPEG bytes."""
     if image is None:
-        raise _fail(record_id, "has no image; every image–caption record needs one")
+        raise invalid(record_id, "has no image; every image–caption record needs one")
     if isinstance(image, (bytes, bytearray, memoryview)):
         image_bytes, storage, shape = bytes(image), ENCODED, (0, 0, 0)
         if not image_bytes:
-            raise _fail(record_id, "its image is 0 bytes; every image–caption record needs one")
+            raise invalid(record_id, "its image is 0 bytes; every image–caption record needs one")
         decode_encoded_image(image_bytes, record_id)  # refuse corrupt bytes at export, not at training
     else:
         try:
@@ -91,12 +92,12 @@ def encode_image_record(record_id: str, caption: str, image: np.ndarray | bytes 
         except image_processing.ImageError as error:
             raise RecordsError(str(error)) from error
         if max(array.shape[:2]) > 0xFFFF:
-            raise _fail(record_id, f"image of shape {array.shape} is larger than 65535 pixels on a side")
+            raise invalid(record_id, f"image of shape {array.shape} is larger than 65535 pixels on a side")
         image_bytes, storage, shape = np.ascontiguousarray(array).tobytes(), RAW, array.shape
     id_bytes, caption_bytes = record_id.encode("utf-8"), caption.encode("utf-8")
     values = np.asarray(vector)
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.floating) or not np.all(np.isfinite(values)):
-        raise _fail(record_id, f"its caption vector must be a finite 1-D float array, got {values.dtype} "
+        raise invalid(record_id, f"its caption vector must be a finite 1-D float array, got {values.dtype} "
                                f"{values.shape}")
     values = values.astype(records.STORAGE_DTYPES[dtype])
     header = _HEADER.pack(_MAGIC, _DTYPE_CODES[dtype], storage, len(id_bytes), len(caption_bytes), values.shape[0],
@@ -113,7 +114,7 @@ def decode_encoded_image(data: bytes, record_id: str) -> np.ndarray:
             opened.load()
             image = opened.convert("L" if opened.mode in ("1", "L", "I;16", "I", "F") else "RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise _fail(record_id, f"its image bytes ({len(data)} B) are not a readable PNG/JPEG ({error}); re-export "
+        raise invalid(record_id, f"its image bytes ({len(data)} B) are not a readable PNG/JPEG ({error}); re-export "
                                "the record from an intact file") from error
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
@@ -132,23 +133,23 @@ def decode_image_record(data: bytes) -> dict[str, Any]:
     vector_start = image_start + image_length
     record_id = data[_HEADER.size:caption_start].decode("utf-8", errors="replace")
     if dtype_code not in _CODE_DTYPES:
-        raise _fail(record_id, f"unknown vector dtype code {dtype_code}: the shard is damaged")
+        raise invalid(record_id, f"unknown vector dtype code {dtype_code}: the shard is damaged")
     dtype = records.STORAGE_DTYPES[_CODE_DTYPES[dtype_code]]
     if len(data) != vector_start + dim * dtype.itemsize:
-        raise _fail(record_id, f"{len(data)} bytes do not match its header (caption {caption_length} B, image "
+        raise invalid(record_id, f"{len(data)} bytes do not match its header (caption {caption_length} B, image "
                                f"{image_length} B, {dim} × {dtype.name}): the shard is damaged")
     if image_length == 0:
-        raise _fail(record_id, "has no image; re-export it with its image")
+        raise invalid(record_id, "has no image; re-export it with its image")
     image_bytes = data[image_start:vector_start]
     if storage == RAW:
         if channels not in (1, 3) or height * width * channels != image_length:
-            raise _fail(record_id, f"raw image of {image_length} B does not fit its stored shape "
+            raise invalid(record_id, f"raw image of {image_length} B does not fit its stored shape "
                                    f"({height}, {width}, {channels}) with 1 or 3 channels: the shard is damaged")
         image = np.frombuffer(image_bytes, np.uint8).reshape(height, width, channels)
     elif storage == ENCODED:
         image = decode_encoded_image(image_bytes, record_id)
     else:
-        raise _fail(record_id, f"unknown image storage code {storage}: the shard is damaged")
+        raise invalid(record_id, f"unknown image storage code {storage}: the shard is damaged")
     return {
         "id": record_id,
         "caption": data[caption_start:image_start].decode("utf-8"),
@@ -185,46 +186,6 @@ def draft_manifest(heads: Sequence[CaptionHead], *, text_source: dict[str, Any],
     return Manifest(schema_version=records.SCHEMA_VERSION, export_id=records.export_id(fields),
                     status=records.STATUS_IN_PROGRESS, teachers=infos, teacher_dim=sum(info.dim for info in infos),
                     dtype=dtype, normalisation=NORMALISATION, corpus=corpus, shard_size=shard_size)
-
-
-def write_image_records(folder: str | os.PathLike, rows: Sequence[tuple[str, str, Any, np.ndarray]],
-                        draft: Manifest) -> Manifest:
-    """Write (id, caption, image, vector) rows as a finished records folder; returns the complete manifest.
-
-    A folder holding this same export complete is left as it is; an interrupted one keeps its finished shards
-    (checked against the rows' running hash) and gets the rest; anything else is refused (records.py)."""
-    folder = Path(folder)
-    seen: set[str] = set()
-    for record_id, _, _, vector in rows:
-        if record_id in seen:
-            raise _fail(record_id, "appears twice; ids must be unique so that each vector stays with its image")
-        seen.add(record_id)
-        if np.shape(vector) != (draft.teacher_dim,):
-            raise _fail(record_id, f"its caption vector has shape {np.shape(vector)}; the heads "
-                                   f"{', '.join(f'{t.name} ({t.dim})' for t in draft.teachers)} need "
-                                   f"({draft.teacher_dim},)")
-    done, previous = records.prepare_output_folder(folder, draft)
-    if previous is not None and previous.status == records.STATUS_COMPLETE:
-        return previous
-    hasher = records.corpus_hasher()
-    shards = []
-    for index, start in enumerate(range(0, len(rows), draft.shard_size)):
-        shard_rows = rows[start:start + draft.shard_size]
-        for record_id, caption, image, _ in shard_rows:
-            records.update_corpus_hash(hasher, [records.Text(record_id, caption)])
-            hasher.update(image if isinstance(image, bytes) else np.ascontiguousarray(image).tobytes())
-        if index < len(done):
-            if done[index].corpus_hash != hasher.hexdigest():
-                raise RecordsError(f"{folder / done[index].file}: written from other images or captions than these; "
-                                   "export into a new folder, or delete this one first.")
-            shards.append(done[index])
-        else:
-            shards.append(records.write_shard(folder, index, shard_rows, draft, hasher.hexdigest(),
-                                              encode=encode_image_record))
-    manifest = dataclasses.replace(draft, status=records.STATUS_COMPLETE, num_records=len(rows), skipped_empty=0,
-                                   corpus_fingerprint=hasher.hexdigest(), shards=tuple(shards))
-    records.finish_output_folder(folder, manifest)
-    return manifest
 
 
 # ---------------------------------------------------------------------------------------------------- manifest
@@ -282,7 +243,7 @@ class ImageRecordSource(grain.sources.RandomAccessDataSource):
 
     def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
         if record["teacher"].shape[0] != self.manifest.teacher_dim:
-            raise _fail(record["id"], f"its caption vector has {record['teacher'].shape[0]} values, the manifest's "
+            raise invalid(record["id"], f"its caption vector has {record['teacher'].shape[0]} values, the manifest's "
                                       f"heads sum to {self.manifest.teacher_dim}: the folder mixes exports")
         return record
 

@@ -35,7 +35,7 @@ import grain
 import numpy as np
 
 from embed_jax.assets import resolve_model_path
-from embed_jax.data import neighbour_batches, records, tokenizer_folder
+from embed_jax.data import dataset_index, neighbour_batches, records, tokenizer_folder
 from embed_jax.data.records import Manifest, RecordsError
 
 
@@ -68,6 +68,9 @@ class RecordDataSource(grain.sources.RandomAccessDataSource):
             raise RecordsError(f"{', '.join(map(str, self.folders))} holds 0 records (its manifest lists no shard: "
                                "an empty corpus?). Export records from a corpus with texts "
                                "(python -m embed_jax.teachers.export) and train on those.")
+        # Duplicate ids from the sidecars' record indexes, not the records (shards without one: `verify` checks them).
+        dataset_index.check_unique_ids(dataset_index.dataset_index(self.folders, self.manifests, log=lambda _: None,
+                                                                   read_unindexed=False), records_key)
         self._paths = paths
         self._shard_ends = np.cumsum([shard.num_records for manifest in self.manifests for shard in manifest.shards])
         try:
@@ -88,21 +91,30 @@ class RecordDataSource(grain.sources.RandomAccessDataSource):
         return len(self._shards)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            return records.decode_record(self._shards[index])
-        except RecordsError:
-            raise
-        except Exception as error:  # a damaged shard: name it (riegeli's messages do not)
-            raise self._unreadable(self._shard_paths_of([index]), error) from None
+        return self.read_many([index])[0]
 
     def read_many(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """Records at `indices`, read in one call (ArrayRecord reads them in parallel)."""
+        """Records at `indices`, read in one call (ArrayRecord reads them in parallel). A record that fails to read
+        or decode is named by its shard: the one that failed, found by reading each shard's records alone."""
+        indices = list(indices)
         try:
-            return [records.decode_record(data) for data in self._shards.__getitems__(list(indices))]
-        except RecordsError:
-            raise
-        except Exception as error:
-            raise self._unreadable(self._shard_paths_of(indices), error) from None
+            return [records.decode_record(data) for data in self._shards.__getitems__(indices)]
+        except Exception as error:  # riegeli's messages name no file; a batch spans many shards
+            raise self._unreadable(self._failing_shards(indices), error) from None
+
+    def _failing_shards(self, indices: Sequence[int]) -> list[str]:
+        """The shards among those of `indices` whose records fail to read or decode alone (the error path only)."""
+        by_shard: dict[int, list[int]] = {}
+        for index in indices:
+            by_shard.setdefault(int(np.searchsorted(self._shard_ends, index, side="right")), []).append(index)
+        failing = []
+        for shard, shard_indices in sorted(by_shard.items()):
+            try:
+                for data in self._shards.__getitems__(shard_indices):
+                    records.decode_record(data)
+            except Exception:  # noqa: BLE001 - any failure of this shard's read is what is being located
+                failing.append(self._paths[shard])
+        return failing or self._shard_paths_of(indices)
 
     def ids_and_texts(self, chunk: int = 4096) -> Iterator[tuple[str, str]]:
         """(id, text) of every record in order, read `chunk` records at a time."""

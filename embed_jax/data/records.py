@@ -7,7 +7,8 @@ A records folder holds what the teacher export wrote (docs/method.md §2: texts 
     shard-00000.array_record         ArrayRecord file, `group_size:1` so that any record is read by random access
     shard-00000.json                 sidecar: the shard's own copy of the schema fields (teachers, dims, dtype,
                                      schema version, export id) plus its record count, first/last id, the running
-                                     corpus hash at its end, and the shard file's size and sha256. A shard counts as
+                                     corpus hash at its end, the shard file's size and sha256, and its record
+                                     index (every id and text hash: data/record_index.py). A shard counts as
                                      written only once its sidecar exists.
     ...
     .export.lock, .export-workers.json, .export-worker-00000.lock, ...
@@ -17,8 +18,9 @@ A records folder holds what the teacher export wrote (docs/method.md §2: texts 
 
 Checks of a shard against its sidecar, by cost: `read_manifest` (every reader, on open) compares each file's size;
 `check_records_cheaply` (training, before step 1) also opens each shard for its record count and first id, which
-finds truncated, replaced and swapped shards; `verify_shard` (`python -m embed_jax.data.verify`) reads every record
-and the file's sha256, which finds a flipped byte. Sidecars written before sizes and checksums were recorded have
+finds truncated, replaced and swapped shards, and (`check_index_cheaply`) an index of another shard; `verify_shard`
+(`python -m embed_jax.data.verify`) reads every record (its vector finite and of unit norm, its id and text hash as
+the index lists them) and the file's sha256, which finds a flipped byte. Sidecars written before sizes and checksums were recorded have
 neither (0 and ""): they are read as before, and verify says "no checksum recorded".
 
 Records are local files: ArrayRecord opens local paths only, so a bucket is read through a gcsfuse mount
@@ -54,6 +56,9 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from embed_jax.data import record_index
+from embed_jax.data.record_index import RecordIndex
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 STATUS_IN_PROGRESS = "in_progress"
@@ -67,7 +72,7 @@ _HEADER = struct.Struct("<4sBBHII")
 SCHEMA_FIELDS = ("schema_version", "teacher_dim", "dtype", "teachers", "normalisation")
 # Fields that define an export: the same values give the same records, so a run may resume another's work.
 IDENTITY_FIELDS = ("schema_version", "teachers", "dtype", "normalisation", "corpus", "shard_size")
-_TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_SUFFIX = ".tmp"
 # Names of the export's own coordination files (embed_jax/teachers/workers.py): not "foreign" to a records folder.
 COORDINATION_PREFIX = ".export"
 # Where launch/tpu.py's `setup --gcsfuse-bucket=BUCKET` mounts a bucket on every worker (docs/launch.md).
@@ -151,8 +156,10 @@ class Manifest:
         return slices
 
     def schema(self) -> dict[str, Any]:
-        """The fields every shard and every folder read together must share."""
-        as_dict = manifest_to_dict(self)
+        """The fields every shard and every folder read together must share. Without the shard list, which they do
+        not need: each sidecar is checked against this, so converting the list here made opening a folder cost
+        shards² (measured: 0.5 s of 0.8 s for 40 shards; 2,000 shards at the paper's scale)."""
+        as_dict = manifest_to_dict(dataclasses.replace(self, shards=()))
         return {field: as_dict[field] for field in SCHEMA_FIELDS}
 
     def to_json(self) -> str:
@@ -235,6 +242,16 @@ def record_id(data: bytes) -> str:
     return bytes(data[start:start + id_length]).decode("utf-8", errors="replace")
 
 
+def record_id_and_text(data: bytes) -> tuple[str, str]:
+    """A text record's id and text, without its vector."""
+    magic, _, _, id_length, text_length, _ = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise RecordsError(f"record does not start with {_MAGIC!r} (got {magic!r}): not an embed_jax text record.")
+    text_start = _HEADER.size + id_length
+    return (bytes(data[_HEADER.size:text_start]).decode("utf-8"),
+            bytes(data[text_start:text_start + text_length]).decode("utf-8"))
+
+
 def check_local_records_path(path: str | os.PathLike, key: str) -> None:
     """Refuse a URL (gs://, s3://...) where a records folder is read or written: ArrayRecord opens local files only,
     and `Path("gs://b/x")` would silently become the local `gs:/b/x`. The error names the mount to use instead."""
@@ -265,8 +282,8 @@ def _publish(temporary: Path, final: Path) -> None:
     os.replace(temporary, final)
 
 
-def _write_json_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + _TEMPORARY_SUFFIX)
+def write_json_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
     temporary.write_text(text, encoding="utf-8")
     _publish(temporary, path)
 
@@ -281,7 +298,7 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
 
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
-    temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
+    temporary_path = folder / f"{stem}.array_record{TEMPORARY_SUFFIX}"
     try:
         writer = array_record_module.ArrayRecordWriter(str(temporary_path), "group_size:1")
         for record in records:
@@ -294,7 +311,8 @@ def write_shard(folder: Path, index: int, records: Sequence[tuple[str, str, np.n
                      last_id=records[-1][0], corpus_hash=corpus_hash, num_bytes=temporary_path.stat().st_size,
                      sha256=file_sha256(temporary_path))
     _publish(temporary_path, final_path)
-    _write_sidecar(folder / f"{stem}.json", info, manifest)
+    _write_sidecar(folder / f"{stem}.json", info, manifest,
+                   RecordIndex.of([record[0] for record in records], [record[1] for record in records]))
     return info
 
 
@@ -306,9 +324,10 @@ def riegeli_os_error(error: RuntimeError, path: Path) -> OSError:
     return OSError(code, os.strerror(code) if code else message, str(path))
 
 
-def _write_sidecar(path: Path, info: ShardInfo, manifest: Manifest) -> None:
-    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info)}
-    _write_json_atomically(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+def _write_sidecar(path: Path, info: ShardInfo, manifest: Manifest, index: RecordIndex) -> None:
+    sidecar = {**manifest.schema(), "export_id": manifest.export_id, "shard": dataclasses.asdict(info),
+               record_index.INDEX_KEY: index.to_json()}
+    write_json_atomically(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
 
 
 def file_sha256(path: Path) -> str:
@@ -326,12 +345,14 @@ def adopt_shard(folder: Path, index: int, source: Path, info: ShardInfo, manifes
     first (`verify_shard`); the copy's size and sha256 are those of the bytes copied."""
     stem = shard_stem(index)
     final_path = folder / f"{stem}.array_record"
-    temporary_path = folder / f"{stem}.array_record{_TEMPORARY_SUFFIX}"
+    temporary_path = folder / f"{stem}.array_record{TEMPORARY_SUFFIX}"
     shutil.copyfile(source, temporary_path)
     adopted = dataclasses.replace(info, file=final_path.name, num_bytes=temporary_path.stat().st_size,
                                   sha256=file_sha256(temporary_path))
+    # The donor's index when its sidecar has one; a donor exported before indexes were is read for it.
+    index = read_shard_index(source.parent, info) or index_from_shard(temporary_path)
     _publish(temporary_path, final_path)
-    _write_sidecar(folder / f"{stem}.json", adopted, manifest)
+    _write_sidecar(folder / f"{stem}.json", adopted, manifest, index)
     return adopted
 
 
@@ -467,6 +488,65 @@ def check_shard_cheaply(path: Path, info: ShardInfo) -> None:
                            f"shard files were swapped or replaced.")
 
 
+def sidecar_path_of(path: Path) -> Path:
+    """shard-00000.array_record → shard-00000.json"""
+    return path.with_name(path.name.removesuffix(".array_record") + ".json")
+
+
+def read_shard_index(folder: Path, info: ShardInfo) -> RecordIndex | None:
+    """The record index (ids, text hashes) in a shard's sidecar; None for a sidecar written before indexes were."""
+    sidecar_path = sidecar_path_of(Path(folder) / info.file)
+    try:
+        return record_index.read_from_sidecar(_read_sidecar(sidecar_path))
+    except record_index.IndexFormatError as error:
+        raise RecordsError(f"{sidecar_path}: {error}: the sidecar was edited. {repair_hint(Path(folder))}") from None
+
+
+def index_from_shard(path: Path, *, batch: int = 1024) -> RecordIndex:
+    """A shard's record index read from its records (every byte of the shard): for shards whose sidecar has none."""
+    ids, texts = [], []
+    with _reading(path) as reader:
+        count = _num_records(reader, path)
+        for start in range(0, count, batch):
+            for data in _read_records(reader, path, start, min(start + batch, count)):
+                record_id_, text = record_id_and_text(data)
+                ids.append(record_id_)
+                texts.append(text)
+    return RecordIndex.of(ids, texts)
+
+
+def index_mismatch(sidecar_path: Path, shard_path: Path, row: int, expected: tuple[str, int] | None,
+                   found: tuple[str, int] | None) -> RecordsError:
+    """The one error for a sidecar index that disagrees with its shard: which row, what each says, the verify command."""
+    def shown(value):
+        return "nothing" if value is None else f"id {value[0]!r}, text hash {value[1]:016x}"
+    return RecordsError(f"{sidecar_path}: its record index does not match {shard_path.name} at record {row} (sidecar: "
+                        f"{shown(expected)}; shard: {shown(found)}): the sidecar was edited or belongs to another "
+                        f"shard. {repair_hint(shard_path.parent)}")
+
+
+def check_index_cheaply(path: Path, info: ShardInfo) -> None:
+    """The sidecar's record index, where it has one, against the shard: its length, and the first record's id and
+    text hash (one record read; `verify` compares every record)."""
+    index = read_shard_index(path.parent, info)
+    if index is None:
+        return
+    with _reading(path) as reader:
+        first = _read_records(reader, path, 0, 1)[0] if _num_records(reader, path) else None
+    found = None
+    if first is not None and bytes(first[:4]) == _MAGIC:
+        first_id, first_text = record_id_and_text(first)
+        found = (first_id, record_index.text_hash(first_text))
+    elif first is not None:  # an image–caption record: its id is all that is compared cheaply
+        found = (record_id(first), int(index.text_hashes[0]))
+    expected = (index.ids[0], int(index.text_hashes[0])) if len(index) else None
+    if len(index) != info.num_records:
+        raise RecordsError(f"{sidecar_path_of(path)}: its record index lists {len(index)} records, its shard "
+                           f"{info.num_records}: the sidecar was edited. {repair_hint(path.parent)}")
+    if expected != found:
+        raise index_mismatch(sidecar_path_of(path), path, 0, expected, found)
+
+
 def _read_records(reader, path: Path, start: int, stop: int) -> list[bytes]:
     try:
         return reader.read(start, stop)
@@ -481,139 +561,140 @@ class ShardCheck:
     file: str
     num_records: int
     num_bytes: int
-    checksum: str  # "ok", "no checksum recorded", "mismatch", or "not checked" (after another problem)
+    checksum: str  # "ok", "no checksum recorded", "mismatch", "not checked" (after another problem), "sampled"
     problem: str | None = None
+    # The ids read (every record, or the sampled ones), in order: for duplicate ids across shards (data/verify.py).
+    record_ids: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
 
-def verify_shard(path: Path, info: ShardInfo, *, batch: int = 256) -> ShardCheck:
-    """Every record read back (ArrayRecord checks each chunk's hash; text records are decoded), count, first and
-    last id, and the file's sha256 when the sidecar recorded one."""
+# How far a stored teacher vector's norm may be from 1 (the export stores unit vectors: docs/method.md §2). float16
+# rounds each component to within 2⁻¹¹ of itself, which moves the norm by at most 2⁻¹¹ ≈ 4.9e-4: 2e-3 leaves a 4×
+# margin. float32's rounding is 2⁻²⁴ a component, and the export normalises in float32 (a 12288-d sum): 1e-5.
+NORM_TOLERANCES = {"float16": 2e-3, "float32": 1e-5}
+_DTYPE_NAMES = {code: name for name, code in _DTYPE_CODES.items()}
+
+
+@dataclasses.dataclass
+class VectorChecks:
+    """Each text record's vector, as verify found it: finite, and its norm (float64)."""
+    rows: list[int] = dataclasses.field(default_factory=list)
+    ids: list[str] = dataclasses.field(default_factory=list)
+    finite: list[np.ndarray] = dataclasses.field(default_factory=list)
+    norms: list[np.ndarray] = dataclasses.field(default_factory=list)
+    dtype: str = "float32"
+
+    def add(self, rows: Sequence[int], ids: Sequence[str], vectors: np.ndarray, dtype: str) -> None:
+        finite = np.isfinite(vectors).all(axis=1)
+        self.rows += rows
+        self.ids += ids
+        self.finite.append(finite)
+        self.norms.append(np.linalg.norm(np.where(finite[:, None], vectors, 0).astype(np.float64), axis=1))
+        self.dtype = dtype
+
+    def problems(self, path: Path) -> list[str]:
+        """Records whose vectors are not finite or not of unit norm at the stored dtype's tolerance: one line each
+        kind, naming the first such record and counting the others."""
+        if not self.rows:
+            return []
+        finite, norms = np.concatenate(self.finite), np.concatenate(self.norms)
+        tolerance = NORM_TOLERANCES[self.dtype]
+        off_norm = finite & (np.abs(norms - 1.0) > tolerance)
+        problems = []
+        for bad, what in ((~finite, "a non-finite vector (NaN or inf)"), (off_norm, None)):
+            where = np.flatnonzero(bad)
+            if len(where):
+                first = int(where[0])
+                described = what or f"a vector of norm {norms[first]:.6f}, not 1 within {tolerance:g} ({self.dtype})"
+                more = f" (and {len(where) - 1} more records of this shard)" if len(where) > 1 else ""
+                problems.append(f"{path}: record {self.rows[first]} (id {self.ids[first]!r}) holds {described}{more}: "
+                                f"not a normalised teacher vector (docs/method.md §2). Re-export the shard "
+                                f"(--config.reuse_from copies the sound ones).")
+        return problems
+
+
+def sample_rows(count: int, sample: int, seed: str) -> list[int]:
+    """`sample` rows of a shard of `count` records, the first and last among them, the same on every run."""
+    if sample >= count:
+        return list(range(count))
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode("utf-8")).digest()[:8], "little"))
+    middle = rng.choice(np.arange(1, count - 1), size=max(sample - 2, 0), replace=False) if count > 2 else []
+    return sorted({0, count - 1, *map(int, middle)})
+
+
+def verify_shard(path: Path, info: ShardInfo, *, batch: int = 256, sample: int = 0) -> ShardCheck:
+    """Every record read back (ArrayRecord checks each chunk's hash; text records are decoded, their vectors checked
+    finite and of unit norm), count, first and last id, the sidecar's record index, and the file's sha256 when the
+    sidecar recorded one. With `sample` > 0, only that many records (the first and last among them) are read, and
+    the sha256 is not computed: a quick check (`verify --sample`)."""
     size = path.stat().st_size if path.is_file() else 0
     count = 0
+    read_ids: list[str] = []
     try:
         check_shard_cheaply(path, info)
+        index = read_shard_index(path.parent, info)
+        vectors = VectorChecks()
         with _reading(path) as reader:
             count = _num_records(reader, path)
-            last = b""
-            for start in range(0, count, batch):
-                for data in _read_records(reader, path, start, min(start + batch, count)):
-                    if bytes(data[:4]) == _MAGIC:
-                        decode_record(data)
-                    last = data
-        if record_id(last) != info.last_id:
-            raise RecordsError(f"{path}: its last record is {record_id(last)!r}, its sidecar lists "
+            rows = sample_rows(count, sample, path.name) if sample else list(range(count))
+            for start in range(0, len(rows), batch):
+                chunk = rows[start:start + batch]
+                datas = (_read_records(reader, path, chunk[0], chunk[-1] + 1) if not sample
+                         else _read_listed(reader, path, chunk))
+                _check_records(path, chunk, datas, index, read_ids, vectors)
+        problems = vectors.problems(path)
+        if problems:
+            raise RecordsError(" ".join(problems[:3]))
+        if rows and rows[-1] == count - 1 and read_ids[-1] != info.last_id:
+            raise RecordsError(f"{path}: its last record is {read_ids[-1]!r}, its sidecar lists "
                                f"{info.last_id!r}: the file was replaced.")
     except RecordsError as error:
-        return ShardCheck(path.name, count, size, "not checked", str(error))
+        return ShardCheck(path.name, count, size, "not checked", str(error), tuple(read_ids))
+    if sample:
+        return ShardCheck(path.name, count, size, "sampled", None, tuple(read_ids))
     if not info.sha256:
-        return ShardCheck(path.name, count, size, "no checksum recorded")
+        return ShardCheck(path.name, count, size, "no checksum recorded", None, tuple(read_ids))
     if file_sha256(path) != info.sha256:
         return ShardCheck(path.name, count, size, "mismatch",
                           f"{path}: its sha256 is not the one its sidecar lists: the bytes changed after the "
-                          f"export.")
-    return ShardCheck(path.name, count, size, "ok")
+                          f"export.", tuple(read_ids))
+    return ShardCheck(path.name, count, size, "ok", None, tuple(read_ids))
 
 
-# ------------------------------------------------------------------------------------- writing a records folder
+def _read_listed(reader, path: Path, rows: list[int]) -> list[bytes]:
+    try:
+        return reader.read(rows)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise RecordsError(f"{path}: records {rows[0]}…{rows[-1]} are unreadable ({error}): the file is "
+                           f"damaged.") from None
 
 
-def prepare_output_folder(folder: Path, manifest: Manifest) -> tuple[list[ShardInfo], Manifest | None]:
-    """Make `folder` ready for `manifest`'s export: (shards a previous run of it wrote, that run's manifest).
-
-    Refuses a folder that holds anything else: another export's records, or files that are not ours. Removes only
-    our own leftovers of an interrupted run (temporary files, a shard whose sidecar never appeared).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest_path = folder / MANIFEST_NAME
-    if not manifest_path.exists():
-        refuse_foreign_files(folder)
-        _write_json_atomically(manifest_path, manifest.to_json())
-        return [], None
-    existing = read_manifest_file(manifest_path)
-    if existing.export_id != manifest.export_id:
-        if holds_no_finished_shard(folder, existing):
-            start_over(folder, manifest)
-            return [], None
-        edited = manifest_inconsistencies(existing)
-        raise RecordsError(
-            f"{folder} holds records of another configuration (differences: "
-            f"{'; '.join(describe_export_differences(existing, manifest))}"
-            f"{'; and its manifest.json was edited: ' + '; '.join(edited) if edited else ''}). Nothing was changed. "
-            f"To keep those records, choose another output folder (--config.output_dir=...); to replace them, delete "
-            f"{folder} first.")
-    if existing.status == STATUS_COMPLETE:
-        read_manifest(folder)  # checks the shards are still all there
-        return list(existing.shards), existing
-    return _resume_state(folder, existing), existing
+def _check_records(path: Path, rows: list[int], datas: list[bytes], index: RecordIndex | None,
+                   read_ids: list[str], vectors: VectorChecks) -> None:
+    """Decode a chunk of records: their ids go to `read_ids`, their vectors to `vectors`; an index that disagrees
+    with them is raised at once."""
+    text_rows, text_ids, text_vectors, dtype = [], [], [], "float32"
+    for row, data in zip(rows, datas):
+        if bytes(data[:4]) != _MAGIC:  # an image–caption record: its id against the index
+            read_ids.append(record_id(data))
+            found, expected_hash = (read_ids[-1], None), None
+        else:
+            record = decode_record(data)
+            read_ids.append(record["id"])
+            text_rows.append(row)
+            text_ids.append(record["id"])
+            text_vectors.append(record["teacher"])
+            dtype = _DTYPE_NAMES[data[4]]
+            found, expected_hash = (record["id"], record_index.text_hash(record["text"])), True
+        if index is not None:
+            expected = (index.ids[row], int(index.text_hashes[row])) if row < len(index) else None
+            if expected is None or expected[0] != found[0] or (expected_hash and expected[1] != found[1]):
+                raise index_mismatch(sidecar_path_of(path), path, row, expected,
+                                     found if expected_hash else (found[0], expected[1] if expected else 0))
+    if text_vectors:
+        vectors.add(text_rows, text_ids, np.stack(text_vectors), dtype)
 
 
-def holds_no_finished_shard(folder: Path, existing: Manifest) -> bool:
-    """An unfinished export that never finished a shard (it stopped on a corpus or teacher error, or was killed in
-    its first shard): nothing in it is worth keeping, so another export may take the folder over."""
-    return existing.status != STATUS_COMPLETE and not any(folder.glob("shard-*.json"))
-
-
-def start_over(folder: Path, manifest: Manifest) -> None:
-    """Replace an export that holds no finished shard by `manifest`'s: its unfinished shard files and worker count
-    go (the lock files stay: the caller holds them)."""
-    leftovers = [*folder.glob("shard-*"), *folder.glob(f"*{_TEMPORARY_SUFFIX}"),
-                 *folder.glob(f"{COORDINATION_PREFIX}*.json")]
-    for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
-    _write_json_atomically(folder / MANIFEST_NAME, manifest.to_json())
-
-
-def refuse_foreign_files(folder: Path) -> None:
-    """A folder without a manifest must hold nothing but the export's own coordination files (or not exist)."""
-    if (folder / MANIFEST_NAME).exists() or not folder.is_dir():
-        return
-    foreign = sorted(path.name for path in folder.iterdir() if not path.name.startswith(COORDINATION_PREFIX))
-    if foreign:
-        raise RecordsError(
-            f"{folder} is not empty ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}) and holds no "
-            f"{MANIFEST_NAME}: refusing to write records beside files that are not an embed_jax export. "
-            f"Choose an empty or new output folder (--config.output_dir=...).")
-
-
-def describe_export_differences(old: Manifest, new: Manifest) -> list[str]:
-    """`key: old → new` for each identity leaf that differs, e.g. `corpus.max_texts: 50 → 60`."""
-    old_dict, new_dict = manifest_to_dict(old), manifest_to_dict(new)
-    old_leaves = dict(_leaves({field: old_dict[field] for field in IDENTITY_FIELDS}))
-    new_leaves = dict(_leaves({field: new_dict[field] for field in IDENTITY_FIELDS}))
-    return [f"{key}: {old_leaves.get(key, '(none)')!r} → {new_leaves.get(key, '(none)')!r}"
-            for key in sorted(set(old_leaves) | set(new_leaves)) if old_leaves.get(key) != new_leaves.get(key)
-            ] or ["export id"]
-
-
-def _leaves(value: Any, prefix: str = ""):
-    """(dotted key, value) for every non-container value of nested dicts and lists (list items as key[i])."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _leaves(item, f"{prefix}.{key}" if prefix else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _leaves(item, f"{prefix}[{index}]")
-    else:
-        yield prefix, value
-
-
-def _resume_state(folder: Path, manifest: Manifest) -> list[ShardInfo]:
-    for leftover in folder.glob(f"*{_TEMPORARY_SUFFIX}"):
-        leftover.unlink()
-    done: list[ShardInfo] = []
-    while (folder / f"{shard_stem(len(done))}.json").exists():
-        info = check_sidecar(folder, manifest, folder / f"{shard_stem(len(done))}.json")
-        checked_with_hint(check_shard_cheaply, folder / info.file, info)
-        done.append(info)
-    # A shard renamed into place whose sidecar was never written is our own unfinished work.
-    orphan = folder / f"{shard_stem(len(done))}.array_record"
-    if orphan.exists():
-        orphan.unlink()
-    later = sorted(path.name for path in folder.glob("shard-*") if shard_index(path) > len(done))
-    if later:
-        raise RecordsError(f"{folder}: shards {', '.join(later[:5])} follow a gap at {shard_stem(len(done))}; "
-                           f"the folder was edited by hand. Re-export into an empty folder.")
-    return done
+# ------------------------------------------------------------------------------------- finished shards
 
 
 def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]:
@@ -631,25 +712,11 @@ def finished_shard_map(folder: Path, manifest: Manifest) -> dict[int, ShardInfo]
     return done
 
 
-def remove_unfinished_shard(folder: Path, index: int) -> None:
-    """A writer's own leftovers of shard `index` from an interrupted run: temporaries, records without sidecar."""
-    stem = shard_stem(index)
-    if (folder / f"{stem}.json").exists():
-        return
-    for leftover in (f"{stem}.array_record{_TEMPORARY_SUFFIX}", f"{stem}.json{_TEMPORARY_SUFFIX}",
-                     f"{stem}.array_record"):
-        (folder / leftover).unlink(missing_ok=True)
-
-
 def shard_index(path: Path) -> int:
     try:
         return int(path.name.split(".")[0].removeprefix("shard-"))
     except ValueError:
         return -1
-
-
-def finish_output_folder(folder: Path, manifest: Manifest) -> None:
-    _write_json_atomically(folder / MANIFEST_NAME, manifest.to_json())
 
 
 # ------------------------------------------------------------------------------------- reading a records folder
@@ -708,6 +775,7 @@ def check_records_cheaply(folder: str | os.PathLike, key: str) -> Manifest:
         manifest = read_manifest(folder)
         for path, info in zip(shard_paths(folder, manifest), manifest.shards):
             checked_with_hint(check_shard_cheaply, path, info)
+            check_index_cheaply(path, info)
     except RecordsError as error:
         raise RecordsError(f"{key}={os.fspath(folder)!r}: {error}") from None
     return manifest

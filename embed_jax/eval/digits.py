@@ -25,9 +25,12 @@ import numpy as np
 from embed_jax.data import digits, images
 from embed_jax.data.image_prompt import image_prompt_tokens
 from embed_jax.eval.tasks import Task, TaskResult, TextVectors
-from embed_jax.train import vision_stage, workdir
+from embed_jax.train import trained_student, workdir
 
 IMAGE_SET = "digits_held_out"
+# Captions are one short sentence ("a photo of the number seven"): 128 tokens hold any of them; the caption export
+# encodes them in the same window (student_caption_vectors in embed_jax/teachers/caption_targets.py).
+CAPTION_MAX_LENGTH = 128
 METRICS = ("zero_shot_accuracy", "zero_shot_accuracy_unseen_templates", "zero_shot_accuracy_one_template",
            "caption_r1")
 
@@ -78,14 +81,14 @@ def evaluate_digits_all_heads(student: Any, tokenizer: str) -> dict[int, dict[st
     if student.vision is None:
         raise ValueError("this student has no vision tower: zero-shot digits needs a stage-4 student")
     pictures, labels = held_out_images()
-    pixels = images.preprocess_batch(list(pictures), vision_stage.image_settings(student))
+    pixels = images.preprocess_batch(list(pictures), trained_student.image_settings(student))
     prompt = image_prompt_tokens(tokenizer, student.num_image_tokens)
     if prompt.placeholders != dict(vars(student.placeholders)):
         raise ValueError(f"tokenizer {tokenizer!r} gives placeholder ids {prompt.placeholders}, the student was "
                          f"trained with {vars(student.placeholders)}: pass the tokenizer the student was trained with")
-    image_vectors = vision_stage.encode_images(student, prompt, pixels)
+    image_vectors = trained_student.encode_images(student, prompt, pixels)
     texts = caption_texts()
-    text_vectors = vision_stage.encode_texts(student, tokenizer, texts)
+    text_vectors = trained_student.encode_texts(student, tokenizer, texts, max_length=CAPTION_MAX_LENGTH).embeddings
     return {dim: score_digits(image_vectors[dim], labels, dict(zip(texts, text_vectors[dim])))
             for dim in student.heads.dims}
 

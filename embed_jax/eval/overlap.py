@@ -7,9 +7,11 @@ Where the training records are written down:
   records folders whose corpus fingerprint the checkpoints record, searched where the exporter searches (beside
   the workdir).
 
-Every record of those folders is read: an id that names evaluation material (`corpora.is_held_out_record_id`:
-`lee:*`, or a held-out WordNet synset) or a text equal, after `corpora.fold`, to a held-out text
-(`corpora.holdout_folded_texts()`) is an overlap. Overlap stops the evaluation with the records folder and the first
+Every record of those folders is checked from its shard's sidecar, which holds each record's id and a hash of its
+folded text (data/record_index.py; a folder exported before sidecars held them is read record by record, and a line
+says so): an id that names evaluation material (`corpora.is_held_out_record_id`: `lee:*`, or a held-out WordNet
+synset) or a text equal, after `corpora.fold`, to a held-out text (`corpora.holdout_folded_texts()`, compared by
+hash) is an overlap. Overlap stops the evaluation with the records folder and the first
 offending ids, unless the user passes --allow_overlap, which scores the model and marks its rows.
 
 A model trained elsewhere (any other sentence-transformers folder) has no records to read: its rows say "external".
@@ -21,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from embed_jax.convert.hf_export import EXPORT_FILE
-from embed_jax.data import corpora, records
-from embed_jax.data.pipeline import RecordDataSource
+from embed_jax.data import corpora, dataset_index, record_index, records
 from embed_jax.train import workdir
 from embed_jax.train.workdir import RUN_CONFIG_FILE
 
@@ -139,20 +141,26 @@ def records_from_run_config(path: Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------- reading them
 
 
-def offence(record_id: str, text: str, held_out_texts: frozenset[str]) -> str | None:
+@functools.cache
+def holdout_text_hashes() -> frozenset[int]:
+    """The hashes of every held-out text's folded form (record_index.text_hash folds again: folding is idempotent)."""
+    return frozenset(int(value) for value in record_index.text_hashes(corpora.holdout_folded_texts()))
+
+
+def offence(record_id: str, text_hash: int, held_out_hashes: frozenset[int]) -> str | None:
     if corpora.is_held_out_record_id(record_id):
         return "held-out id"
-    if corpora.fold(text) in held_out_texts:
+    if text_hash in held_out_hashes:
         return "held-out text"
     return None
 
 
-def find_offenders(items: Iterable[tuple[str, str]], held_out_texts: frozenset[str]) -> tuple[int, list[Offender], int]:
-    """(records read, the first SHOWN_OFFENDERS offenders, number of offenders) over (id, text) pairs."""
+def find_offenders(items: Iterable[tuple[str, int]], held_out_hashes: frozenset[int]) -> tuple[int, list[Offender], int]:
+    """(records read, the first SHOWN_OFFENDERS offenders, number of offenders) over (id, text hash) pairs."""
     count, shown, offending = 0, [], 0
-    for record_id, text in items:
+    for record_id, text_hash in items:
         count += 1
-        reason = offence(record_id, text, held_out_texts)
+        reason = offence(record_id, text_hash, held_out_hashes)
         if reason is not None:
             offending += 1
             if len(shown) < SHOWN_OFFENDERS:
@@ -160,11 +168,16 @@ def find_offenders(items: Iterable[tuple[str, str]], held_out_texts: frozenset[s
     return count, shown, offending
 
 
+def warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 @functools.lru_cache(maxsize=16)
 def scan_records(records_dir: str) -> RecordsScan:
-    """Every record of one folder checked against the hold-out (once per folder per process)."""
-    count, shown, offending = find_offenders(RecordDataSource(Path(records_dir)).ids_and_texts(),
-                                             corpora.holdout_folded_texts())
+    """Every record of one folder checked against the hold-out (once per folder per process), from its sidecars."""
+    folder = Path(records_dir)
+    index = dataset_index.dataset_index([folder], [records.read_manifest(folder)], log=warn)
+    count, shown, offending = find_offenders(zip(index.ids, map(int, index.text_hashes)), holdout_text_hashes())
     return RecordsScan(records_dir=records_dir, num_records=count, offenders=tuple(shown), num_offending=offending)
 
 

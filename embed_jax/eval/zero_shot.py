@@ -14,13 +14,13 @@ from absl import flags
 
 from embed_jax import cli
 from embed_jax.eval import digits
-from embed_jax.train import workdir
+from embed_jax.train import trained_student, workdir
 
 FLAGS = cli.program_flags()
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its last image stage) or a stage folder.",
                                flag_values=FLAGS)
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the stage's init_from (its run metadata).",
-                                 flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the stage's own (its run's data.tokenizer, else "
+                                 "model.init_from).", flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string("output", "", "Also write the figures as JSON here.", flag_values=FLAGS)
 
 
@@ -33,8 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = workdir.absolute_workdir(_WORKDIR.value)
     try:
         stage_dir = run_dir if workdir.is_stage_folder(run_dir) else digits.last_image_stage(run_dir)
-        student = workdir.load_trained_student(stage_dir)
-        results = digits.evaluate_digits_all_heads(student, _TOKENIZER.value or workdir.stage_tokenizer(stage_dir))
+        student = trained_student.load_student(stage_dir)
+        results = digits.evaluate_digits_all_heads(student, str(trained_student.tokenizer_folder(stage_dir,
+                                                                                                 _TOKENIZER.value)))
     except (FileNotFoundError, ValueError) as error:
         return cli.fail(error)
     print(f"zero-shot digits, {len(digits.held_out_images()[1])} held-out images, {stage_dir}\n")

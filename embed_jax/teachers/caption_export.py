@@ -28,7 +28,8 @@ _DATASET = flags.DEFINE_enum("dataset", "digits", caption_targets.DATASETS, "Ima
 _TEXT_STUDENT = flags.DEFINE_string("text_student", "", "A trained text stage folder (self-distillation).",
                                     flag_values=FLAGS)
 _TEXT_TEACHER = flags.DEFINE_string("text_teacher", "", "Or a sentence-transformers folder.", flag_values=FLAGS)
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the text stage's init_from.", flag_values=FLAGS)
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Default: the text stage's own (its run's data.tokenizer, else "
+                                 "model.init_from).", flag_values=FLAGS)
 _STORAGE_DTYPE = flags.DEFINE_enum("storage_dtype", "float32", ("float16", "float32"), "Vector storage dtype.",
                                    flag_values=FLAGS)
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 4096, "Records per shard.", flag_values=FLAGS)

@@ -35,7 +35,7 @@ from typing import Sequence
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
 from embed_jax.data.tokenizer_folder import TokenizerFolderError
-from embed_jax.teachers import encoders, output_folder, plan, reuse, shards, targets, workers
+from embed_jax.teachers import encoders, output_folder, plan, records_folder, reuse, shards, targets, workers
 from embed_jax.teachers.progress import Progress, format_duration
 from embed_jax.teachers.shards import ExportError, ShardedCorpus
 from embed_jax.teachers.workers import Worker
@@ -195,10 +195,10 @@ def write_folder(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], d
         with workers.folder_lock(folder):
             manifest_path = folder / records.MANIFEST_NAME
             if not manifest_path.exists():
-                records.prepare_output_folder(folder, draft)  # refuses files that are not ours; writes the draft
+                records_folder.prepare_output_folder(folder, draft)  # refuses files that are not ours; writes the draft
             previous = records.read_manifest_file(manifest_path)
             if previous.export_id != draft.export_id or previous.status == records.STATUS_COMPLETE:
-                records.prepare_output_folder(folder, draft)  # refuses another export; checks a complete one
+                records_folder.prepare_output_folder(folder, draft)  # refuses another export; checks a complete one
             if previous.status == records.STATUS_COMPLETE:
                 log(f"{folder} already holds this export, complete ({previous.num_records:,} records); nothing to do.")
                 return previous
@@ -216,18 +216,19 @@ def refuse_before_claiming(folder: Path, draft: Manifest) -> None:
     """A folder that is not ours, or holds another export, is refused before any lock file appears in it (the
     checks run again under the folder lock, where they count). Another export that never finished a shard is not
     worth refusing for: this one takes the folder over, saying so."""
-    records.refuse_foreign_files(folder)
+    records_folder.refuse_foreign_files(folder)
     manifest_path = folder / records.MANIFEST_NAME
     if not manifest_path.exists():
         return
     existing = records.read_manifest_file(manifest_path)
     if existing.export_id == draft.export_id:
         return
-    if records.holds_no_finished_shard(folder, existing):
+    if records_folder.holds_no_finished_shard(folder, existing):
         log(f"{folder} holds an unfinished export of another configuration with no finished shard "
-            f"({'; '.join(records.describe_export_differences(existing, draft))}); this export starts over there")
+            f"({'; '.join(records_folder.describe_export_differences(existing, draft))}); this export starts over "
+            "there")
         return
-    records.prepare_output_folder(folder, draft)  # raises, naming the differences
+    records_folder.prepare_output_folder(folder, draft)  # raises, naming the differences
 
 
 def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
@@ -246,7 +247,7 @@ def write_records(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], 
         if index in done:
             check_finished_shard(done[index], texts, corpus_hash, index, folder)
         elif worker.owns(index):
-            records.remove_unfinished_shard(folder, index)
+            records_folder.remove_unfinished_shard(folder, index)
             donor = reuse.matching_shard(donors, index, len(texts), texts[0].id, texts[-1].id, corpus_hash)
             problem = records.verify_shard(*donor).problem if donor is not None else None
             if problem:
@@ -294,7 +295,7 @@ def finish_if_complete(manifest: Manifest, cut: Sequence[ShardInfo], settings: E
                                   f"worker read (shard {index}); every worker must read the same corpus. Check "
                                   f"corpus.* on every worker, then delete that shard and its sidecar and rerun it.")
         manifest = dataclasses.replace(manifest, shards=tuple(on_disk[index] for index in range(len(cut))))
-        records.finish_output_folder(folder, manifest)
+        records_folder.finish_output_folder(folder, manifest)
     log(f"wrote {manifest.num_records:,} records in {len(cut)} shards to {folder} ({manifest.teacher_dim}-d, "
         f"{manifest.dtype}) in {format_duration(seconds)}; skipped {manifest.skipped_empty:,} "
         f"empty or whitespace-only texts")

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from embed_jax.data import pipeline, records, teacher_weights
+from embed_jax.data import dataset_index, pipeline, records, teacher_weights
 
 
 def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_token_id: int) -> dict[str, jax.Array]:
@@ -118,22 +118,20 @@ class Repeats:
     first_text_only: str = ""
 
 
-def repeated_records(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource) -> Repeats:
-    """One pass over the training records against the held-out ids and texts (the smaller side, kept in memory)."""
-    held_out_ids, by_id, by_text = [], {}, {}
-    for index, (record_id, text) in enumerate(held_out.ids_and_texts()):
-        held_out_ids.append(record_id)
-        by_id.setdefault(record_id, index)
-        by_text.setdefault(text, index)
-    same_id, same_text = set(), set()
-    for record_id, text in train.ids_and_texts():
-        if record_id in by_id:
-            same_id.add(by_id[record_id])
-        if text in by_text:
-            same_text.add(by_text[text])
-    text_only = same_text - same_id
-    return Repeats(len(same_id), len(text_only), held_out_ids[min(same_id)] if same_id else "",
-                   held_out_ids[min(text_only)] if text_only else "")
+def repeated_records(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource,
+                     log=print) -> Repeats:
+    """The held-out ids and text hashes against the training ones, from the shards' sidecars (data/dataset_index.py:
+    tens of bytes a record, not the records; a folder exported before sidecars held them is read, and `log` says so).
+    Texts compare in their folded form (case and whitespace), as the evaluation's hold-out check compares them."""
+    held = dataset_index.dataset_index(held_out.folders, held_out.manifests, log=log)
+    trained = dataset_index.dataset_index(train.folders, train.manifests, log=log)
+    held_ids = set(held.ids)
+    repeated_ids = {record_id for record_id in trained.ids if record_id in held_ids}
+    same_id = [position for position, record_id in enumerate(held.ids) if record_id in repeated_ids]
+    same_text = np.flatnonzero(np.isin(held.text_hashes, trained.text_hashes))
+    text_only = sorted(set(same_text.tolist()) - set(same_id))
+    return Repeats(len(same_id), len(text_only), held.ids[same_id[0]] if same_id else "",
+                   held.ids[text_only[0]] if text_only else "")
 
 
 def check_disjoint(train: pipeline.RecordDataSource, held_out: pipeline.RecordDataSource, *, train_key: str,
@@ -141,7 +139,7 @@ def check_disjoint(train: pipeline.RecordDataSource, held_out: pipeline.RecordDa
     """Held-out records that repeat training records make the eval/* loss a training loss (it falls with
     memorisation): refuse them, naming both folders, how many repeat and one of them. A few texts repeated under
     other ids (MAX_TEXT_ONLY_REPEATS) are the corpus's own duplicates: one line says so, and training goes on."""
-    repeats = repeated_records(train, held_out)
+    repeats = repeated_records(train, held_out, log=log)
     where = (f"{', '.join(map(str, held_out.folders))} repeat records of the training records in "
              f"{', '.join(map(str, train.folders))} ({train_key})")
     if repeats.by_id or repeats.text_only > MAX_TEXT_ONLY_REPEATS * len(held_out):
@@ -163,9 +161,9 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
                  group_by: str | None = None):
     """The pipeline as the config sets it; `length_grouping_window` and `group_by` override data.*'s."""
     if length_grouping_window is None:
-        length_grouping_window = int(config.data.get("length_grouping_window", 1))
+        length_grouping_window = int(config.data.length_grouping_window)
     if group_by is None:
-        group_by = str(config.data.get("group_by", "length"))
+        group_by = str(config.data.group_by)
     return pipeline.make_dataset(
         source,
         tokenizer=tokenizer_path(config),
@@ -189,7 +187,7 @@ def teacher_scales(config: ml_collections.ConfigDict, source: pipeline.RecordDat
     vectors unchanged); the training and the held-out records get the same, their teachers being checked alike."""
     ordered = sorted(source.manifest.teachers, key=lambda teacher: teacher.order)
     weights = teacher_weights.weights_for_teachers(
-        config.data.get("teacher_weights", ""), [teacher.name for teacher in ordered],
+        config.data.teacher_weights, [teacher.name for teacher in ordered],
         records_dir=", ".join(map(str, source.folders)))
     return teacher_weights.block_scales([teacher.dim for teacher in ordered], weights)
 

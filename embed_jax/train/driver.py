@@ -52,16 +52,10 @@ class Cadence:
 
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, num_steps: int, *, evaluates: bool) -> Cadence:
-        """The config's train.* cadence, checked before any work; `evaluates`: whether the stage has an evaluator."""
-        log_every, eval_every = int(train.log_every), int(train.eval_every) if evaluates else 0
-        if log_every < 1 or int(train.checkpoint_every) < 1:
-            raise ValueError(f"config keys train.log_every={log_every} and train.checkpoint_every="
-                             f"{train.checkpoint_every} must both be ≥ 1 (steps between logged rows, between saves)")
-        if eval_every % log_every:
-            raise ValueError(f"config key train.eval_every={eval_every} must be a multiple of "
-                             f"train.log_every={log_every}: evaluations are written with the logged metrics")
-        return cls(num_steps=int(num_steps), log_every=log_every, checkpoint_every=int(train.checkpoint_every),
-                   eval_every=eval_every)
+        """The config's train.* cadence (checked by preflight.check_train_cadence before any work); `evaluates`:
+        whether the stage has an evaluator."""
+        return cls(num_steps=int(num_steps), log_every=int(train.log_every),
+                   checkpoint_every=int(train.checkpoint_every), eval_every=int(train.eval_every) if evaluates else 0)
 
     def logs(self, step: int, start_step: int) -> bool:
         """Every log_every steps, the last step, and the first step of a (resumed) run."""

@@ -7,8 +7,9 @@
         the stage's last checkpoint holds the full student: the next stage, export and eval start from it
 
 A stage is one of three kinds, each a module that supplies what differs and runs through the one step driver
-(embed_jax/train/driver.py): a text stage (text_stage.py), a heads-only stage from cached pooled vectors
-(cached_stage.py, stage.cached_pooled=True), an image stage (vision_stage.py, trainable="vision"). The run folder's
+(embed_jax/train/driver.py): a text stage (stages/text.py), a heads-only stage from cached pooled vectors
+(stages/cached.py, kind='cached_pooled'), an image stage (stages/vision.py, kind='images'): `run_stage` dispatches on
+the stage's kind. The run folder's
 layout is embed_jax/train/workdir.py's. Every process runs this same code; each reads its own slice of the records,
 and the loss sees the global batch.
 """
@@ -19,20 +20,22 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from embed_jax.train import cached_stage, preflight, run_lock, text_stage, train_state, vision_stage, workdir
+from embed_jax.train import config as train_config, preflight, run_lock, workdir
+from embed_jax.train.console import log
+from embed_jax.train.stages import cached, text, vision
 from embed_jax.train.driver import Preempted
 from embed_jax.train.preemption import PreemptionGuard
-from embed_jax.train.train_state import StageResult
+from embed_jax.train.stages.student import StageResult
+
+
+# A stage's kind (embed_jax/train/config.py, KINDS) → the module that runs it.
+RUNNERS = {"records": text.run_text_stage, "cached_pooled": cached.run_cached_stage, "images": vision.run_vision_stage}
 
 
 def run_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,
               previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    if stage.get(cached_stage.CONFIG_KEY, False):
-        return cached_stage.run_cached_stage(config, stage_name, run_dir, previous)
-    if vision_stage.is_image_stage(stage):
-        return vision_stage.run_vision_stage(config, stage_name, run_dir, previous)
-    return text_stage.run_text_stage(config, stage_name, run_dir, previous)
+    stage = train_config.stage_config(config, stage_name)
+    return RUNNERS[stage.kind](config, stage_name, stage, run_dir, previous)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, run_dir: str | Path) -> list[StageResult]:
@@ -62,5 +65,5 @@ def stopped_between_stages(guard: PreemptionGuard, finished: StageResult | None,
             else "nothing was trained yet")
     message = (f"stopped before {next_stage} on {signum.name if signum else 'a stop request'}: {kept}; rerun the "
                f"same command to continue with {next_stage}")
-    train_state.log(f"[{next_stage}] {message}")
+    log(f"[{next_stage}] {message}")
     return Preempted(finished.final_step if finished is not None else 0, signum, message=message)

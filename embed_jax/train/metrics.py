@@ -181,7 +181,7 @@ class Throughput:
 
 
 class StepRate:
-    """Steps/s since the stage (re)started: the cached heads-only stage's steps (embed_jax/train/cached_stage.py)
+    """Steps/s since the stage (re)started: the cached heads-only stage's steps (embed_jax/train/stages/cached.py)
     read no records, so examples/s would say nothing its step rate does not."""
 
     def __init__(self):

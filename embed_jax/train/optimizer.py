@@ -8,7 +8,7 @@ updates step by step against `torch.optim.AdamW` + `transformers.get_cosine_sche
 `clip_grad_norm_`.
 
 Frozen parameters get no optimizer state because the optimizer never sees them: the stage splits the model's state
-into trainable and frozen parts first (embed_jax/train/stages.py) and `make_optimizer`'s transformation is
+into trainable and frozen parts first (embed_jax/train/trainable.py) and `make_optimizer`'s transformation is
 initialised on the trainable part only (no masked zeros, no per-parameter placeholders).
 
 Config keys (section `optimizer`, all optional):

@@ -1,12 +1,13 @@
 """Every check a training config can fail, run before any work (no student built, no step compiled).
 
-    check_config     train.*, data.*, each stage of stage_order, the mesh; the student's position table; the
-                     vision tower's patch grid; the records folders (not empty, data.teacher_weights naming their
-                     teachers, held-out records laid out as the training records and repeating none of them)
+    check_config     train.*, loss.*, data.*, each stage of stage_order, the mesh; the student's position table; a
+                     stage's interpolation start (the trained encoder's shapes); the vision tower's patch grid; the
+                     records folders (not empty, data.teacher_weights naming their teachers, the start among them for
+                     fc1_init='start', held-out records laid out as the training records and repeating none of them)
 
 Each error is one `ConfigError` line naming the config key, the stage where it matters, and what to set instead
-(docs/reliability.md lists them with the tests that hold them). The stages check again what they use; this module
-makes the run fail in its first second rather than after a stage of training.
+(docs/reliability.md lists them with the tests that hold them). Each stage section is checked as its typed
+StageConfig (embed_jax/train/config.py); the stages then read those typed values and check nothing again.
 """
 from __future__ import annotations
 
@@ -19,42 +20,26 @@ from embed_jax import losses
 from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
-from embed_jax.train import batches, cached_stage, sharding, stages, start_anchor, text_stage, vision_stage
-from embed_jax.train.train_state import log
-
-
-class ConfigError(ValueError):
-    """A config value no run can train with; the message names the key, the stage and the fix."""
+from embed_jax.train import batches, config as train_config, sharding
+from embed_jax.train.stages import start_anchor, text, vision
+from embed_jax.train.config import ConfigError, StageConfig, positive_int
+from embed_jax.train.console import log
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError for the first value that cannot work (see the module docstring)."""
     check_train_cadence(config.train)
     check_loss(config.loss)
-    for stage_name in config.stage_order:
-        check_stage(config, stage_name)
+    stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
-    text_stages = [name for name in config.stage_order if not vision_stage.is_image_stage(config[name])]
+    check_tokenizer(config)
+    check_interpolation_starts(config, stages)
+    text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
         check_position_table(config, text_stages)
-        check_text_records(config)
-    if len(text_stages) < len(config.stage_order):
+        check_text_records(config, stages)
+    if len(text_stages) < len(stages):
         check_vision_tower(config)
-
-
-def check_loss(loss: ml_collections.ConfigDict) -> None:
-    """loss.* applies to every stage: each weight, the margin, the ranking term's temperature (reduction_target, which
-    may also be 'pooled', is text_stage.loss_target's to check)."""
-    try:
-        losses.LossConfig.from_mapping({key: value for key, value in dict(loss).items() if key != "reduction_target"})
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-
-
-def positive_int(value: Any, key: str, why: str, example: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"config key {key}={value!r}: {why}, so it must be a whole number ≥ 1; e.g. "
-                          f"--config.{key}={example}")
 
 
 def check_train_cadence(train: ml_collections.ConfigDict) -> None:
@@ -74,28 +59,11 @@ def check_train_cadence(train: ml_collections.ConfigDict) -> None:
                           f"train.log_every={train.log_every}: evaluations are written with the logged metrics")
 
 
-def check_stage(config: ml_collections.ConfigDict, stage_name: str) -> None:
-    if stage_name not in config:
-        raise ConfigError(f"config key stage_order names {stage_name!r}, but the config has no such section; "
-                          f"sections: {sorted(key for key in config.keys() if key.startswith('stage'))}")
-    stage = config[stage_name]
-    positive_int(stage.num_steps, f"{stage_name}.num_steps", f"stage {stage_name} must train at least one step "
-                 "(drop it from stage_order to skip it)", 100)
-    for key in ("learning_rate", "head_learning_rate"):
-        value = stage.get(key)
-        if key == "head_learning_rate" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"config key {stage_name}.{key}={value!r}: stage {stage_name}'s peak learning rate "
-                              f"must be a positive number, e.g. --config.{stage_name}.{key}=1e-4")
-    if stage.trainable not in stages.TRAINABLE_CHOICES:
-        raise ConfigError(f"config key {stage_name}.trainable={stage.trainable!r}: use one of "
-                          f"{list(stages.TRAINABLE_CHOICES)}")
-    if stage.get(cached_stage.CONFIG_KEY, False):
-        cached_stage.check_stage(stage, stage_name)
+def check_loss(loss: ml_collections.ConfigDict) -> None:
+    """loss.* applies to every stage: each weight, the margin, the ranking term's temperature (reduction_target, which
+    may also be 'pooled', is text.loss_target's to check)."""
     try:
-        start_anchor.check_stage(stage, stage_name)
-        start_anchor.check_start(config, stage, stage_name)  # builds two students, only for another start folder
+        losses.LossConfig.from_mapping({key: value for key, value in dict(loss).items() if key != "reduction_target"})
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -106,9 +74,9 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
     positive_int(data.global_batch_size, "data.global_batch_size", "every stage's step reads that many records",
                  32)
     positive_int(data.max_length, "data.max_length", "texts are cut to that many tokens", 128)
-    positive_int(data.get("length_grouping_window", 1), "data.length_grouping_window",
+    positive_int(data.length_grouping_window, "data.length_grouping_window",
                  "1 is random batches, W > 1 regroups W batches (data.group_by)", 1)
-    if data.get("group_by", "length") not in pipeline.GROUP_BY_CHOICES:
+    if data.group_by not in pipeline.GROUP_BY_CHOICES:
         raise ConfigError(f"config key data.group_by={data.group_by!r}: use one of {list(pipeline.GROUP_BY_CHOICES)} "
                           "(what a window of data.length_grouping_window batches is regrouped by: token length, or "
                           "teacher neighbourhood).")
@@ -121,6 +89,33 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- the student
+
+
+def check_tokenizer(config: ml_collections.ConfigDict) -> None:
+    """data.tokenizer, where set, must hold model.init_from's vocabulary: the student's token embeddings are
+    init_from's, and every reader of the trained stage (embed_jax/train/trained_student.py) tokenises with the run's
+    one tokenizer. A folder without a tokenizer.json (e.g. converted weights) leaves data.tokenizer the only one."""
+    tokenizer, init_from = str(config.data.tokenizer), str(config.model.init_from)
+    if not tokenizer or not init_from:
+        return
+    tokenizer_folder, init_folder = resolve_model_path(tokenizer), resolve_model_path(init_from)
+    if tokenizer_folder.resolve() == init_folder.resolve() or not (init_folder / "tokenizer.json").is_file():
+        return
+    ours, theirs = vocabulary(tokenizer_folder), vocabulary(init_folder)
+    if ours != theirs:
+        differing = sorted(set(ours.items()) ^ set(theirs.items()))
+        raise ConfigError(
+            f"config keys data.tokenizer={tokenizer!r} and model.init_from={init_from!r} name different tokenizers "
+            f"({len(ours)} vs {len(theirs)} tokens, e.g. {differing[0][0]!r} differs): the student's token embeddings "
+            "are init_from's, so its texts must be tokenised with init_from's vocabulary, and evaluation and export "
+            "read the run's one tokenizer. Leave data.tokenizer empty (init_from's own tokenizer), or point it at a "
+            "copy of init_from's tokenizer files.")
+
+
+def vocabulary(folder) -> dict[str, int]:
+    """{token: id} of a folder's tokenizer.json, as the pipeline loads it (data/pipeline.py's load_tokenizer)."""
+    tokenizer, _ = pipeline.load_tokenizer(str(folder), 1)
+    return tokenizer.get_vocab()
 
 
 def position_limit(hf_config: Mapping[str, Any], source: str) -> int:
@@ -144,28 +139,39 @@ def check_position_table(config: ml_collections.ConfigDict, stage_names: list[st
             f"set --config.data.max_length={limit} or less (and data.length_buckets within it)")
 
 
+def check_interpolation_starts(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:
+    """A stage's interpolation_start other than model.init_from must have the trained encoder's parameters and shapes
+    (builds two students, only for such a stage)."""
+    for name, stage in stages.items():
+        try:
+            start_anchor.check_start(config, stage, name)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
 def check_vision_tower(config: ml_collections.ConfigDict) -> None:
-    tower = config.model.vision.get("tower")
+    tower = config.model.vision.tower
     tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
     if tower:
-        vision_stage.check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
+        vision.check_patch_grid(siglip.config_from_hf({**tower, "model_type": siglip.VISION_MODEL_TYPE},
                                                             source="config key model.vision.tower"))
 
 
 # ---------------------------------------------------------------------------------------------------- records
 
 
-def check_text_records(config: ml_collections.ConfigDict) -> None:
-    """The text stages' records open, are not empty, fit model.teacher_dim and data.teacher_weights; held-out records
-    line up with them and repeat none of them."""
+def check_text_records(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:
+    """The text stages' records open, are not empty, fit model.teacher_dim and data.teacher_weights, and have the start
+    among their teachers where a stage's FC1 starts from it (fc1_init='start'); held-out records line up with them
+    and repeat none of them."""
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     batches.teacher_scales(config, source)
-    for stage_name in config.stage_order:
-        if start_anchor.wanted(config[stage_name])[1]:
+    for name, stage in stages.items():
+        if stage.fc1_init == "start":
             try:
-                start_anchor.records_start_teacher(config, stage_name, source.manifest)
+                start_anchor.records_start_teacher(config, name, source.manifest)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
-    if text_stage.evaluates(config):
+    if text.evaluates(config):
         batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
                                held_out_key="data.eval_records_dir", log=log)

@@ -3,7 +3,7 @@
     loss(trainable) = distillation_loss(student(batch; trainable ∪ frozen).heads, batch.teacher)
 
 The student is an NNX module split into (graphdef, trainable, frozen); only `trainable` is differentiated and only
-it has optimizer state (embed_jax/train/stages.py decides the split). The loss sees the *global* batch: under
+it has optimizer state (embed_jax/train/trainable.py decides the split). The loss sees the *global* batch: under
 `jax.jit` with the batch sharded along the data axes, XLA gathers the (m, d) head outputs for the Gram matrices, so
 the value does not depend on the device count (docs/method.md §3; tests/train/test_step.py checks 1 vs 8 devices).
 

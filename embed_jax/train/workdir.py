@@ -7,8 +7,9 @@
     DIR/records, DIR/../records, ...     where a run's records are looked for when they are not named
 
 The training loop writes it; export (embed_jax/convert/), evaluation (embed_jax/eval/) and the caption export
-(embed_jax/teachers/caption_targets.py) read it through this module. It imports no jax at module level, so that
-reading a run folder's layout and configs costs nothing; only `load_trained_student` builds a model.
+(embed_jax/teachers/caption_targets.py) read it through this module, and a stage's student and tokenizer through
+embed_jax/train/trained_student.py. It imports no jax at module level, so that reading a run folder's layout and
+configs costs nothing.
 """
 from __future__ import annotations
 
@@ -188,11 +189,6 @@ def stored_identity(stage_dir: Path, step: int | None = None) -> dict[str, Any]:
         return dict(manager.metadata(step).get("identity", {}))
 
 
-def stage_tokenizer(stage_dir: Path) -> str:
-    """The tokenizer a text stage used: its run's init_from, from the latest checkpoint's stored identity."""
-    return str(stored_identity(stage_dir)["init_from"])
-
-
 def records_fingerprints(workdir: Path) -> list[str]:
     """The corpus fingerprints of the records every trained stage of `workdir` was trained on (latest checkpoints)."""
     return sorted({fingerprint for stage_dir in stage_folders(workdir) if checkpoint_steps(stage_dir)
@@ -235,38 +231,3 @@ def find_training_records(workdir: Path, fingerprints: Sequence[str], records_di
                 "them (evaluation then cannot check that its hold-out was not trained on)")
         found.append((match, manifests[match]))
     return found
-
-
-# ---------------------------------------------------------------------------------------------------- a student
-
-
-def restore_stage_params(stage_dir: Path, student_config: Mapping[str, Any], mesh: Any, step: int | None = None):
-    """A stage's trained parameters (its latest checkpoint, or `step`), read straight into `mesh`'s shardings."""
-    from flax import nnx
-
-    from embed_jax.models.student import Student
-    from embed_jax.train import checkpoint, sharding
-
-    abstract = nnx.state(nnx.eval_shape(lambda: Student.from_config(student_config, rngs=nnx.Rngs(0))), nnx.Param)
-    targets = checkpoint.abstract_with_shardings(abstract, sharding.state_sharding(abstract, mesh))
-    with checkpoint.read_only_manager(as_path(stage_dir) / CHECKPOINTS_DIR) as manager:
-        restored = manager.restore(step, {PARAMS_ITEM: targets}, check_identity=False)
-    if restored is None:
-        raise FileNotFoundError(f"{as_path(stage_dir) / CHECKPOINTS_DIR} holds no checkpoint; train this stage first")
-    return restored.state[PARAMS_ITEM]
-
-
-def load_trained_student(stage_dir: str | Path, step: int | None = None):
-    """The Student a stage trained, on one device: the start of export and evaluation."""
-    import jax
-    from flax import nnx
-
-    from embed_jax.models.student import Student
-    from embed_jax.train import sharding
-
-    stage_dir = absolute_workdir(stage_dir)
-    student_config = read_student_config(stage_dir)
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-    student = Student.from_config(student_config, rngs=nnx.Rngs(0))
-    nnx.update(student, restore_stage_params(stage_dir, student_config, mesh, step))
-    return student

@@ -44,6 +44,7 @@ def test_other_flags_are_checked(flags):
         train_step.check_args(args(*flags), gpus=0)
 
 
+@pytest.mark.slow
 def test_the_script_prints_one_line_and_no_traceback():
     done = subprocess.run([sys.executable, str(SCRIPT), "--model", "bert-tiny"], capture_output=True, text=True,
                           timeout=120)

@@ -3,11 +3,14 @@ several name a --workdir, an --out or a --tokenizer, and each `main(argv)` start
 import subprocess
 import sys
 
+import pytest
+
 PROGRAMS = ("embed_jax.main", "embed_jax.convert.hf", "embed_jax.convert.shrink_cached", "embed_jax.eval.__main__",
             "embed_jax.eval.zero_shot", "embed_jax.teachers.caption_export", "embed_jax.teachers.export",
             "launch.tpu", "embed_jax.eval.overlap", "embed_jax.convert.onnx", "embed_jax.data.verify")
 
 
+@pytest.mark.slow
 def test_every_program_imports_next_to_the_others():
     code = "".join(f"import {name}; " for name in PROGRAMS) + "print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -230,6 +230,7 @@ def test_card_without_a_chart_beside_the_json_has_only_the_table(tiny_workdir, t
 # ---------------------------------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_command_line_exports_what_the_training_loop_wrote(tmp_path, teacher_records, tiny_bert):
     """configs/distill.py:smoke, one stage of one step, run by the real loop; then the command as users type it."""
     from embed_jax.train import loop

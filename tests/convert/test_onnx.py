@@ -155,6 +155,7 @@ def test_a_head_the_student_lacks_is_refused(minilm_student_folder, tmp_path):
         onnx_graph.export_onnx(minilm_student_folder, tmp_path / "out", head=99)
 
 
+@pytest.mark.slow
 def test_the_command_prints_one_line_naming_the_flag(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "embed_jax.convert.onnx", f"--model={tmp_path}",
                                 f"--out={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)

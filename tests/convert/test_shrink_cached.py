@@ -1,5 +1,5 @@
 """python -m embed_jax.convert.shrink_cached: heads trained from a model's own vectors cached in teacher records
-(embed_jax/train/shrink_cached.py), written as a sentence-transformers folder (embed_jax/convert/shrink_folder.py).
+(embed_jax/train/shrink_heads.py), written as a sentence-transformers folder (embed_jax/convert/shrink_folder.py).
 
 Records: 256 real WordNet texts exported by the real export with two teachers, the real all-MiniLM-L6-v2
 (sentence-transformers folder, pooling auto: the one shrunk) and a tiny random BERT (Hugging Face folder, mean
@@ -19,8 +19,8 @@ from embed_jax.data.pipeline import RecordDataSource
 from embed_jax.assets import minilm_path
 from embed_jax.teachers.targets import concatenated_target
 from embed_jax.convert import shrink_folder
-from embed_jax.train import shrink_cached
-from embed_jax.train.shrink_cached import ShrinkError
+from embed_jax.train import shrink_heads
+from embed_jax.train.shrink_heads import ShrinkError
 
 NUM_TEXTS = 256
 SETTINGS = dict(steps=100, batch=32, learning_rate=1e-2, holdout=64, log_every=25)
@@ -57,8 +57,9 @@ def shrunk(records, tmp_path_factory):
     return out, heads, record, lines
 
 
+@pytest.mark.slow
 def test_vectors_read_back_are_the_teacher_part(records, minilm):
-    manifest, ids, vectors = shrink_cached.read_records(records, "minilm")
+    manifest, ids, vectors = shrink_heads.read_records(records, "minilm")
     rows = RecordDataSource(records).read_many(range(NUM_TEXTS))
     assert ids == [row["id"] for row in rows] and vectors.shape == (NUM_TEXTS, 384)
     # The model's own vectors, as sentence-transformers computes them.
@@ -69,10 +70,11 @@ def test_vectors_read_back_are_the_teacher_part(records, minilm):
                                                                                                   (1, 32, 0.1))]
     joined = concatenated_target(parts, ["minilm", "tiny"], [str(i) for i in range(5)])
     for name, part in zip(["minilm", "tiny"], parts):
-        np.testing.assert_allclose(shrink_cached.teacher_vectors(joined, manifest, name),
+        np.testing.assert_allclose(shrink_heads.teacher_vectors(joined, manifest, name),
                                    part / np.linalg.norm(part, axis=1, keepdims=True), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_heads_train_heldout_loss_falls(shrunk):
     _, _, record, lines = shrunk
     heldout = record["shrink"]["heldout"]
@@ -87,6 +89,7 @@ def test_heads_train_heldout_loss_falls(shrunk):
     assert any("held-out loss" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_exported_folder_matches_jax(shrunk, minilm, records):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense
@@ -110,17 +113,20 @@ def test_exported_folder_matches_jax(shrunk, minilm, records):
     assert not any(path.name.startswith("2_Dense") for path in minilm_path().iterdir())
 
 
+@pytest.mark.slow
 def test_unknown_teacher_lists_the_manifests_teachers(records, tmp_path):
     with pytest.raises(ShrinkError, match=r"--teacher=mpnet.*teachers are minilm, tiny"):
         shrink_folder.shrink(str(records), "mpnet", DIMS, str(tmp_path / "out"), **SETTINGS)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_teacher_without_a_sentence_transformers_folder_is_refused(records, tmp_path):
     with pytest.raises(ShrinkError, match=r"--teacher=tiny.*pooling 'mean'.*pooling 'auto'"):
         shrink_folder.shrink(str(records), "tiny", (8,), str(tmp_path / "out"), **SETTINGS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims, message", [((0,), "positive integers"), ((32, -4), "positive integers"),
                                             ((16, 16), "distinct"), ((384,), "narrower")])
 def test_bad_dims_are_refused(records, tmp_path, dims, message):
@@ -129,6 +135,7 @@ def test_bad_dims_are_refused(records, tmp_path, dims, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_existing_out_folder_is_refused_and_kept(records, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -138,6 +145,7 @@ def test_existing_out_folder_is_refused_and_kept(records, tmp_path):
     assert [path.name for path in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my notes"
 
 
+@pytest.mark.slow
 def test_command_line_reports_bad_input(records, tmp_path):
     run = subprocess.run([sys.executable, "-m", "embed_jax.convert.shrink_cached", f"--records={records}",
                           "--teacher=minilm", "--dims=32,x", f"--out={tmp_path / 'out'}"],

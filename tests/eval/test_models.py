@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from embed_jax.data.pipeline import load_tokenizer
 from embed_jax.eval import encoding, lee
 from embed_jax.eval.__main__ import main
 from embed_jax.eval.specs import ModelLoader
@@ -60,9 +61,10 @@ def test_trained_workdir_is_encoded_by_the_flax_student_with_every_head(tiny_wor
     assert np.allclose(vectors["pooled"], unit(torch_mean_pooled(tiny_bert, TEXTS)), atol=1e-4)
     # The heads equal the student's forward on all texts in one batch, in order, padded to the longest (no length
     # sorting, no buckets, no filler rows).
-    encodings = [model.tokenizer.encode(text).ids for text in TEXTS]
+    tokenizer, pad_id = load_tokenizer(str(model.tokenizer_folder), model.max_length)
+    encodings = [tokenizer.encode(text).ids for text in TEXTS]
     longest = max(map(len, encodings))
-    input_ids = np.array([ids + [model.pad_id] * (longest - len(ids)) for ids in encodings], dtype=np.int32)
+    input_ids = np.array([ids + [pad_id] * (longest - len(ids)) for ids in encodings], dtype=np.int32)
     attention_mask = np.array([[1] * len(ids) + [0] * (longest - len(ids)) for ids in encodings], dtype=np.int32)
     embeddings, _ = model.forward()(input_ids, attention_mask)
     for dim in (32, 8):

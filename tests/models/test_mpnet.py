@@ -13,7 +13,8 @@ from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
 from embed_jax.models import mpnet, pooling
 from embed_jax.models.hf_import import load_text_encoder
-from embed_jax.train import sharding, stages
+from embed_jax.train import sharding
+from embed_jax.train.trainable import trainable_filter
 from parity import PARITY_ATOL, assert_close, assert_masked_parity, forward, largest_magnitude, padded_batch
 
 PAD = 1  # MPNet's padding index (hard-coded in Hugging Face's MPNetEmbeddings)
@@ -246,7 +247,7 @@ def test_real_mpnet_student_matches_sentence_transformers_and_stage2_picks_its_l
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    select = stages.trainable_filter("heads+last_layers", paths, last_layers=3)
+    select = trainable_filter("heads+last_layers", paths, last_layers=3)
     chosen = [path for path, variable in nnx.to_flat_state(nnx.state(student, nnx.Param)) if select(path, variable)]
     encoder_chosen = [path for path in chosen if path[0] == "text_encoder"]
     assert {path[3] for path in encoder_chosen} == {9, 10, 11}

@@ -126,6 +126,7 @@ def test_crash_between_renames_leaves_nothing_half_written(make_config, corpus_f
     assert folder_bytes(crashed) == folder_bytes(reference)
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_identical_records(tmp_path, shipped_config):
     """SIGKILL a real `python -m embed_jax.teachers.export` run once its second shard is on disk; run it again."""
     from embed_jax.data import corpora
@@ -313,6 +314,7 @@ def test_reuse_from_an_unfinished_export_cuts_it_short(make_config, corpus_file,
     assert folder_bytes(cut) == folder_bytes(reference)
 
 
+@pytest.mark.slow
 def test_reuse_from_refuses_folders_whose_vectors_differ(make_config, corpus_file, tmp_path):
     other = tmp_path / "float16"
     export.run_export(make_config(other, corpus_file, storage_dtype="float16"))

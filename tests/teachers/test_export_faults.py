@@ -97,7 +97,7 @@ def test_full_disk_during_a_shard_is_one_line_and_resumes_exactly(make_config, c
 def test_full_disk_while_writing_a_sidecar_leaves_no_finished_shard(make_config, corpus_file, tmp_path, capsys,
                                                                     monkeypatch, reference):
     folder = tmp_path / "out"
-    real_write = records._write_json_atomically
+    real_write = records.write_json_atomically
 
     def write(path, text):
         if path.name == "shard-00002.json":
@@ -106,7 +106,7 @@ def test_full_disk_while_writing_a_sidecar_leaves_no_finished_shard(make_config,
         real_write(path, text)
 
     with monkeypatch.context() as patch:
-        patch.setattr(records, "_write_json_atomically", write)
+        patch.setattr(records, "write_json_atomically", write)
         assert export.main(make_config(folder, corpus_file)) == 2
     error = one_line_error(capsys)
     assert f"output_dir='{folder}': writing {folder} failed: No space left on device (ENOSPC)" in error

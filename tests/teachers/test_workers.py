@@ -72,6 +72,7 @@ def reference(tmp_path_factory, corpus, tiny_bert, shipped_config) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_three_torchrun_workers_write_the_one_worker_records(tmp_path, corpus, tiny_bert, reference):
     folder = tmp_path / "records"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3"]
@@ -91,6 +92,7 @@ def test_shares_are_disjoint_and_cover_every_shard_in_corpus_order():
     assert shares == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
 
 
+@pytest.mark.slow
 def test_killed_worker_restarted_redoes_only_its_own_unfinished_shard(tmp_path, corpus, tiny_bert, shipped_config):
     folder = tmp_path / "records"
     # One text per forward: worker 1's five shards take seconds, so the kill lands while it still has shards to do.
@@ -126,6 +128,7 @@ def test_killed_worker_restarted_redoes_only_its_own_unfinished_shard(tmp_path, 
     assert records.read_manifest(folder) == records.read_manifest(reference)
 
 
+@pytest.mark.slow
 def test_changed_worker_count_on_a_half_done_folder_is_refused(tmp_path, corpus, tiny_bert, reference,
                                                                shipped_config, monkeypatch):
     folder = tmp_path / "records"
@@ -156,6 +159,7 @@ def test_changed_worker_count_on_a_half_done_folder_is_refused(tmp_path, corpus,
     assert shard_digests(new) == shard_digests(reference)
 
 
+@pytest.mark.slow
 def test_two_workers_with_one_index_at_once(tmp_path, corpus, tiny_bert):
     """The first holds the index (its lock); the second exits at once with what to do, and touches nothing."""
     folder = tmp_path / "records"
@@ -198,6 +202,7 @@ def test_torchrun_environment_and_explicit_settings():
     assert workers.resolve_worker(-1, 0, {}) == Worker(0, 1)
 
 
+@pytest.mark.slow
 def test_worker_index_beyond_the_count_writes_nothing(tmp_path, corpus, tiny_bert, shipped_config):
     folder = tmp_path / "records"
     with pytest.raises(workers.WorkerError, match=r"worker_index=3 with num_workers=3"):

@@ -468,6 +468,7 @@ def saved_step(output: str) -> int:
     return int(output.split("preempted: saved step ")[1].split()[0])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
     total_steps = 30
@@ -494,6 +495,7 @@ def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_equals_an_uninterr
             np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("preemption_service", [True, False], ids=["jax-sync-point", "agreed-flag"])
 def test_sigterm_to_one_host_stops_every_host_at_the_same_step(tmp_path, preemption_service):

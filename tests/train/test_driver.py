@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from embed_jax.train import checkpoint, driver, metrics
+from embed_jax.train import checkpoint, driver, metrics, preflight
 from embed_jax.train.metrics import read_metrics
 
 
@@ -27,8 +27,8 @@ def test_cadence_logs_evaluates_and_saves_on_its_steps():
 
 
 def test_evaluation_off_the_logged_steps_is_refused_before_any_work():
-    with pytest.raises(ValueError, match="train.eval_every=3 must be a multiple of train.log_every=2"):
-        driver.Cadence.from_config(train_config(eval_every=3), 7, evaluates=True)
+    with pytest.raises(preflight.ConfigError, match="train.eval_every=3 must be a multiple of train.log_every=2"):
+        preflight.check_train_cadence(train_config(eval_every=3, keep_checkpoints=2, eval_batches=8))
 
 
 def counting_steps(values, **options):

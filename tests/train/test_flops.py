@@ -6,14 +6,15 @@ from flax import nnx
 
 from embed_jax import losses
 from embed_jax.models.student import Student
-from embed_jax.train import flops, optimizer, stages, step
+from embed_jax.train import flops, optimizer, step
+from embed_jax.train.trainable import split_trainable, trainable_filter
 
 
 @pytest.mark.parametrize("trainable", ["all", "heads"])
 def test_analytic_flops_match_xla_cost_analysis(tiny_student, trainable):
     student = Student.from_pretrained(tiny_student, heads={"teacher_dim": 48, "reduction_dims": [16]})
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    graphdef, params, frozen = stages.split_trainable(student, stages.trainable_filter(trainable, paths))
+    graphdef, params, frozen = split_trainable(student, trainable_filter(trainable, paths))
     tx, _ = optimizer.make_optimizer({}, learning_rate=1e-3, total_steps=10)
     batch, length = 16, 32
     data = {"input_ids": np.ones((batch, length), np.int32), "attention_mask": np.ones((batch, length), np.int32),

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from embed_jax.data.pipeline import PipelineConfigError
-from embed_jax.train import checkpoint, driver, loop, train_state, workdir
+from embed_jax.train import checkpoint, driver, loop, workdir
+from embed_jax.train.stages import student as stage_student
 from embed_jax.train.metrics import read_metrics
 
 
@@ -23,6 +24,7 @@ def three_stages(new_smoke_config, held_out_records, tmp_path_factory):
     return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("three_stages"))
 
 
+@pytest.mark.slow
 def test_three_stages_run_chain_and_write_their_outputs(three_stages):
     smoke_config, results = three_stages
     assert [result.name for result in results] == ["stage1", "stage2", "stage3"]
@@ -44,13 +46,14 @@ def test_three_stages_run_chain_and_write_their_outputs(three_stages):
     assert run_config["stage2"]["num_steps"] == smoke_config.stage2.num_steps
 
 
+@pytest.mark.slow
 def test_the_default_order_fits_the_reduction_heads_before_stage3(new_smoke_config, tmp_path):
     """configs/distill.py: stage3_heads trains the new reduction heads (and FC1) from cached pooled vectors of the
     stage-2 encoder, leaving the encoder as stage 2 left it; stage 3 starts from those heads and is the run's last."""
     config = new_smoke_config()
     assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3")
     results = loop.train_and_evaluate(config, tmp_path)
-    params = [train_state.load_stage_params(result) for result in results]
+    params = [stage_student.load_stage_params(result) for result in results]
     encoder, reduction = "text_encoder/encoder/layer/3/attention/self/query/kernel", "heads/dense/dense_16/kernel"
     assert reduction not in params[1] and reduction in params[2]
     np.testing.assert_array_equal(params[2][encoder], params[1][encoder])
@@ -58,13 +61,14 @@ def test_the_default_order_fits_the_reduction_heads_before_stage3(new_smoke_conf
     assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage3"
 
 
+@pytest.mark.slow
 def test_each_stage_trains_only_its_parameters(three_stages):
     smoke_config, results = three_stages
-    params = [train_state.load_stage_params(result) for result in results]
+    params = [stage_student.load_stage_params(result) for result in results]
     encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
     encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
     fc1 = "heads/dense/dense_384/kernel"
-    init = train_state.load_init_params(smoke_config)
+    init = stage_student.load_init_params(smoke_config)
     # Stage 1: FC1 moves, the encoder does not.
     assert not np.allclose(params[0][fc1], params[1][fc1])
     np.testing.assert_array_equal(params[0][encoder_layer3], init[encoder_layer3])
@@ -75,6 +79,7 @@ def test_each_stage_trains_only_its_parameters(three_stages):
     assert not np.allclose(params[2][encoder_layer0], params[1][encoder_layer0])
 
 
+@pytest.mark.slow
 def test_rerun_resumes_instead_of_starting_over(smoke_config, tmp_path, monkeypatch):
     smoke_config.stage_order = ("stage1",)
     smoke_config.stage1.num_steps = 4
@@ -94,6 +99,7 @@ def test_teacher_dim_that_does_not_match_the_records_is_refused(smoke_config, tm
         loop.train_and_evaluate(smoke_config, tmp_path)
 
 
+@pytest.mark.slow
 def test_resume_that_changes_shapes_names_the_difference(smoke_config, tmp_path):
     smoke_config.stage_order = ("stage1",)
     smoke_config.stage1.num_steps = 2
@@ -104,6 +110,7 @@ def test_resume_that_changes_shapes_names_the_difference(smoke_config, tmp_path)
         loop.train_and_evaluate(smoke_config, tmp_path)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkpoint(smoke_config, tmp_path):
     smoke_config.stage_order = ("stage1",)
     smoke_config.stage1.num_steps = 6
@@ -129,6 +136,7 @@ def test_evaluation_must_ride_on_logged_steps(smoke_config, tmp_path):
         loop.train_and_evaluate(smoke_config, tmp_path)
 
 
+@pytest.mark.slow
 def test_self_distillation_shrinks_with_the_models_own_vectors(smoke_config, held_out_records, tmp_path):
     """No FC1, frozen encoder, reduction heads trained against the student's own pooled vectors."""
     smoke_config.model.teacher_dim = 0

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -17,7 +19,7 @@ def main_command(workdir, tiny_student, teacher_records, *extra):
             f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
             "--config.data.teacher_weights=",
             f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
-            "--config.stage1.cached_pooled=False",  # the text stage's step loop, killed and resumed
+            "--config.stage1.kind=records",  # the text stage's step loop, killed and resumed
             "--config.train.checkpoint_every=1000", *extra]
 
 
@@ -28,6 +30,7 @@ def logged_steps(workdir) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_resumes(tiny_student, teacher_records, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     command = main_command(tmp_path, tiny_student, teacher_records, "--config.stage1.num_steps=100000")
@@ -51,6 +54,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tiny_student, teacher_record
     assert logged_steps(tmp_path)[-1] == saved[-1] + 2
 
 
+@pytest.mark.slow
 def test_missing_workdir_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -71,6 +75,7 @@ def start_and_wait_for_rows(command, workdir, rows: int, env):
     return process
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     process = start_and_wait_for_rows(main_command(tmp_path, tiny_student, teacher_records,
@@ -83,6 +88,7 @@ def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, 
         p.name.isdigit() for p in (tmp_path / "stage1" / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_logs_each_step_once(tiny_student, teacher_records, tmp_path):
     """kill -9 (no handler runs) after a checkpoint and a few more logged steps: the rerun is not refused by the
     dead run's lock, resumes from the checkpoint, and metrics.jsonl holds every step exactly once."""
@@ -111,6 +117,7 @@ def run_main(*arguments):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_typo_in_an_override_key_is_one_line_naming_the_closest_key(tmp_path):
     done = run_main(f"--workdir={tmp_path}", "--config.train.lrr=1")
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -121,6 +128,7 @@ def test_typo_in_an_override_key_is_one_line_naming_the_closest_key(tmp_path):
     assert "the closest valid key is 'stage1.learning_rate'" in done.stderr and done.returncode == 2
 
 
+@pytest.mark.slow
 def test_a_bad_config_value_is_one_line_before_any_work(tmp_path):
     done = run_main(f"--workdir={tmp_path / 'run'}", "--config.train.log_every=0")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -128,6 +136,7 @@ def test_a_bad_config_value_is_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the workdir was made
 
 
+@pytest.mark.slow
 def test_validation_records_repeating_the_training_records_are_refused_before_any_work(
         tmp_path, tiny_student, teacher_records, overlapping_eval_records):
     done = subprocess.run(main_command(tmp_path / "run", tiny_student, teacher_records,

@@ -3,6 +3,7 @@ the fix (embed_jax/train/preflight.py); records that cannot train are refused na
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import kit
 import pytest
@@ -176,3 +177,47 @@ def test_disjoint_held_out_records_pass(smoke_config, tmp_path):
 
     export.run_export(config)
     preflight.check_config(held_out_config(smoke_config, eval_records))
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("stage1.kind", "pooled", r"stage1.kind='pooled': use one of \['records', 'cached_pooled', 'images'\]"),
+    ("stage2.head_learning_rate", 0.0, r"stage2.head_learning_rate=0.0: stage stage2's peak learning rate"),
+    ("stage2.last_layers", 0, r"stage2.last_layers=0: trainable='heads\+last_layers' trains"),
+    ("stage2.kind", "cached_pooled", r"stage2.kind='cached_pooled' needs stage2.trainable='heads'"),
+    ("stage3.kind", "images", r"stage3.kind='images' and stage3.trainable='all': an image stage"),
+    ("stage3.trainable", "vision", r"stage3.kind='records' and stage3.trainable='vision': an image stage"),
+])
+def test_bad_stage_values_name_the_stage_key(key, value, message):
+    config = kit.load_config_file("distill", "smoke")
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(preflight.ConfigError, match=message):
+        preflight.check_config(config)
+
+
+def test_a_stage_key_the_schema_does_not_declare_is_refused_naming_it():
+    config = kit.load_config_file("distill", "smoke")
+    config.stage2.head_lr = 3e-4  # a typo of head_learning_rate, which would otherwise be ignored
+    with pytest.raises(preflight.ConfigError, match=r"config key stage2.head_lr: a stage has no such key; its keys "
+                                                    r"are \['trainable', 'learning_rate', 'num_steps', 'kind'"):
+        preflight.check_config(config)
+
+
+def test_stage_order_naming_no_section_is_refused():
+    config = kit.load_config_file("distill", "smoke")
+    config.stage_order = ("stage1", "stage9")
+    with pytest.raises(preflight.ConfigError, match=r"stage_order names 'stage9', but the config has no such section"):
+        preflight.check_config(config)
+
+
+def test_a_tokenizer_other_than_init_froms_is_refused_naming_both_keys(smoke_config):
+    smoke_config.data.tokenizer = "asset:all-mpnet-base-v2"  # MPNet's vocabulary; the student is a MiniLM-vocab BERT
+    with pytest.raises(preflight.ConfigError, match=r"config keys data.tokenizer='asset:all-mpnet-base-v2' and "
+                                                    r"model.init_from='.*' name different tokenizers \(30527 vs "
+                                                    r"30522 tokens"):
+        preflight.check_config(smoke_config)
+
+
+def test_a_copy_of_init_froms_tokenizer_passes(smoke_config, tmp_path):
+    smoke_config.data.tokenizer = str(kit.copy_tokenizer_files(Path(smoke_config.model.init_from), tmp_path / "tok"))
+    preflight.check_config(smoke_config)

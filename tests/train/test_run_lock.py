@@ -21,6 +21,7 @@ with run_lock.hold(Path(sys.argv[1]), 0):
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_naming_the_holder_and_a_kill_9_frees_the_workdir(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -2,9 +2,10 @@
 step, at smoke shapes on the CPU, with the config's own model options (remat, scan, causal, dtype, pooling, mesh).
 
 Only what a CPU test cannot hold is swapped: the init folder becomes a tiny random Hugging Face model of the config's
-own family (MiniLM's tokenizer, so real text tokenises), the records are the shared real all-MiniLM-L6-v2 fixture
-records (so FC1 is 384-d and the teacher weights are the records' own), and the stages take a few steps
-(train_config.shrink_for_smoke). configs/vision.py's stage 4 runs the same way in tests/vision/test_stage4.py (its
+own family and depth where a stage counts layers (MiniLM's tokenizer, so real text tokenises), the records hold two
+teachers as the configs expect, real all-MiniLM-L6-v2 plus a tiny BERT standing in for all-mpnet-base-v2 (so FC1 is
+384 + 32 = 416-d, wider than every reduction head, and the teacher weights name the stand-in), and the stages take a
+few steps (train_config.shrink_for_smoke). configs/vision.py's stage 4 runs the same way in tests/vision/test_stage4.py (its
 tower trains from scratch, so its own config is already tiny).
 
 A config nobody runs crashes on the user's slice: configs/jasper.py's remat with frozen parameters failed to trace in
@@ -46,7 +47,17 @@ def save_tiny_mpnet(folder: Path) -> Path:
 
 
 def save_tiny_bert(folder: Path) -> Path:
-    return kit.save_tiny_bert(folder, num_layers=4, max_positions=64, pooler=False)
+    """MiniLM's family and depth (configs/distill.py's stage 2 unfreezes all six layers)."""
+    return kit.save_tiny_bert(folder, num_layers=6, max_positions=64, pooler=False)
+
+
+@pytest.fixture(scope="module")
+def two_teacher_records(tmp_path_factory, tiny_bert) -> Path:
+    from embed_jax.teachers import export
+
+    config = kit.minilm_and_tiny_export_config(tmp_path_factory.mktemp("two_teachers") / "records", tiny_bert)
+    export.run_export(config)
+    return Path(config.output_dir)
 
 
 # config file, its argument, the family its init_from names (a tiny random one stands in).
@@ -65,15 +76,17 @@ def smoke_run_config(name: str, arg: str | None, init_folder: Path, records: Pat
     train_config.shrink_for_smoke(config)
     config.model.init_from = str(init_folder)
     config.data.records_dir = str(records)
-    config.data.teacher_weights = ""  # the fixture records hold one teacher
+    # The tiny BERT teacher stands in for all-mpnet-base-v2, with the share the config gives mpnet.
+    config.data.teacher_weights = config.data.teacher_weights.replace("mpnet=", "tiny=")
     if config.model.teacher_dim:
-        config.model.teacher_dim = kit.MINILM_DIM
+        config.model.teacher_dim = kit.MINILM_DIM + kit.TINY_BERT_HIDDEN
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, arg, save_family", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a, _ in SHIPPED])
-def test_every_stage_of_a_shipped_config_trains(name, arg, save_family, teacher_records, tmp_path):
-    config = smoke_run_config(name, arg, save_family(tmp_path / "init"), teacher_records)
+def test_every_stage_of_a_shipped_config_trains(name, arg, save_family, two_teacher_records, tmp_path):
+    config = smoke_run_config(name, arg, save_family(tmp_path / "init"), two_teacher_records)
     options = dict(config.model.text_options)
     results = loop.train_and_evaluate(config, tmp_path / "run")
     assert [result.name for result in results] == list(config.stage_order)

@@ -1,4 +1,4 @@
-"""Keeping the student near its start (embed_jax/train/start_anchor.py): WiSE-FT interpolation of the encoder before a
+"""Keeping the student near its start (embed_jax/train/stages/start_anchor.py): WiSE-FT interpolation of the encoder before a
 cached heads stage, and FC1 initialised from the start's own vectors; each bad value refused before any work."""
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 
 import kit
 from embed_jax.teachers import export
-from embed_jax.train import loop, preflight, start_anchor, train_state
+from embed_jax.train import config as train_config, loop, preflight
+from embed_jax.train.stages import start_anchor, student as stage_student
 
 FC1 = "heads/dense/dense_{dim}"
 ENCODER = "text_encoder/encoder/layer/3/attention/self/query/kernel"
@@ -45,8 +46,15 @@ def test_interpolate_mixes_the_encoder_and_leaves_the_heads_out():
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), True, "0.5"])
 def test_alpha_outside_zero_one_is_refused_naming_the_key(alpha):
-    with pytest.raises(ValueError, match=r"config key stage3_heads\.start_interpolation=.*a number in \[0, 1\]"):
-        start_anchor.check_alpha(alpha, "stage3_heads.start_interpolation")
+    stage = train_config.StageConfig("heads", 1e-3, 10, kind="cached_pooled", start_interpolation=alpha)
+    with pytest.raises(train_config.ConfigError,
+                       match=r"config key stage3_heads\.start_interpolation=.*a number in \[0, 1\]"):
+        stage.check("stage3_heads")
+
+
+def test_the_anchor_keys_default_to_off_in_every_stage():
+    stage = train_config.stage_config(kit.load_config_file("distill", None), "stage3_heads")
+    assert (stage.fc1_init, stage.start_interpolation, stage.interpolation_start) == ("", 1.0, "")
 
 
 def test_encoders_that_differ_are_refused_naming_the_parameter():
@@ -64,7 +72,7 @@ def test_encoders_that_differ_are_refused_naming_the_parameter():
 def interpolation_config(smoke_config, alpha):
     """Stage 1 (cached), stage 2 (the last 2 layers move), then a cached heads stage on the interpolated encoder."""
     smoke_config.stage_order = ("stage1", "stage2", "stage3_heads")
-    smoke_config.stage1.cached_pooled = True
+    smoke_config.stage1.kind = "cached_pooled"
     for name in smoke_config.stage_order:
         smoke_config[name].num_steps = 2
     smoke_config.stage2.learning_rate = 1e-2  # the encoder must move for the interpolation to show
@@ -72,16 +80,17 @@ def interpolation_config(smoke_config, alpha):
     return smoke_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_cached_heads_stage_interpolates_the_encoder_with_the_start(new_smoke_config, tmp_path, alpha):
     config = interpolation_config(new_smoke_config(), alpha)
     preflight.check_config(config)
     _, second, third = loop.train_and_evaluate(config, tmp_path)
-    start = train_state.load_init_params(config)[ENCODER]
-    trained = train_state.load_stage_params(second)[ENCODER]
+    start = stage_student.load_init_params(config)[ENCODER]
+    trained = stage_student.load_stage_params(second)[ENCODER]
     assert np.abs(trained - start).max() > 1e-3
-    np.testing.assert_allclose(train_state.load_stage_params(third)[ENCODER], (1 - alpha) * start + alpha * trained,
-                               atol=1e-6)
+    np.testing.assert_allclose(stage_student.load_stage_params(third)[ENCODER],
+                               (1 - alpha) * start + alpha * trained, atol=1e-6)
 
 
 def test_another_start_of_other_shapes_is_refused_before_any_work(new_smoke_config, tmp_path):
@@ -96,11 +105,12 @@ def test_another_start_of_other_shapes_is_refused_before_any_work(new_smoke_conf
 
 def test_anchor_keys_only_on_a_cached_heads_stage(smoke_config):
     smoke_config.stage2.start_interpolation = 0.5
-    with pytest.raises(preflight.ConfigError, match=r"stage2\.start_interpolation needs stage2\.cached_pooled=True"):
+    with pytest.raises(preflight.ConfigError,
+                       match=r"stage2\.start_interpolation needs stage2\.kind='cached_pooled'"):
         preflight.check_config(smoke_config)
     smoke_config.stage2.start_interpolation = 1.0
     smoke_config.stage2.fc1_init = "start"
-    with pytest.raises(preflight.ConfigError, match=r"stage2\.fc1_init needs stage2\.cached_pooled=True"):
+    with pytest.raises(preflight.ConfigError, match=r"stage2\.fc1_init needs stage2\.kind='cached_pooled'"):
         preflight.check_config(smoke_config)
     smoke_config.stage2.fc1_init = ""
     smoke_config.stage1.fc1_init = "pca"
@@ -122,13 +132,14 @@ def fc1_start_config(new_smoke_config, records, tiny_bert, *, mesh_data=-1):
     config.model.teacher_dim = 384 + 32
     config.data.records_dir = str(records)
     config.stage_order = ("stage1",)
-    config.stage1.cached_pooled = True
+    config.stage1.kind = "cached_pooled"
     config.stage1.fc1_init = "start"
     config.stage1.num_steps, config.stage1.learning_rate = 1, 1e-9  # the init, all but unmoved by one step
     config.mesh.data = mesh_data
     return config
 
 
+@pytest.mark.slow
 def test_fc1_starts_at_the_start_on_any_device_count(new_smoke_config, two_teacher_records, tiny_bert, tmp_path):
     fc1 = FC1.format(dim=416)
     runs = []
@@ -136,7 +147,7 @@ def test_fc1_starts_at_the_start_on_any_device_count(new_smoke_config, two_teach
         config = fc1_start_config(new_smoke_config, two_teacher_records, tiny_bert, mesh_data=mesh_data)
         preflight.check_config(config)
         [result] = loop.train_and_evaluate(config, tmp_path / str(mesh_data))
-        runs.append(train_state.load_stage_params(result))
+        runs.append(stage_student.load_stage_params(result))
     kernel = runs[0][f"{fc1}/kernel"]
     tiny_block = slice(384, 416)  # teacher_order minilm,tiny
     scale = kernel[0, 384]
@@ -147,6 +158,7 @@ def test_fc1_starts_at_the_start_on_any_device_count(new_smoke_config, two_teach
         np.testing.assert_allclose(runs[1][name], runs[0][name], atol=1e-5)
 
 
+@pytest.mark.slow  # its records fixture exports with two teachers
 def test_fc1_from_a_start_no_teacher_is_refused_before_any_work(new_smoke_config, two_teacher_records, tiny_student,
                                                                 tmp_path):
     config = fc1_start_config(new_smoke_config, two_teacher_records, tiny_student)

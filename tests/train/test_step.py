@@ -14,7 +14,11 @@ from flax import nnx
 from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
-from embed_jax.train import optimizer, sharding, stages, step, train_state, workdir
+from embed_jax.models.param_paths import path_name
+from embed_jax.train import sharding, trained_student, workdir
+from embed_jax.train.config import StageConfig
+from embed_jax.train.stages import batch as batch_stage
+from embed_jax.train.stages.student import flat_params
 from embed_jax.train.metrics import read_metrics
 
 TEACHER_DIM = 24
@@ -46,24 +50,14 @@ def one_step(folder, host_batch, mesh_config, devices):
     student = Student.from_pretrained(folder, heads={"teacher_dim": TEACHER_DIM, "reduction_dims": [8]},
                                       rngs=nnx.Rngs(0))
     mesh = sharding.make_mesh(mesh_config, devices)
-    paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("all", paths))
-    tx, _ = optimizer.make_optimizer({"warmup_fraction": 0.0}, learning_rate=1e-3, total_steps=10)
-    trainable_sharding = sharding.state_sharding(trainable, mesh)
-    frozen_sharding = sharding.state_sharding(frozen, mesh)
-    opt_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
-    batch_sharding = sharding.batch_sharding(mesh)
-    trainable = jax.device_put(trainable, trainable_sharding)
-    frozen = jax.device_put(frozen, frozen_sharding)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(trainable)
-    train_step = step.make_train_step(
-        graphdef=graphdef, optimizer=tx, loss_config=losses.LossConfig(main_head=f"dense_{TEACHER_DIM}"),
-        trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding, opt_state_sharding=opt_sharding,
-        batch_sharding=batch_sharding)
-    batch = {name: jax.device_put(value, batch_sharding) for name, value in host_batch.items()}
+    stepper = batch_stage.make_batch_step(student, StageConfig("all", 1e-3, 10), {"warmup_fraction": 0.0},
+                                          losses.LossConfig(main_head=f"dense_{TEACHER_DIM}"), mesh, target="records")
+    state = stepper.state
+    batch = {name: jax.device_put(value, stepper.batch_sharding) for name, value in host_batch.items()}
+    trainable, opt_state = state.trainable, state.opt_state
     for _ in range(2):
-        trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, batch)
-    params = {stages.path_name(path): np.asarray(jax.device_get(variable.get_value()))
+        trainable, opt_state, metrics = stepper.train_step(trainable, state.frozen, opt_state, batch)
+    params = {path_name(path): np.asarray(jax.device_get(variable.get_value()))
               for path, variable in nnx.to_flat_state(trainable)}
     return jax.device_get(metrics), params
 
@@ -120,13 +114,14 @@ def run_main(workdir, overrides, *, processes: int, devices_per_process: int, ti
     return outputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cached", [False, True])
 def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path, cached):
     """Through the encoder's step, and from cached pooled vectors (their rows gathered in one process's order)."""
     overrides = [f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
                  "--config.data.teacher_weights=",
                  f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
-                 f"--config.stage1.cached_pooled={cached}",
+                 f"--config.stage1.kind={'cached_pooled' if cached else 'records'}",
                  "--config.stage1.num_steps=2", "--config.train.checkpoint_every=2"]
     run_main(tmp_path / "one", overrides, processes=1, devices_per_process=4)
     run_main(tmp_path / "two", overrides, processes=2, devices_per_process=2)
@@ -136,7 +131,19 @@ def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path
     for row_one, row_two in zip(one, two):
         for name in ("loss", "dense_384/cosine", "dense_384/similarity", "dense_384/relative_similarity"):
             np.testing.assert_allclose(row_two[name], row_one[name], rtol=2e-5, err_msg=name)
-    params_one = train_state.flat_params(workdir.load_trained_student(tmp_path / "one" / "stage1"))
-    params_two = train_state.flat_params(workdir.load_trained_student(tmp_path / "two" / "stage1"))
+    params_one = flat_params(trained_student.load_student(tmp_path / "one" / "stage1"))
+    params_two = flat_params(trained_student.load_student(tmp_path / "two" / "stage1"))
     for name, value in params_one.items():
         np.testing.assert_allclose(params_two[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_the_kits_training_state_is_the_loops_and_trains(tiny_training_state, host_batch):
+    """tests/kit.py's tiny training state comes from the stage's own builder (stages/batch.py): its jitted step
+    lowers the loss on a repeated batch."""
+    state, train_step = tiny_training_state.state, tiny_training_state.train_step
+    batch = {name: jax.device_put(value, tiny_training_state.batch_sharding) for name, value in host_batch.items()}
+    trainable, opt_state, seen = state.trainable, state.opt_state, []
+    for _ in range(5):
+        trainable, opt_state, metrics = train_step(trainable, state.frozen, opt_state, batch)
+        seen.append(float(metrics["loss"]))
+    assert seen[-1] < seen[0]

@@ -11,7 +11,9 @@ from flax import nnx
 import kit
 from embed_jax.data import pipeline
 from embed_jax.data.teacher_weights import TeacherWeightsError
-from embed_jax.train import batches, cached_stage, preflight, sharding, train_state, workdir
+from embed_jax.train import batches, preflight, sharding, workdir
+from embed_jax.train.config import stage_config
+from embed_jax.train.stages import cached, student as stage_student
 
 TINY_DIM = kit.TINY_BERT_HIDDEN
 TWO_TEACHER_DIM = kit.MINILM_DIM + TINY_DIM
@@ -52,6 +54,7 @@ def stored_vectors(source) -> dict[str, np.ndarray]:
     return {record["id"]: record["teacher"] for record in source.read_many(range(len(source)))}
 
 
+@pytest.mark.slow
 def test_default_and_equal_weights_leave_batches_bit_identical(config, two_teacher_records):
     source = pipeline.RecordDataSource(two_teacher_records)
     stored = stored_vectors(source)
@@ -61,6 +64,7 @@ def test_default_and_equal_weights_leave_batches_bit_identical(config, two_teach
         assert rows and all(np.array_equal(row, stored[record_id]) for record_id, row in rows.items())
 
 
+@pytest.mark.slow
 def test_weights_scale_training_and_held_out_batches_alike(config, two_teacher_records):
     config.data.teacher_weights = "minilm=1,tiny=3"
     config.data.eval_records_dir, config.train.eval_every = str(two_teacher_records), 1
@@ -73,14 +77,15 @@ def test_weights_scale_training_and_held_out_batches_alike(config, two_teacher_r
             np.testing.assert_allclose(np.linalg.norm(row), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cached_stage_rows_are_weighted_like_the_batches(config, two_teacher_records):
     config.data.teacher_weights = "minilm=0.25,tiny=0.75"
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
-    student = train_state.build_student(config, config.stage1, seed=0)
+    student = stage_student.build_student(config, stage_config(config, "stage1"), seed=0)
     mesh = sharding.make_mesh(config.mesh)
     graphdef, state = nnx.split(student)
     local_batches = batches.make_batches(config, source, seed=0, shuffle=False, num_epochs=1)
-    _, teacher = cached_stage.pool_records(graphdef, state, sharding.state_sharding(state, mesh), local_batches,
+    _, teacher = cached.pool_records(graphdef, state, sharding.state_sharding(state, mesh), local_batches,
                                            sharding.batch_sharding(mesh), pad_token_id=0, log=lambda line: None)
     stored = stored_vectors(source)
     expected = [stored[record_id] * expected_scales(0.25)
@@ -89,6 +94,7 @@ def test_cached_stage_rows_are_weighted_like_the_batches(config, two_teacher_rec
     np.testing.assert_array_equal(teacher, np.stack(expected))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text,message", [
     ("minilm=0.25,mpnet=0.75", r"data.teacher_weights='minilm=0.25,mpnet=0.75': the records in .*records hold the "
                                r"teachers minilm, tiny \(no weight for tiny; no teacher named mpnet\)"),
@@ -103,6 +109,7 @@ def test_bad_weights_are_refused_before_any_work(config, text, message):
         preflight.check_config(config)
 
 
+@pytest.mark.slow
 def test_the_run_identity_and_config_carry_unequal_weights_only(config, two_teacher_records):
     manifest = pipeline.RecordDataSource(two_teacher_records).manifest
     assert "teacher_weights" not in workdir.run_identity(config, "stage1", manifest)

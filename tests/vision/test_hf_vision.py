@@ -8,7 +8,7 @@ import pytest
 import kit
 from embed_jax.convert import hf_export, hf_vision
 from embed_jax.data import digits, images
-from embed_jax.train import vision_stage
+from embed_jax.train import trained_student
 
 
 
@@ -30,8 +30,8 @@ def test_images_from_the_exported_folder_equal_flax(tmp_path, tiny_text_folder, 
     assert description["pool"]["mode"] == mode and description["placeholders"]["ids"] == image_prompt.placeholders
 
     pictures = digits.digit_images()[:12]
-    pixels = images.preprocess_batch(list(pictures), vision_stage.image_settings(student))
-    flax_vectors = vision_stage.encode_images(student, image_prompt, pixels, batch_size=12)
+    pixels = images.preprocess_batch(list(pictures), trained_student.image_settings(student))
+    flax_vectors = trained_student.encode_images(student, image_prompt, pixels, batch_size=12)
     encoder = hf_vision.ImageEncoder(tmp_path)
     for dim in student.heads.dims:
         torch_vectors = encoder.encode(list(pictures), head=dim)
@@ -50,7 +50,7 @@ def test_the_tower_folder_is_a_standard_siglip_vision_model(tmp_path, new_vision
     student = new_vision_student(seed=1)
     hf_vision.export_vision(student, tmp_path)
     model = SiglipVisionModel.from_pretrained(tmp_path / "vision_tower").eval()
-    pixels = images.preprocess_batch(list(digits.digit_images()[:4]), vision_stage.image_settings(student))
+    pixels = images.preprocess_batch(list(digits.digit_images()[:4]), trained_student.image_settings(student))
     with torch.no_grad():
         theirs = model(pixel_values=torch.from_numpy(pixels.transpose(0, 3, 1, 2))).last_hidden_state.numpy()
     ours = np.asarray(student.vision(pixels)["last_hidden_state"])

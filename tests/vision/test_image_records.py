@@ -9,6 +9,7 @@ from PIL import Image
 from embed_jax.data import digits, image_records, records
 from embed_jax.data.image_prompt import image_prompt_tokens
 from embed_jax.data.records import RecordsError
+from embed_jax.teachers import caption_targets, records_folder
 
 HEADS = [image_records.CaptionHead("dense_6", 6), image_records.CaptionHead("dense_2", 2)]
 SOURCE = {"path": "test", "pooling": "mean", "max_seq_length": 16, "weights_sha256": "none"}
@@ -34,7 +35,7 @@ def rows(count=6):
 def test_round_trip_raw_and_png(tmp_path):
     data = rows()
     data[2] = (data[2][0], data[2][1], png_bytes(data[2][2]), data[2][3])
-    manifest = image_records.write_image_records(tmp_path / "r", data, draft())
+    manifest = caption_targets.write_image_records(tmp_path / "r", data, draft())
     assert manifest.num_records == 6 and len(manifest.shards) == 2
     assert image_records.head_slices(manifest) == {"dense_6": slice(0, 6), "dense_2": slice(6, 8)}
     source = image_records.ImageRecordSource(tmp_path / "r")
@@ -44,7 +45,7 @@ def test_round_trip_raw_and_png(tmp_path):
         np.testing.assert_array_equal(record["image"], rows()[index][2])  # PNG is lossless
         np.testing.assert_array_equal(record["teacher"], vector)
     # Written again: the same export, complete, is left as it is.
-    assert image_records.write_image_records(tmp_path / "r", data, draft()) == manifest
+    assert caption_targets.write_image_records(tmp_path / "r", data, draft()) == manifest
 
 
 def test_placeholder_ids_equal_hugging_face_add_special_tokens(tiny_text_folder):
@@ -62,7 +63,7 @@ def export_error(tmp_path, bad_row):
     data = rows()
     data[3] = bad_row(data[3])
     with pytest.raises(RecordsError) as error:
-        image_records.write_image_records(tmp_path / "r", data, draft())
+        caption_targets.write_image_records(tmp_path / "r", data, draft())
     assert repr(data[3][0]) in str(error.value) or data[3][0] in str(error.value)
     return str(error.value)
 
@@ -95,11 +96,11 @@ def test_corrupt_bytes_in_a_shard_are_named_at_read(tmp_path):
 def test_a_record_of_another_vector_length_is_named_at_read(tmp_path):
     folder = tmp_path / "r"
     manifest = draft(shard_size=10)
-    records.prepare_output_folder(folder, manifest)
+    records_folder.prepare_output_folder(folder, manifest)
     data = rows(2)
     data[1] = (data[1][0], data[1][1], data[1][2], np.ones(5, np.float32))  # bypasses the writer's check
     info = records.write_shard(folder, 0, data, manifest, "hash", encode=image_records.encode_image_record)
-    records.finish_output_folder(folder, records.dataclasses.replace(
+    records_folder.finish_output_folder(folder, records.dataclasses.replace(
         manifest, status=records.STATUS_COMPLETE, num_records=2, shards=(info,)))
     source = image_records.ImageRecordSource(folder)
     with pytest.raises(RecordsError, match=f"{data[1][0]!r}: its caption vector has 5 values"):
@@ -126,4 +127,4 @@ def test_duplicate_ids_are_named(tmp_path):
     data = rows(3)
     data[2] = (data[0][0],) + data[2][1:]
     with pytest.raises(RecordsError, match=f"{data[0][0]!r}: appears twice"):
-        image_records.write_image_records(tmp_path / "r", data, draft())
+        caption_targets.write_image_records(tmp_path / "r", data, draft())

@@ -34,27 +34,29 @@ def trained(settings, tmp_path_factory, tiny_text_folder, text_stage, caption_re
     return workdir, results
 
 
+@pytest.mark.slow
 def test_stage4_trains_the_tower_only_and_keeps_the_text_path(trained, text_stage):
-    from embed_jax.train import train_state
-    from embed_jax.train.workdir import load_trained_student
+    from embed_jax.train.stages.student import flat_params
+    from embed_jax.train.trained_student import load_student
 
     workdir, results = trained
     assert [result.name for result in results] == ["stage4"] and results[0].final_step == 3
     assert np.isfinite(results[0].last_metrics["loss"])
-    after = train_state.flat_params(load_trained_student(workdir / "stage4"))
-    before = train_state.flat_params(load_trained_student(text_stage))
+    after = flat_params(load_student(workdir / "stage4"))
+    before = flat_params(load_student(text_stage))
     for name, value in before.items():  # encoder and heads: frozen, bit for bit
         np.testing.assert_array_equal(after[name], value, err_msg=name)
     assert any(name.startswith("vision/") for name in after)
 
 
+@pytest.mark.slow
 def test_zero_shot_evaluation_and_export_of_the_trained_stage(trained, tiny_text_folder, tmp_path):
     from embed_jax.convert import hf_vision
     from embed_jax.eval import digits, zero_shot
-    from embed_jax.train.workdir import load_trained_student
+    from embed_jax.train.trained_student import load_student
 
     workdir, _ = trained
-    student = load_trained_student(workdir / "stage4")
+    student = load_student(workdir / "stage4")
     figures = digits.evaluate_digits(student, str(tiny_text_folder))
     assert set(figures) == set(digits.METRICS) and all(0.0 <= value <= 1.0 for value in figures.values())
     assert zero_shot.main([f"--workdir={workdir}", f"--output={tmp_path / 'z.json'}"]) == 0
@@ -62,6 +64,7 @@ def test_zero_shot_evaluation_and_export_of_the_trained_stage(trained, tiny_text
     assert description["pool"]["num_tokens"] == student.num_image_tokens
 
 
+@pytest.mark.slow
 def test_records_of_another_text_path_are_refused(settings, tmp_path, tiny_text_folder, caption_records):
     from embed_jax.train import loop
 
@@ -71,6 +74,7 @@ def test_records_of_another_text_path_are_refused(settings, tmp_path, tiny_text_
         loop.train_and_evaluate(config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_records_of_other_heads_and_no_records_are_named(settings, tmp_path, tiny_text_folder, text_stage, caption_records):
     from embed_jax.train import loop
 
@@ -84,6 +88,7 @@ def test_records_of_other_heads_and_no_records_are_named(settings, tmp_path, tin
         loop.train_and_evaluate(config, tmp_path / "none")
 
 
+@pytest.mark.slow
 def test_text_student_that_is_no_stage_folder_is_named(settings, tmp_path, tiny_text_folder, caption_records):
     from embed_jax.train import loop
 

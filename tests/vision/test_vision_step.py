@@ -6,7 +6,10 @@ from flax import nnx
 
 from embed_jax import losses
 from embed_jax.data import digits, images
-from embed_jax.train import optimizer, sharding, stages, step
+from embed_jax.models.param_paths import path_name
+from embed_jax.train import sharding
+from embed_jax.train.config import StageConfig
+from embed_jax.train.stages import batch as batch_stage
 
 # data × fsdp × tensor all split: batch rows, parameters and the wide kernels (text test_step covers more shapes).
 MESHES = [{"data": 2, "fsdp": 2, "tensor": 2}]
@@ -26,24 +29,16 @@ def host_batch(image_prompt):
 
 def two_steps(student, host_batch, mesh_config, devices):
     mesh = sharding.make_mesh(mesh_config, devices)
-    paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    graphdef, trainable, frozen = stages.split_trainable(student, stages.trainable_filter("vision", paths))
-    tx, _ = optimizer.make_optimizer({"warmup_fraction": 0.0}, learning_rate=1e-3, total_steps=10)
-    trainable_sharding = sharding.state_sharding(trainable, mesh)
-    frozen_sharding = sharding.state_sharding(frozen, mesh)
-    opt_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
-    batch_sharding = sharding.batch_sharding(mesh)
-    trainable = jax.device_put(trainable, trainable_sharding)
-    frozen = jax.device_put(frozen, frozen_sharding)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(trainable)
-    train_step = step.make_train_step(
-        graphdef=graphdef, optimizer=tx, loss_config=losses.LossConfig(main_head=None),
-        trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding, opt_state_sharding=opt_sharding,
-        batch_sharding=batch_sharding, target="captions")
+    # The stage's own builder (stages/batch.py): the vision stage's split, AdamW without warm-up, every sharding.
+    stepper = batch_stage.make_batch_step(student, StageConfig("vision", 1e-3, 10, kind="images"),
+                                          {"warmup_fraction": 0.0}, losses.LossConfig(main_head=None), mesh,
+                                          target="captions")
+    state, train_step, batch_sharding = stepper.state, stepper.train_step, stepper.batch_sharding
+    trainable, frozen, opt_state = state.trainable, state.frozen, state.opt_state
     batch = {name: jax.device_put(value, batch_sharding) for name, value in host_batch.items()}
     for _ in range(2):
         trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, batch)
-    params = {stages.path_name(path): np.asarray(jax.device_get(variable.get_value()))
+    params = {path_name(path): np.asarray(jax.device_get(variable.get_value()))
               for path, variable in nnx.to_flat_state(trainable)}
     return jax.device_get(metrics), params
 
@@ -56,7 +51,7 @@ def one_device(new_vision_student, host_batch):
 def test_only_the_tower_and_projection_train(new_vision_student, one_device):
     metrics, params = one_device
     assert {name.split("/")[0] for name in params} == {"vision", "projection_pool"}
-    before = {stages.path_name(path): np.asarray(variable.get_value())
+    before = {path_name(path): np.asarray(variable.get_value())
               for path, variable in nnx.to_flat_state(nnx.state(new_vision_student(), nnx.Param))}
     assert all(not np.allclose(params[name], before[name]) for name in params if name.endswith("kernel"))
     # Every head gets all three terms (docs/method.md §4), named like the text stages' terms.

@@ -1,6 +1,7 @@
 """Self-distillation for dimension reduction from cached vectors (docs/method.md §4, "proposed"): a frozen embedding
 model's own vectors → small linear heads, trained in seconds. The training half: the program and the folder it writes
-are embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md).
+are embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md); the step is the cached
+stage's (embed_jax/train/cached_heads.py), with the heads trained alone.
 
 Why cached vectors are exact: with the encoder frozen, a reduction head only ever sees the model's pooled vector of
 each text, and the teacher export already stored that vector (docs/method.md §2: the records' target is the
@@ -33,7 +34,7 @@ from embed_jax import losses
 from embed_jax.data.pipeline import RecordDataSource
 from embed_jax.data.records import Manifest
 from embed_jax.models.heads import EmbeddingHeads, head_dims, head_name
-from embed_jax.train import optimizer as optimizer_lib
+from embed_jax.train import cached_heads, optimizer as optimizer_lib
 
 # Every head is a reduction head of the given vectors: similarity + relative
 # similarity at docs/method.md §3.4's weights.
@@ -122,24 +123,34 @@ def pca_heads(vectors: np.ndarray, dims: Sequence[int]) -> EmbeddingHeads:
     return heads
 
 
-def batch_loss(params: nnx.State, vectors: jax.Array, *, graphdef: nnx.GraphDef) -> tuple[jax.Array, dict]:
-    """The weighted total and each term of one batch of the model's vectors through every head."""
-    heads = nnx.merge(graphdef, params)
-    outputs = {head_name(dim): output for dim, output in heads(vectors).items()}
-    return losses.distillation_loss(outputs, vectors, LOSS_CONFIG)
+def split_heads(heads: EmbeddingHeads) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, parameters, the rest: nothing) as the cached step takes a module."""
+    return nnx.split(heads, nnx.Param, ...)
+
+
+def one_device_sharding() -> jax.sharding.NamedSharding:
+    """Everything on one device: the heads and a batch are kilobytes."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    return cached_heads.replicated_sharding(mesh)
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
-    """jit(params, opt_state, all_vectors, batch_indices) → (params, opt_state, loss). The vectors stay on the
-    device; a step gathers its batch. No shardings: the heads and a batch are kilobytes (one device suffices)."""
+    """jit(params, rest, opt_state, all_vectors, all_vectors, batch_indices) → (params, opt_state, metrics): the
+    cached stage's step (cached_heads.make_steps) on one device, each batch of the model's vectors its own target."""
+    one_device = one_device_sharding()
+    train_step, _ = cached_heads.make_steps(
+        graphdef=graphdef, optimizer=optimizer, loss_config=LOSS_CONFIG, trainable_sharding=one_device,
+        frozen_sharding=one_device, opt_state_sharding=one_device, batch_sharding=one_device, replicated=one_device,
+        heads_of=cached_heads.heads_itself)
+    return train_step
 
-    def step(params, opt_state, all_vectors, indices):
-        grad_fn = jax.value_and_grad(functools.partial(batch_loss, graphdef=graphdef), has_aux=True)
-        (loss, _), grads = grad_fn(params, all_vectors[indices])
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def evaluate_batch(params: nnx.State, rest: nnx.State, vectors: jax.Array, *, graphdef: nnx.GraphDef):
+    """The weighted total and each term of one batch of the model's vectors through every head (compiled once per
+    heads structure, however often the held-out loss is reported)."""
+    return cached_heads.heads_loss(params, rest, vectors, vectors, graphdef=graphdef, loss_config=LOSS_CONFIG,
+                                   heads_of=cached_heads.heads_itself)
 
 
 def heldout_batches(vectors: np.ndarray, batch: int) -> list[np.ndarray]:
@@ -150,14 +161,10 @@ def heldout_batches(vectors: np.ndarray, batch: int) -> list[np.ndarray]:
     return [vectors[index * size:(index + 1) * size] for index in range(count)]
 
 
-# Compiled once per heads structure (the graphdef is static), however often the held-out loss is reported.
-evaluate_batch = jax.jit(batch_loss, static_argnames=("graphdef",))
-
-
 def heldout_loss(heads: EmbeddingHeads, batches: Sequence[np.ndarray]) -> dict[str, float]:
     """{'loss': mean weighted total, 'dense_{dim}/…': mean of each term} over the held-out batches."""
-    graphdef, params = nnx.split(heads)
-    results = [evaluate_batch(params, jnp.asarray(chunk), graphdef=graphdef) for chunk in batches]
+    graphdef, params, rest = split_heads(heads)
+    results = [evaluate_batch(params, rest, jnp.asarray(chunk), graphdef=graphdef) for chunk in batches]
     mean = lambda values: float(np.mean([float(value) for value in values]))  # noqa: E731
     return {"loss": mean(loss for loss, _ in results),
             **{name: mean(terms[name] for _, terms in results) for name in results[0][1]}}
@@ -181,7 +188,7 @@ def train_heads(vectors: np.ndarray, train_indices: np.ndarray, heldout: Sequenc
                 log: Callable[[str], None] = print) -> TrainResult:
     """Trains the heads for `steps` shuffled batches of the training records; logs the held-out loss as it goes."""
     heads = new_heads(vectors.shape[1], dims, seed)
-    graphdef, params = nnx.split(heads)
+    graphdef, params, rest = split_heads(heads)
     optimizer, _ = optimizer_lib.make_optimizer(None, learning_rate=learning_rate, total_steps=steps, params=params)
     opt_state = optimizer.init(params)
     train_step = make_train_step(graphdef, optimizer)
@@ -194,8 +201,9 @@ def train_heads(vectors: np.ndarray, train_indices: np.ndarray, heldout: Sequenc
     for step in range(1, steps + 1):
         if not pending:
             pending = epoch_batches(train_indices, batch, rng)
-        params, opt_state, loss = train_step(params, opt_state, device_vectors, jnp.asarray(pending.pop(0)))
-        recent.append(loss)
+        params, opt_state, step_metrics = train_step(params, rest, opt_state, device_vectors, device_vectors,
+                                                     jnp.asarray(pending.pop(0)))
+        recent.append(step_metrics["loss"])
         if step % log_every == 0 or step == steps:
             nnx.update(heads, params)
             row = {"step": step, "train_loss": float(np.mean(jax.device_get(recent))),

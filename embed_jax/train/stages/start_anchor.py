@@ -8,13 +8,13 @@ retrieval"):
                                         of the target, least squares of the pooled vectors onto the other blocks
                                         (instead of a random head)
 
-θ_start is `model.init_from`'s encoder (the folder every first stage builds from). Both are pure functions of arrays
-here; embed_jax/train/cached_stage.py applies them to its student (only a cached stage has every pooled vector at hand
-and a frozen encoder, so the heads it fits match the encoder they sit on).
+θ_start is `<stage>.interpolation_start`'s encoder, or `model.init_from`'s (the folder every first stage builds from).
+Both are pure functions of arrays here; stages/cached.py applies them to its student (only a cached stage has every
+pooled vector at hand and a frozen encoder, so the heads it fits match the encoder they sit on). The keys' values are
+StageConfig's to check (embed_jax/train/config.py); preflight asks `check_start` and `records_start_teacher` here.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import jax
@@ -23,28 +23,10 @@ import numpy as np
 from embed_jax.assets import resolve_model_path
 from embed_jax.models.heads import head_name
 from embed_jax.models.param_paths import flat_variables
-from embed_jax.train import train_state
+from embed_jax.train.config import StageConfig
+from embed_jax.train.stages.student import build_student, flat_params
 
-INTERPOLATION_KEY = "start_interpolation"
-FC1_INIT_KEY = "fc1_init"
-FC1_INITS = ("", "start")
 HEADS_PREFIX = "heads/"
-
-
-def check_alpha(alpha, key: str) -> float:
-    """α as a float, or a one-line ValueError naming the config key."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
-            or not 0 <= alpha <= 1:
-        raise ValueError(f"config key {key}={alpha!r}: the encoder becomes (1 − α)·start + α·trained, so α must be a "
-                         f"number in [0, 1] (1: the trained encoder unchanged, 0: the start's); e.g. --config.{key}=0.5")
-    return float(alpha)
-
-
-def check_fc1_init(value, key: str) -> str:
-    if value not in FC1_INITS:
-        raise ValueError(f"config key {key}={value!r}: use '' (a random FC1) or 'start' (identity onto the start "
-                         f"teacher's block of the target, least squares on the rest)")
-    return value
 
 
 def encoder_params(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -118,29 +100,9 @@ def fc1_from_start(pooled: np.ndarray, target: np.ndarray, block: slice) -> tupl
 # ---------------------------------------------------------------------------------------------------- on a student
 
 
-START_KEY = "interpolation_start"
-
-
-def wanted(stage) -> tuple[float, str]:
-    """(α, fc1_init) a stage section asks for: (1.0, '') when it sets neither."""
-    return float(stage.get(INTERPOLATION_KEY, 1.0)), stage.get(FC1_INIT_KEY, "")
-
-
-def check_stage(stage, stage_name: str) -> None:
-    """The keys' values, and that only a heads-only cached stage sets them (before any work: preflight)."""
-    alpha = check_alpha(stage.get(INTERPOLATION_KEY, 1.0), f"{stage_name}.{INTERPOLATION_KEY}")
-    fc1_init = check_fc1_init(stage.get(FC1_INIT_KEY, ""), f"{stage_name}.{FC1_INIT_KEY}")
-    for key, active in ((INTERPOLATION_KEY, alpha != 1.0), (FC1_INIT_KEY, bool(fc1_init))):
-        if active and not (stage.get("cached_pooled", False) and stage.trainable == "heads"):
-            raise ValueError(f"config key {stage_name}.{key} needs {stage_name}.cached_pooled=True and "
-                             f"trainable='heads' (the heads are fitted on the cached pooled vectors of a frozen "
-                             f"encoder); got cached_pooled={stage.get('cached_pooled', False)}, "
-                             f"trainable={stage.trainable!r}")
-
-
-def start_folder(config, stage) -> str:
+def start_folder(config, stage: StageConfig) -> str:
     """The start to interpolate with: <stage>.interpolation_start, else model.init_from."""
-    return stage.get(START_KEY, "") or config.model.init_from
+    return stage.interpolation_start or config.model.init_from
 
 
 def set_params(module, values: Mapping[str, np.ndarray]) -> None:
@@ -153,31 +115,30 @@ def set_params(module, values: Mapping[str, np.ndarray]) -> None:
                                   else np.asarray(value, current.dtype))
 
 
-def start_params(config, stage, stage_name: str, *, seed: int) -> dict[str, np.ndarray]:
+def start_params(config, stage: StageConfig, *, seed: int) -> dict[str, np.ndarray]:
     """The start's parameters, built as this stage's student is but from the start folder."""
     start = config.copy_and_resolve_references()
     start.model.init_from = start_folder(config, stage)
-    return train_state.flat_params(train_state.build_student(start, stage, seed=seed))
+    return flat_params(build_student(start, stage, seed=seed))
 
 
-def check_start(config, stage, stage_name: str, *, seed: int = 0) -> None:
+def check_start(config, stage: StageConfig, stage_name: str, *, seed: int = 0) -> None:
     """A start folder other than model.init_from must have the trained encoder's parameters and shapes."""
-    alpha, _ = wanted(stage)
-    if alpha == 1.0 or not stage.get(START_KEY, ""):
+    if stage.start_interpolation == 1 or not stage.interpolation_start:
         return
-    trained = train_state.flat_params(train_state.build_student(config, stage, seed=seed))
-    check_same_encoder(start_params(config, stage, stage_name, seed=seed), trained,
-                       start_name=start_folder(config, stage), key=f"{stage_name}.{START_KEY}")
+    trained = flat_params(build_student(config, stage, seed=seed))
+    check_same_encoder(start_params(config, stage, seed=seed), trained, start_name=start_folder(config, stage),
+                       key=f"{stage_name}.interpolation_start")
 
 
-def interpolate_student(config, stage, stage_name: str, student, *, seed: int, log) -> None:
+def interpolate_student(config, stage: StageConfig, stage_name: str, student, *, seed: int, log) -> None:
     """WiSE-FT in place: the student's encoder (the previous stage's, loaded) moved back towards the start's."""
-    alpha, _ = wanted(stage)
-    if alpha == 1.0:
+    alpha = float(stage.start_interpolation)
+    if alpha == 1:
         return
-    start = start_params(config, stage, stage_name, seed=seed)
-    trained = train_state.flat_params(student)
-    check_same_encoder(start, trained, start_name=start_folder(config, stage), key=f"{stage_name}.{START_KEY}")
+    start = start_params(config, stage, seed=seed)
+    trained = flat_params(student)
+    check_same_encoder(start, trained, start_name=start_folder(config, stage), key=f"{stage_name}.interpolation_start")
     moved = max(float(np.max(np.abs(trained[name] - start[name]))) for name in encoder_params(trained))
     set_params(student, interpolate(start, trained, alpha))
     log(f"[{stage_name}] encoder = {1 - alpha:g}·start ({start_folder(config, stage)}) + {alpha:g}·trained "
@@ -187,7 +148,7 @@ def interpolate_student(config, stage, stage_name: str, student, *, seed: int, l
 def records_start_teacher(config, stage_name: str, manifest) -> str:
     """`start_teacher` of a records manifest (preflight asks it before any work, the stage again)."""
     return start_teacher({info.name: info.path for info in manifest.teachers}, config.model.init_from,
-                         resolve=lambda path: resolve_model_path(path).resolve(), key=f"{stage_name}.{FC1_INIT_KEY}")
+                         resolve=lambda path: resolve_model_path(path).resolve(), key=f"{stage_name}.fc1_init")
 
 
 def init_fc1(config, stage_name: str, trainable, pooled: np.ndarray, target: np.ndarray, manifest, log) -> None:

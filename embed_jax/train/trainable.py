@@ -17,7 +17,6 @@ from typing import Any
 import jax
 from flax import nnx
 
-from embed_jax.models.param_paths import path_name  # noqa: F401 (callers write stages.path_name)
 
 TRAINABLE_CHOICES = ("heads", "heads+last_layers", "all", "vision", "encoder+heads")
 

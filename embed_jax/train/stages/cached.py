@@ -1,17 +1,18 @@
 """A heads-only stage (stage 1: FC1 on a frozen encoder, docs/method.md §4) trained from pooled vectors computed once.
 
-    stage1.cached_pooled = True     (only with trainable="heads")
+    stage1.kind = 'cached_pooled'     (only with trainable='heads', embed_jax/train/config.py)
+    stage1.fc1_init, start_interpolation   FC1 from the start's vectors, WiSE-FT of the encoder (stages/start_anchor.py)
 
 Why it is exact: with the encoder frozen, FC1 only ever sees each text's pooled vector, and the student has no
 dropout, so pooling every record once and training the heads on (pooled, teacher) rows gives the same loss and
-gradients as running the encoder at every step (tests/train/test_cached_stage.py checks one step against
-`step.compute_loss`). What it buys: one encoder forward per record instead of a forward per record *per epoch*,
-and a step that is a (batch × hidden) · (hidden × teacher_dim) matmul. Measured on the 2-core CPU (docs/RESULTS.md):
+gradients as running the encoder at every step (the step: embed_jax/train/cached_heads.py). What it buys: one encoder
+forward per record instead of a forward per record *per epoch*, and a step that is a (batch × hidden) ·
+(hidden × teacher_dim) matmul. Measured on the 2-core CPU (docs/RESULTS.md):
 pooling 150,000 texts with the MiniLM student took 21 min 52 s beside another training, then 8,000 cached steps took
 1 min 51 s; the same steps through the encoder would have run 256,000 texts through it, 1.7× the pooling pass.
 
-The pooled vectors are computed with the pipeline's own batches (in record order; windows of 64 batches sorted by length),
-gathered to every process, and kept on the devices: every process builds the same shuffled index batches from
+The pooled vectors are computed with the pipeline's own batches (in record order; windows of 64 batches sorted by
+length), gathered to every process, and kept on the devices: every process builds the same shuffled index batches from
 (seed, epoch), so a resumed stage continues the exact stream. The held-out loss uses the same first
 `train.eval_batches` batches of `data.eval_records_dir` as the uncached evaluator, so the two curves compare.
 Checkpoints have the uncached stage's layout (all student parameters + optimizer state): the next stage, export
@@ -19,9 +20,10 @@ and evaluation read them unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +31,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from embed_jax import losses
-from embed_jax.train import batches, driver, metrics, sharding, start_anchor, text_stage, train_state
-from embed_jax.train.step import student_heads
-from embed_jax.train.train_state import StageResult, log
+from embed_jax.models.student import Student
+from embed_jax.train import batches, cache_plan, cached_heads, driver, metrics, sharding
+from embed_jax.train.config import StageConfig
+from embed_jax.train.console import log
+from embed_jax.train.stages import resume, start_anchor, student as stage_student, text
+from embed_jax.train.stages.student import StageResult
+from embed_jax.train.train_state import TrainState, prepare_training
 
-CONFIG_KEY = "cached_pooled"
 # Batches per length-sorted window in the pooling pass over the training records. 64 batches of 32 (2,048 texts)
 # hold the built-in corpus's few long passages together; bounded so that the window's records fit in host memory.
 POOLING_WINDOW_BATCHES = 64
-
-
-def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
-    """Only a heads-only stage can train from cached pooled vectors: any trainable encoder layer changes them."""
-    if stage.trainable != "heads":
-        raise ValueError(f"config key {stage_name}.{CONFIG_KEY}=True needs {stage_name}.trainable='heads' (the "
-                         f"encoder frozen, so each text's pooled vector never changes); got "
-                         f"{stage.trainable!r}. Set {stage_name}.{CONFIG_KEY}=False for this stage.")
 
 
 # ---------------------------------------------------------------------------------------------------- pooling pass
@@ -57,7 +53,7 @@ def check_stage(stage: ml_collections.ConfigDict, stage_name: str) -> None:
 
 def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state_sharding: Any,
                  local_batches: Iterable, batch_sharding: Any, *, pad_token_id: int, max_batches: int | None = None,
-                 log=print, what: str = "records") -> tuple[np.ndarray, np.ndarray]:
+                 log=print, what: str = "records", total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pooled (n, hidden) float32, teacher (n, teacher_dim) float32) of every global batch, on every process."""
 
     @functools.partial(jax.jit, in_shardings=(state_sharding, batch_sharding, batch_sharding))
@@ -75,6 +71,10 @@ def pool_records(student_graphdef: nnx.GraphDef, student_state: nnx.State, state
         pooled.append(np.asarray(multihost_utils.process_allgather(vectors, tiled=True))[order])
         teacher.append(np.asarray(multihost_utils.process_allgather(batch["teacher"], tiled=True), np.float32)[order])
         count += len(pooled[-1])
+        if index == 0:
+            timed_from = (time.perf_counter(), count)
+        elif index == cache_plan.TIMED_BATCHES and total:
+            log(cache_plan.pooling_eta(total, count - timed_from[1], time.perf_counter() - timed_from[0]))
         if index % 200 == 199:
             log(f"[cached] pooled {count:,} {what} ({count / (time.perf_counter() - started):.0f}/s)")
     log(f"[cached] pooled {count:,} {what} in {time.perf_counter() - started:.1f} s")
@@ -90,77 +90,56 @@ def one_process_order(rows: int, processes: int) -> np.ndarray:
     return np.array([(row % processes) * per_process + row // processes for row in range(rows)], dtype=np.int64)
 
 
-# ---------------------------------------------------------------------------------------------------- steps
-
-
-def heads_loss(trainable: nnx.State, frozen: nnx.State, pooled: jax.Array, teacher: jax.Array, *,
-               graphdef: nnx.GraphDef, loss_config: losses.LossConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """`step.compute_loss` with the encoder's output given: the heads of `pooled` against the teacher rows."""
-    student = nnx.merge(graphdef, trainable, frozen)
-    outputs = {"embeddings": student.heads(pooled)}  # the heads cast to their compute dtype, as in the student
-    return losses.distillation_loss(student_heads(outputs), teacher, loss_config)
-
-
-def make_steps(*, graphdef, optimizer, loss_config, trainable_sharding, frozen_sharding, opt_state_sharding,
-               batch_sharding, replicated):
-    """(train_step(trainable, frozen, opt_state, pooled_all, teacher_all, indices), eval_step(trainable, frozen,
-    pooled, teacher)). The training rows stay on the devices; a step gathers its batch and shards it."""
-    loss_fn = functools.partial(heads_loss, graphdef=graphdef, loss_config=loss_config)
-
-    def train_step(trainable, frozen, opt_state, pooled_all, teacher_all, indices):
-        pooled = jax.lax.with_sharding_constraint(pooled_all[indices], batch_sharding)
-        teacher = jax.lax.with_sharding_constraint(teacher_all[indices].astype(jnp.float32), batch_sharding)
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, pooled, teacher)
-        updates, opt_state = optimizer.update(grads, opt_state, trainable)
-        trainable = optax.apply_updates(trainable, updates)
-        return trainable, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
-
-    def eval_step(trainable, frozen, pooled, teacher):
-        loss, terms = loss_fn(trainable, frozen, pooled, teacher)
-        return {"loss": loss, **terms}
-
-    train = jax.jit(train_step, donate_argnums=(0, 2),
-                    in_shardings=(trainable_sharding, frozen_sharding, opt_state_sharding, replicated, replicated,
-                                  replicated),
-                    out_shardings=(trainable_sharding, opt_state_sharding, None))
-    evaluate = jax.jit(eval_step, in_shardings=(trainable_sharding, frozen_sharding, batch_sharding, batch_sharding))
-    return train, evaluate
-
-
-def batch_indices(num_rows: int, batch_size: int, step: int, seed: int) -> np.ndarray:
-    """The rows of step `step` (0-based): epoch e is a permutation seeded by (seed, e), cut into whole batches."""
-    per_epoch = num_rows // batch_size
-    epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(num_rows)
-    return order[position * batch_size:(position + 1) * batch_size].astype(np.int32)
-
-
 # ---------------------------------------------------------------------------------------------------- the stage
 
 
-def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
+@dataclasses.dataclass
+class CachedStep:
+    """A cached stage's training state, its jitted train and eval steps (cached_heads.make_steps) and shardings."""
+    state: TrainState
+    train_step: Callable
+    eval_step: Callable
+    batch_sharding: Any
+    replicated: Any
+
+
+def make_cached_step(student: Student, stage: StageConfig, optimizer_config: Mapping[str, Any] | None,
+                     loss_config: losses.LossConfig, mesh: jax.sharding.Mesh, *,
+                     stage_name: str = "stage") -> CachedStep:
+    """The split, optimizer, shardings and jitted steps of a cached stage, from typed arguments and a mesh alone."""
+    state = prepare_training(student, stage, optimizer_config, mesh, stage_name=stage_name)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = cached_heads.replicated_sharding(mesh)
+    train_step, eval_step = cached_heads.make_steps(
+        graphdef=state.graphdef, optimizer=state.optimizer, loss_config=loss_config,
+        trainable_sharding=state.trainable_sharding, frozen_sharding=state.frozen_sharding,
+        opt_state_sharding=state.opt_state_sharding, batch_sharding=batch_sharding, replicated=replicated)
+    return CachedStep(state, train_step, eval_step, batch_sharding, replicated)
+
+
+def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, workdir: Path,
                      previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    check_stage(stage, stage_name)
-    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=text_stage.evaluates(config))
+    cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=text.evaluates(config))
     stage_dir = workdir / stage_name
     seed = int(config.seed)
-    mesh = train_state.stage_mesh(config)
+    mesh = sharding.make_mesh(config.mesh)
     batch_size = int(config.data.global_batch_size)
 
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
-    student = train_state.build_student(config, stage, seed=seed)
+    student = stage_student.build_student(config, stage, seed=seed)
     if previous is not None:
-        train_state.restore_previous_stage(previous, student, mesh, log)
+        stage_student.restore_previous_stage(previous, student, mesh, log)
+    # WiSE-FT before the split: the frozen encoder the rows are pooled with is the interpolated one.
     start_anchor.interpolate_student(config, stage, stage_name, student, seed=seed, log=log)
-    state = train_state.prepare_training(config, stage_name, student, mesh)
-    batch_sharding = sharding.batch_sharding(mesh)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    cached_step = make_cached_step(student, stage, config.optimizer, text.loss_config_for(config, student), mesh,
+                                   stage_name=stage_name)
+    state, train_step, eval_step = cached_step.state, cached_step.train_step, cached_step.eval_step
+    batch_sharding, replicated = cached_step.batch_sharding, cached_step.replicated
 
-    with train_state.stage_checkpoints(config, stage_name, stage_dir, student, source.manifest) as manager:
-        # No data iterator: the steps draw their rows from (seed, step) alone (batch_indices).
-        start_step = train_state.resume_latest(manager, student, state, mesh, stage_name=stage_name)
-        train_state.save_student_config(stage_dir, student)
+    with resume.stage_checkpoints(config, stage_name, stage_dir, student, source.manifest) as manager:
+        # No data iterator: the steps draw their rows from (seed, step) alone (cached_heads.batch_indices).
+        start_step = resume.resume_latest(manager, student, state, mesh, stage_name=stage_name)
+        stage_student.save_student_config(stage_dir, student)
         if start_step >= cadence.num_steps:
             return StageResult(stage_name, stage_dir, start_step, student.config, {})
 
@@ -169,34 +148,30 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, workdir
         state_sharding = sharding.state_sharding(student_state, mesh)
         pool = functools.partial(pool_records, student_graphdef, student_state, state_sharding,
                                  batch_sharding=batch_sharding, pad_token_id=pad_id, log=log)
-        data_seed = train_state.data_seed(config, stage)
+        data_seed = stage.data_seed(config.seed)
         # The training rows' batch composition does not matter (each text is pooled alone; the steps draw their own
         # batches), so the pass sorts wide windows by length: fewer padded tokens than data.length_grouping_window's.
-        window = max(int(config.data.get("length_grouping_window", 1)), POOLING_WINDOW_BATCHES)
+        window = max(int(config.data.length_grouping_window), POOLING_WINDOW_BATCHES)
+        log(cache_plan.caching_verdict(len(source), cadence.num_steps - start_step, batch_size, stage_name))
         pooled, teacher = pool(batches.make_batches(config, source, seed=data_seed, shuffle=False, num_epochs=1,
                                                     length_grouping_window=window, group_by="length"),
-                               what=f"training records of {config.data.records_dir}")
+                               what=f"training records of {config.data.records_dir}", total=len(source))
         eval_rows = None
         if cadence.eval_every:
             eval_source = batches.open_eval_records(config)
             eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1,
                                                   group_by=batches.EVAL_GROUP_BY),
                              max_batches=int(config.train.eval_batches), what="validation records")
-        if start_step == 0 and start_anchor.wanted(stage)[1]:
+        if start_step == 0 and stage.fc1_init == "start":
             start_anchor.init_fc1(config, stage_name, state.trainable, pooled, teacher, source.manifest, log)
         # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
         pooled_all = jax.device_put(pooled, replicated)
         teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
-        train_step, eval_step = make_steps(graphdef=state.graphdef, optimizer=state.optimizer,
-                                           loss_config=text_stage.loss_config_for(config, student),
-                                           trainable_sharding=state.trainable_sharding,
-                                           frozen_sharding=state.frozen_sharding,
-                                           opt_state_sharding=state.opt_state_sharding,
-                                           batch_sharding=batch_sharding, replicated=replicated)
 
         def step(trainable_and_opt_state, step_index: int) -> driver.Stepped:
             trainable, opt_state = trainable_and_opt_state
-            indices = jax.device_put(batch_indices(len(pooled), batch_size, step_index, data_seed), replicated)
+            indices = jax.device_put(cached_heads.batch_indices(len(pooled), batch_size, step_index, data_seed),
+                                     replicated)
             trainable, opt_state, step_metrics = train_step(trainable, state.frozen, opt_state, pooled_all,
                                                             teacher_all, indices)
             return driver.Stepped((trainable, opt_state), step_metrics)

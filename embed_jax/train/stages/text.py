@@ -1,15 +1,16 @@
 """A text stage (stages 1–3, docs/method.md §4): the student's encoder and heads trained on teacher records, one batch
 per step, with a periodic held-out loss.
 
-    student   = init folder's encoder + the stage's heads, the previous stage's weights loaded (train_state.py)
+    student   = init folder's encoder + the stage's heads, the previous stage's weights loaded (stages/student.py)
     target    'records' (the teacher vectors, docs/method.md §2) or 'pooled' (the student's own: self-distillation)
     evaluator mean loss terms over the first train.eval_batches batches of data.eval_records_dir
 
-A heads-only stage 1 may instead train from pooled vectors computed once (embed_jax/train/cached_stage.py).
+A heads-only stage 1 may instead train from pooled vectors computed once (embed_jax/train/stages/cached.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
@@ -18,32 +19,32 @@ from flax import nnx
 from embed_jax import losses
 from embed_jax.models.heads import head_name
 from embed_jax.models.student import Student
-from embed_jax.train import batch_stage, batches, driver, step as steps, train_state
-from embed_jax.train.train_state import StageResult, log
+from embed_jax.train import batches, driver, sharding, step as steps
+from embed_jax.train.config import StageConfig
+from embed_jax.train.console import log
+from embed_jax.train.stages import batch as batch_stage, student as stage_student
+from embed_jax.train.stages.student import StageResult
+from embed_jax.train.train_state import TrainState
 
 
-def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, workdir: Path,
+def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, workdir: Path,
                    previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=evaluates(config))
+    cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=evaluates(config))
     target = loss_target(config)
-    mesh = train_state.stage_mesh(config)
+    mesh = sharding.make_mesh(config.mesh)
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
-    student = train_state.build_student(config, stage, seed=int(config.seed))
+    student = stage_student.build_student(config, stage, seed=int(config.seed))
     if previous is not None:
-        train_state.restore_previous_stage(previous, student, mesh, log)
-    data_seed = train_state.data_seed(config, stage)
-
-    def make_stage_evaluator(state, batch_sharding, loss_config, pad_id):
-        return make_evaluator(config, graphdef=state.graphdef, loss_config=loss_config,
-                              trainable_sharding=state.trainable_sharding, frozen_sharding=state.frozen_sharding,
-                              batch_sharding=batch_sharding, pad_token_id=pad_id)
-
+        stage_student.restore_previous_stage(previous, student, mesh, log)
+    loss_config = loss_config_for(config, student)
+    batch_step = batch_stage.make_batch_step(student, stage, config.optimizer, loss_config, mesh, target=target,
+                                             stage_name=stage_name)
     return batch_stage.run_batch_stage(
-        config, stage_name, workdir / stage_name, mesh=mesh, cadence=cadence, student=student,
-        manifest=source.manifest, data=batches.make_batches(config, source, seed=data_seed),
-        loss_config=loss_config_for(config, student), target=target, title=f"{stage_name}: {stage.trainable}",
-        make_evaluator=make_stage_evaluator if cadence.eval_every else None)
+        config, stage_name, workdir / stage_name, batch_step=batch_step, cadence=cadence, student=student,
+        manifest=source.manifest, data=batches.make_batches(config, source, seed=stage.data_seed(config.seed)),
+        title=f"{stage_name}: {stage.trainable}",
+        make_evaluator=(lambda state, batch_sharding: make_evaluator(config, state, loss_config, batch_sharding))
+        if cadence.eval_every else None)
 
 
 # ---------------------------------------------------------------------------------------------------- the loss
@@ -82,16 +83,20 @@ def evaluates(config: ml_collections.ConfigDict) -> bool:
     return bool(int(config.train.eval_every)) and bool(config.data.eval_records_dir)
 
 
-def make_evaluator(config: ml_collections.ConfigDict, *, graphdef, loss_config, trainable_sharding, frozen_sharding,
-                   batch_sharding, pad_token_id: int):
+def make_evaluator(config: ml_collections.ConfigDict, state: TrainState, loss_config: losses.LossConfig,
+                   batch_sharding: Any):
     """The periodic evaluation: mean loss terms over the first `train.eval_batches` batches of held-out records
-    (data.eval_records_dir, exported like the training records from texts training never sees)."""
+    (data.eval_records_dir, exported like the training records from texts training never sees), for `state`'s
+    frozen parameters and the trainable ones it is given."""
     source = batches.open_eval_records(config)
-    eval_step = steps.make_eval_step(graphdef=graphdef, loss_config=loss_config,
-                                     trainable_sharding=trainable_sharding, frozen_sharding=frozen_sharding,
-                                     batch_sharding=batch_sharding, target=loss_target(config))
+    pad_token_id = batches.pad_token_id(config)
+    eval_step = steps.make_eval_step(graphdef=state.graphdef, loss_config=loss_config,
+                                     trainable_sharding=state.trainable_sharding,
+                                     frozen_sharding=state.frozen_sharding, batch_sharding=batch_sharding,
+                                     target=loss_target(config))
 
-    def evaluate(trainable: nnx.State, frozen: nnx.State) -> dict[str, float]:
+    def evaluate(trainable: nnx.State) -> dict[str, float]:
+        frozen = state.frozen
         totals: dict[str, float] = {}
         count = 0
         for local in batches.make_batches(config, source, seed=0, shuffle=False, num_epochs=1,

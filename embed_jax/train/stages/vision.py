@@ -6,9 +6,9 @@ the caption vectors came from this student's text path.
       + projection pool (model.vision.pool_mode, num_tokens) + placeholder tokens added to the tokenizer
     trains on image–caption records (data.image_records_dir) with target "captions" (embed_jax/train/step.py).
 
-A stage is an image stage when it trains the vision tower (trainable="vision"). `run_vision_stage` builds its
-student, records and batches and runs them through the same batch stage as text (embed_jax/train/batch_stage.py:
-jitted step, mesh, checkpoints, driver); it has no periodic held-out loss (embed_jax.eval.zero_shot scores it).
+A stage is an image stage when its kind is 'images' (it trains the vision tower: trainable="vision"). `run_vision_stage`
+builds its student, records and batches and runs them through the same batch stage as text (stages/batch.py: jitted
+step, mesh, checkpoints, driver); it has no periodic held-out loss (embed_jax.eval.zero_shot scores it).
 
 Self-distillation (the paper's stage 4): the caption vectors are the student's own text path's outputs, exported by
 `python -m embed_jax.teachers.caption_export`. The export stores a fingerprint of that text path (encoder and heads);
@@ -17,52 +17,47 @@ not be the one that made the targets.
 """
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from embed_jax import losses
 from embed_jax.assets import resolve_model_path
-from embed_jax.data import image_records, images, pipeline
+from embed_jax.data import image_records
 from embed_jax.data.image_prompt import ImagePrompt, image_prompt_tokens
 from embed_jax.data.records import RecordsError
 from embed_jax.models import siglip
 from embed_jax.models.student import Student
-from embed_jax.train import batch_stage, batches, driver, train_state, workdir
-from embed_jax.train.train_state import StageResult, log
-
-FINGERPRINT_PREFIX = "text-path:"
-# Parameters that make a caption's vectors: the encoder and the heads. Placeholder rows (added_embeddings) never
-# meet a caption's tokens, and the vision tower and pool only see images.
-TEXT_PATH_ROOTS = ("text_encoder", "heads")
+from embed_jax.train import batches, driver, sharding, trained_student, workdir
+from embed_jax.train.config import StageConfig
+from embed_jax.train.console import log
+from embed_jax.train.stages import batch as batch_stage, student as stage_student
+from embed_jax.train.stages.student import StageResult
 
 
-def is_image_stage(stage: ml_collections.ConfigDict) -> bool:
-    return stage.trainable == "vision"
 
 
-def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,
+def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, run_dir: Path,
                      previous: StageResult | None) -> StageResult:
-    stage = config[stage_name]
-    cadence = driver.Cadence.from_config(config.train, int(stage.num_steps), evaluates=False)
-    mesh = train_state.stage_mesh(config)
-    student = build_vision_student(config, train_state.stage_heads(config, stage), seed=int(config.seed), mesh=mesh)
+    cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=False)
+    mesh = sharding.make_mesh(config.mesh)
+    student = build_vision_student(config, stage_student.stage_heads(config, stage), seed=int(config.seed), mesh=mesh)
     if previous is not None:
-        train_state.restore_previous_stage(previous, student, mesh, log)
+        stage_student.restore_previous_stage(previous, student, mesh, log)
     # Opened after the previous stage's weights are in: the caption vectors must be this text path's.
     source = open_image_records(config.data.image_records_dir, student, records_key="data.image_records_dir")
-    data_seed = train_state.data_seed(config, stage)
+    batch_step = batch_stage.make_batch_step(student, stage, config.optimizer, image_loss_config(config), mesh,
+                                             target="captions", stage_name=stage_name)
     return batch_stage.run_batch_stage(
-        config, stage_name, run_dir / stage_name, mesh=mesh, cadence=cadence, student=student,
-        manifest=source.manifest, data=make_image_batches(config, source, student, seed=data_seed),
-        loss_config=image_loss_config(config), target="captions", title=f"{stage_name}: {stage.trainable}")
+        config, stage_name, run_dir / stage_name, batch_step=batch_step, cadence=cadence, student=student,
+        manifest=source.manifest,
+        data=make_image_batches(config, source, student, seed=stage.data_seed(config.seed)),
+        title=f"{stage_name}: {stage.trainable}")
 
 
 def image_loss_config(config: ml_collections.ConfigDict) -> losses.LossConfig:
@@ -80,7 +75,7 @@ def image_prompt(config: ml_collections.ConfigDict) -> ImagePrompt:
 def vision_section(config: ml_collections.ConfigDict, prompt: ImagePrompt) -> dict[str, Any]:
     """`Student.from_pretrained`'s vision argument from model.vision; errors name the key."""
     vision = config.model.vision
-    folder, tower = str(vision.get("folder", "") or ""), vision.get("tower")
+    folder, tower = str(vision.folder or ""), vision.tower
     tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
     if bool(folder) == bool(tower):
         raise ValueError("config key model.vision: set exactly one of model.vision.tower (a SigLIP config.json dict, "
@@ -115,7 +110,7 @@ def build_vision_student(config: ml_collections.ConfigDict, heads: Mapping[str, 
     prompt = image_prompt(config)
     vision = vision_section(config, prompt)
     dtype, param_dtype = jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype)
-    text_student = str(config.model.get("text_student", "") or "")
+    text_student = str(config.model.text_student or "")
     if not text_student:
         return Student.from_pretrained(
             resolve_model_path(config.model.init_from), heads=dict(heads), vision=vision,
@@ -129,7 +124,7 @@ def build_vision_student(config: ml_collections.ConfigDict, heads: Mapping[str, 
     student_config = {**text_config, "vision": vision, "dtype": jnp.dtype(dtype).name,
                       "param_dtype": jnp.dtype(param_dtype).name}
     student = Student.from_config(student_config, rngs=nnx.Rngs(seed))
-    trained = workdir.restore_stage_params(workdir.absolute_workdir(text_student), text_config, mesh)
+    trained = trained_student.restore_stage_params(workdir.absolute_workdir(text_student), text_config, mesh)
     copy_text_path(student, trained)
     if tower is not None:
         nnx.update(student.vision, nnx.state(tower, nnx.Param))
@@ -144,7 +139,7 @@ def copy_text_path(student: Student, trained: nnx.State) -> None:
     source = dict(nnx.to_flat_state(trained))
     problems = []
     for path, variable in target.items():
-        if path[0] not in TEXT_PATH_ROOTS + ("added_embeddings",):
+        if path[0] not in trained_student.TEXT_PATH_ROOTS + ("added_embeddings",):
             continue
         if path not in source:
             if path[0] != "added_embeddings":
@@ -171,25 +166,12 @@ def init_added_embeddings_at_mean(student: Student) -> None:
 # ---------------------------------------------------------------------------------------------------- fingerprint
 
 
-def text_path_fingerprint(student: Student) -> str:
-    """SHA-256 over the text path's parameters (names, shapes, dtypes, bytes), as 'text-path:<hex>'."""
-    hasher = hashlib.sha256(b"embed_jax text path v1\0")
-    flat = sorted(nnx.to_flat_state(nnx.state(student, nnx.Param)), key=lambda item: tuple(map(str, item[0])))
-    for path, variable in flat:
-        if path[0] not in TEXT_PATH_ROOTS:
-            continue
-        value = np.asarray(jax.device_get(variable.get_value()))
-        hasher.update(f"{'/'.join(map(str, path))}:{value.shape}:{value.dtype}\0".encode())
-        hasher.update(np.ascontiguousarray(value).tobytes())
-    return FINGERPRINT_PREFIX + hasher.hexdigest()
-
-
 def check_caption_source(student: Student, manifest, *, records_key: str) -> None:
     """Records made by a student's text path (fingerprint 'text-path:…') must come from this student's text path."""
     stored = manifest.teachers[0].weights_sha256
-    if not stored.startswith(FINGERPRINT_PREFIX) or jax.process_count() > 1:
+    if not stored.startswith(trained_student.FINGERPRINT_PREFIX) or jax.process_count() > 1:
         return  # vectors of a text teacher folder (nothing to compare), or a multi-host run (params not addressable)
-    if text_path_fingerprint(student) != stored:
+    if trained_student.text_path_fingerprint(student) != stored:
         raise RecordsError(
             f"{records_key}: the caption vectors were made by the text path of {manifest.teachers[0].path}, which is "
             "not this student's text path (encoder and heads differ). Stage 4 aligns images with the captions' "
@@ -198,10 +180,6 @@ def check_caption_source(student: Student, manifest, *, records_key: str) -> Non
 
 
 # ---------------------------------------------------------------------------------------------------- data
-
-
-def image_settings(student: Student) -> images.ImageSettings:
-    return images.ImageSettings(student.vision.config.image_size)
 
 
 def open_image_records(folder: str, student: Student, *, records_key: str) -> image_records.ImageRecordSource:
@@ -217,42 +195,6 @@ def open_image_records(folder: str, student: Student, *, records_key: str) -> im
 def make_image_batches(config: ml_collections.ConfigDict, source: image_records.ImageRecordSource,
                        student: Student, *, seed: int, shuffle: bool = True, num_epochs: int | None = None):
     return image_records.make_image_dataset(
-        source, settings=image_settings(student), prompt=image_prompt(config),
+        source, settings=trained_student.image_settings(student), prompt=image_prompt(config),
         global_batch_size=int(config.data.global_batch_size), seed=seed, shuffle=shuffle, num_epochs=num_epochs,
         process_index=jax.process_index(), process_count=jax.process_count())
-
-
-# ---------------------------------------------------------------------------------------------------- inference
-
-
-def encode_texts(student: Student, tokenizer: str, texts: Sequence[str], *, max_length: int = 128,
-                 batch_size: int = 64) -> dict[int, np.ndarray]:
-    """{dim: (n, dim) unit vectors} of `texts` through the student's text path (one device; batches padded to a
-    few length buckets, so a few compilations serve them all), truncated to the encoder's position table."""
-    positions = student.config["text_encoder"].get("max_position_embeddings") or max_length
-    max_length = min(max_length, int(positions))
-    encoder = pipeline.BatchEncoder(tokenizer, max_length,
-                                    pipeline.check_length_buckets((16, 32, 64), max_length))
-    forward = nnx.jit(lambda model, ids, mask: model(ids, mask)["embeddings"])
-    outputs: dict[int, list[np.ndarray]] = {}
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start:start + batch_size])
-        padded = list(chunk) + [chunk[-1]] * (batch_size - len(chunk))
-        batch = encoder.pad(encoder.token_ids(padded), np.zeros((len(padded), 0), np.float32), [])
-        for dim, vectors in forward(student, batch["input_ids"], batch["attention_mask"]).items():
-            outputs.setdefault(dim, []).append(np.asarray(vectors)[:len(chunk)])
-    return {dim: np.concatenate(parts) for dim, parts in outputs.items()}
-
-
-def encode_images(student: Student, prompt: ImagePrompt, pixel_values: np.ndarray, *,
-                  batch_size: int = 64) -> dict[int, np.ndarray]:
-    """{dim: (n, dim) unit vectors} of preprocessed images (n, S, S, 3) through the image path."""
-    forward = nnx.jit(lambda model, ids, pixels: model(ids, pixel_values=pixels)["embeddings"])
-    outputs: dict[int, list[np.ndarray]] = {}
-    for start in range(0, len(pixel_values), batch_size):
-        chunk = pixel_values[start:start + batch_size]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
-        ids = np.broadcast_to(prompt.input_ids, (batch_size, prompt.input_ids.shape[0]))
-        for dim, vectors in forward(student, jnp.asarray(ids), jnp.asarray(padded)).items():
-            outputs.setdefault(dim, []).append(np.asarray(vectors)[:len(chunk)])
-    return {dim: np.concatenate(parts) for dim, parts in outputs.items()}
