@@ -26,7 +26,9 @@ from embed_jax.train import config as train_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     words = parse_arg(arg, config_file="configs/jasper.py", words=("smoke",))
     config = train_config.base_config()
-    config.model.init_from = ""  # a local copy of stella_en_1.5B_v5 (its Qwen2 folder)
+    # A local copy of stella_en_1.5B_v5 (its Qwen2 folder; pass its path). The plan (python -m embed_jax.plan) reads
+    # the shipped shape of that name when the folder is not here.
+    config.model.init_from = "stella_en_1.5B_v5"
     config.model.teacher_dim = 12288  # 4096 (NV-Embed-v2) + 8192 (stella's head), docs/method.md §2
     config.model.reduction_dims = (1024, 512, 256)  # FC2–FC4; Jasper serves 12288/1024/512/256
     config.model.pooling = "mean"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -132,7 +133,47 @@ def resolve_model_path(path: str) -> Path:
                      f"{ASSET_PREFIX}{MINILM} and {ASSET_PREFIX}{MPNET}.")
 
 
-def main() -> int:
+# The Hugging Face Hub repositories the bundled folders are copies of (their model cards name them), for what a
+# published model says of its teachers and start: a local path means nothing to its readers.
+HUB_IDS = {MINILM: "sentence-transformers/all-MiniLM-L6-v2", MPNET: "sentence-transformers/all-mpnet-base-v2"}
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def public_name(path: str | None) -> str | None:
+    """What a published folder may call a model: a bundled asset's Hub id, a Hub id as given, else only the local
+    folder's name (never its absolute path); None for None."""
+    if not path:
+        return None
+    path = str(path)
+    if path.startswith(ASSET_PREFIX) and path.removeprefix(ASSET_PREFIX) in HUB_IDS:
+        return HUB_IDS[path.removeprefix(ASSET_PREFIX)]
+    if hub_id(path):
+        return path
+    return Path(path).expanduser().name or path
+
+
+def hub_id(path: str | None) -> str | None:
+    """The Hub repository a model path names: a bundled asset's, or the path itself when it is written as ORG/NAME
+    and is no local folder; None otherwise."""
+    if not path:
+        return None
+    path = str(path)
+    if path.startswith(ASSET_PREFIX):
+        return HUB_IDS.get(path.removeprefix(ASSET_PREFIX))
+    if HUB_ID.fullmatch(path) and not Path(path).expanduser().exists():
+        return path
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if any(argument in ("--help", "-h") for argument in arguments):
+        print(__doc__.strip())
+        return 0
+    if arguments:
+        print(f"error: unrecognized arguments: {' '.join(arguments)} (the program takes none; --help says what it "
+              "does)", file=sys.stderr)
+        return 2
     try:
         print(f"{MINILM}: {minilm_path()}")
         print(f"{MPNET}: {mpnet_path()}")

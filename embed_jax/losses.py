@@ -42,6 +42,10 @@ class LossConfig:
       constant by stop_gradient).
     ranking_weight, ranking_temperature: the listwise ranking term on the main head (embed_jax/ranking.py); 0 (the
       default) leaves the paper's three losses alone.
+    matryoshka_dims: increasing widths below the main head's; each prefix of the main head's vector (normalised)
+      gets the reduction heads' terms, similarity + relative similarity against the reduction target, so that
+      truncating the vector (sentence-transformers' truncate_dim) gives a trained embedding (`matryoshka_terms`).
+      Empty: the paper's heads only.
     """
 
     cosine_weight: float = 10.0
@@ -50,6 +54,7 @@ class LossConfig:
     margin: float = DEFAULT_MARGIN
     main_head: str | None = "fc1"
     reduction_target: str = "teacher"
+    matryoshka_dims: tuple[int, ...] = ()
     ranking_weight: float = 0.0
     ranking_temperature: float = ranking.DEFAULT_TEMPERATURE
 
@@ -63,6 +68,7 @@ class LossConfig:
             raise ValueError(
                 f"loss config key 'reduction_target' must be 'teacher' or 'main_head', got {self.reduction_target!r}"
             )
+        object.__setattr__(self, "matryoshka_dims", check_matryoshka_dims(self.matryoshka_dims))
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> "LossConfig":
@@ -404,6 +410,72 @@ def distillation_loss(
         terms[f"{name}/relative_similarity"] = relative[index]
         total = total + config.similarity_weight * terms[f"{name}/similarity"]
         total = total + config.relative_similarity_weight * terms[f"{name}/relative_similarity"]
+    if config.matryoshka_dims:
+        prefix_total, prefix_terms = matryoshka_terms(heads[_matryoshka_head(config)], reduction_gram,
+                                                      reduction_order, config)
+        total, terms = total + prefix_total, {**terms, **prefix_terms}
+    return total, terms
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Matryoshka prefixes of the main head (loss.matryoshka_dims)
+#
+# The paper's reduction heads are separate projections (docs/method.md §4, stage 3), so the first d dims of FC1's
+# vector are not a d-dim embedding. With matryoshka_dims, each prefix FC1[:d] (renormalised) is trained as a
+# reduction head would be: similarity + relative similarity against the reduction target, at the same weights. Then
+# sentence-transformers' truncate_dim=d on the exported folder gives that trained prefix.
+
+MATRYOSHKA_KEY = "loss.matryoshka_dims"
+
+
+def check_matryoshka_dims(dims, main_dim: int | None = None) -> tuple[int, ...]:
+    """The dims as a tuple of ints; a ValueError naming loss.matryoshka_dims unless they are whole numbers ≥ 1,
+    strictly increasing and (main_dim given) below the main head's width."""
+    dims = tuple(dims or ())
+    if any(isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1 for dim in dims):
+        raise ValueError(f"config key {MATRYOSHKA_KEY}={dims!r}: each must be a whole number ≥ 1, e.g. "
+                         f"--config.{MATRYOSHKA_KEY}='(128, 256)'")
+    if any(later <= earlier for earlier, later in zip(dims, dims[1:])):
+        raise ValueError(f"config key {MATRYOSHKA_KEY}={dims!r}: the prefix widths must be strictly increasing, "
+                         f"e.g. {tuple(sorted(set(dims)))}")
+    if main_dim is not None and dims and dims[-1] >= main_dim:
+        raise ValueError(f"config key {MATRYOSHKA_KEY}={dims!r}: every prefix must be narrower than FC1, the head "
+                         f"they are prefixes of (model.teacher_dim={main_dim}); drop {dims[-1]}")
+    return tuple(int(dim) for dim in dims)
+
+
+def matryoshka_head_name(name: str, dim: int) -> str:
+    """The loss terms' name of a prefix: 'dense_1152[:256]/similarity', ..."""
+    return f"{name}[:{dim}]"
+
+
+def _matryoshka_head(config: LossConfig) -> str:
+    if config.main_head is None:
+        raise ValueError(f"config key {MATRYOSHKA_KEY}: prefixes are taken of the main head (FC1), and this loss has "
+                         "none (shrinking a model with its own vectors); train separate heads with "
+                         "model.reduction_dims instead")
+    return config.main_head
+
+
+def matryoshka_terms(main_vectors: jax.Array, target_gram: jax.Array, target_order: jax.Array, config: LossConfig
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Weighted sum and unweighted terms of every prefix in config.matryoshka_dims of the (normalised) main head's
+    vectors: similarity to `target_gram` and relative similarity in `target_order` (its pair order)."""
+    name = _matryoshka_head(config)
+    check_matryoshka_dims(config.matryoshka_dims, int(main_vectors.shape[1]))
+    prefixes = {dim: l2_normalize(main_vectors[:, :dim]) for dim in config.matryoshka_dims}
+    grams = {dim: gram(vectors) for dim, vectors in prefixes.items()}
+    relative = relative_similarity_loss_from_pairs(
+        jnp.stack([upper_triangle(grams[dim]) for dim in prefixes]),
+        jnp.broadcast_to(target_order, (len(prefixes), *target_order.shape)), config.margin)
+    terms: dict[str, jax.Array] = {}
+    total = jnp.zeros((), jnp.float32)
+    for index, dim in enumerate(prefixes):
+        prefix = matryoshka_head_name(name, dim)
+        terms[f"{prefix}/similarity"] = similarity_loss_from_gram(grams[dim], target_gram)
+        terms[f"{prefix}/relative_similarity"] = relative[index]
+        total = total + (config.similarity_weight * terms[f"{prefix}/similarity"]
+                         + config.relative_similarity_weight * terms[f"{prefix}/relative_similarity"])
     return total, terms
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from embed_jax import cli
 from embed_jax.train import exits
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (a get_config() module).",
@@ -43,6 +45,11 @@ def wants_distributed() -> bool:
     return "," in hostnames
 
 
+def not_an_orbax_error(record: logging.LogRecord) -> bool:
+    """A logging filter: False for Orbax's ERROR records (see `main`)."""
+    return record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; settings go in --config.key=value")
@@ -52,6 +59,9 @@ def main(argv: list[str]) -> int:
         # Orbax and jax log every checkpoint step at INFO through absl; the progress bar says what matters.
         # --verbosity=0 brings those lines back.
         absl_logging.set_verbosity(absl_logging.WARNING)
+        # Orbax logs each failure of a background save with its stack (hundreds of lines for one full disk) before
+        # the main thread re-raises it, and the run then ends with one line naming it (train/exits.py).
+        absl_logging.get_absl_logger().addFilter(not_an_orbax_error)
     import jax
 
     if wants_distributed():
@@ -105,16 +115,52 @@ def unknown_override(argv: Sequence[str], config) -> str | None:
     return None
 
 
+def config_value(config, key: str):
+    """The value at a dotted key of a config (None where there is none)."""
+    for name in key.split("."):
+        if not hasattr(config, "items") or name not in config:
+            return None
+        config = config[name]
+    return config
+
+
+def repeated_tuple_override(argv: Sequence[str], config) -> str | None:
+    """'--config.KEY is given N times ...' for a tuple key given more than once. ml_collections makes a tuple
+    override a multi-flag and joins the values ('(16,)' then '(32,)' trains with (16, 32)), where a repeated
+    override is read everywhere else as the last one winning: neither is guessed, the key must be given once."""
+    given: dict[str, list[str]] = {}
+    for argument in argv:
+        if argument.startswith("--config.") and "=" in argument:
+            key, _, value = argument[len("--config."):].partition("=")
+            given.setdefault(key, []).append(value)
+    for key, values in given.items():
+        if len(values) > 1 and isinstance(config_value(config, key), tuple):
+            return (f"--config.{key} is given {len(values)} times ({', '.join(map(repr, values))}): ml_collections "
+                    f"would join them into one tuple, not keep the last; give it once with the whole tuple, e.g. "
+                    f"--config.{key}={values[-1]!r}")
+    return None
+
+
+def config_argument_of(argv: Sequence[str]) -> str | None:
+    return next((argument.split("=", 1)[1] for argument in argv if argument.startswith("--config=")), None)
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
     """absl's parsing, with a typo'd --config.KEY (which ml_collections reports with a long traceback that does not
-    name it) turned into one line naming the key and the closest valid one."""
+    name it) turned into one line naming the key and the closest valid one, and a tuple key given twice refused
+    (`repeated_tuple_override`)."""
+    keys = [argument.split("=", 1)[0] for argument in argv if argument.startswith("--config.")]
+    if len(keys) != len(set(keys)) and config_argument_of(argv) is not None:
+        message = repeated_tuple_override(argv, load_config_argument(config_argument_of(argv)))
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(exits.BAD_INPUT)
     try:
         return flags.FLAGS(list(argv))
     except flags.Error as error:
         print(f"error: {error}", file=sys.stderr)
     except (AttributeError, KeyError) as error:
-        config_argument = next((argument.split("=", 1)[1] for argument in argv if argument.startswith("--config=")),
-                               None)
+        config_argument = config_argument_of(argv)
         message = None
         if config_argument is not None:
             message = unknown_override(argv, load_config_argument(config_argument))
@@ -123,5 +169,6 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    cli.exit_on_help(sys.argv, doc=__doc__)
     flags.mark_flags_as_required(["config"])
     app.run(main, flags_parser=parse_flags)

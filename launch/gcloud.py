@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import unicodedata
 from collections.abc import Sequence
 
 # Runtime ("software version") per TPU generation for JAX, from Cloud TPU's "TPU software versions" page: the
@@ -97,6 +98,18 @@ class Command:
         """The argv as one line a POSIX shell parses back into the same argv."""
         return shlex.join(self.argv)
 
+    def comment_line(self) -> str:
+        """The purpose as one shell comment line: its user values are quoted where it is made, and a control
+        character (refused in every launch argument: `control_character`) could not end the comment anyway."""
+        return "# " + "".join(character if character.isprintable() else ascii(character)[1:-1]
+                              for character in self.purpose)
+
+
+def control_character(value: str) -> str | None:
+    """The first control character in `value` (a newline, a carriage return, an escape...), as Python writes it."""
+    found = next((character for character in value if unicodedata.category(character) == "Cc"), None)
+    return None if found is None else ascii(found)[1:-1]
+
 
 def runtime_version(accelerator_type: str, version: str | None) -> str:
     """The runtime to create `accelerator_type` with: `version` if given, else the generation's JAX base image."""
@@ -134,7 +147,7 @@ def create(
         return [Command(f"queue a request for {accelerator_type} (TPU {target.name})", argv)]
     argv = ["gcloud", "compute", "tpus", "tpu-vm", "create", target.name, *target.location_flags()]
     argv += [f"--accelerator-type={accelerator_type}", f"--version={runtime}", *capacity]
-    return [Command(f"create TPU {target.name} ({accelerator_type}, {runtime})", argv)]
+    return [Command(f"create TPU {target.name} ({accelerator_type}, {shlex.quote(runtime)})", argv)]
 
 
 def on_all_workers(target: Target, remote_command: str, purpose: str, worker: str = "all") -> Command:
@@ -165,7 +178,7 @@ def setup_from_checkout(
 ) -> list[Command]:
     """Copy `commit` of the local checkout to every worker (git archive + scp) and install it there."""
     pack = Command(
-        f"pack {commit} of {repo} (committed files only)",
+        f"pack {shlex.quote(commit)} of {shlex.quote(repo)} (committed files only)",
         ["git", "-C", repo, "archive", "--format=tar.gz", f"--output={archive}", commit],
     )
     copy = Command(
@@ -192,7 +205,7 @@ def setup_from_git(
     return [
         on_all_workers(
             target, f"set -e; {checkout} && {install_command(remote_dir, extras, python)}",
-            f"clone {git_url} at {ref} and install on every worker",
+            f"clone {shlex.quote(git_url)} at {shlex.quote(ref)} and install on every worker",
         )
     ]
 
@@ -219,7 +232,8 @@ def mount_bucket(target: Target, bucket: str, mount_point: str | None = None) ->
         f'sudo mkdir -p {folder} && sudo chown "$(id -u):$(id -g)" {folder}',
         f"{{ mountpoint -q {folder} || {mount}; }}",
     ])
-    return on_all_workers(target, remote, f"mount gs://{name} read-only at {mount_point} on every worker (gcsfuse)")
+    return on_all_workers(target, remote, f"mount gs://{name} read-only at {shlex.quote(mount_point)} on every "
+                          "worker (gcsfuse)")
 
 
 def parse_env(assignments: Sequence[str]) -> dict[str, str]:
@@ -258,8 +272,8 @@ def run_everywhere(
         # nohup + redirections: the run outlives the ssh session; `< /dev/null` lets ssh return at once.
         program = f"nohup {program} > {shlex.quote(log)} 2>&1 < /dev/null &"
     remote = " && ".join([f"cd {shlex.quote(remote_dir)}", "source .venv/bin/activate", *exports, program])
-    where = f"detached, output in {remote_dir}/{log} on each worker" if log else "attached"
-    return [on_all_workers(target, remote, f"run on workers {worker} ({where})", worker=worker)]
+    where = f"detached, output in {shlex.quote(f'{remote_dir}/{log}')} on each worker" if log else "attached"
+    return [on_all_workers(target, remote, f"run on workers {shlex.quote(worker)} ({where})", worker=worker)]
 
 
 def delete(target: Target, *, queued: bool, yes: bool) -> list[Command]:

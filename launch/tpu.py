@@ -41,7 +41,7 @@ FLAGS = cli.program_flags()
 COMMON_FLAGS = ("name", "zone", "project", "dry-run", "help")
 ACTIONS = ("create", "setup", "run", "delete", "describe")
 ACTION_FLAGS = {
-    "create": ("accelerator-type", "version", "spot", "preemptible", "queued"),
+    "create": ("accelerator-type", "version", "spot", "preemptible", "queued", "plan-config"),
     "setup": ("git-url", "ref", "commit", "extras", "python", "remote-dir", "gcsfuse-bucket", "mount-point"),
     "run": ("remote-dir", "env", "log", "worker"),
     "delete": ("queued", "yes"),
@@ -60,6 +60,9 @@ flags.DEFINE_string("version", None, "create: runtime (software) version; defaul
                     flag_values=FLAGS)
 flags.DEFINE_bool("spot", False, "create: spot capacity (can be preempted: runs save on SIGTERM).", flag_values=FLAGS)
 flags.DEFINE_bool("preemptible", False, "create: legacy preemptible capacity (24 h at most).", flag_values=FLAGS)
+flags.DEFINE_string("plan-config", "configs/jasper.py", "create --dry-run: also print the TPU plan of this training "
+                    "config on the accelerator type (python -m embed_jax.plan: compiles every stage, minutes; needs "
+                    "the package with its `plan` extra); empty: no plan.", flag_values=FLAGS)
 flags.DEFINE_bool("queued", False, "create: through a queued resource (waits for capacity); delete: it was created "
                   "so.", flag_values=FLAGS)
 # setup
@@ -127,8 +130,22 @@ def checkout_commands(options: SimpleNamespace, target: gcloud.Target) -> list[g
     )
 
 
+def refuse_control_characters(options: SimpleNamespace, command: Sequence[str]) -> None:
+    """A newline (or any control character) in an option or the command would end a printed line: pasted, the rest
+    of a dry run's plan would run as commands of their own. LaunchError names the first such argument."""
+    values = [(f"--{name.replace('_', '-')}", value) for name, value in vars(options).items()]
+    values += [("the command after --", argument) for argument in command]
+    for flag, value in values:
+        for item in value if isinstance(value, list) else [value]:
+            found = gcloud.control_character(item) if isinstance(item, str) else None
+            if found is not None:
+                raise gcloud.LaunchError(f"{flag} {item!r} holds a control character ({found}): launch arguments are "
+                                         "one line each; remove it")
+
+
 def plan(options: SimpleNamespace, command: list[str]) -> list[gcloud.Command]:
     """The commands the request stands for; LaunchError for a request that cannot be carried out."""
+    refuse_control_characters(options, command)
     if command and options.action != "run":
         raise gcloud.LaunchError(f"`{options.action}` takes no command after `--` (only `run` does)")
     target = gcloud.Target(options.name, options.zone, options.project)
@@ -157,6 +174,27 @@ def plan(options: SimpleNamespace, command: list[str]) -> list[gcloud.Command]:
     if options.action == "delete":
         return gcloud.delete(target, queued=options.queued, yes=options.yes)
     return gcloud.describe(target)
+
+
+def plan_command(options: SimpleNamespace) -> list[str] | None:
+    """`create --dry-run`'s plan: the training config compiled for the accelerator type (docs/launch.md, "The plan"),
+    run with this Python from the checkout's root; None when --plan-config is empty."""
+    if options.action != "create" or not options.plan_config:
+        return None
+    return [sys.executable, "-m", "embed_jax.plan", f"--config={options.plan_config}",
+            f"--topology={options.accelerator_type}"]
+
+
+def print_plan(command: list[str]) -> int:
+    """Runs the plan, its output on this console; a plan that cannot run says why in one line (the dry run's commands
+    are printed already)."""
+    print(f"# the plan: {' '.join(command[1:])}", flush=True)
+    try:
+        return subprocess.run(command, cwd=REPO_ROOT).returncode
+    except OSError as error:
+        print(f"error: the plan did not run ({error}); install the package with its plan extra: "
+              "pip install -e '.[plan]'", file=sys.stderr)
+        return 1
 
 
 def execute(commands: Sequence[gcloud.Command]) -> int:
@@ -188,9 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.fail(error)  # status 2, like a missing argument
     if options.dry_run:
         for command_step in commands:
-            print(f"# {command_step.purpose}")
+            print(command_step.comment_line())
             print(command_step.shell_line())
-        return 0
+        planning = plan_command(options)
+        return 0 if planning is None else print_plan(planning)
     return execute(commands)
 
 

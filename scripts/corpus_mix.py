@@ -13,6 +13,7 @@ import numpy as np
 from absl import app, flags
 
 from embed_jax.assets import resolve_model_path
+from embed_jax.cli import exit_on_help
 from embed_jax.data import corpora
 
 CORPUS = flags.DEFINE_string("corpus", "all+bible+fortunes", "a built-in corpus name (names join with '+')")
@@ -45,4 +46,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_help(sys.argv, doc=__doc__)
     sys.exit(app.run(main))

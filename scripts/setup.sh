@@ -26,7 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing embed_jax and its dependencies into .venv (about 2 minutes the first time)"
   .venv/bin/python -m pip install -q -U pip
   # torch==2.13.0 is the CPU build this machine kind carries on disk; a looser pin pulls a CUDA build.
-  .venv/bin/python -m pip install -q -e '.[teachers,assets,dev,onnx,mteb]'
+  .venv/bin/python -m pip install -q -e '.[teachers,assets,dev,onnx,mteb,plan]'
   echo "$want" > "$stamp"
 fi
 

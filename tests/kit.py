@@ -10,9 +10,11 @@ jax-free tests included.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from embed_jax.assets import minilm_path
@@ -169,3 +171,19 @@ def export_tiny_family(root: Path, model_class, config, *, text_options: dict, h
                 records_fingerprint=records_fingerprint)
     st_export.export(root / "train", root / "out", tokenizer=str(tokenizer), **export_options)
     return student, root / "init", root / "out"
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs at `folder` (e.g. options "size=6M" for a disk that fills up, "ro" for a read-only file system),
+    unmounted afterwards; the test is skipped where mounting is not allowed (tests run as root here)."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -246,7 +247,13 @@ def _save_safetensors(tensors: Mapping[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    try:
+        save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    except Exception as error:  # safetensors' Rust writer reports an OS error as SafetensorError("... (os error N)")
+        code = re.search(r"\(os error (\d+)\)", str(error))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from error
 
 
 def write_backbone(folder: Path, tensors: Mapping[str, np.ndarray], text_encoder_config: Mapping[str, Any]) -> None:
@@ -295,8 +302,10 @@ def _version(package: str) -> str:
 
 def write_sentence_transformers_files(
     folder: Path, *, pooling_method: str, hidden_size: int, default_dim: int, max_seq_length: int,
-    prompts: Mapping[str, str],
+    prompts: Mapping[str, str], truncate_dim: int | None = None,
 ) -> None:
+    """The module configs and config_sentence_transformers.json (truncate_dim: a Matryoshka prefix as the default,
+    which sentence-transformers 3+ reads from there)."""
     _write_json(folder / POOLING_FOLDER / "config.json", pooling_config(pooling_method, hidden_size))
     _write_json(folder / "modules.json", modules_list(default_dim))
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": int(max_seq_length), "do_lower_case": False})
@@ -307,6 +316,7 @@ def write_sentence_transformers_files(
         "prompts": dict(prompts),
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
+        **({"truncate_dim": int(truncate_dim)} if truncate_dim else {}),
     })
 
 

@@ -293,13 +293,13 @@ def export_onnx(folder: str | Path, out: str | Path, *, head: int | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.onnx-", dir=out.parent))
     try:
-        notices = tokenizer_files.copy_tokenizer(folder, staging)
+        length = max_seq_length(folder)
+        notices = tokenizer_files.copy_tokenizer(folder, staging, max_length=length)
         for name in ("sentence_bert_config.json", "config.json"):  # the window and the backbone, for the record
             if (folder / name).is_file():
                 shutil.copy2(folder / name, staging / name)
         module = build_module(plan, outputs)
         trace(module, outputs, staging / MODEL_FILE)
-        length = max_seq_length(folder)
         measured = parity(module, staging / MODEL_FILE, AutoTokenizer.from_pretrained(str(staging)), length)
         bad = {name: value for name, value in measured.items() if value < MIN_PARITY_COSINE}
         if bad:

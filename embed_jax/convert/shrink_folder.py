@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from embed_jax.convert import hf_export
+from embed_jax.convert import hf_export, tokenizer_files
 from embed_jax.data.records import MANIFEST_NAME, Manifest
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.teachers import encoders
@@ -76,6 +76,10 @@ def write_folder(out: Path, source: Path, heads: EmbeddingHeads, record: dict[st
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.shrink-", dir=out.parent)) / out.name
     try:
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".*"))
+        window = json.loads((source / "sentence_bert_config.json").read_text()).get("max_seq_length") if (
+            source / "sentence_bert_config.json").is_file() else None
+        if isinstance(window, int) and window > 0:  # the source's tokenizer files may say another window
+            tokenizer_files.fit_window(staging, window)
         params = {f"heads.{name}": value for name, value in hf_export.flat_params(heads).items()}
         hf_export.write_heads(staging, hf_export.head_tensors(params, dims))
         modules = shrunk_modules(json.loads((source / "modules.json").read_text()), dims[0])

@@ -22,19 +22,24 @@ its embed_jax_export.json: whatever else is in the folder is kept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from embed_jax.convert import hf_export, hf_vision, model_card, tokenizer_files
 from embed_jax.convert.hf_export import EXPORT_FILE, ExportError, load_exported  # noqa: F401 (public API)
+from embed_jax.data import teacher_weights
 from embed_jax.models.hf_import import open_checkpoint, resolve_model_folder
 from embed_jax.models.student import validate_config
-from embed_jax.assets import AssetError, resolve_model_path
+from embed_jax.assets import AssetError, hub_id, public_name, resolve_model_path
 from embed_jax.train import trained_student, workdir as workdir_lib
 from embed_jax.train.metrics import read_metrics
 from embed_jax.train.workdir import checkpoint_steps, choose_stage, stage_folders
@@ -164,6 +169,7 @@ class ExportResult:
     stage: str
     step: int
     notices: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def export(
@@ -180,6 +186,7 @@ def export(
     eval_json: str | None = None,
     max_seq_length: int | None = None,
     title: str | None = None,
+    base_model: str | None = None,
 ) -> ExportResult:
     """The whole export (see the module docstring); returns what was written."""
     workdir = workdir_lib.absolute_workdir(os.path.expanduser(str(workdir)))
@@ -195,7 +202,9 @@ def export(
     hf_class = hf_export.hf_model_class(text_encoder.get("model_type"), source=config_source)
     hf_export.check_text_options(student_config.get("text_options") or {})
     check_output_folder(out, overwrite)
-    eval_rows = model_card.read_eval_rows(eval_json) if eval_json else []
+    is_this_model = functools.partial(evaluated_here, {path.resolve() for path in (workdir, stage_dir, out)})
+    eval_rows = model_card.read_eval_rows(eval_json, is_this_model) if eval_json else []
+    eval_columns = model_card.read_eval_columns(eval_json) if eval_json else []
     eval_chart = model_card.chart_beside(eval_json) if eval_json else None
 
     identity = workdir_lib.stored_identity(stage_dir, step)
@@ -212,14 +221,24 @@ def export(
                        "cannot check its hold-out against them.")
     else:
         records_found = workdir_lib.find_training_records(workdir, fingerprints, records_dirs)
-        training_records = [{"records_dir": str(folder), "num_records": manifest.num_records,
+        training_records = [{"records_dir": portable_path(folder, out), "num_records": manifest.num_records,
                              "corpus_fingerprint": manifest.corpus_fingerprint} for folder, manifest in records_found]
-    teachers = [dataclasses.asdict(teacher) for _, manifest in records_found[-1:] for teacher in manifest.teachers]
+    teachers = [{**dataclasses.asdict(teacher), "path": public_teacher_path(teacher.path, out)}
+                for _, manifest in records_found[-1:] for teacher in manifest.teachers]
+    datasets = list(dict.fromkeys(name for _, manifest in records_found for name in corpus_names(manifest.corpus)))
 
     student = trained_student.load_student(stage_dir, step)
     encoder_params, head_params, _ = hf_export.split_params(hf_export.flat_params(student))
     dims = tuple(int(dim) for dim in student.heads.dims)
-    default_head = _default_head(dims, student.heads.teacher_dim, default_head)
+    matryoshka_dims = run_matryoshka_dims(stage_dir)
+    default_head, truncate_dim = _default_head(dims, student.heads.teacher_dim, default_head, matryoshka_dims)
+    warnings = []
+    if not matryoshka_dims:
+        warnings.append(f"the heads are separate projections: truncate_dim=N gives the first N dims of the "
+                        f"{default_head}-d head, which were not trained as an embedding (for N in "
+                        f"{', '.join(map(str, dims[1:])) or 'any width'} load the 2_Dense_N head instead; the card "
+                        "says so)")
+    start = start_card_metadata(source)
     heads = hf_export.head_tensors(head_params, dims)
     tensors, report = hf_export.backbone_tensors(
         encoder_params, text_encoder, source=open_checkpoint(source) if source is not None else None)
@@ -235,11 +254,11 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         hf_export.write_backbone(staging, tensors, text_encoder)
-        notices += tokenizer_files.copy_tokenizer(tokenizer_dir, staging)
+        notices += tokenizer_files.copy_tokenizer(tokenizer_dir, staging, max_length=seq_length)
         hf_export.write_heads(staging, heads)
         hf_export.write_sentence_transformers_files(
             staging, pooling_method=student.pooling_method, hidden_size=int(student.hidden_size),
-            default_dim=default_head, max_seq_length=seq_length, prompts={})
+            default_dim=default_head, max_seq_length=seq_length, prompts={}, truncate_dim=truncate_dim)
         vision = hf_vision.export_vision(student, staging) if student.vision is not None else None
         if eval_chart is not None:
             shutil.copyfile(eval_chart, staging / model_card.CARD_CHART_FILE)
@@ -250,20 +269,28 @@ def export(
             num_parameters=sum(a.size for a in encoder_params.values()) + sum(a.size for a in head_params.values()),
             pooling=student.pooling_method, heads=dims, default_head=default_head,
             teacher_dim=student.heads.teacher_dim, max_seq_length=seq_length, init_from=str(init_from or tokenizer),
-            source={"workdir": str(workdir), "stage": stage_dir.name, "step": step},
+            source={"workdir": portable_path(workdir, out), "stage": stage_dir.name, "step": step},
             stages=[stage_summary(path) for path in stage_folders(workdir) if checkpoint_steps(path)],
             teachers=teachers, training_records=training_records, notices=notices, eval_rows=eval_rows,
-            eval_chart=model_card.CARD_CHART_FILE if eval_chart is not None else None)
+            eval_chart=model_card.CARD_CHART_FILE if eval_chart is not None else None, eval_columns=eval_columns,
+            base_model=base_model or hub_id(init_from), license=start.get("license"),
+            language=as_list(start.get("language")), datasets=datasets, matryoshka_dims=matryoshka_dims,
+            truncate_dim=truncate_dim)
         (staging / "README.md").write_text(model_card.render(facts), encoding="utf-8")
         export_record = {
             "format_version": hf_export.FORMAT_VERSION,
             "student_config": student.config,
             "heads": list(dims),
             "default_head": default_head,
-            "source": {"workdir": str(workdir), "stage": stage_dir.name, "step": step},
+            "source": {"workdir": portable_path(workdir, out), "stage": stage_dir.name, "step": step},
             "training_records": training_records,
+            "head_kind": "matryoshka" if matryoshka_dims else "separate",
+            "matryoshka_dims": list(matryoshka_dims),
+            "truncate_dim": truncate_dim,
             "vision": vision,
             "teachers": teachers,
+            "teacher_weights": run_teacher_weights(stage_dir, teachers, str(records_found[-1][0]) if records_found
+                                                   else "--skip_records"),
             "max_seq_length": seq_length,
             "notices": notices,
         }
@@ -273,7 +300,86 @@ def export(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(folder=out, heads=dims, default_head=default_head, stage=stage_dir.name, step=step,
-                        notices=tuple(notices))
+                        notices=tuple(notices), warnings=tuple(warnings))
+
+
+# The parts of `all` (embed_jax/data/corpora.py), for the card's datasets.
+BUILTIN_PARTS = {"all": ("wiki", "lee_background", "wordnet")}
+
+
+def corpus_names(corpus: Mapping[str, Any]) -> list[str]:
+    """The training corpora as the card's `datasets` name them: the built-in parts, a tfds name, or the files'
+    names (never their paths)."""
+    kind = corpus.get("kind")
+    if kind == "builtin":
+        return [f"embed_jax-builtin/{name}" for part in str(corpus.get("name", "")).split("+") if part
+                for name in BUILTIN_PARTS.get(part, (part,))]
+    if kind == "tfds":
+        return [str(corpus.get("name"))]
+    return [Path(str(entry.get("path", ""))).name for entry in corpus.get("files") or [] if isinstance(entry, Mapping)]
+
+
+def start_card_metadata(folder: Path | None) -> dict[str, Any]:
+    """The YAML front matter of the start folder's own README.md (license, language, ...); {} without one."""
+    readme = folder / "README.md" if folder is not None else None
+    if readme is None or not readme.is_file():
+        return {}
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    match = re.match(r"^---\s*\n(.*?)\n---\s*\n", text, flags=re.S)
+    try:
+        data = yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(item) for item in (value if isinstance(value, list) else [value])]
+
+
+def run_teacher_weights(stage_dir: Path, teachers: Sequence[Mapping[str, Any]], records_dir: str
+                        ) -> dict[str, float] | None:
+    """{teacher name: weight} of the run's data.teacher_weights (normalised, the records' order); None for the
+    paper's equal weights or an unknown run."""
+    path = workdir_lib.run_config_file(stage_dir)
+    if path is None or not teachers:
+        return None
+    text = str((json.loads(path.read_text(encoding="utf-8")).get("data") or {}).get("teacher_weights") or "")
+    names = [str(teacher["name"]) for teacher in sorted(teachers, key=lambda teacher: teacher.get("order", 0))]
+    weights = teacher_weights.weights_for_teachers(text, names, records_dir=records_dir)
+    return None if weights is None else dict(zip(names, weights))
+
+
+def run_matryoshka_dims(stage_dir: Path) -> tuple[int, ...]:
+    """loss.matryoshka_dims of the run that trained the stage (its workdir's config.json); () when none."""
+    path = workdir_lib.run_config_file(stage_dir)
+    if path is None:
+        return ()
+    loss = json.loads(path.read_text(encoding="utf-8")).get("loss") or {}
+    return tuple(int(dim) for dim in loss.get("matryoshka_dims") or ())
+
+
+def public_teacher_path(path: str, out: Path) -> str:
+    """A teacher as the folder records it: `asset:NAME` and Hub ids as they are, a local folder relative to the
+    export (embed_jax.convert.router finds it there)."""
+    if path.startswith("asset:") or hub_id(path):
+        return path
+    return portable_path(path, out)
+
+
+def portable_path(path: str | Path | None, folder: Path) -> str | None:
+    """A path as the exported folder may hold it: relative to that folder (never absolute)."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), folder)
+
+
+def evaluated_here(folders: set[Path], row: Mapping[str, Any]) -> bool:
+    """Whether an evaluation row scored this export: its spec is the workdir, the stage or the exported folder."""
+    stage_dir = (row.get("source") or {}).get("stage_dir") if isinstance(row.get("source"), Mapping) else None
+    model = row.get("model")
+    candidates = [stage_dir] + ([model] if isinstance(model, str) and not re.match(r"^\w+:", model) else [])
+    return any(Path(str(path)).expanduser().resolve() in folders for path in candidates if path)
 
 
 def _read_student_config(path: Path) -> dict[str, Any]:
@@ -297,9 +403,15 @@ def _init_folder(init_from: str | None) -> Path | None:
         return None
 
 
-def _default_head(dims: tuple[int, ...], teacher_dim: int | None, requested: int | None) -> int:
+def _default_head(dims: tuple[int, ...], teacher_dim: int | None, requested: int | None,
+                  matryoshka_dims: tuple[int, ...] = ()) -> tuple[int, int | None]:
+    """(the head modules.json uses, config_sentence_transformers.json's truncate_dim or None): a Matryoshka prefix
+    as the default is FC1 truncated."""
     if requested is None:
-        return teacher_dim if teacher_dim is not None else max(dims)
+        return (teacher_dim if teacher_dim is not None else max(dims)), None
+    if requested in matryoshka_dims and requested not in dims:
+        return int(teacher_dim), requested
     if requested not in dims:
-        raise ValueError(f"--default_head={requested}: the student's heads are {', '.join(map(str, dims))}")
-    return requested
+        prefixes = f" and FC1's Matryoshka prefixes {', '.join(map(str, matryoshka_dims))}" if matryoshka_dims else ""
+        raise ValueError(f"--default_head={requested}: the student's heads are {', '.join(map(str, dims))}{prefixes}")
+    return requested, None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -32,6 +33,10 @@ from embed_jax.data.records import Text
 
 KINDS = ("builtin", "text", "jsonl", "parquet", "tfds")
 DECODE_POLICIES = ("error", "replace")
+
+
+# A UTF-16 surrogate code point without its pair: what a JSON "\ud800" escape decodes to.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CorpusError(ValueError):
@@ -155,6 +160,12 @@ def record_text(record: dict[str, Any], text_field: str, *, where: str) -> str:
                               f"byte {error.start}).") from None
     if not isinstance(value, str):
         raise CorpusError(f"{where}: field {text_field!r} is {type(value).__name__}, not text.")
+    surrogate = LONE_SURROGATE.search(value)
+    if surrogate is not None:  # JSON's \uD800-\uDFFF escapes decode to halves of a pair, which no UTF-8 file holds
+        raise CorpusError(f"{where}: field {text_field!r} holds a lone surrogate escape "
+                          f"({surrogate.group().encode('unicode_escape').decode()} at character "
+                          f"{surrogate.start() + 1}), half of a UTF-16 pair and no character: the text cannot be "
+                          "tokenised or stored. Fix that line (e.g. write the character itself, or \\ufffd).")
     return value
 
 

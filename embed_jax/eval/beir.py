@@ -5,8 +5,9 @@
     FOLDER/qrels/SPLIT.tsv      query-id <tab> corpus-id <tab> score, with that header line (BEIR's layout)
 
 A document is embedded as "title text" (BEIR's and sentence-transformers' InformationRetrievalEvaluator's join).
-Queries are those with at least one qrels row of score > 0; the corpus is every document. Metrics, ranking the whole
-corpus by cosine (ties by corpus order):
+Queries are those the qrels name (BEIR's loader keeps exactly these); one whose rows all score 0 has no relevant
+document and scores 0 in every metric, as BEIR's evaluator (pytrec_eval) counts it, and the report says how many
+there were. The corpus is every document. Metrics, ranking the whole corpus by cosine (ties by corpus order):
 - ndcg@10: graded, the qrels score as linear gain (embed_jax.eval.metrics.ndcg_at_k, as the built-in Lee task);
 - recall@k for k in 1, 10, 100 that fit the corpus: the share of a query's relevant documents in its top k, averaged
   over queries (BEIR's recall);
@@ -39,7 +40,7 @@ class BeirSet:
     corpus: tuple[str, ...]  # the texts embedded, in corpus.jsonl order
     query_ids: tuple[str, ...]
     queries: tuple[str, ...]
-    gains: tuple[dict[int, float], ...]  # per query: {corpus row: qrels score > 0}
+    gains: tuple[dict[int, float], ...]  # per query: {corpus row: qrels score > 0}; {} when its qrels are all 0
 
 
 def read_jsonl(path: Path, text_keys: tuple[str, ...]) -> dict[str, str]:
@@ -68,7 +69,8 @@ def read_jsonl(path: Path, text_keys: tuple[str, ...]) -> dict[str, str]:
 
 
 def read_qrels(path: Path, query_ids: set[str], corpus_index: dict[str, int]) -> dict[str, dict[int, float]]:
-    """{query id: {corpus row: score}} of the rows with score > 0."""
+    """{query id: {corpus row: score}} of the rows with score > 0, every query the qrels name ({} when its rows
+    all score 0)."""
     if not path.is_file():
         splits = sorted(file.stem for file in path.parent.glob("*.tsv")) if path.parent.is_dir() else []
         raise TaskDataError(f"{path}: no such file (splits here: {', '.join(splits) or 'none'}); give the split as "
@@ -90,9 +92,10 @@ def read_qrels(path: Path, query_ids: set[str], corpus_index: dict[str, int]) ->
                 raise TaskDataError(f"{path} line {number}: query-id {query!r} is not in queries.jsonl")
             if document not in corpus_index:
                 raise TaskDataError(f"{path} line {number}: corpus-id {document!r} is not in corpus.jsonl")
+            judged = relevant.setdefault(query, {})
             if score > 0:
-                relevant.setdefault(query, {})[corpus_index[document]] = score
-    if not relevant:
+                judged[corpus_index[document]] = score
+    if not any(relevant.values()):
         raise TaskDataError(f"{path}: no row with a score > 0, so no query has a relevant document")
     return relevant
 
@@ -122,6 +125,8 @@ def query_scores(ranking: np.ndarray, gains: dict[int, float], scores: np.ndarra
     gain_row[list(gains)] = list(gains.values())
     hits = np.isin(ranking, list(gains))
     first = int(np.argmax(hits)) + 1 if hits.any() else len(ranking) + 1
+    if not gains:  # qrels all 0: BEIR (pytrec_eval) scores such a query 0 and averages it in
+        return {f"ndcg@{NDCG_K}": 0.0, f"mrr@{MRR_K}": 0.0, **{f"recall@{k}": 0.0 for k in ks}}
     values = {f"ndcg@{NDCG_K}": metrics.ndcg_at_k(scores, gain_row, NDCG_K),
               f"mrr@{MRR_K}": 1.0 / first if first <= MRR_K else 0.0}
     values.update({f"recall@{k}": float(hits[:k].sum()) / len(gains) for k in ks})
@@ -153,7 +158,8 @@ class BeirRetrieval(Task):
         return TaskResult(metrics={name: float(np.mean([row[name] for row in per_query]))
                                    for name in self.metric_names},
                           counts={"queries": len(self.data.queries), "corpus": len(self.data.corpus),
-                                  "relevant": sum(len(gains) for gains in self.data.gains)})
+                                  "relevant": sum(len(gains) for gains in self.data.gains),
+                                  "queries_without_relevant": sum(not gains for gains in self.data.gains)})
 
 
 def from_spec(argument: str) -> BeirRetrieval:

@@ -15,6 +15,9 @@ encoder reads each batch's "text"); mteb's scoring is its own, so asymmetric and
 """
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,6 +26,7 @@ from embed_jax.eval.tasks import Task, TaskDataError, TaskResult, TextVectors, U
 
 PREFIX = "mteb:"
 NAMES_COMMAND = 'python -c "import mteb; print(*sorted(t.metadata.name for t in mteb.get_tasks()))"'
+REVISION = "no_revision_available"  # mteb's own name for a model without a Hub revision
 MODEL_NAME = "embed_jax/eval"  # mteb's ModelMeta wants "organisation/name"; no result is cached under it
 
 
@@ -103,7 +107,40 @@ class MtebTask(Task):
         task_result = result.task_results[0]
         return TaskResult(metrics={self.metric_names[0]: float(task_result.get_score())},
                           counts={"splits": len(task_result.scores),
-                                  "subsets": sum(len(scores) for scores in task_result.scores.values())})
+                                  "subsets": sum(len(scores) for scores in task_result.scores.values())},
+                          native=json.loads(task_result.model_dump_json()))  # JSON-able, as results.json holds it
+
+
+def write_results(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    """`--mteb_results=DIR`: every row's mteb task results in mteb's own layout and format, one model folder per
+    model × head (mteb's result cache: DIR/results/MODEL/REVISION/TASK.json, the TaskResult as mteb writes it with
+    `to_disk`, and model_meta.json), so mteb's own tools read them: `mteb.cache.ResultCache(DIR).load_results()`."""
+    mteb = import_mteb()
+    written = []
+    for row in rows:
+        natives = row.get("mteb_results") or {}
+        if not natives or row.get("precision", "float32") != "float32":
+            continue
+        name = model_folder_name(row)
+        target = folder / "results" / name / REVISION
+        target.mkdir(parents=True, exist_ok=True)
+        meta = {"name": name.replace("__", "/", 1), "revision": REVISION, "similarity_fn_name": "cosine",
+                "embed_dim": row.get("dim"), "framework": ["embed_jax"], "loader": None}
+        (target / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        for native in natives.values():
+            result = mteb.TaskResult.from_dict(native)
+            path = target / f"{result.task_name}.json"
+            result.to_disk(path)
+            written.append(path)
+    return written
+
+
+def model_folder_name(row: dict[str, Any]) -> str:
+    """mteb's model folder name, "org__name": "embed_jax__" + the spec's last part and the head."""
+    spec = str(row.get("model", "model")).rstrip("/").split("/")[-1] or "model"
+    head = str(row.get("head", ""))
+    safe = re.sub(r"[^\w.-]+", "-", f"{spec}-{head}" if head not in ("", "default") else spec).strip("-")
+    return f"embed_jax__{safe}"
 
 
 def from_spec(argument: str) -> MtebTask:

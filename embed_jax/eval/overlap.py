@@ -123,7 +123,9 @@ def records_from_export(folder: Path) -> list[Path] | None:
             raise TrainingRecordsError(f"{where} is missing; re-export the model.")
         if entry["records_dir"] is None:
             return None
-        folders.extend(_records_dirs_value(entry["records_dir"], where))
+        # An export writes its records folders relative to itself (a published folder holds no local path).
+        folders.extend(path if path.is_absolute() else folder / path
+                       for path in _records_dirs_value(entry["records_dir"], where))
     return folders
 
 

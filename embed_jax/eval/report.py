@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from embed_jax import cli
 from embed_jax.eval import chart, overlap, quantized
 from embed_jax.eval.tasks import TASK_PREFIXES
 
@@ -111,17 +112,49 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def counts_line(report: dict[str, Any]) -> str:
-    tasks = report["tasks"]
+# The built-in tasks (embed_jax/eval/tasks.py TASKS, digits): scored on the hold-out training never sees.
+BUILTIN_HOLDOUT_TASKS = ("lee_similarity", "lee_retrieval", "wordnet_retrieval", "digits_zero_shot")
+COUNT_WORDS = {"documents": "documents", "pairs": "scored pairs", "queries": "queries", "corpus": "documents",
+               "relevant": "relevant (query, document) pairs", "candidates_per_query": "candidates per query",
+               "images": "images", "captions": "captions", "splits": "splits", "subsets": "subsets"}
+
+
+def counts_text(counts: dict[str, Any]) -> str:
+    """'1,000 queries, 10,000 documents' from a task's counts (every count the task reports, in its order)."""
     parts = []
-    if "lee_similarity" in tasks:
-        counts = tasks["lee_similarity"]["counts"]
-        parts.append(f"Lee: {counts.get('documents')} documents, {counts.get('pairs')} scored pairs")
-    if "wordnet_retrieval" in tasks:
-        counts = tasks["wordnet_retrieval"]["counts"]
-        parts.append(f"WordNet: {counts.get('queries'):,} example queries vs {counts.get('corpus'):,} held-out "
-                     f"definitions")
-    return "; ".join(parts)
+    for key, value in counts.items():
+        if key == "queries_without_relevant":
+            continue
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+        parts.append(f"{text} {COUNT_WORDS.get(key, key.replace('_', ' '))}")
+    empty = counts.get("queries_without_relevant")
+    if empty:
+        parts.append(f"{empty:,} of the queries with no relevant document (qrels all 0), scored 0 as BEIR does")
+    return ", ".join(parts)
+
+
+def tasks_lines(report: dict[str, Any]) -> list[str]:
+    """One line per task run: its name, what it is, its counts."""
+    lines = []
+    for name, task in report["tasks"].items():
+        counts = counts_text(task.get("counts") or {})
+        lines.append(f"- `{task_label(name)}`: {task.get('description') or name}" + (f" ({counts})" if counts else ""))
+    return lines
+
+
+def provenance_lines(report: dict[str, Any]) -> list[str]:
+    """Where the tasks' data comes from: the built-in hold-out (checked against training records), the user's."""
+    names = list(report["tasks"])
+    builtin = [name for name in names if name in BUILTIN_HOLDOUT_TASKS]
+    own = [name for name in names if name not in BUILTIN_HOLDOUT_TASKS]
+    lines = []
+    if builtin:
+        lines.append(f"{', '.join(builtin)}: the built-in hold-out, which training never sees (docs/eval.md); each "
+                     "embed_jax model's training records are checked against it.")
+    if own:
+        lines.append(f"{', '.join(task_label(name) for name in own)}: scored as given; nothing checks these against "
+                     "a model's training data.")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -139,11 +172,18 @@ def markdown(report: dict[str, Any]) -> str:
         notes.append("· int8 / · binary rows score quantised vectors (sentence-transformers' quantize_embeddings): "
                      "int8 calibrated on each task's documents, integer dot product; binary by Hamming distance. "
                      "Retrieval tasks only (— elsewhere); docs/eval.md.")
-    mean = ", ".join(report["headline"]["metrics"])
+    headline = report["headline"]
+    mean = ", ".join(headline["metrics"]) or "nothing (no task has a metric)"
+    missing = " — where a row leaves out one of them." if any(row["mean"] is None for row in report["rows"]) else "."
     text = [
         "# embed_jax evaluation",
         "",
-        f"Hold-out that training never sees (docs/eval.md). {counts_line(report)}. mean = unweighted mean of {mean}.",
+        f"{len(report['tasks'])} task(s) run:",
+        "",
+        *tasks_lines(report),
+        "",
+        *provenance_lines(report),
+        f"mean = {headline.get('definition', 'unweighted mean')}: {mean}{missing}",
         "",
         markdown_table(report),
         "",
@@ -176,8 +216,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     check_output_folder(out_dir)
     json_path, markdown_path = out_dir / JSON_FILE, out_dir / MARKDOWN_FILE
-    json_path.write_text(json.dumps({"format": FORMAT, **report}, indent=1, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    columns = [[title, key] for title, key in table_columns(report)]  # the model card titles its columns so
+    json_path.write_text(json.dumps({"format": FORMAT, **report, "columns": columns}, indent=1, ensure_ascii=False)
+                         + "\n", encoding="utf-8")
     markdown_path.write_text(markdown(report), encoding="utf-8")
-    write_chart(report, out_dir / CHART_FILE)
+    with cli.writing(out_dir / CHART_FILE):
+        write_chart(report, out_dir / CHART_FILE)
     return json_path, markdown_path

@@ -21,10 +21,24 @@ def metric_key(task: str, metric: str) -> str:
     return f"{task}/{metric}"
 
 
-def headline_mean(metrics: dict[str, float]) -> float | None:
-    """Mean of the headline metrics, or None when the run left out one of their tasks."""
-    keys = [metric_key(task, metric) for task, metric in HEADLINE]
-    if not all(key in metrics for key in keys):
+def headline_keys(suite: Sequence[Task]) -> tuple[list[str], str]:
+    """(the metric keys a row's mean averages, what they are): the built-in suite's three headline metrics when the
+    run has those three tasks, else each task's first metric (its headline: nDCG@10 for beir:, Spearman for pairs:,
+    mteb's main score), so that a run of the user's own tasks still has a mean over what it ran."""
+    names = [task.name for task in suite]
+    if all(task in names for task, _ in HEADLINE):
+        keys = [metric_key(task, metric) for task, metric in HEADLINE]
+        others = [name for name in names if name not in {task for task, _ in HEADLINE}]
+        rest = f"; the other tasks ({', '.join(others)}) are not in it" if others else ""
+        return keys, f"unweighted mean of the built-in suite's three headline metrics (docs/eval.md){rest}"
+    keys = [metric_key(task.name, task.metric_names[0]) for task in suite if task.metric_names]
+    return keys, "unweighted mean of each task's first metric"
+
+
+def headline_mean(metrics: dict[str, float], keys: Sequence[str] | None = None) -> float | None:
+    """Mean of the headline metrics, or None when the row left out one of their tasks."""
+    keys = [metric_key(task, metric) for task, metric in HEADLINE] if keys is None else list(keys)
+    if not keys or not all(key in metrics for key in keys):
         return None
     return sum(metrics[key] for key in keys) / len(keys)
 
@@ -118,12 +132,13 @@ def score_model(run: ModelRun, suite: Sequence[Task], texts: list[str], index: d
             results: dict[str, TaskResult] = {task.name: task.score(head_vectors)
                                               for task in suite if task.name not in skipped}
             rows.append(result_row(run, head, dim, precision, results, skipped, timings[0],
-                                   time.perf_counter() - started))
+                                   time.perf_counter() - started, headline_keys(suite)[0]))
     return rows
 
 
 def result_row(run: ModelRun, head: str, dim: int, precision: str, results: dict[str, TaskResult],
-               skipped: dict[str, str], timing: encoding.EncodeTiming, score_s: float) -> dict[str, Any]:
+               skipped: dict[str, str], timing: encoding.EncodeTiming, score_s: float,
+               mean_keys: Sequence[str] | None = None) -> dict[str, Any]:
     model = run.model
     metrics = {metric_key(name, metric): value for name, result in results.items()
                for metric, value in result.metrics.items()}
@@ -131,8 +146,10 @@ def result_row(run: ModelRun, head: str, dim: int, precision: str, results: dict
         "model": model.spec, "kind": model.kind, "head": head, "dim": dim,
         "default_head": head == model.default_head,
         "precision": precision, "bytes_per_vector": quantized.bytes_per_vector(dim, precision),
-        "metrics": metrics, "mean": headline_mean(metrics),
+        "metrics": metrics, "mean": headline_mean(metrics, mean_keys),
         "counts": {name: result.counts for name, result in results.items()},
+        **({"mteb_results": natives} if (natives := {name: result.native for name, result in results.items()
+                                                     if result.native is not None}) else {}),
         "skipped_tasks": skipped,
         "holdout": model.holdout.as_json(),
         "source": model.source,
@@ -159,8 +176,7 @@ def evaluate(specs: Sequence[str], task_names: Sequence[str], context: EncodeCon
         "tasks": {task.name: {"description": task.description, "metrics": list(task.metric_names),
                               "counts": next((row["counts"][task.name] for row in rows
                                               if task.name in row["counts"]), {})} for task in suite},
-        "headline": {"metrics": [metric_key(task, metric) for task, metric in HEADLINE],
-                     "definition": "unweighted mean of the three headline metrics (docs/eval.md)"},
+        "headline": dict(zip(("metrics", "definition"), headline_keys(suite))),
         "texts_encoded_per_model": len(texts),
         "rows": rows,
     }

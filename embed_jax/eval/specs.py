@@ -40,6 +40,11 @@ SPEC_FORMS = ("asset:all-MiniLM-L6-v2, asset:all-mpnet-base-v2, a sentence-trans
               "asym:QUERY_SPEC|DOC_SPEC, asym:STUDENT")
 
 
+def spec_help() -> str:
+    """The table of spec forms in this module's docstring, for `python -m embed_jax.eval --help`."""
+    return __doc__.partition("\n\n")[2].partition("\n\nThe hold-out check")[0]
+
+
 def teachers_spec(spec: str, student: EvalModel) -> str:
     """The spec of a student's teacher target, from the manifest of the records it was trained on (the folders the
     hold-out check read): its one teacher, or concat: of its teachers in the manifest's order, weighted as its run's

@@ -5,6 +5,8 @@ FC head per folder, and modules.json routes through one of them (the default). E
 plus "pooled" (the backbone's pooled vector, before any head). The modules before the Dense run once per batch,
 then every head runs on their output; vectors are L2-normalised. A folder without such heads is one row, exactly
 what `SentenceTransformer.encode(..., normalize_embeddings=True)` gives (no prompt: every task here is symmetric).
+An embed_jax export trained with Matryoshka prefixes (embed_jax_export.json `matryoshka_dims`) adds a row per prefix,
+`1152[:256]`: FC1's first 256 dims, renormalised, what `SentenceTransformer(folder, truncate_dim=256)` ranks by.
 
 Batches are length-bucketed (embed_jax.teachers.batching: the same plan as the teacher export), with a progress line.
 """
@@ -67,6 +69,21 @@ def dense_heads(folder: Path) -> dict[int, Path]:
     return dict(sorted(found.items(), reverse=True))
 
 
+def matryoshka_prefixes(folder: Path, heads: dict[str, int]) -> dict[str, tuple[str, int]]:
+    """{row name: (head, width)} of the Matryoshka prefixes an embed_jax export declares (embed_jax_export.json
+    `matryoshka_dims`, prefixes of its FC1, the widest head); {} for any other folder."""
+    path = folder / overlap.EXPORT_FILE
+    try:
+        dims = json.loads(path.read_text(encoding="utf-8")).get("matryoshka_dims") if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return {}
+    widths = {head: dim for head, dim in heads.items() if head.isdigit()}
+    if not dims or not widths:
+        return {}
+    widest = max(widths, key=widths.get)
+    return {f"{widest}[:{dim}]": (widest, int(dim)) for dim in sorted(dims, reverse=True) if dim < widths[widest]}
+
+
 class SentenceTransformerModel(EvalModel):
     kind = "sentence-transformers"
 
@@ -87,6 +104,8 @@ class SentenceTransformerModel(EvalModel):
             self.prefix, self.dense = list(self.model), {}
             self.heads = {DEFAULT_HEAD: int(self.model.get_embedding_dimension())}
             self.default_head = DEFAULT_HEAD
+        self.prefixes = matryoshka_prefixes(folder, self.heads)
+        self.heads.update({name: dim for name, (_, dim) in self.prefixes.items()})
         self.source = {"folder": str(folder), "max_length": self.max_length,
                        "dense_heads": [str(path.name) for path in head_folders.values()]}
 
@@ -123,6 +142,9 @@ class SentenceTransformerModel(EvalModel):
             return {DEFAULT_HEAD: pooled.numpy()}
         outputs = {head: module({"sentence_embedding": pooled})["sentence_embedding"].float().numpy()
                    for head, module in self.dense.items()}
+        for name, (head, dim) in self.prefixes.items():
+            prefix = outputs[head][:, :dim]
+            outputs[name] = prefix / np.maximum(np.linalg.norm(prefix, axis=1, keepdims=True), 1e-12)
         return {**outputs, POOLED_HEAD: pooled.numpy()}
 
     def encode_uncached(self, texts: Sequence[str], context: EncodeContext) -> dict[str, np.ndarray]:

@@ -90,6 +90,7 @@ class TextVectors:
 class TaskResult:
     metrics: dict[str, float]  # metric name → value (higher is better)
     counts: dict[str, int]  # what the metrics were computed over (pairs, queries, corpus size, ...)
+    native: dict | None = None  # the task's result in its own library's format (mteb's TaskResult as a dict)
 
 
 class Task:

@@ -16,11 +16,21 @@ Layer stacks. With `scan=True` the N identical layers are one module whose param
 (stella has 28). With `scan=False` they are an `nnx.List` named like Hugging Face's (`layer.0`, `layer.1`, …). Both
 load the same Hugging Face weights (embed_jax/models/hf_import.py stacks per-layer tensors) and give the same
 numbers (tests/models/test_bert.py, test_qwen2.py).
+
+Activation layout. Parameters are placed by their logical axes at the jit boundary; activations are not arguments, so
+XLA's sharding propagation decides them, and left alone it carries the weights' `embed` split (FSDP) into the
+residual stream: every chip then holds the whole global batch and every layer all-gathers its input (measured on
+compiled TPU programs: docs/launch.md, "The plan"). `constrain(x, names)` pins an activation to its logical axes
+(the batch over the data-parallel devices) where a training step asks for it: the step sets the resolver of logical
+names to shardings (`activation_sharding`, embed_jax/train/sharding.py builds it from the mesh) while it is traced;
+everywhere else (eager calls, tests, export) `constrain` returns its input unchanged.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -29,6 +39,34 @@ from flax import nnx
 
 # Axis name given to the stacked-layer dimension of scanned parameters.
 LAYERS_AXIS = "layers"
+
+
+# (logical names, shape) → a sharding, set while a sharded step is traced (see the module docstring).
+ActivationResolver = Callable[[tuple, tuple], Any]
+_ACTIVATION_RESOLVER: contextvars.ContextVar[ActivationResolver | None] = contextvars.ContextVar(
+    "activation_resolver", default=None)
+
+# The logical axes of the activations pinned: the residual stream (B, L, hidden), pooled vectors and heads (B, dim).
+HIDDEN_AXES = ("batch", None, None)
+VECTOR_AXES = ("batch", None)
+
+
+@contextlib.contextmanager
+def activation_sharding(resolve: ActivationResolver | None) -> Iterator[None]:
+    """Within the block, `constrain` pins activations with `resolve`; None turns pinning off."""
+    token = _ACTIVATION_RESOLVER.set(resolve)
+    try:
+        yield
+    finally:
+        _ACTIVATION_RESOLVER.reset(token)
+
+
+def constrain(x: jax.Array, names: tuple) -> jax.Array:
+    """`x` pinned to the sharding its logical axes `names` resolve to, or `x` itself when no resolver is set."""
+    resolve = _ACTIVATION_RESOLVER.get()
+    if resolve is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, resolve(tuple(names), tuple(x.shape)))
 
 
 def axes(*names: str | None) -> dict[str, Any]:
@@ -202,7 +240,8 @@ def layer_function(graphdef: nnx.GraphDef, *, remat: bool) -> Callable[[nnx.Stat
     """(layer state, hidden, layer args) → the layer's output, as a pure function; under `jax.checkpoint` if remat."""
 
     def run(state: nnx.State, hidden: jax.Array, layer_args: tuple) -> jax.Array:
-        return nnx.merge(graphdef, state)(hidden, *layer_args)
+        # Every layer's input (the first one's is the embedding output) split over the batch: see "Activation layout".
+        return nnx.merge(graphdef, state)(constrain(hidden, HIDDEN_AXES), *layer_args)
 
     return jax.checkpoint(run) if remat else run
 

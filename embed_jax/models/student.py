@@ -161,8 +161,10 @@ class Student(nnx.Module):
                 )
             hidden = self.text_encoder(attention_mask=attention_mask, inputs_embeds=embeddings)
         # An encoder built with truncate_long_inputs=True may return fewer positions than it was given.
-        pooled = pooling.pool(hidden, attention_mask[:, : hidden.shape[1]], self.pooling_method)
-        outputs = {"embeddings": self.heads(pooled), "pooled": pooled}
+        pooled = layers.constrain(pooling.pool(hidden, attention_mask[:, : hidden.shape[1]], self.pooling_method),
+                                  layers.VECTOR_AXES)
+        embeddings = {dim: layers.constrain(vectors, layers.VECTOR_AXES) for dim, vectors in self.heads(pooled).items()}
+        outputs = {"embeddings": embeddings, "pooled": pooled}
         if return_hidden_states:
             outputs["last_hidden_state"] = hidden
         return outputs

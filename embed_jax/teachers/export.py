@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from embed_jax.cli import exit_on_help
 from embed_jax.data import records, sources
 from embed_jax.data.records import Manifest, RecordsError, ShardInfo, TeacherInfo, Text
 from embed_jax.data.tokenizer_folder import TokenizerFolderError
@@ -184,6 +185,11 @@ def run_export(config) -> Manifest | None:
         return write_folder(corpus, teachers, draft, settings)
     except OSError as error:
         raise output_folder.write_failed(error, settings.output_dir) from None
+    except sources.CorpusError as error:  # a bad text met mid-export: say what is left of the folder
+        raise sources.CorpusError(
+            f"{error} The export in {settings.output_dir} stopped there, unfinished (its manifest says "
+            f"{records.STATUS_IN_PROGRESS}; the shards before that text are kept): run the same command again once "
+            "the line is fixed, and it resumes, or names what changed in the corpus") from None
 
 
 def write_folder(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], draft: Manifest,
@@ -327,6 +333,7 @@ def cli() -> None:
 
     config = config_flags.DEFINE_config_file("config", None, "export config, e.g. configs/teachers.py",
                                              lock_config=True)
+    exit_on_help(sys.argv, doc=__doc__)
     flags.mark_flag_as_required("config")
 
     def run(argv: Sequence[str]) -> None:

@@ -31,14 +31,27 @@ class ExportPlan:
     num_texts: int
     skipped_empty: int
     num_shards: int
+    shard_size: int
     teacher_dim: int
     bytes_on_disk: int
     rates: dict[str, float]  # texts/s per teacher
     worker_rate: float  # texts/s of one worker running every teacher
     num_workers: int
 
+    def busy_workers(self, num_workers: int) -> int:
+        """Workers with a shard to write: worker k writes shards k, k + N, ... (workers.py)."""
+        return min(num_workers, self.num_shards)
+
+    def worker_texts(self, worker: int, num_workers: int) -> int:
+        """The texts worker `worker` of `num_workers` encodes: its shards, each full but the last."""
+        last = self.num_texts - (self.num_shards - 1) * self.shard_size
+        return sum(last if index == self.num_shards - 1 else self.shard_size
+                   for index in range(worker, self.num_shards, num_workers))
+
     def eta_seconds(self, num_workers: int) -> float:
-        return self.num_texts / (self.worker_rate * num_workers)
+        """The busiest worker's time: N workers do not split a shard, so N > shards is no faster than N = shards."""
+        return max(self.worker_texts(worker, num_workers) for worker in range(self.busy_workers(num_workers))
+                   ) / self.worker_rate
 
 
 def measure_rate(teacher: encoders.Teacher, texts: Sequence[str], settings) -> float:
@@ -65,6 +78,7 @@ def make_plan(corpus: sources.Corpus, teachers: Sequence[encoders.Teacher], sett
     rates = {teacher.spec.name: measure_rate(teacher, sample, settings) for teacher in teachers}
     worker_rate = 1.0 / sum(1.0 / rate for rate in rates.values())
     return ExportPlan(num_texts=num_texts, skipped_empty=stream.skipped_empty, num_shards=num_shards,
+                      shard_size=settings.shard_size,
                       teacher_dim=teacher_dim, bytes_on_disk=bytes_on_disk,
                       rates=rates, worker_rate=worker_rate, num_workers=settings.worker.count)
 
@@ -91,7 +105,10 @@ def plan_lines(plan: ExportPlan, teachers: Sequence[encoders.Teacher], settings)
                      f" sample texts")
     lines.append(f"one worker, every teacher: {plan.worker_rate:.1f} texts/s")
     for count in sorted({1, plan.num_workers}):
-        lines.append(f"ETA at {count} worker{'s' if count > 1 else ''}: {format_duration(plan.eta_seconds(count))}")
+        idle = (f" ({plan.num_shards} shard{'s' if plan.num_shards > 1 else ''}: {count - plan.busy_workers(count)} "
+                f"of the workers would have none)" if plan.busy_workers(count) < count else "")
+        lines.append(f"ETA at {count} worker{'s' if count > 1 else ''}: {format_duration(plan.eta_seconds(count))}"
+                     + idle)
     return lines
 
 

@@ -15,6 +15,7 @@ Keys (override any with --config.section.key=value):
                          cosine, applied to the records' vectors as they are read (docs/training.md)
   data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
   loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head,
+                         matryoshka_dims (FC1's prefixes trained as embeddings: truncate_dim works; docs/losses.md),
                          ranking_weight (0: off) and ranking_temperature of a listwise term on FC1 (embed_jax/ranking.py)
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
   mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
@@ -230,6 +231,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.relative_similarity_weight = 20.0
     config.loss.margin = 0.015  # docs/method.md §3.3
     config.loss.reduction_target = "teacher"
+    # (): the paper's separate reduction heads only. (128, 256): FC1's first 128 and 256 dims also learn the
+    # reduction heads' terms in every stage, so truncating FC1's vector is an embedding (embed_jax/losses.py).
+    config.loss.matryoshka_dims = ()
     # A listwise ranking term on FC1 beside the paper's three (embed_jax/ranking.py); 0: the paper's losses only.
     config.loss.ranking_weight = 0.0
     config.loss.ranking_temperature = 0.05

@@ -134,8 +134,10 @@ def run_steps(stage_name: str, cadence: Cadence, stage_steps: StageSteps, *, sta
                                    f"step {step_number}; rerun the same command to resume")
                     raise Preempted(step_number, signum)
     finally:
-        manager.wait_until_finished()
-        writer.close()
+        try:
+            manager.wait_until_finished()  # raises what a save in flight met (a full disk)
+        finally:
+            writer.close()  # the progress bar ends before the run's last line, not after it at exit
     return Finished(step_number, state, last_metrics)
 
 

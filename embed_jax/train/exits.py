@@ -14,7 +14,11 @@ line (`--traceback` shows the stack); anything else keeps its traceback, since i
 from __future__ import annotations
 
 import errno
+import os
+import re
 import sys
+import sysconfig
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +40,15 @@ OS_ERROR_HINTS = {
 }
 
 
+# Tensorstore's message for a failed write: 'Error writing ... Failed writing: "PATH": ... No space left on device
+# [os_error_code='28']' (seen on a full tmpfs under an Orbax checkpoint save).
+TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
+TENSORSTORE_FILE = re.compile(r'Failed (?:writing|to open|to create|to rename)[^"]*"([^"]+)"')
+# Where installed libraries live (site-packages); this package's own errors and the standard library's are elsewhere.
+LIBRARY_FOLDERS = tuple(sorted({sysconfig.get_paths()[name] for name in ("purelib", "platlib")}))
+PACKAGE_FOLDER = str(Path(__file__).resolve().parents[1]) + os.sep  # embed_jax/
+
+
 def causes(error: BaseException) -> Iterator[BaseException]:
     """The error and what it was raised from or during (Orbax's asynchronous saves wrap the OSError they hit)."""
     seen = set()
@@ -45,11 +58,34 @@ def causes(error: BaseException) -> Iterator[BaseException]:
         error = error.__cause__ or error.__context__
 
 
+def as_os_error(error: BaseException) -> OSError | None:
+    """`error` as an OSError: itself, or the one tensorstore (which writes Orbax's arrays) reports as a ValueError
+    whose message carries the errno and the file (TENSORSTORE_OS_ERROR, TENSORSTORE_FILE)."""
+    if isinstance(error, OSError):
+        return error
+    code = TENSORSTORE_OS_ERROR.search(str(error))
+    if code is None:
+        return None
+    number = int(code.group(1))
+    where = TENSORSTORE_FILE.search(str(error))
+    return OSError(number, os.strerror(number), where.group(1) if where else None)
+
+
 def storage_error(error: BaseException) -> OSError | None:
     """The OSError in `error`'s chain whose errno names a cause a user can fix (OS_ERROR_HINTS), one that names its
     file first (a failed flush during clean-up may raise again, without the name, on top of the first)."""
-    found = [cause for cause in causes(error) if isinstance(cause, OSError) and cause.errno in OS_ERROR_HINTS]
+    found = [cause for cause in map(as_os_error, causes(error)) if cause is not None and cause.errno in OS_ERROR_HINTS]
     return next((cause for cause in found if cause.filename), found[0] if found else None)
+
+
+def raised_inside_a_library(error: BaseException) -> bool:
+    """Whether `error` was raised inside an installed library (Orbax, tensorstore, jax, grain...), not by this
+    package's own checks or the standard library on their behalf: a ValueError from there is a fault to report, not
+    the user's input refused."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames or frames[-1].filename.startswith(PACKAGE_FOLDER):  # ours, even when installed in site-packages
+        return False
+    return any(frames[-1].filename.startswith(folder) for folder in LIBRARY_FOLDERS)
 
 
 def describe_storage_error(error: OSError) -> str:
@@ -89,7 +125,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *, stderr=None, 
         if found is not None:
             print(f"error: {describe_storage_error(found)}", file=stderr)
             return FAULT
-        if isinstance(error, (ValueError, RecordsError, FileNotFoundError, run_lock.WorkdirInUseError)):
+        if isinstance(error, (ValueError, RecordsError, FileNotFoundError, run_lock.WorkdirInUseError)) and not \
+                raised_inside_a_library(error):
             print(f"error: {error}", file=stderr)
             return BAD_INPUT
         raise

@@ -44,6 +44,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, run_dir: str | Path) -
     what is done saved, raising driver.Preempted."""
     preflight.check_config(config)
     run_dir = workdir.absolute_workdir(run_dir)
+    workdir.check_workdir_is_ours(run_dir, config.to_dict())
     workdir.make_workdir(run_dir)
     with run_lock.hold(run_dir, jax.process_index()), PreemptionGuard() as guard:
         if jax.process_index() == 0:  # every process runs this; one writes the run's files

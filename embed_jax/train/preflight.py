@@ -33,6 +33,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
     check_tokenizer(config)
+    check_matryoshka(config)
     check_interpolation_starts(config, stages)
     text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
@@ -61,9 +62,24 @@ def check_train_cadence(train: ml_collections.ConfigDict) -> None:
 
 def check_loss(loss: ml_collections.ConfigDict) -> None:
     """loss.* applies to every stage: each weight, the margin, the ranking term's temperature (reduction_target, which
-    may also be 'pooled', is text.loss_target's to check)."""
+    may also be 'pooled', is text.loss_target's to check; matryoshka_dims, against FC1's width, check_matryoshka's)."""
     try:
-        losses.LossConfig.from_mapping({key: value for key, value in dict(loss).items() if key != "reduction_target"})
+        losses.LossConfig.from_mapping({key: value for key, value in dict(loss).items()
+                                        if key not in ("reduction_target", "matryoshka_dims")})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_matryoshka(config: ml_collections.ConfigDict) -> None:
+    """loss.matryoshka_dims: increasing prefixes of FC1, narrower than model.teacher_dim."""
+    dims = tuple(config.loss.get("matryoshka_dims", ()) or ())
+    if not dims:
+        return
+    if not config.model.teacher_dim:
+        raise ConfigError(f"config key loss.matryoshka_dims={dims}: prefixes are taken of FC1, and this run has none "
+                          "(model.teacher_dim=0); train separate heads with model.reduction_dims instead")
+    try:
+        losses.check_matryoshka_dims(dims, int(config.model.teacher_dim))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -80,6 +96,11 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config key data.group_by={data.group_by!r}: use one of {list(pipeline.GROUP_BY_CHOICES)} "
                           "(what a window of data.length_grouping_window batches is regrouped by: token length, or "
                           "teacher neighbourhood).")
+    if data.get("group_by", "length") == "teacher" and data.get("length_grouping_window", 1) == 1:
+        # Window 1 is how a config asks for random batches (docs/training.md), whatever group_by a base config set.
+        log("[preflight] data.group_by='teacher' with data.length_grouping_window=1: a window of one batch is not "
+            "regrouped, so batches are random (no teacher grouping); set --config.data.length_grouping_window to the "
+            "number of batches to regroup (configs/distill.py uses 64) to group them by teacher")
     try:
         pipeline.check_length_buckets(tuple(data.length_buckets), data.max_length)
         mesh = sharding.make_mesh(config.mesh)

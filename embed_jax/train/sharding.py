@@ -118,6 +118,18 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXES))
 
 
+def activation_resolver(mesh: Mesh, rules: Sequence[tuple[str, Sequence[str]]] = LOGICAL_AXIS_RULES):
+    """(logical names, shape) → NamedSharding on `mesh`: what a step hands `models.layers.activation_sharding` so
+    that the activations it pins (the batch over `data` × `fsdp`) follow the same rules as the parameters. With the
+    mesh's Auto axes the constraint binds the layout; the partitioner completes the rest."""
+
+    def resolve(names: tuple, shape: tuple) -> NamedSharding:
+        spec, _ = logical_to_partition_spec(names, shape, mesh, rules, where="activation")
+        return NamedSharding(mesh, spec)
+
+    return resolve
+
+
 def logical_to_partition_spec(
     names: Sequence[str | None],
     shape: Sequence[int],

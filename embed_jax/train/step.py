@@ -22,7 +22,9 @@ import optax
 from flax import nnx
 
 from embed_jax import losses
+from embed_jax.models import layers
 from embed_jax.models.heads import head_name
+from embed_jax.train import sharding
 
 Batch = Mapping[str, jax.Array]
 
@@ -92,6 +94,19 @@ def eval_step(trainable: nnx.State, frozen: nnx.State, batch: Batch, *, graphdef
     return {"loss": loss, **terms}
 
 
+def with_pinned_activations(function: Callable, mesh: jax.sharding.Mesh) -> Callable:
+    """`function` whose trace pins the model's activations to the batch sharding of `mesh` (embed_jax/models/layers.py
+    `constrain`): FSDP then gathers weights, not activations (docs/launch.md, "The plan")."""
+    resolve = sharding.activation_resolver(mesh)
+
+    @functools.wraps(function)
+    def pinned(*args):
+        with layers.activation_sharding(resolve):
+            return function(*args)
+
+    return pinned
+
+
 def make_train_step(
     *,
     graphdef: nnx.GraphDef,
@@ -102,12 +117,16 @@ def make_train_step(
     opt_state_sharding: Any,
     batch_sharding: Any,
     target: str = "records",
+    pin_activations: bool = True,
 ) -> Callable:
-    """`train_step` under `jax.jit` with explicit shardings; trainable params and optimizer state are donated."""
+    """`train_step` under `jax.jit` with explicit shardings; trainable params and optimizer state are donated.
+
+    pin_activations=False leaves the activations' layout to XLA's propagation (the plan compiles it to show why not).
+    """
     step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, loss_config=loss_config,
                              target=target)
     return jax.jit(
-        step,
+        with_pinned_activations(step, batch_sharding.mesh) if pin_activations else step,
         in_shardings=(trainable_sharding, frozen_sharding, opt_state_sharding, batch_sharding),
         out_shardings=(trainable_sharding, opt_state_sharding, None),
         donate_argnums=(0, 2),
@@ -117,7 +136,8 @@ def make_train_step(
 def make_eval_step(*, graphdef: nnx.GraphDef, loss_config: losses.LossConfig, trainable_sharding: Any,
                    frozen_sharding: Any, batch_sharding: Any, target: str = "records") -> Callable:
     step = functools.partial(eval_step, graphdef=graphdef, loss_config=loss_config, target=target)
-    return jax.jit(step, in_shardings=(trainable_sharding, frozen_sharding, batch_sharding))
+    return jax.jit(with_pinned_activations(step, batch_sharding.mesh),
+                   in_shardings=(trainable_sharding, frozen_sharding, batch_sharding))
 
 
 def first_nonfinite(metrics: Mapping[str, Any]) -> str | None:

@@ -46,9 +46,12 @@ class TrainState:
 
 
 def prepare_training(student: Student, stage: StageConfig, optimizer_config: Mapping[str, Any] | None,
-                     mesh: jax.sharding.Mesh, *, stage_name: str = "stage") -> TrainState:
+                     mesh: jax.sharding.Mesh, *, stage_name: str = "stage", place: bool = True) -> TrainState:
     """Splits the student as the stage's `trainable` says, builds the optimizer (`optimizer_config`: config.optimizer,
-    None for optimizer.py's defaults), places everything on `mesh`. `stage_name` names the stage in errors."""
+    None for optimizer.py's defaults), places everything on `mesh`. `stage_name` names the stage in errors.
+
+    place=False, for a shapes-only student (stages/student.py `abstract_student`): the states stay shapes, their
+    shardings computed, the optimizer state `jax.eval_shape`'s: what the TPU plan compiles (embed_jax/plan/)."""
     paths = [path for path, _ in nnx.to_flat_state(param_state(student))]
     select = trainable_filter(stage.trainable, paths, last_layers=stage.last_layers,
                               config_key=f"{stage_name}.trainable")
@@ -58,10 +61,13 @@ def prepare_training(student: Student, stage: StageConfig, optimizer_config: Map
                                              head_learning_rate=stage.head_learning_rate)
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)
-    trainable = jax.device_put(trainable, trainable_sharding)
-    frozen = jax.device_put(frozen, frozen_sharding)
     # The optimizer state mirrors the trainable parameters (same logical axes); its step counters are replicated.
     opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
+    if not place:
+        return TrainState(select, graphdef, trainable, frozen, tx, schedule, jax.eval_shape(tx.init, trainable),
+                          trainable_sharding, frozen_sharding, opt_state_sharding)
+    trainable = jax.device_put(trainable, trainable_sharding)
+    frozen = jax.device_put(frozen, frozen_sharding)
     opt_state = jax.jit(tx.init, in_shardings=(trainable_sharding,), out_shardings=opt_state_sharding)(trainable)
     return TrainState(select, graphdef, trainable, frozen, tx, schedule, opt_state, trainable_sharding,
                       frozen_sharding, opt_state_sharding)

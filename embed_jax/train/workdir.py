@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,104 @@ def make_workdir(workdir: Path) -> None:
     probe.unlink()
 
 
+# ---------------------------------------------------------------------------------------------------- whose folder
+
+# What a run leaves in its workdir besides config.json and its stage folders, and what a user may put there before
+# the first run (DIR/records is one of the places a run's records are looked for): nothing training overwrites.
+OWN_ENTRIES = (".write-probe", f".{RUN_CONFIG_FILE}.tmp", "records")
+LOCK_PREFIX = ".lock."
+# The run config keys that say which run a workdir holds: init_from, seed and teacher weights are the parts of
+# `run_identity` a config fixes (the records' fingerprint is compared through their folders' manifests).
+IDENTITY_KEYS = (("model", "init_from"), ("seed",), ("data", "teacher_weights"))
+
+
+class ForeignWorkdirError(ValueError):
+    """The workdir holds something training would overwrite: another tool's files, or another run's."""
+
+
+def is_run_config(values: Any) -> bool:
+    """Whether parsed JSON is a run config this module wrote (its sections), not e.g. a Hugging Face config.json."""
+    return (isinstance(values, dict) and isinstance(values.get("stage_order"), list)
+            and isinstance(values.get("model"), dict) and "init_from" in values["model"])
+
+
+def describe_foreign_config(folder: Path, values: Any) -> str:
+    """What a config.json that no run wrote belongs to, as far as its folder says."""
+    if (folder / "modules.json").is_file():
+        return "a sentence-transformers model (modules.json, config.json)"
+    if isinstance(values, dict) and "model_type" in values:
+        return f"a Hugging Face model (config.json with model_type {values['model_type']!r})"
+    return "a config.json that no embed_jax training run wrote"
+
+
+def identity_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """'key: workdir X, this run Y' for each identity key (IDENTITY_KEYS, the records' fingerprint) that differs."""
+    lines = []
+    for keys in IDENTITY_KEYS:
+        old, new = stored, current
+        for key in keys:
+            old = old.get(key, "") if isinstance(old, Mapping) else ""
+            new = new.get(key, "") if isinstance(new, Mapping) else ""
+        if keys == ("data", "teacher_weights"):
+            old, new = teacher_weights.identity_weights(str(old)), teacher_weights.identity_weights(str(new))
+        if str(old) != str(new):
+            lines.append(f"{'.'.join(keys)}: workdir {old!r}, this run {new!r}")
+    old_records, new_records = (run_config_values(values).get("data", {}).get("records_dir", "")
+                                for values in (stored, current))
+    if old_records != new_records:
+        fingerprints = [records_folders_fingerprint(folders) for folders in (old_records, new_records)]
+        if None in fingerprints or fingerprints[0] != fingerprints[1]:
+            lines.append(f"data.records_dir: workdir {old_records!r}, this run {new_records!r} (other records)")
+    return lines
+
+
+def records_folders_fingerprint(folders: str) -> list[str] | None:
+    """The corpus fingerprints of comma-separated records folders; None when one cannot be read."""
+    try:
+        return [records.read_manifest(folder).corpus_fingerprint for folder in folders.split(",") if folder]
+    except (records.RecordsError, OSError, ValueError):
+        return None
+
+
+def check_workdir_is_ours(workdir: Path, config_values: Mapping[str, Any]) -> None:
+    """Refuses, before anything is written, a workdir that is neither empty (or absent) nor a run of the same
+    identity: training writes DIR/config.json and DIR/<stage>/, which would replace what another tool or run left
+    there (an exported model folder, the student's own init_from folder). ForeignWorkdirError names what was found."""
+    workdir = as_path(workdir)
+    if not workdir.is_dir():
+        return  # absent (made by make_workdir), or a file in the way (make_workdir's one line)
+    where = f"--workdir={workdir}"
+    run_config = workdir / RUN_CONFIG_FILE
+    if run_config.is_file():
+        try:
+            stored = json.loads(run_config.read_text())
+        except (ValueError, UnicodeDecodeError):
+            stored = None
+        if not is_run_config(stored):
+            init_from = str(config_values.get("model", {}).get("init_from", ""))
+            same = " It is this run's --config.model.init_from." if init_from and not is_cloud_path(init_from) and \
+                Path(init_from).expanduser().resolve() == Path(str(workdir)) else ""
+            raise ForeignWorkdirError(
+                f"{where} holds {describe_foreign_config(workdir, stored)}, not an embed_jax training run: training "
+                f"would overwrite its config.json.{same} Choose an empty or new folder for --workdir")
+        differences = identity_differences(stored, config_values)
+        if differences:
+            raise ForeignWorkdirError(
+                f"{where} holds an embed_jax run of another identity ({'; '.join(differences)}): training would "
+                "overwrite its config.json and mix its checkpoints. Rerun with the workdir's values to resume it, or "
+                "choose an empty or new folder for --workdir")
+        return
+    stages = set(config_values.get("stage_order", ()))
+    foreign = sorted(path.name for path in workdir.iterdir()
+                     if path.name not in OWN_ENTRIES and path.name not in stages
+                     and not path.name.startswith(LOCK_PREFIX))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ForeignWorkdirError(
+            f"{where} is not empty and holds no embed_jax run ({RUN_CONFIG_FILE} is missing); it holds {shown}. "
+            "Choose an empty or new folder for --workdir (a records folder may sit in it as records/)")
+
+
 # ---------------------------------------------------------------------------------------------------- configs
 
 
@@ -79,8 +178,16 @@ def run_config_values(config_values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_run_config(config_values: Mapping[str, Any], workdir: Path) -> None:
+    """DIR/config.json, replaced whole (a temporary file renamed over it): a kill mid-write must not leave a partial
+    one, which `check_workdir_is_ours` would take for another tool's file."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / RUN_CONFIG_FILE).write_text(json.dumps(run_config_values(config_values), indent=1, default=str) + "\n")
+    text = json.dumps(run_config_values(config_values), indent=1, default=str) + "\n"
+    if is_cloud_path(workdir):  # a Cloud Storage object is written whole
+        (workdir / RUN_CONFIG_FILE).write_text(text)
+        return
+    temporary = workdir / f".{RUN_CONFIG_FILE}.tmp"
+    temporary.write_text(text)
+    os.replace(temporary, workdir / RUN_CONFIG_FILE)
 
 
 def run_config_file(stage_dir: Path) -> Path | None:

@@ -137,3 +137,48 @@ def test_a_tokenizer_with_nothing_to_pad_with_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(tokenizer_files.TokenizerFilesError, match="no pad, end-of-text or unknown token"):
         tokenizer_files.copy_tokenizer(tmp_path / "source", tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------------- the window
+
+
+def past_the_window(tokenizer, window: int) -> list[str]:
+    """Real texts longer than the window: WordNet definitions joined until each passes it by 20–60 tokens, and one
+    short text in the same batch."""
+    definitions = [synset.definition for synset in wordnet_holdout()[:600]]
+    texts, current = [], []
+    for definition in definitions:
+        current.append(definition)
+        if len(tokenizer(" ".join(current))["input_ids"]) > window + 20 * (len(texts) + 1):
+            texts.append(" ".join(current))
+            current = []
+            if len(texts) == 3:
+                break
+    return texts + ["A short one."]
+
+
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "mpnet", "gpt2", "qwen2"])
+def test_plain_tokenizer_and_onnx_graph_cut_at_the_window(family_exports, family, tmp_path):
+    """An engine that knows only the tokenizer files and the graph (AutoTokenizer(..., truncation=True) + ONNX)
+    gives sentence-transformers' vectors for texts past the window: both folders' tokenizer files carry it."""
+    from transformers import AutoTokenizer
+
+    from embed_jax.convert import onnx_graph
+
+    _, folder = family_exports[family]
+    model = SentenceTransformer(str(folder), device="cpu")
+    window = model.max_seq_length
+    onnx_folder = onnx_graph.export_onnx(folder, tmp_path / "onnx").folder
+    texts = past_the_window(model.tokenizer, window)
+    assert all(len(model.tokenizer(text)["input_ids"]) > window for text in texts[:-1])
+    expected = model.encode(texts, batch_size=len(texts), convert_to_numpy=True)
+    for tokenizer_folder in (folder, onnx_folder):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+        assert tokenizer.model_max_length == window
+        fast = json.loads((tokenizer_folder / "tokenizer.json").read_text())["truncation"]
+        assert fast["max_length"] == window and fast["direction"] == "Right"
+        batch = tokenizer(texts, padding=True, truncation=True, return_tensors="np")
+        assert batch["input_ids"].shape[1] == window
+        vectors = onnx_graph.session(onnx_folder / onnx_graph.MODEL_FILE).run(
+            [onnx_graph.OUTPUT_NAME], {name: batch[name].astype(np.int64) for name in onnx_graph.INPUT_NAMES})[0]
+        np.testing.assert_array_less(1 - 1e-5, onnx_graph.cosines(vectors, expected))

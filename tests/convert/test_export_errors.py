@@ -212,7 +212,7 @@ def test_card_shows_the_evaluation_table_and_chart_of_embed_jax_eval(tiny_workdi
     assert (out / model_card.CARD_CHART_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert model_card.CARD_CHART_FILE in json.loads((out / hf_export.EXPORT_FILE).read_text())["files"]
     table = [line for line in evaluation.splitlines() if line.startswith("|")]
-    assert table[0] == "| model | head | dim | lee_similarity/spearman | lee_retrieval/ndcg@10 | mean |"
+    assert table[0] == "| model | head | dim | Lee Spearman | Lee nDCG@10 | mean |"  # the evaluation's titles
     assert table[2:] == ["| runs/x/train | 16 | 16 | 0.4100 | 0.8000 | 0.5000 |",
                          "| runs/x/train | 16 · int8 | 16 |  | 0.7900 |  |"]
 
@@ -262,3 +262,18 @@ def test_loading_a_folder_that_holds_no_student_says_how_to_load_it(tmp_path):
     (tmp_path / hf_export.EXPORT_FILE).write_text(json.dumps({"format_version": 1, "student_config": None}))
     with pytest.raises(ValueError, match=r"describes no embed_jax Student .* load it with SentenceTransformer"):
         hf_export.load_exported(tmp_path)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_folder(tiny_workdir, tmp_path, capsys):
+    """A real 256 KiB file system: the tiny student's weights (~4 MB of safetensors) do not fit."""
+    from embed_jax.convert import hf
+
+    with kit.mounted_tmpfs(tmp_path / "small_disk", "size=256k") as disk:
+        code = hf.main([f"--workdir={tiny_workdir}", f"--out={disk / 'model'}", "--skip_records"])
+        left = sorted(path.name for path in disk.iterdir())
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"error: --out={disk / 'model'}: cannot write {disk}/"), err
+    assert err.strip().endswith(": No space left on device (ENOSPC); free space there (or choose another --out), then "
+                                "run the same command again"), err
+    assert left == []  # the half-written staging folder is removed

@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+import kit
+
 from embed_jax.data import corpora
 from embed_jax.convert import hf_export, onnx_graph
 from embed_jax.train.workdir import RUN_CONFIG_FILE
@@ -193,3 +195,37 @@ def test_export_without_located_records_is_unchecked(tmp_path, capsys, tiny_st):
         {"records_dir": None, "num_records": None, "corpus_fingerprint": "abc"}]}))
     code, err = run(capsys, f"--model={folder}", f"--out={tmp_path / 'out'}", LEE)
     assert code == 0 and "--skip_records" in err
+
+
+# ------------------------------------------------------------------------------------------ the --out folder
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, tiny_st):
+    out = tmp_path / "results"
+    out.write_text("mine")
+    code, err = run(capsys, f"--model={tiny_st}", f"--out={out}", LEE)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --out={out} is a file, not a folder; choose a folder for --out"]
+    code, err = run(capsys, f"--model={tiny_st}", f"--out={out / 'under'}", LEE)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --out={out / 'under'}: cannot write {out / 'under'}: Not a directory (ENOTDIR); choose another --out "
+        "or make it writable"]
+    assert out.read_text() == "mine"
+
+
+def test_read_only_out_is_refused_before_any_work(tmp_path, capsys, tiny_st):
+    with kit.mounted_tmpfs(tmp_path / "read_only", "ro,size=1M") as folder:
+        code, err = run(capsys, f"--model={tiny_st}", f"--out={folder / 'eval'}", LEE)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --out={folder / 'eval'}: cannot write {folder / 'eval'}: Read-only file system (EROFS); choose "
+        "another --out or make it writable"]
+
+
+def test_a_full_disk_while_writing_the_chart_is_one_line_and_exit_1(tmp_path, capsys, tiny_st):
+    """results.png is a link to /dev/full, where every write fails with ENOSPC, as on a full disk."""
+    (tmp_path / "results.png").symlink_to("/dev/full")
+    code, err = run(capsys, f"--model={tiny_st}", f"--out={tmp_path}", LEE)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: --out={tmp_path}: cannot write {tmp_path / 'results.png'}: No space left on device (ENOSPC); free "
+        "space there (or choose another --out), then run the same command again")

@@ -14,8 +14,17 @@ def test_each_row_keeps_its_height_as_rows_are_added(tmp_path):
     few = Image.open(chart.plot_results(["Lee Spearman", "WN MRR@10"], rows_of(3), tmp_path / "few.png"))
     many = Image.open(chart.plot_results(["Lee Spearman", "WN MRR@10"], rows_of(36), tmp_path / "many.png"))
     assert many.width == few.width
-    # 33 more rows at ROW_INCHES each, 120 dpi (chart.py): the figure grows instead of the bars thinning
-    assert many.height - few.height >= 0.9 * 33 * chart.ROW_INCHES * 120
+    # 33 more rows at ROW_INCHES each (chart.py): the figure grows instead of the bars thinning
+    assert many.height - few.height >= 0.9 * 33 * chart.ROW_INCHES * chart.DPI
+
+
+def test_the_chart_is_800_pixels_wide_however_many_metrics(tmp_path):
+    """A page that shows it at 800 px (a Hub model card) shows it unscaled: the panels wrap into rows."""
+    for count in (1, 6, 16):
+        columns = [f"metric {number}" for number in range(count)]
+        bars = [chart.Bar("a long model name /some/where/train (stage3) · 1152", [0.5] * count, "a")]
+        image = Image.open(chart.plot_results(columns, bars, tmp_path / f"{count}.png"))
+        assert image.width == 800, count
 
 
 def test_rows_of_one_model_share_its_name():

@@ -62,20 +62,22 @@ def test_minilm_on_a_beir_folder_and_a_pairs_file(beir_folder, pairs_file, tmp_p
     assert 0.4 < metrics["recall@1"] <= metrics["recall@10"] <= 1.0 and metrics["recall@10"] > 0.7
     assert metrics["recall@1"] <= metrics["mrr@10"] <= metrics["recall@10"]
     assert metrics["spearman"] > 0.5 and metrics["pearson"] > 0.5
-    assert row["counts"][f"beir:{beir_folder}"] == {"queries": 40, "corpus": 40, "relevant": 40}
+    assert row["counts"][f"beir:{beir_folder}"] == {"queries": 40, "corpus": 40, "relevant": 40,
+                                                    "queries_without_relevant": 0}
     table = (tmp_path / "results.md").read_text()
     assert "wordnet_mini nDCG@10" in table and "wordnet_pairs.tsv Spearman" in table
     assert "![" in table and (tmp_path / report.CHART_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_beir_metrics_on_known_rankings(tmp_path):
-    """Query 0 finds its one document first; query 1 has two relevant documents, ranked 2nd and 3rd of 4."""
+    """Query 0 finds its one document first; query 1 has two relevant documents, ranked 2nd and 3rd of 4; query 2's
+    qrels are all 0, so it scores 0 and counts in the mean, as BEIR's evaluator (pytrec_eval) counts it."""
     synsets = held_out_synsets(4)
     folder = write_beir(tmp_path / "b", synsets, ["q0\td0\t1", "q1\td2\t2", "q1\td3\t1", "q2\td1\t0"])
     task = beir.from_spec(f"{folder}:test")
     assert task.metric_names == ("ndcg@10", "recall@1", "mrr@10")  # R@10 needs 10 documents
     data = task.data
-    assert data.query_ids == ("q0", "q1")  # q2 has no relevant document
+    assert data.query_ids == ("q0", "q1", "q2")  # q2 has no relevant document: BEIR keeps it; q3 is not in qrels
     texts = list(dict.fromkeys(task.texts()))
     index = {text: row for row, text in enumerate(texts)}
     matrix = np.zeros((len(texts), 4), dtype=np.float32)
@@ -83,11 +85,13 @@ def test_beir_metrics_on_known_rankings(tmp_path):
         matrix[index[data.corpus[row]], row] = 1.0
     matrix[index[data.queries[0]]] = [1.0, 0.1, 0.0, 0.0]
     matrix[index[data.queries[1]]] = [0.9, 0.0, 0.5, 0.1]  # ranking d0, d2, d3, d1
+    matrix[index[data.queries[2]]] = [0.0, 1.0, 0.0, 0.0]  # finds d1, which its qrels score 0
     result = task.score(TextVectors(index, matrix))
     dcg, ideal = 2 / np.log2(3) + 1 / np.log2(4), 2 + 1 / np.log2(3)
-    assert result.metrics["recall@1"] == pytest.approx(0.5)
-    assert result.metrics["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
-    assert result.metrics["ndcg@10"] == pytest.approx((1 + dcg / ideal) / 2)
+    assert result.metrics["recall@1"] == pytest.approx(1 / 3)
+    assert result.metrics["mrr@10"] == pytest.approx((1 + 1 / 2 + 0) / 3)
+    assert result.metrics["ndcg@10"] == pytest.approx((1 + dcg / ideal + 0) / 3)
+    assert result.counts["queries_without_relevant"] == 1
 
 
 def test_spec_forms_and_unknown_prefix(beir_folder, pairs_file):

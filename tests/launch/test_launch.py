@@ -36,8 +36,10 @@ def launch(*arguments: str, env: dict | None = None) -> subprocess.CompletedProc
 
 
 def with_dry_run(arguments: tuple[str, ...]) -> tuple[str, ...]:
-    """--dry-run right after the action: after `--` it would belong to the workers' command, and gcloud would run."""
-    return (*arguments[:1], "--dry-run", *arguments[1:])
+    """--dry-run right after the action: after `--` it would belong to the workers' command, and gcloud would run.
+    `create` gets --plan-config= (no plan: compiling the paper's config takes minutes; tests/plan covers the plan)."""
+    no_plan = ("--plan-config=",) if arguments[:1] == ("create",) else ()
+    return (*arguments[:1], "--dry-run", *no_plan, *arguments[1:])
 
 
 def dry_run(*arguments: str, env: dict | None = None) -> list[list[str]]:
@@ -53,6 +55,15 @@ def remote_command(argv: list[str]) -> str:
 
 
 # --- create / delete / describe ---------------------------------------------------------------------------------------
+
+
+def test_create_dry_run_plans_the_accelerator_type():
+    from launch import tpu
+
+    options = tpu.parse_request(["create", *TPU, "--accelerator-type=v5p-32", "--dry-run"])
+    assert tpu.plan_command(options)[1:] == ["-m", "embed_jax.plan", "--config=configs/jasper.py", "--topology=v5p-32"]
+    options = tpu.parse_request(["create", *TPU, "--accelerator-type=v5p-32", "--plan-config="])
+    assert tpu.plan_command(options) is None
 
 
 def test_create_v4_spot_slice():
@@ -296,3 +307,56 @@ def test_without_gcloud_the_error_says_what_to_install(tmp_path):
     result = launch("describe", *TPU, env=dict(os.environ, PATH=str(empty_path)))
     assert result.returncode == 127
     assert "gcloud is not on PATH. Install the Google Cloud CLI" in result.stderr
+
+
+# --- the printed plan, pasted into a shell, runs only its commands ----------------------------------------------------
+
+INJECTED_LINE = "touch INJECTED"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["setup", *TPU, f"--git-url=https://example.org/x.git\n{INJECTED_LINE}"],
+        ["setup", *TPU, "--git-url=https://example.org/x.git", f"--ref=main\n{INJECTED_LINE}"],
+        ["setup", *TPU, f"--remote-dir=embed_jax\r\n{INJECTED_LINE}"],
+        ["setup", *TPU, "--gcsfuse-bucket=my-bucket", f"--mount-point=/mnt/b\n{INJECTED_LINE}"],
+        ["run", *TPU, f"--log=run.log\n{INJECTED_LINE}", "--", "true"],
+        ["run", *TPU, "--", "python", f"--flag=a\x1b[2Jb"],
+    ],
+    ids=["git-url", "ref", "remote-dir", "mount-point", "log", "command-escape"],
+)
+def test_a_control_character_in_any_launch_argument_is_refused(arguments):
+    result = launch(*with_dry_run(tuple(arguments)))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "holds a control character" in result.stderr and "launch arguments are one line each" in result.stderr
+    flag = next((argument.split("=")[0] for argument in arguments[3:] if "\n" in argument or "\r" in argument),
+                "the command after --")
+    assert flag in result.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["setup", *TPU, f"--git-url=https://example.org/x.git;{INJECTED_LINE}", f"--ref=$({INJECTED_LINE})"],
+        ["setup", *TPU, f"--remote-dir=`{INJECTED_LINE}`", "--gcsfuse-bucket=my-bucket",
+         f"--mount-point=/mnt/b;{INJECTED_LINE}"],
+        ["run", *TPU, f"--log=$({INJECTED_LINE}).log", f"--remote-dir=x && {INJECTED_LINE}", "--", "true"],
+    ],
+    ids=["git", "checkout-and-mount", "run"],
+)
+def test_pasting_the_printed_plan_runs_no_injected_command(arguments, tmp_path):
+    """The dry run's output, comments and all, pasted into bash: gcloud and git are functions that do nothing (what
+    they would do remotely is test_run_delivers_the_command_unchanged_to_the_workers's), so anything that runs here
+    is an injected command."""
+    result = launch(*with_dry_run(tuple(arguments)))
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith("# ") and INJECTED_LINE in line for line in result.stdout.splitlines())
+    pasted = subprocess.run(["bash", "-c", "gcloud() { :; }; git() { :; }\n" + result.stdout], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert pasted.returncode == 0, pasted.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_purpose_comment_stays_one_line():
+    assert gcloud.Command("clone x\ntouch y", []).comment_line() == "# clone x\\ntouch y"

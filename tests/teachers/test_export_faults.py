@@ -191,3 +191,25 @@ def test_a_folder_whose_export_never_finished_a_shard_is_taken_over(make_config,
     fresh = tmp_path / "fresh"
     export.run_export(make_config(fresh, broken))
     assert folder_bytes(folder) == folder_bytes(fresh)
+
+
+def test_a_lone_surrogate_escape_names_its_line_and_the_unfinished_folder(make_config, corpus_file, tmp_path, capsys):
+    """JSON's "\\ud800" decodes to half of a UTF-16 pair, which no tokenizer or UTF-8 file takes. Met after two
+    shards, it stops the export naming the file and line and what is left of the folder; with the line fixed (to
+    an escape of the same length, so the corpus keeps its size), the same command resumes."""
+    texts = [line for line in corpus_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": text}) for text in texts]
+    lines[9] = json.dumps({"text": "broken \ud800 text"})  # json.dumps writes the escape: "broken \ud800 text"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    folder = tmp_path / "out"
+    config = make_config(folder, corpus, **{"corpus.kind": "jsonl", "corpus.text_field": "text"})
+    assert export.main(config) == 2
+    error = one_line_error(capsys)
+    assert error.startswith(f"error: {corpus}:10: field 'text' holds a lone surrogate escape (\\ud800 at character 8)")
+    assert f"The export in {folder} stopped there, unfinished (its manifest says in_progress" in error
+    assert json.loads((folder / records.MANIFEST_NAME).read_text())["status"] == "in_progress"
+    lines[9] = lines[9].replace("\\ud800", "\\ufffd")
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert export.main(config) == 0
+    assert "resuming: 2 shards" in capsys.readouterr().err

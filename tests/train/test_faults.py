@@ -95,3 +95,79 @@ def test_a_non_finite_loss_names_its_records_and_exits_1(smoke_config, tmp_path)
     assert "step 2: loss term" in lines[-1] and "held records" in lines[-1]
     assert "the last good checkpoint is none yet" in lines[-1]
 
+
+
+def folder_bytes(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_sentence_transformers_folder_as_workdir_is_refused_and_left_untouched(smoke_config, tmp_path):
+    """An exported model folder given as --workdir: training would replace its config.json with the run config,
+    after which sentence-transformers can no longer load it."""
+    import shutil
+
+    from embed_jax.assets import minilm_path
+
+    model = tmp_path / "exported"
+    shutil.copytree(minilm_path(), model)
+    before = folder_bytes(model)
+    status, lines = run(smoke_config, model)
+    assert status == exits.BAD_INPUT and lines == [
+        f"error: --workdir={model} holds a sentence-transformers model (modules.json, config.json), not an embed_jax "
+        "training run: training would overwrite its config.json. Choose an empty or new folder for --workdir"]
+    assert folder_bytes(model) == before
+
+
+def test_the_init_from_folder_as_workdir_is_refused_and_left_untouched(smoke_config, tmp_path):
+    import shutil
+
+    student = tmp_path / "student"
+    shutil.copytree(smoke_config.model.init_from, student)
+    smoke_config.model.init_from = str(student)
+    before = folder_bytes(student)
+    status, lines = run(smoke_config, student)
+    assert status == exits.BAD_INPUT and len(lines) == 1
+    assert lines[0].startswith(f"error: --workdir={student} holds a Hugging Face model (config.json with model_type "
+                               "'bert'), not an embed_jax training run")
+    assert "It is this run's --config.model.init_from." in lines[0]
+    assert folder_bytes(student) == before
+
+
+def test_a_foreign_folder_or_another_runs_workdir_is_refused_naming_what_it_holds(smoke_config, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    status, lines = run(smoke_config, foreign)
+    assert status == exits.BAD_INPUT and lines == [
+        f"error: --workdir={foreign} is not empty and holds no embed_jax run (config.json is missing); it holds "
+        "notes.txt. Choose an empty or new folder for --workdir (a records folder may sit in it as records/)"]
+    (foreign / "config.json").write_text('{"learning_rate": 1}')  # someone else's config.json
+    status, lines = run(smoke_config, foreign)
+    assert status == exits.BAD_INPUT and "holds a config.json that no embed_jax training run wrote" in lines[0]
+    assert (foreign / "config.json").read_text() == '{"learning_rate": 1}'
+
+    smoke_config.stage_order = ("stage1",)
+    assert run(smoke_config, tmp_path / "run")[0] == exits.FINISHED
+    run_config = (tmp_path / "run" / "config.json").read_bytes()
+    smoke_config.seed = 7
+    status, lines = run(smoke_config, tmp_path / "run")
+    assert status == exits.BAD_INPUT and lines == [
+        f"error: --workdir={tmp_path / 'run'} holds an embed_jax run of another identity (seed: workdir 0, this run "
+        "7): training would overwrite its config.json and mix its checkpoints. Rerun with the workdir's values to "
+        "resume it, or choose an empty or new folder for --workdir"]
+    assert (tmp_path / "run" / "config.json").read_bytes() == run_config
+
+
+def test_a_value_error_from_inside_a_library_is_a_fault_with_its_traceback_not_bad_input(smoke_config, tmp_path,
+                                                                                         monkeypatch):
+    """Exit 2 says the user's input was refused; a ValueError raised inside a library (here numpy's reshape, as
+    tensorstore's under an Orbax save) is a fault to report, so it keeps its traceback (exit 1 from Python)."""
+    import numpy as np
+    import pytest
+
+    def stage_that_hits_a_library_error(config, stage_name, run_dir, previous):
+        np.reshape(np.zeros(3), (2,))
+
+    monkeypatch.setattr(loop, "run_stage", stage_that_hits_a_library_error)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        run(smoke_config, tmp_path / "run")

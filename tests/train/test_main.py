@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import kit
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -150,3 +152,34 @@ def test_validation_records_repeating_the_training_records_are_refused_before_an
     assert f"training records in {teacher_records}" in error and "e.g. 'wordnet:" in error
     assert "--config.corpus.skip_texts" in error
     assert not (tmp_path / "run").exists()  # refused before the workdir was made
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system: the tiny student's first checkpoint (its 30,522 × 32 word embeddings alone are 3.9 MB
+    in float32) does not fit, so the disk fills up inside Orbax's save, in tensorstore's writes."""
+    with kit.mounted_tmpfs(tmp_path / "small_disk", "size=2M") as folder:
+        yield folder
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_exit_1(tiny_student, teacher_records, small_disk):
+    done = subprocess.run(main_command(small_disk / "run", tiny_student, teacher_records), cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "orbax" not in done.stderr.replace(".orbax-checkpoint-tmp", ""), done.stderr[-3000:]
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: cannot write {small_disk / 'run' / 'stage1' / 'checkpoints'}/"), error
+    assert error.endswith(": No space left on device (ENOSPC); the disk is full: free space there, then rerun the same "
+                          "command (it resumes from the last committed checkpoint)"), error
+
+
+def test_a_tuple_key_given_twice_is_refused_not_joined(tmp_path):
+    """ml_collections joins a repeated tuple override: '(16,)' then '(32,)' would train with (16, 32)."""
+    done = run_main(f"--workdir={tmp_path / 'run'}", "--config.data.length_buckets=(16,)",
+                    "--config.data.length_buckets=(32,)")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: --config.data.length_buckets is given 2 times ('(16,)', '(32,)'): ml_collections would join them "
+        "into one tuple, not keep the last; give it once with the whole tuple, e.g. "
+        "--config.data.length_buckets='(32,)'"]
+    assert not (tmp_path / "run").exists()

@@ -221,3 +221,14 @@ def test_a_tokenizer_other_than_init_froms_is_refused_naming_both_keys(smoke_con
 def test_a_copy_of_init_froms_tokenizer_passes(smoke_config, tmp_path):
     smoke_config.data.tokenizer = str(kit.copy_tokenizer_files(Path(smoke_config.model.init_from), tmp_path / "tok"))
     preflight.check_config(smoke_config)
+
+
+def test_teacher_grouping_over_a_window_of_one_batch_says_batches_stay_random(smoke_config, capsys):
+    config = smoke_config
+    config.data.group_by, config.data.length_grouping_window = "teacher", 1
+    preflight.check_config(config)
+    assert ("[preflight] data.group_by='teacher' with data.length_grouping_window=1: a window of one batch is not "
+            "regrouped, so batches are random (no teacher grouping)") in capsys.readouterr().out
+    config.data.length_grouping_window = 64
+    preflight.check_config(config)
+    assert "[preflight]" not in capsys.readouterr().out

@@ -9,7 +9,7 @@ from flax import nnx
 
 from embed_jax import losses
 from embed_jax.models.student import Student
-from embed_jax.train import step, trainable as trainable_params
+from embed_jax.train import step, trainable as trainables
 
 TEACHER_DIM = 24
 
@@ -34,8 +34,8 @@ def loss_and_grads(folder, *, remat: bool, scan: bool, trainable: str):
                                       text_options={"causal": False, "remat": remat, "scan": scan},
                                       rngs=nnx.Rngs(0))
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(student, nnx.Param))]
-    graphdef, trainable_state, frozen = trainable_params.split_trainable(
-        student, trainable_params.trainable_filter(trainable, paths, last_layers=1, config_key="stage.trainable"))
+    graphdef, trainable_state, frozen = trainables.split_trainable(
+        student, trainables.trainable_filter(trainable, paths, last_layers=1, config_key="stage.trainable"))
     ids = jax.random.randint(jax.random.key(1), (4, 9), 0, 97)
     mask = jnp.array([[1] * 9, [1] * 5 + [0] * 4, [1] * 9, [1] * 2 + [0] * 7])
     batch = {"input_ids": ids, "attention_mask": mask,

@@ -38,14 +38,16 @@ class BatchStep:
 
 def make_batch_step(student: Student, stage: StageConfig, optimizer_config: Mapping[str, Any] | None,
                     loss_config: losses.LossConfig, mesh: jax.sharding.Mesh, *, target: str,
-                    stage_name: str = "stage") -> BatchStep:
-    """The split, optimizer, shardings and jitted step of a stage that steps on global batches (step.TARGETS)."""
-    state = prepare_training(student, stage, optimizer_config, mesh, stage_name=stage_name)
+                    stage_name: str = "stage", place: bool = True, pin_activations: bool = True) -> BatchStep:
+    """The split, optimizer, shardings and jitted step of a stage that steps on global batches (step.TARGETS).
+    place=False for a shapes-only student (train_state.prepare_training); pin_activations: step.make_train_step's."""
+    state = prepare_training(student, stage, optimizer_config, mesh, stage_name=stage_name, place=place)
     batch_sharding = sharding.batch_sharding(mesh)
     train_step = steps.make_train_step(
         graphdef=state.graphdef, optimizer=state.optimizer, loss_config=loss_config,
         trainable_sharding=state.trainable_sharding, frozen_sharding=state.frozen_sharding,
-        opt_state_sharding=state.opt_state_sharding, batch_sharding=batch_sharding, target=target)
+        opt_state_sharding=state.opt_state_sharding, batch_sharding=batch_sharding, target=target,
+        pin_activations=pin_activations)
     return BatchStep(state, train_step, batch_sharding)
 
 

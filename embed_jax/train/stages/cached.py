@@ -105,9 +105,10 @@ class CachedStep:
 
 def make_cached_step(student: Student, stage: StageConfig, optimizer_config: Mapping[str, Any] | None,
                      loss_config: losses.LossConfig, mesh: jax.sharding.Mesh, *,
-                     stage_name: str = "stage") -> CachedStep:
-    """The split, optimizer, shardings and jitted steps of a cached stage, from typed arguments and a mesh alone."""
-    state = prepare_training(student, stage, optimizer_config, mesh, stage_name=stage_name)
+                     stage_name: str = "stage", place: bool = True) -> CachedStep:
+    """The split, optimizer, shardings and jitted steps of a cached stage, from typed arguments and a mesh alone
+    (place=False: a shapes-only student, train_state.prepare_training)."""
+    state = prepare_training(student, stage, optimizer_config, mesh, stage_name=stage_name, place=place)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = cached_heads.replicated_sharding(mesh)
     train_step, eval_step = cached_heads.make_steps(

@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from embed_jax.assets import resolve_model_path
+from embed_jax.models import hf_import
 from embed_jax.models.param_paths import path_name
 from embed_jax.models.student import Student
 from embed_jax.train import config as train_config, trained_student, workdir
@@ -55,6 +56,23 @@ def build_student(config: ml_collections.ConfigDict, stage: StageConfig, *, seed
         text_options=dict(config.model.text_options),
         rngs=nnx.Rngs(seed),
     )
+
+
+def student_config(config: ml_collections.ConfigDict, stage: StageConfig, hf_config: dict[str, Any]) -> dict[str, Any]:
+    """The Student config `build_student` makes from an encoder with this config.json (num_layers applied)."""
+    options = dict(config.model.text_options)
+    num_layers = options.pop("num_layers", None)
+    if num_layers is not None:
+        hf_config = hf_import.keep_first_layers(hf_config, num_layers, source="model.text_options.num_layers")
+    return {"text_encoder": hf_config, "text_options": options, "pooling": config.model.pooling or "mean",
+            "heads": stage_heads(config, stage), "dtype": config.model.dtype, "param_dtype": config.model.param_dtype}
+
+
+def abstract_student(config: ml_collections.ConfigDict, stage: StageConfig, hf_config: dict[str, Any]) -> Student:
+    """`build_student`'s student as shapes only (`nnx.eval_shape`: no weights read, nothing allocated), from the
+    encoder's config.json (the init folder's, or a shipped shape: embed_jax/models/shapes/): what the TPU plan
+    compiles (embed_jax/plan/)."""
+    return nnx.eval_shape(lambda: Student.from_config(student_config(config, stage, hf_config), rngs=nnx.Rngs(0)))
 
 
 def copy_matching_params(student: Student, source: nnx.State) -> tuple[list[str], list[str]]:

@@ -31,7 +31,7 @@ from embed_jax.assets import resolve_model_path
 from embed_jax.data import image_records
 from embed_jax.data.image_prompt import ImagePrompt, image_prompt_tokens
 from embed_jax.data.records import RecordsError
-from embed_jax.models import siglip
+from embed_jax.models import hf_import, siglip
 from embed_jax.models.student import Student
 from embed_jax.train import batches, driver, sharding, trained_student, workdir
 from embed_jax.train.config import StageConfig
@@ -131,6 +131,26 @@ def build_vision_student(config: ml_collections.ConfigDict, heads: Mapping[str, 
     if student.added_embeddings is not None and "added_embeddings" not in trained:
         init_added_embeddings_at_mean(student)
     return student
+
+
+def abstract_vision_student(config: ml_collections.ConfigDict, stage: StageConfig, hf_config: Mapping[str, Any]
+                            ) -> tuple[Student, ImagePrompt]:
+    """`build_vision_student`'s student as shapes only (no weights read), and its image prompt: what the TPU plan
+    compiles (embed_jax/plan/). The text path's architecture is model.text_student's student config, else the
+    encoder of `hf_config` with the stage's heads; a model.vision.folder contributes its config.json alone. The
+    prompt needs the tokenizer (data.tokenizer or model.init_from): its placeholder ids are the tokenizer's."""
+    prompt = image_prompt(config)
+    vision = vision_section(config, prompt)
+    if "folder" in vision:
+        folder = hf_import.resolve_model_folder(vision.pop("folder"))
+        vision["tower"] = {**siglip.vision_config_dict(hf_import.read_config(folder), source=str(folder)),
+                           "model_type": siglip.VISION_MODEL_TYPE}
+    text_student = str(config.model.text_student or "")
+    text_config = (workdir.read_student_config(text_student, key="model.text_student") if text_student
+                   else stage_student.student_config(config, stage, dict(hf_config)))
+    student_config = {**text_config, "vision": vision, "dtype": config.model.dtype,
+                      "param_dtype": config.model.param_dtype}
+    return nnx.eval_shape(lambda: Student.from_config(student_config, rngs=nnx.Rngs(0))), prompt
 
 
 def copy_text_path(student: Student, trained: nnx.State) -> None:
