@@ -126,7 +126,7 @@ def two_teacher_records(tmp_path_factory, tiny_bert) -> Path:
     return Path(config.output_dir)
 
 
-def fc1_start_config(new_smoke_config, records, tiny_bert, *, mesh_data=-1):
+def fc1_start_config(new_smoke_config, records, tiny_bert, *, mesh=(-1, 1)):
     config = new_smoke_config()
     config.model.init_from = str(tiny_bert)
     config.model.teacher_dim = 384 + 32
@@ -135,18 +135,18 @@ def fc1_start_config(new_smoke_config, records, tiny_bert, *, mesh_data=-1):
     config.stage1.kind = "cached_pooled"
     config.stage1.fc1_init = "start"
     config.stage1.num_steps, config.stage1.learning_rate = 1, 1e-9  # the init, all but unmoved by one step
-    config.mesh.data = mesh_data
+    config.mesh.data, config.mesh.tensor = mesh
     return config
 
 
 @pytest.mark.slow
-def test_fc1_starts_at_the_start_on_any_device_count(new_smoke_config, two_teacher_records, tiny_bert, tmp_path):
+def test_fc1_starts_at_the_start_on_any_mesh(new_smoke_config, two_teacher_records, tiny_bert, tmp_path):
     fc1 = FC1.format(dim=416)
     runs = []
-    for mesh_data in (-1, 1):  # the 8 simulated devices, and one
-        config = fc1_start_config(new_smoke_config, two_teacher_records, tiny_bert, mesh_data=mesh_data)
+    for mesh in ((-1, 1), (2, 4)):  # batches over the 8 simulated devices; FC1 split over 4, batches over 2
+        config = fc1_start_config(new_smoke_config, two_teacher_records, tiny_bert, mesh=mesh)
         preflight.check_config(config)
-        [result] = loop.train_and_evaluate(config, tmp_path / str(mesh_data))
+        [result] = loop.train_and_evaluate(config, tmp_path / f"data{mesh[0]}_tensor{mesh[1]}")
         runs.append(stage_student.load_stage_params(result))
     kernel = runs[0][f"{fc1}/kernel"]
     tiny_block = slice(384, 416)  # teacher_order minilm,tiny
