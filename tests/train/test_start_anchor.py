@@ -154,8 +154,12 @@ def test_fc1_starts_at_the_start_on_any_mesh(new_smoke_config, two_teacher_recor
     assert scale > 0
     np.testing.assert_allclose(kernel[:, tiny_block], scale * np.eye(32), atol=1e-6)
     assert np.abs(kernel[:, :384]).max() > 1e-3  # least squares onto MiniLM's block, not zeros
+    # The same rows on both meshes: the identity block alike, the least-squares block within what the split encoder's
+    # rounding (~1e-7 in a pooled vector) becomes in a fit of 33 unknowns on 64 rows (measured: 1.5e-4). Rows paired
+    # with another text's target would move it by its own size (~0.05).
+    np.testing.assert_allclose(runs[1][f"{fc1}/kernel"][:, tiny_block], kernel[:, tiny_block], atol=1e-6)
     for name in (f"{fc1}/kernel", f"{fc1}/bias"):
-        np.testing.assert_allclose(runs[1][name], runs[0][name], atol=1e-5)
+        np.testing.assert_allclose(runs[1][name], runs[0][name], atol=1e-3)
 
 
 @pytest.mark.slow  # its records fixture exports with two teachers
