@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from embed_jax import ranking
+
 # docs/method.md §3.3: the public code's `triplet_margin`.
 DEFAULT_MARGIN = 0.015
 LOSS_TERMS = ("cosine", "similarity", "relative_similarity")
@@ -38,6 +40,8 @@ class LossConfig:
     reduction_target: "teacher" (the records' vectors, as the paper) or "main_head" (self-distillation,
       docs/method.md §4: the reduction heads learn the Gram matrix of the student's own main-head vectors, held
       constant by stop_gradient).
+    ranking_weight, ranking_temperature: the listwise ranking term on the main head (embed_jax/ranking.py); 0 (the
+      default) leaves the paper's three losses alone.
     matryoshka_dims: increasing widths below the main head's; each prefix of the main head's vector (normalised)
       gets the reduction heads' terms, similarity + relative similarity against the reduction target, so that
       truncating the vector (sentence-transformers' truncate_dim) gives a trained embedding (`matryoshka_terms`).
@@ -51,9 +55,12 @@ class LossConfig:
     main_head: str | None = "fc1"
     reduction_target: str = "teacher"
     matryoshka_dims: tuple[int, ...] = ()
+    ranking_weight: float = 0.0
+    ranking_temperature: float = ranking.DEFAULT_TEMPERATURE
 
     def __post_init__(self):
-        for key in ("cosine_weight", "similarity_weight", "relative_similarity_weight", "margin"):
+        ranking.check_temperature(self.ranking_temperature)
+        for key in ("cosine_weight", "similarity_weight", "relative_similarity_weight", "margin", "ranking_weight"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise ValueError(f"loss config key {key!r} must be a finite number >= 0, got {value!r}")
@@ -393,6 +400,10 @@ def distillation_loss(
         if is_main:
             terms[f"{name}/cosine"] = cosine_loss(heads[name], teacher_vectors)
             total = total + config.cosine_weight * terms[f"{name}/cosine"]
+            if config.ranking_weight:
+                terms[f"{name}/ranking"] = ranking.listwise_kl_from_grams(student_grams[name], teacher_gram,
+                                                                          config.ranking_temperature)
+                total = total + config.ranking_weight * terms[f"{name}/ranking"]
         terms[f"{name}/similarity"] = similarity_loss_from_gram(
             student_grams[name], teacher_gram if is_main else reduction_gram
         )

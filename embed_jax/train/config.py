@@ -15,7 +15,8 @@ Keys (override any with --config.section.key=value):
                          cosine, applied to the records' vectors as they are read (docs/training.md)
   data.image_records_dir image–caption records for image stages (python -m embed_jax.teachers.caption_export)
   loss.*                 weights 10/200/20 and margin 0.015 (docs/method.md §3), reduction_target teacher | main_head,
-                         matryoshka_dims (FC1's prefixes trained as embeddings: truncate_dim works; docs/losses.md)
+                         matryoshka_dims (FC1's prefixes trained as embeddings: truncate_dim works; docs/losses.md),
+                         ranking_weight (0: off) and ranking_temperature of a listwise term on FC1 (embed_jax/ranking.py)
   optimizer.*            AdamW, warm-up + cosine decay, clipping (embed_jax/train/optimizer.py)
   mesh.data/fsdp/tensor  device mesh sizes, -1 = the rest
   data.eval_records_dir, train.eval_every, train.eval_batches   held-out loss, logged as eval/<term>
@@ -48,6 +49,8 @@ class ConfigError(ValueError):
 # alone on pooled vectors computed once (exact while the encoder is frozen: stages/cached.py); image–caption records
 # through the vision tower (stage 4, docs/method.md §4: stages/vision.py).
 KINDS = ("records", "cached_pooled", "images")
+# A cached stage's FC1 at step 0: random (""), or from the start's own vectors ("start": stages/start_anchor.py).
+FC1_INITS = ("", "start")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,14 @@ class StageConfig:
     reduction_heads: bool = False
     # Added to config.seed for this stage's data order: another order of the same records.
     data_seed_offset: int = 0
+    # kind='cached_pooled' only (embed_jax/train/stages/start_anchor.py, docs/training.md "Keeping retrieval"):
+    # "start": FC1 starts as identity onto the start teacher's block of the target and least squares on the rest,
+    # fitted on the cached rows; "": a random FC1.
+    fc1_init: str = ""
+    # kind='cached_pooled' only: WiSE-FT, the encoder becomes (1 − α)·start + α·trained before pooling (1: unchanged).
+    start_interpolation: float = 1.0
+    # The start of that interpolation: "" is model.init_from, else a folder of the trained encoder's architecture.
+    interpolation_start: str = ""
 
     def data_seed(self, seed: int) -> int:
         """The seed of the stage's data stream: config.seed, shifted by data_seed_offset (another order)."""
@@ -101,6 +112,7 @@ class StageConfig:
             raise ConfigError(f"config key {name}.data_seed_offset={self.data_seed_offset!r}: a whole number "
                               "added to config.seed for this stage's data order, e.g. 0")
         self.check_kind(name)
+        self.check_start_anchor(name)
 
     def check_kind(self, name: str) -> None:
         """A cached stage trains the heads alone; an image stage trains the tower alone, and only it does."""
@@ -114,6 +126,28 @@ class StageConfig:
                               "does; set both or neither")
 
 
+    def check_start_anchor(self, name: str) -> None:
+        """fc1_init and start_interpolation take their values, and only a cached heads stage sets them: its heads are
+        fitted on the cached pooled vectors of a frozen encoder (stages/start_anchor.py)."""
+        alpha = self.start_interpolation
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha)
+                                                                                   and 0 <= alpha <= 1):
+            raise ConfigError(f"config key {name}.start_interpolation={alpha!r}: the encoder becomes (1 − α)·start + "
+                              "α·trained, so α must be a number in [0, 1] (1: the trained encoder unchanged, 0: the "
+                              f"start's); e.g. --config.{name}.start_interpolation=0.5")
+        if self.fc1_init not in FC1_INITS:
+            raise ConfigError(f"config key {name}.fc1_init={self.fc1_init!r}: use '' (a random FC1) or 'start' "
+                              "(identity onto the start teacher's block of the target, least squares on the rest)")
+        if not isinstance(self.interpolation_start, str):
+            raise ConfigError(f"config key {name}.interpolation_start={self.interpolation_start!r}: a model folder "
+                              "(or '' for model.init_from)")
+        for key, active in (("start_interpolation", alpha != 1), ("fc1_init", bool(self.fc1_init))):
+            if active and self.kind != "cached_pooled":
+                raise ConfigError(f"config key {name}.{key} needs {name}.kind='cached_pooled' (and trainable='heads': "
+                                  "the heads are fitted on the cached pooled vectors of a frozen encoder); got "
+                                  f"kind={self.kind!r}")
+
+
 def stage(trainable: str, learning_rate: float, num_steps: int, **options: Any) -> ml_collections.ConfigDict:
     """A stage section for a config (`config.stage1 = stage('heads', 1e-4, 4000)`): every StageConfig key with its
     default, so --config.<stage>.<key>=VALUE overrides any of them. An unknown option is a TypeError here."""
@@ -122,6 +156,7 @@ def stage(trainable: str, learning_rate: float, num_steps: int, **options: Any) 
         values["head_learning_rate"] = config_dict.placeholder(float)
     else:
         values["head_learning_rate"] = float(values["head_learning_rate"])
+    values["start_interpolation"] = float(values["start_interpolation"])  # so a command line's 0.5 fits it
     return ml_collections.ConfigDict(values)
 
 
@@ -199,6 +234,9 @@ def base_config() -> ml_collections.ConfigDict:
     # (): the paper's separate reduction heads only. (128, 256): FC1's first 128 and 256 dims also learn the
     # reduction heads' terms in every stage, so truncating FC1's vector is an embedding (embed_jax/losses.py).
     config.loss.matryoshka_dims = ()
+    # A listwise ranking term on FC1 beside the paper's three (embed_jax/ranking.py); 0: the paper's losses only.
+    config.loss.ranking_weight = 0.0
+    config.loss.ranking_temperature = 0.05
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.weight_decay = 0.01  # public code (docs/method.md §4), not on biases and norms

@@ -1,8 +1,9 @@
 """Every check a training config can fail, run before any work (no student built, no step compiled).
 
-    check_config     train.*, data.*, each stage of stage_order, the mesh; the student's position table; the
-                     vision tower's patch grid; the records folders (not empty, data.teacher_weights naming their
-                     teachers, held-out records laid out as the training records and repeating none of them)
+    check_config     train.*, loss.*, data.*, each stage of stage_order, the mesh; the student's position table; a
+                     stage's interpolation start (the trained encoder's shapes); the vision tower's patch grid; the
+                     records folders (not empty, data.teacher_weights naming their teachers, the start among them for
+                     fc1_init='start', held-out records laid out as the training records and repeating none of them)
 
 Each error is one `ConfigError` line naming the config key, the stage where it matters, and what to set instead
 (docs/reliability.md lists them with the tests that hold them). Each stage section is checked as its typed
@@ -20,22 +21,24 @@ from embed_jax.assets import resolve_model_path
 from embed_jax.data import pipeline
 from embed_jax.models import hf_import, siglip
 from embed_jax.train import batches, config as train_config, sharding
-from embed_jax.train.stages import text, vision
-from embed_jax.train.config import ConfigError, positive_int
+from embed_jax.train.stages import start_anchor, text, vision
+from embed_jax.train.config import ConfigError, StageConfig, positive_int
 from embed_jax.train.console import log
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError for the first value that cannot work (see the module docstring)."""
     check_train_cadence(config.train)
+    check_loss(config.loss)
     stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
     check_tokenizer(config)
     check_matryoshka(config)
+    check_interpolation_starts(config, stages)
     text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
         check_position_table(config, text_stages)
-        check_text_records(config)
+        check_text_records(config, stages)
     if len(text_stages) < len(stages):
         check_vision_tower(config)
 
@@ -55,6 +58,16 @@ def check_train_cadence(train: ml_collections.ConfigDict) -> None:
     if eval_every % train.log_every:
         raise ConfigError(f"config key train.eval_every={eval_every} must be a multiple of "
                           f"train.log_every={train.log_every}: evaluations are written with the logged metrics")
+
+
+def check_loss(loss: ml_collections.ConfigDict) -> None:
+    """loss.* applies to every stage: each weight, the margin, the ranking term's temperature (reduction_target, which
+    may also be 'pooled', is text.loss_target's to check; matryoshka_dims, against FC1's width, check_matryoshka's)."""
+    try:
+        losses.LossConfig.from_mapping({key: value for key, value in dict(loss).items()
+                                        if key not in ("reduction_target", "matryoshka_dims")})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_matryoshka(config: ml_collections.ConfigDict) -> None:
@@ -147,6 +160,16 @@ def check_position_table(config: ml_collections.ConfigDict, stage_names: list[st
             f"set --config.data.max_length={limit} or less (and data.length_buckets within it)")
 
 
+def check_interpolation_starts(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:
+    """A stage's interpolation_start other than model.init_from must have the trained encoder's parameters and shapes
+    (builds two students, only for such a stage)."""
+    for name, stage in stages.items():
+        try:
+            start_anchor.check_start(config, stage, name)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
 def check_vision_tower(config: ml_collections.ConfigDict) -> None:
     tower = config.model.vision.tower
     tower = tower.to_dict() if hasattr(tower, "to_dict") else tower
@@ -158,11 +181,18 @@ def check_vision_tower(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------------- records
 
 
-def check_text_records(config: ml_collections.ConfigDict) -> None:
-    """The text stages' records open, are not empty, fit model.teacher_dim and data.teacher_weights; held-out records
-    line up with them and repeat none of them."""
+def check_text_records(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:
+    """The text stages' records open, are not empty, fit model.teacher_dim and data.teacher_weights, and have the start
+    among their teachers where a stage's FC1 starts from it (fc1_init='start'); held-out records line up with them
+    and repeat none of them."""
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     batches.teacher_scales(config, source)
+    for name, stage in stages.items():
+        if stage.fc1_init == "start":
+            try:
+                start_anchor.records_start_teacher(config, name, source.manifest)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     if text.evaluates(config):
         batches.check_disjoint(source, batches.open_eval_records(config), train_key="data.records_dir",
                                held_out_key="data.eval_records_dir", log=log)

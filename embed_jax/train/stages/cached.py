@@ -1,6 +1,7 @@
 """A heads-only stage (stage 1: FC1 on a frozen encoder, docs/method.md §4) trained from pooled vectors computed once.
 
     stage1.kind = 'cached_pooled'     (only with trainable='heads', embed_jax/train/config.py)
+    stage1.fc1_init, start_interpolation   FC1 from the start's vectors, WiSE-FT of the encoder (stages/start_anchor.py)
 
 Why it is exact: with the encoder frozen, FC1 only ever sees each text's pooled vector, and the student has no
 dropout, so pooling every record once and training the heads on (pooled, teacher) rows gives the same loss and
@@ -38,7 +39,7 @@ from embed_jax.models.student import Student
 from embed_jax.train import batches, cache_plan, cached_heads, driver, metrics, sharding
 from embed_jax.train.config import StageConfig
 from embed_jax.train.console import log
-from embed_jax.train.stages import resume, student as stage_student, text
+from embed_jax.train.stages import resume, start_anchor, student as stage_student, text
 from embed_jax.train.stages.student import StageResult
 from embed_jax.train.train_state import TrainState, prepare_training
 
@@ -129,6 +130,8 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: 
     student = stage_student.build_student(config, stage, seed=seed)
     if previous is not None:
         stage_student.restore_previous_stage(previous, student, mesh, log)
+    # WiSE-FT before the split: the frozen encoder the rows are pooled with is the interpolated one.
+    start_anchor.interpolate_student(config, stage, stage_name, student, seed=seed, log=log)
     cached_step = make_cached_step(student, stage, config.optimizer, text.loss_config_for(config, student), mesh,
                                    stage_name=stage_name)
     state, train_step, eval_step = cached_step.state, cached_step.train_step, cached_step.eval_step
@@ -160,6 +163,8 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: 
             eval_rows = pool(batches.make_batches(config, eval_source, seed=0, shuffle=False, num_epochs=1,
                                                   group_by=batches.EVAL_GROUP_BY),
                              max_batches=int(config.train.eval_batches), what="validation records")
+        if start_step == 0 and stage.fc1_init == "start":
+            start_anchor.init_fc1(config, stage_name, state.trainable, pooled, teacher, source.manifest, log)
         # Rows on the devices in the dtype they are stored in (the records' teacher dtype: float16 halves the memory).
         pooled_all = jax.device_put(pooled, replicated)
         teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
