@@ -23,7 +23,7 @@ def caching_verdict(num_texts: int, steps: int, batch_size: int, stage_name: str
                 f"({uncached_rows / max(num_texts, 1):.1f}× the pass)")
     return (f"[cached] {stage_name}: caching does not pay at this step count: the pooling pass encodes "
             f"{num_texts:,} texts, the uncached stage only {steps:,} steps × {batch_size} = {uncached_rows:,} rows "
-            f"({uncached_rows / max(num_texts, 1):.2f}× the pass); set --config.{stage_name}.cached_pooled=False, "
+            f"({uncached_rows / max(num_texts, 1):.2f}× the pass); set --config.{stage_name}.kind=records, "
             f"or train more steps")
 
 

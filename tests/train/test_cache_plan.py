@@ -14,7 +14,7 @@ def test_caching_that_does_not_pay_says_what_to_set():
     # The paper's scale with a short stage: 8M texts against 1,000 steps × 128 rows.
     line = cache_plan.caching_verdict(8_000_000, 1_000, 128, "stage1")
     assert "caching does not pay at this step count" in line and "128,000 rows (0.02× the pass)" in line
-    assert "--config.stage1.cached_pooled=False" in line
+    assert "--config.stage1.kind=records" in line
 
 
 def test_the_pass_duration_is_texts_over_the_measured_rate():
