@@ -31,5 +31,5 @@ def test_placeholder_paths_say_which_key_to_set():
 
 
 def test_unknown_variant_is_named():
-    with pytest.raises(ValueError, match=r"configs/jasper_teachers.py:big — the variants are"):
+    with pytest.raises(ValueError, match=r"configs/jasper_teachers.py:big: unknown word\(s\) \[.big.\]; use a comma-separated subset of \[.smoke.\]"):
         jasper_teachers("big")
