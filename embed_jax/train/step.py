@@ -126,7 +126,7 @@ def make_train_step(
     step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer, loss_config=loss_config,
                              target=target)
     return jax.jit(
-        with_pinned_activations(step, batch_sharding.mesh) if pin_activations else step,
+        with_pinned_activations(step, batch_sharding.mesh) if pin_activations and batch_sharding is not None else step,
         in_shardings=(trainable_sharding, frozen_sharding, opt_state_sharding, batch_sharding),
         out_shardings=(trainable_sharding, opt_state_sharding, None),
         donate_argnums=(0, 2),
