@@ -14,6 +14,8 @@ import importlib.util
 import logging
 import os
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 
 from absl import app, flags
@@ -45,9 +47,38 @@ def wants_distributed() -> bool:
     return "," in hostnames
 
 
+def raised_in_orbax(record: logging.LogRecord) -> bool:
+    """Whether a log record carries an error raised inside Orbax: asyncio's "Task exception was never retrieved"
+    for a failed background write is logged from asyncio's own file, with Orbax's frames in its traceback."""
+    if record.exc_info is None or record.exc_info[2] is None:
+        return False
+    return any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in traceback.extract_tb(record.exc_info[2]))
+
+
 def not_an_orbax_error(record: logging.LogRecord) -> bool:
-    """A logging filter: False for Orbax's ERROR records (see `main`)."""
-    return record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname
+    """A logging filter: False for Orbax's ERROR records and for errors raised inside Orbax (see `main`)."""
+    if record.levelno < logging.ERROR:
+        return True
+    return f"{os.sep}orbax{os.sep}" not in record.pathname and not raised_in_orbax(record)
+
+
+def a_write_after_orbax_stopped(unraisable) -> bool:
+    """Whether an error Python could not raise (sys.unraisablehook's argument) is tensorstore's callback for a write
+    that finished after Orbax's save had already failed and closed its event loop: asyncio's "Event loop is closed",
+    raised in `call_soon_threadsafe`."""
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback is not None else []
+    return (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+            and any(frame.name == "call_soon_threadsafe" for frame in frames))
+
+
+def quiet_writes_after_a_failed_save(hook=sys.unraisablehook):
+    """A sys.unraisablehook that drops `a_write_after_orbax_stopped` and passes everything else to `hook`:
+    tensorstore reports one traceback per write still in flight when a save fails (seen on a full disk), while the
+    main thread re-raises the failure itself and the run ends with one line naming it (train/exits.py)."""
+    def unraisablehook(unraisable):
+        if not a_write_after_orbax_stopped(unraisable):
+            hook(unraisable)
+    return unraisablehook
 
 
 def main(argv: list[str]) -> int:
@@ -61,7 +92,12 @@ def main(argv: list[str]) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)
         # Orbax logs each failure of a background save with its stack (hundreds of lines for one full disk) before
         # the main thread re-raises it, and the run then ends with one line naming it (train/exits.py).
-        absl_logging.get_absl_logger().addFilter(not_an_orbax_error)
+        # On the handler, not the absl logger: asyncio logs the same failure through its own logger, and both reach
+        # stderr through this one handler.
+        absl_logging.get_absl_handler().addFilter(not_an_orbax_error)
+        sys.unraisablehook = quiet_writes_after_a_failed_save()
+        # The writes a failed save left unstarted are garbage-collected at exit, each with this warning.
+        warnings.filterwarnings("ignore", message="coroutine 'async_serialize_from_host", category=RuntimeWarning)
     import jax
 
     if wants_distributed():
