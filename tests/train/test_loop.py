@@ -13,61 +13,47 @@ from embed_jax.train.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")
-def three_stages(new_smoke_config, held_out_records, tmp_path_factory):
-    """One run of the paper's three stages, shared by the tests that inspect it (compiling three steps takes a
-    while); configs/distill.py's own order, with its cached heads stage, runs in test_the_default_order_*."""
+def default_stages(new_smoke_config, held_out_records, tmp_path_factory):
+    """One run of configs/distill.py's own order (stage1 and stage3_heads on cached pooled vectors, stage2 and stage3
+    on the encoder), shared by the tests that inspect it: compiling its steps is most of a test's time."""
     config = new_smoke_config()
-    config.stage_order = ("stage1", "stage2", "stage3")
+    assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3")
     config.data.eval_records_dir = str(held_out_records)  # exercises the evaluation hook
     config.train.eval_every = 1
     config.train.eval_batches = 2
-    return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("three_stages"))
+    return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("default_stages"))
 
 
 @pytest.mark.slow
-def test_three_stages_run_chain_and_write_their_outputs(three_stages):
-    smoke_config, results = three_stages
-    assert [result.name for result in results] == ["stage1", "stage2", "stage3"]
+def test_the_stages_run_chain_and_write_their_outputs(default_stages):
+    smoke_config, results = default_stages
+    assert [result.name for result in results] == ["stage1", "stage2", "stage3_heads", "stage3"]
     for result in results:
         rows = read_metrics(result.workdir / "metrics.jsonl")
         assert [row["step"] for row in rows][-1] == smoke_config[result.name].num_steps
         assert (result.workdir / "loss_curves.png").stat().st_size > 0
         assert list((result.workdir / "tensorboard").iterdir())
         assert all(np.isfinite(row["loss"]) for row in rows)
-    # Stage 3 adds the reduction head: its losses appear, and FC1 keeps all three terms.
-    last = read_metrics(results[2].workdir / "metrics.jsonl")[-1]
+    # Stage 3 keeps the reduction head: its losses appear, and FC1 keeps all three terms.
+    last = read_metrics(results[3].workdir / "metrics.jsonl")[-1]
     assert {"dense_384/cosine", "dense_16/similarity", "dense_16/relative_similarity"} <= set(last)
     assert "dense_16/cosine" not in last
     assert {"eval/loss", "eval/dense_384/cosine", "eval/dense_16/similarity"} <= set(last)
-    assert json.loads((results[2].workdir / workdir.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
+    assert json.loads((results[3].workdir / workdir.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
     # The run's config, records folders absolute, for export and evaluation to find what the student learnt from.
     run_config = json.loads((results[0].workdir.parent / workdir.RUN_CONFIG_FILE).read_text())
     assert run_config["data"]["records_dir"] == str(Path(smoke_config.data.records_dir).resolve())
     assert run_config["stage2"]["num_steps"] == smoke_config.stage2.num_steps
+    assert workdir.choose_stage(results[0].workdir.parent, None) == results[3].workdir  # the run's last stage
 
 
 @pytest.mark.slow
-def test_the_default_order_fits_the_reduction_heads_before_stage3(new_smoke_config, tmp_path):
-    """configs/distill.py: stage3_heads trains the new reduction heads (and FC1) from cached pooled vectors of the
-    stage-2 encoder, leaving the encoder as stage 2 left it; stage 3 starts from those heads and is the run's last."""
-    config = new_smoke_config()
-    assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3")
-    results = loop.train_and_evaluate(config, tmp_path)
-    params = [stage_student.load_stage_params(result) for result in results]
-    encoder, reduction = "text_encoder/encoder/layer/3/attention/self/query/kernel", "heads/dense/dense_16/kernel"
-    assert reduction not in params[1] and reduction in params[2]
-    np.testing.assert_array_equal(params[2][encoder], params[1][encoder])
-    assert not np.allclose(params[3][encoder], params[2][encoder])
-    assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage3"
-
-
-@pytest.mark.slow
-def test_each_stage_trains_only_its_parameters(three_stages):
-    smoke_config, results = three_stages
+def test_each_stage_trains_only_its_parameters(default_stages):
+    smoke_config, results = default_stages
     params = [stage_student.load_stage_params(result) for result in results]
     encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
     encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
-    fc1 = "heads/dense/dense_384/kernel"
+    fc1, reduction = "heads/dense/dense_384/kernel", "heads/dense/dense_16/kernel"
     init = stage_student.load_init_params(smoke_config)
     # Stage 1: FC1 moves, the encoder does not.
     assert not np.allclose(params[0][fc1], params[1][fc1])
@@ -75,8 +61,11 @@ def test_each_stage_trains_only_its_parameters(three_stages):
     # Stage 2: the last layers move, the first ones do not.
     assert not np.allclose(params[1][encoder_layer3], params[0][encoder_layer3])
     np.testing.assert_array_equal(params[1][encoder_layer0], init[encoder_layer0])
+    # stage3_heads: the new reduction head is born and trained on cached vectors; the encoder stays as stage 2 left it.
+    assert reduction not in params[1] and reduction in params[2]
+    np.testing.assert_array_equal(params[2][encoder_layer3], params[1][encoder_layer3])
     # Stage 3: everything moves.
-    assert not np.allclose(params[2][encoder_layer0], params[1][encoder_layer0])
+    assert not np.allclose(params[3][encoder_layer0], params[2][encoder_layer0])
 
 
 @pytest.mark.slow
