@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from embed_jax.models.layers import check_remat
+
 
 def build_config(
     config_class: type,
@@ -27,6 +29,8 @@ def build_config(
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for {config_class.__name__}; valid options: {', '.join(option_names)}"
         )
+    if "remat" in options:
+        check_remat(options["remat"])
     renamed = renamed or {}
     defaults = {field.name: field.default for field in dataclasses.fields(config_class)}
     values: dict[str, Any] = {}

@@ -236,14 +236,32 @@ def run_layers(
     return hidden
 
 
-def layer_function(graphdef: nnx.GraphDef, *, remat: bool) -> Callable[[nnx.State, jax.Array, tuple], jax.Array]:
-    """(layer state, hidden, layer args) → the layer's output, as a pure function; under `jax.checkpoint` if remat."""
+# text_options.remat: False stores every activation for the backward pass; True stores each layer's input only and
+# recomputes the rest; a policy name stores what the policy saves. "dots" keeps the matmul outputs (recomputing only
+# the cheap elementwise work: norms, activations, softmax), more memory than True for less recompute.
+REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_saveable}
+
+
+def check_remat(remat: Any) -> None:
+    if remat is not True and remat is not False and remat not in REMAT_POLICIES:
+        raise ValueError(f"option remat={remat!r}: use True (recompute each layer from its input), False (store "
+                         f"every activation), or a policy: {', '.join(repr(name) for name in REMAT_POLICIES)} (store "
+                         "the matmul outputs, recompute the rest)")
+
+
+def layer_function(graphdef: nnx.GraphDef, *, remat: bool | str
+                   ) -> Callable[[nnx.State, jax.Array, tuple], jax.Array]:
+    """(layer state, hidden, layer args) → the layer's output, as a pure function; under `jax.checkpoint` if remat
+    (with the named policy of REMAT_POLICIES, if one is named)."""
+    check_remat(remat)
 
     def run(state: nnx.State, hidden: jax.Array, layer_args: tuple) -> jax.Array:
         # Every layer's input (the first one's is the embedding output) split over the batch: see "Activation layout".
         return nnx.merge(graphdef, state)(constrain(hidden, HIDDEN_AXES), *layer_args)
 
-    return jax.checkpoint(run) if remat else run
+    if remat is False:
+        return run
+    return jax.checkpoint(run, policy=REMAT_POLICIES.get(remat) if isinstance(remat, str) else None)
 
 
 def fit_to_position_table(

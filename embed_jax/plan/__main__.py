@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 import embed_jax.plan  # noqa: F401  (JAX on the CPU backend before jax is imported)
@@ -39,6 +40,10 @@ flags.DEFINE_bool("pin_activations", True, "Pin activations to the batch shardin
                   "the layout before the fix).", flag_values=FLAGS)
 flags.DEFINE_bool("windowed_einsum", True, "Let XLA loop sharded matmuls as windowed einsums (the compiler's default); "
                   "--nowindowed_einsum keeps them whole so that the cost model prices every matmul.",
+                  flag_values=FLAGS)
+flags.DEFINE_enum("remat", "config", ["config", "none", "full", "dots"],
+                  "Override model.text_options.remat to compare: none (store every activation), full (recompute each "
+                  "layer from its input), dots (store the matmul outputs; models/layers.py REMAT_POLICIES).",
                   flag_values=FLAGS)
 flags.DEFINE_list("layers_from", [], "A,B: compile A- and B-layer students and extrapolate every figure linearly to "
                   "the full depth (minutes instead of an hour for deep students on a slow CPU; labelled so).",
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.require(FLAGS, ["config", "topology"])
         topology = topologies.parse_topology(FLAGS.topology)
         mesh_choice = parse_mesh(FLAGS.mesh)
-        config = load_config(config_arguments)
+        config = with_remat(load_config(config_arguments), FLAGS.remat)
         hf_config = shape_source.encoder_config(config, FLAGS.shape)
         texts = training_texts(config, FLAGS.texts)
         stage_names = [name for name in config.stage_order if not FLAGS.stages or name in FLAGS.stages]
@@ -122,6 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    pin=FLAGS.pin_activations, out_dir=Path(FLAGS.out), config_name=config_label(argv))
     except (cli.UsageError, topologies.TopologyError, programs.PlanError, ValueError) as error:
         return cli.fail(error)
+
+
+def with_remat(config, choice: str):
+    """`config` with model.text_options.remat set as --remat names it (a new dict: the config's field is a bool)."""
+    if choice == "config":
+        return config
+    options = dict(config.model.text_options)
+    options["remat"] = {"none": False, "full": True}.get(choice, choice)
+    config.model.text_options = ml_collections.ConfigDict(options)
+    return config
 
 
 def config_label(argv: Sequence[str] | None) -> str:
@@ -153,7 +168,9 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
         config = planner.with_mesh(config, {"data": 1, "fsdp": 1, "tensor": 1, **mesh_choice})
     mesh = planner.check_mesh(config, devices)
     notes.append(f"data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']}"
-                 + ("" if pin else "; activations NOT pinned (XLA's propagation)"))
+                 + ("" if pin else "; activations NOT pinned (XLA's propagation)")
+                 + f"; remat={config.model.text_options.get('remat', False)!r}"
+                 + ("" if FLAGS.windowed_einsum else "; windowed einsum off"))
     plans = []
     for name in stage_names:
         options = dict(texts=texts, pin_activations=pin, lengths=lengths, windowed_einsum=FLAGS.windowed_einsum,

@@ -70,7 +70,7 @@ class StagePlan:
     num_steps: int
     texts: int
     capacity: int
-    remat: bool
+    remat: bool | str  # model.text_options.remat: False, True or a policy name (models/layers.py)
     pinned: bool
     cached_rows: int = 0
     note: str = ""
@@ -117,7 +117,7 @@ class StagePlan:
         if self.states > self.capacity:
             return ("mesh: the weights and optimizer state alone need "
                     f"{self.states / GIB:.1f} GiB per chip; split them further (mesh.fsdp) or take a larger slice")
-        if not self.remat and self.kind == programs.RECORDS:
+        if self.remat is not True and self.kind == programs.RECORDS:
             return "remat: model.text_options.remat=True recomputes activations instead of storing them"
         largest = self.largest_batch()
         if self.kind == programs.CACHED:
@@ -184,7 +184,7 @@ def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: di
         name=stage_name, kind=program.kind, mesh=dict(mesh.shape), batch_size=program.batch_size,
         trainable_params=programs.parameter_count(trainable), frozen_params=programs.parameter_count(frozen),
         per_chip=per_chip, buckets=buckets, num_steps=int(stage.num_steps), texts=texts,
-        capacity=topology.chip.hbm_bytes, remat=bool(config.model.text_options.get("remat", False)),
+        capacity=topology.chip.hbm_bytes, remat=config.model.text_options.get("remat", False),
         pinned=pin_activations, cached_rows=program.cached_rows)
 
 

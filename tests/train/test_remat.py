@@ -28,7 +28,7 @@ def tiny_qwen2_folder(tmp_path_factory):
     return folder
 
 
-def loss_and_grads(folder, *, remat: bool, scan: bool, trainable: str):
+def loss_and_grads(folder, *, remat: bool | str, scan: bool, trainable: str):
     student = Student.from_pretrained(folder, heads={"teacher_dim": TEACHER_DIM, "reduction_dims": []},
                                       pooling_method="mean", dtype=jnp.float32, param_dtype=jnp.float32,
                                       text_options={"causal": False, "remat": remat, "scan": scan},
@@ -51,14 +51,24 @@ def loss_and_grads(folder, *, remat: bool, scan: bool, trainable: str):
     return float(loss), {path: np.asarray(value) for path, value in nnx.to_flat_state(grads)}
 
 
-@pytest.mark.parametrize("scan, trainable", [(False, "heads"), (False, "heads+last_layers"), (False, "all"),
-                                             (True, "heads"), (True, "all")])
-def test_remat_with_frozen_parameters_traces_and_keeps_loss_and_gradients(tiny_qwen2_folder, scan, trainable):
+@pytest.mark.parametrize("scan, trainable, remat", [
+    (False, "heads", True), (False, "heads+last_layers", True), (False, "all", True), (True, "heads", True),
+    (True, "all", True),
+    (False, "heads+last_layers", "dots"),  # a policy: the matmul outputs stored, the rest recomputed
+])
+def test_remat_with_frozen_parameters_traces_and_keeps_loss_and_gradients(tiny_qwen2_folder, scan, trainable, remat):
     plain_loss, plain_grads = loss_and_grads(tiny_qwen2_folder, remat=False, scan=scan, trainable=trainable)
-    remat_loss, remat_grads = loss_and_grads(tiny_qwen2_folder, remat=True, scan=scan, trainable=trainable)
+    remat_loss, remat_grads = loss_and_grads(tiny_qwen2_folder, remat=remat, scan=scan, trainable=trainable)
     assert remat_loss == pytest.approx(plain_loss, rel=1e-6)
     assert remat_grads.keys() == plain_grads.keys()
     # Recomputed activations fuse differently: fp32 rounding, scaled to each gradient's size.
     for path, grad in plain_grads.items():
         np.testing.assert_allclose(remat_grads[path], grad, rtol=1e-4, atol=1e-5 * np.abs(grad).max(),
                                    err_msg=str(path))
+
+
+@pytest.mark.parametrize("remat", ["everything", "Dots", 1, None])
+def test_an_unknown_remat_is_refused_naming_the_choices(tiny_qwen2_folder, remat):
+    with pytest.raises(ValueError, match=r"option remat=.*use True .*False .*'dots'"):
+        Student.from_pretrained(tiny_qwen2_folder, heads={"teacher_dim": TEACHER_DIM, "reduction_dims": []},
+                                text_options={"remat": remat}, rngs=nnx.Rngs(0))
