@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from embed_jax.convert import hf_export, tokenizer_files
+from embed_jax.convert import hf_export, st_export, tokenizer_files
 from embed_jax.models.st_pooling import pooling_from_folder
 
 MODEL_FILE, INT8_FILE, RECORD_FILE = "model.onnx", "model_int8.onnx", "onnx_export.json"
@@ -310,7 +310,7 @@ def export_onnx(folder: str | Path, out: str | Path, *, head: int | None = None,
             quantize_int8(staging / MODEL_FILE, staging / INT8_FILE)
             int8_cosine = int8_agreement(staging, length)
         files = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
-        record = {"source": str(folder), "model_type": plan.model_type, "pooling": plan.pooling,
+        record = {"source": st_export.portable_path(folder, out), "model_type": plan.model_type, "pooling": plan.pooling,
                   "normalize": plan.normalize, "inputs": list(INPUT_NAMES),
                   "outputs": {name: dim if dim is not None else plan.hidden_size for name, dim in outputs.items()},
                   "heads": {name: dim for name, dim in outputs.items()}, "opset": OPSET, "max_seq_length": length,

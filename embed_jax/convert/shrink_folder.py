@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from embed_jax.convert import hf_export, tokenizer_files
+from embed_jax.convert import hf_export, st_export, tokenizer_files
 from embed_jax.data.records import MANIFEST_NAME, Manifest
 from embed_jax.models.heads import EmbeddingHeads
 from embed_jax.teachers import encoders
-from embed_jax.assets import resolve_model_path
+from embed_jax.assets import public_name, resolve_model_path
 from embed_jax.train import shrink_heads
 from embed_jax.train.shrink_heads import ShrinkError
 
@@ -87,7 +87,7 @@ def write_folder(out: Path, source: Path, heads: EmbeddingHeads, record: dict[st
         if (staging / "README.md").is_file():
             (staging / "README.md").rename(staging / "SOURCE_README.md")
         dense_index = len(modules) - 2
-        (staging / "README.md").write_text(model_card(record["source"]["model"], dims, dense_index))
+        (staging / "README.md").write_text(model_card(record["source"]["name"], dims, dense_index))
         files = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
         record = {**record, "files": files + [hf_export.EXPORT_FILE]}
         (staging / hf_export.EXPORT_FILE).write_text(json.dumps(record, indent=1) + "\n")
@@ -99,17 +99,20 @@ def write_folder(out: Path, source: Path, heads: EmbeddingHeads, record: dict[st
 
 
 def export_record(*, manifest: Manifest, records_dir: Path, teacher: str, folder: Path, dims: Sequence[int],
-                  steps: int, settings: dict[str, Any], result: shrink_heads.TrainResult, heldout: dict[str, Any]
-                  ) -> dict:
-    """embed_jax_export.json (hf_export's layout: evaluation reads training_records) plus how it was trained."""
+                  steps: int, settings: dict[str, Any], result: shrink_heads.TrainResult, heldout: dict[str, Any],
+                  out: Path) -> dict:
+    """embed_jax_export.json (hf_export's layout: evaluation reads training_records) plus how it was trained; local
+    paths relative to the folder `out` (a published folder holds no path of this machine)."""
     info = shrink_heads.teacher_info(manifest, teacher, where=str(records_dir))
     return {
         "format_version": hf_export.FORMAT_VERSION,
         "student_config": None,  # not an embed_jax Student: the source model unchanged, heads on its unit vector
         "heads": list(dims),
         "default_head": dims[0],
-        "source": {"workdir": None, "stage": STAGE_NAME, "step": steps, "model": info.path, "folder": str(folder)},
-        "training_records": [{"records_dir": str(records_dir), "num_records": manifest.num_records,
+        "source": {"workdir": None, "stage": STAGE_NAME, "step": steps,
+                   "model": st_export.public_teacher_path(info.path, out), "name": public_name(info.path),
+                   "folder": st_export.portable_path(folder, out)},
+        "training_records": [{"records_dir": st_export.portable_path(records_dir, out), "num_records": manifest.num_records,
                               "corpus_fingerprint": manifest.corpus_fingerprint}],
         "vision": None,
         "shrink": {"teacher": teacher, "teacher_window": info.max_seq_length, **settings,
@@ -135,7 +138,7 @@ def shrink(records: str, teacher: str, dims: Sequence[int], out: str, *, steps: 
     run = shrink_heads.shrink_heads(vectors, train_indices, heldout_indices, dims=dims, steps=steps, batch=batch,
                                      learning_rate=learning_rate, seed=seed, log_every=log_every, log=log)
     record = export_record(manifest=manifest, records_dir=records_dir, teacher=teacher, folder=folder, dims=dims,
-                           steps=steps, settings=run.settings, result=run.result, heldout=run.heldout)
+                           steps=steps, settings=run.settings, result=run.result, heldout=run.heldout, out=out_path)
     write_folder(out_path, folder, run.result.heads, record)
     log(f"[shrink] wrote {out_path}: SentenceTransformer({str(out_path)!r}) gives {dims[0]}-d vectors")
     return run.result.heads, record

@@ -55,8 +55,11 @@ def output_heads(record: dict[str, Any]) -> dict[str, str]:
     return heads
 
 
-def source_holdout(spec: str, record: dict[str, Any], allow_overlap: bool) -> overlap.HoldoutCheck:
-    source = Path(record.get("source") or "")
+def source_holdout(spec: str, record: dict[str, Any], folder: Path, allow_overlap: bool) -> overlap.HoldoutCheck:
+    """The source folder's hold-out check; `source` is relative to the ONNX folder (absolute in older exports)."""
+    if not record.get("source"):
+        return overlap.HoldoutCheck(status=overlap.UNCHECKED, note=f"{onnx_graph.RECORD_FILE} names no source folder")
+    source = folder / Path(record["source"])  # an absolute source stays itself
     if not source.is_dir():
         return overlap.HoldoutCheck(status=overlap.UNCHECKED, note=f"the graph's source folder {source} "
                                                                    f"({onnx_graph.RECORD_FILE}) is gone")
@@ -79,7 +82,7 @@ class OnnxModel(EvalModel):
         self.default_head = next(head for head, output in self.outputs.items()
                                  if record["heads"][output] == record["heads"][onnx_graph.OUTPUT_NAME])
         self.max_length = max_length or int(record["max_seq_length"])
-        self.holdout = source_holdout(spec, record, allow_overlap)
+        self.holdout = source_holdout(spec, record, self.folder, allow_overlap)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         self.session = onnx_graph.session(self.graph)
         self.source = {"graph": str(self.graph), "folder_source": record.get("source"),

@@ -2,6 +2,7 @@
 every head of a student on the real all-MiniLM-L6-v2 base and every family, on real sentences; bad flags get one
 line naming the flag and the fix."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -65,13 +66,16 @@ def test_every_head_matches_sentence_transformers(minilm_student_folder, minilm_
         assert min_cosine(actual[f"sentence_embedding_{dim}"], expected) >= MIN_COSINE
 
 
-def test_int8_graph_is_written_with_its_measured_cost(minilm_onnx):
+def test_int8_graph_is_written_with_its_measured_cost(minilm_onnx, minilm_student_folder):
     record = json.loads((minilm_onnx.folder / onnx_graph.RECORD_FILE).read_text())
     assert record["quantized"] == onnx_graph.INT8_FILE and (minilm_onnx.folder / onnx_graph.INT8_FILE).is_file()
     int8 = onnx_vectors(minilm_onnx.folder, sentences(), onnx_graph.INT8_FILE)
     assert 0.5 < min_cosine(int8["sentence_embedding_64"], onnx_vectors(minilm_onnx.folder, sentences())[
         "sentence_embedding_64"]) < 1.0
     assert set(record["int8_min_cosine_to_fp32"]) == set(record["outputs"])
+    # The source folder relative to the graph's (evaluation's hold-out check follows it), never this machine's path.
+    assert not Path(record["source"]).is_absolute()
+    assert (minilm_onnx.folder / record["source"]).resolve() == minilm_student_folder.resolve()
 
 
 def test_the_plain_teacher_folder_exports_its_pooled_vector(tmp_path):
