@@ -104,7 +104,7 @@ def load_config(argv: Sequence[str]):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from embed_jax.plan import programs, shape_source, topology as topologies
+    from embed_jax.plan import planner, programs, shape_source, topology as topologies
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_arguments = [argument for argument in argv if argument.startswith("--config")]
@@ -123,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lengths = [int(length) for length in FLAGS.lengths] or None
         check_libtpu()
         depths = parse_depths(FLAGS.layers_from)
+        if depths is not None:
+            planner.check_depths(config, hf_config, stage_names, depths)
         return run(config, topology, hf_config, mesh_choice, stage_names, texts=texts, lengths=lengths, depths=depths,
                    pin=FLAGS.pin_activations, out_dir=Path(FLAGS.out), config_name=config_label(argv))
     except (cli.UsageError, topologies.TopologyError, programs.PlanError, ValueError) as error:

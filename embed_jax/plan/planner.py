@@ -291,14 +291,35 @@ def extrapolate(shallow: StagePlan, deeper: StagePlan, depths: tuple[int, int], 
         note=f"extrapolated to {depth} layers from compiles of {depths[0]} and {depths[1]} layers")
 
 
+def full_depth(config: ml_collections.ConfigDict, hf_config: dict[str, Any]) -> int:
+    return int(config.model.text_options.get("num_layers") or hf_config.get("num_hidden_layers") or 0)
+
+
+def check_depths(config: ml_collections.ConfigDict, hf_config: dict[str, Any], stage_names: Sequence[str],
+                 depths: tuple[int, int]) -> None:
+    """Refuses --layers_from depths that cannot stand for the student, before anything compiles: two depths, the
+    first smaller, at most the student's; and at least every planned stage's last_layers, so that the layers a deeper
+    student adds are frozen ones, as in the full student (the line through the two plans is then exact)."""
+    depth = full_depth(config, hf_config)
+    if not 0 < depths[0] < depths[1] <= depth:
+        raise programs.PlanError(f"--layers_from={depths[0]},{depths[1]}: give two depths, the first smaller, both "
+                                 f"at most the student's {depth} layers")
+    unfrozen = {name: int(config[name].last_layers) for name in stage_names
+                if "last_layers" in str(config[name].get("trainable", ""))}
+    if unfrozen and depths[0] < max(unfrozen.values()):
+        needed = max(unfrozen.values())
+        stage = max(unfrozen, key=unfrozen.get)
+        raise programs.PlanError(f"--layers_from={depths[0]},{depths[1]}: {stage} trains the last {needed} layers "
+                                 f"({stage}.last_layers), so the shallow students need at least {needed}: e.g. "
+                                 f"--layers_from={needed},{needed + 1}")
+
+
 def plan_stage_from_shallow(config: ml_collections.ConfigDict, stage_name: str, hf_config: dict[str, Any],
                             topology: Topology, mesh: jax.sharding.Mesh, depths: tuple[int, int], **options
                             ) -> StagePlan:
     """`plan_stage` of the full student, extrapolated from two shallow students (model.text_options.num_layers)."""
-    depth = int(config.model.text_options.get("num_layers") or hf_config.get("num_hidden_layers") or 0)
-    if not 0 < depths[0] < depths[1] <= depth:
-        raise programs.PlanError(f"--layers_from={depths[0]},{depths[1]}: give two depths, the first smaller, both "
-                                 f"at most the student's {depth} layers")
+    check_depths(config, hf_config, [stage_name], depths)
+    depth = full_depth(config, hf_config)
     plans = []
     for layers in depths:
         shallow_config = copy.deepcopy(config)

@@ -51,6 +51,13 @@ def test_a_mesh_that_does_not_divide_the_chips(capsys):
     assert code == 2 and len(error.splitlines()) == 1 and "needs 3 devices but 4 are available" in error
 
 
+def test_shallow_students_shallower_than_an_unfrozen_stage_are_refused(capsys):
+    # configs/jasper.py's stage 2 trains the last 3 layers: a 2-layer student cannot stand for it.
+    code, error = run_plan(capsys, SMOKE, "--topology=v5p-8", "--layers_from=2,3")
+    assert code == 2 and len(error.splitlines()) == 1
+    assert "stage2 trains the last 3 layers (stage2.last_layers)" in error and "--layers_from=3,4" in error
+
+
 def test_a_batch_that_does_not_divide_the_data_parallel_size(capsys):
     # jasper:smoke has a global batch of 8; FSDP over a v5p-32's 16 chips cannot split it.
     code, error = run_plan(capsys, SMOKE, "--topology=v5p-32")
