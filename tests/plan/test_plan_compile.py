@@ -123,6 +123,26 @@ def test_the_plan_writes_json_and_markdown(tmp_path, two_host_plan):
     stored = json.loads(paths[0].read_text())
     assert stored["stages"][0]["per_chip_bytes"]["trainable"] == stage_plan.per_chip["trainable"]
     assert "estimates" in stored["note"] and "| stage3 |" in paths[1].read_text()
+    # scripts/plan_table.py: the stage as one row of a table across plans, its figures the plan's.
+    [header, _, row] = plan_table_script().table([paths[0]], ["fsdp"]).splitlines()
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert "MFU (est.)" in header and cells[:5] == ["v5p-16", "fsdp", "stage3", "1×8",
+                                                    f"{stage_plan.peak / GIB:.1f} / {stage_plan.capacity / GIB:.0f}"]
+    assert cells[5] == "fits"
+
+
+def plan_table_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plan_table_script", kit.REPO / "scripts" / "plan_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_table_script_refuses_a_folder_without_plans(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"no plan_\*\.json in .*run python -m embed_jax.plan first"):
+        plan_table_script().main([str(tmp_path)])
 
 
 def test_two_shallow_compiles_extrapolate_to_a_deeper_student():
