@@ -38,6 +38,14 @@ def load_config_file(name: str, arg: str | None = None):
     return module.get_config() if arg is None else module.get_config(arg)
 
 
+def load_script(name: str):
+    """scripts/NAME.py (not a package) loaded from its path as a module, for tests of its functions and `main`."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def copy_tokenizer_files(source: Path, folder: Path) -> Path:
     """The tokenizer files of `source` (those embed_jax's exporter copies), byte for byte, into `folder`."""
     Path(folder).mkdir(parents=True, exist_ok=True)

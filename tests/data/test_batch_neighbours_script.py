@@ -1,15 +1,11 @@
 """scripts/batch_neighbours.py on real records: teacher-neighbour batches hold closer pairs than random ones."""
-import importlib.util
 import re
 
 import kit
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("batch_neighbours", kit.REPO / "scripts" / "batch_neighbours.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return kit.load_script("batch_neighbours")
 
 
 def test_neighbour_batches_are_closer_than_random(records_folder, capsys):

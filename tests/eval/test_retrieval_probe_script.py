@@ -1,6 +1,5 @@
 """scripts/retrieval_probe.py: the student's fit to its target against the two references (matched isotropic noise,
 the in-sample least-squares linear map), on a tiny trained student; its pieces against brute force; its refusals."""
-import importlib.util
 import json
 
 import kit
@@ -9,10 +8,7 @@ import pytest
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("retrieval_probe_script", kit.REPO / "scripts" / "retrieval_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return kit.load_script("retrieval_probe")
 
 
 def unit_rows(count, dim, seed):

@@ -1,6 +1,5 @@
 """scripts/teacher_weights.py: the weighted target scored on a validation task for each w (a table, JSON and a
 plot under --out), and its refusal of the evaluation suite's hold-out tasks."""
-import importlib.util
 import json
 
 import kit
@@ -8,10 +7,7 @@ import pytest
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("teacher_weights_script", kit.REPO / "scripts" / "teacher_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return kit.load_script("teacher_weights")
 
 
 @pytest.mark.parametrize("arguments,message", [

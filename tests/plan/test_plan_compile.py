@@ -132,12 +132,7 @@ def test_the_plan_writes_json_and_markdown(tmp_path, two_host_plan):
 
 
 def plan_table_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("plan_table_script", kit.REPO / "scripts" / "plan_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return kit.load_script("plan_table")
 
 
 def test_the_table_script_refuses_a_folder_without_plans(tmp_path, capsys):
