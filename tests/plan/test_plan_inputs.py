@@ -90,3 +90,21 @@ def test_auto_mesh_refuses_a_batch_the_chips_cannot_share(capsys):
     code, error = run_plan(capsys, SMOKE, "--topology=v5p-32", "--mesh=auto")
     assert code == 2 and len(error.splitlines()) == 1
     assert "data.global_batch_size=8 does not divide over the 16 chips" in error
+
+
+def test_extrapolated_memory_never_falls_below_either_compile():
+    """XLA's buffer reuse can give a deeper compile fewer temporaries; the line through two such compiles would run
+    below zero at full depth, and the plan would then offer a batch of 0."""
+    from embed_jax.plan import compiled, planner
+
+    def bucket(layers: int, temporaries: int) -> planner.BucketPlan:
+        memory = compiled.Memory(arguments=100 * layers, outputs=10, aliased=10, temporaries=temporaries, code=1)
+        analysis = compiled.Analysis(memory, flops=1e9 * layers, optimal_seconds=0.1 * layers, unpriced_calls=0,
+                                     step_seconds=0.1 * layers, collectives={kind: compiled.Collective()
+                                                                             for kind in compiled.COLLECTIVES},
+                                     custom_calls={}, loops=0)
+        return planner.BucketPlan(512, analysis, 2e9 * layers, 1.0)
+
+    full = planner._extrapolate_bucket(bucket(3, 5_000), bucket(4, 4_000), (3, 4), 28).analysis
+    assert full.memory.temporaries == 5_000  # the line says 5,000 − 25 × 1,000 < 0
+    assert full.memory.arguments == 2_800 and full.flops == pytest.approx(28e9)  # what grows per layer still does
