@@ -16,7 +16,7 @@ from typing import Any
 
 GIB = 2 ** 30
 HEADER = ("slice", "variant", "stage", "mesh d×f", "peak / HBM GiB", "fits", "step (est.)", "MFU (est.)",
-          "largest batch (est.)", "hours (est.)", "collectives per chip per step")
+          "largest batch (est.)", "stage time (est.)", "collectives per chip per step")
 
 
 def plan_files(paths: list[str]) -> list[Path]:
@@ -47,6 +47,13 @@ def step(bucket: dict[str, Any]) -> str:
     return ("≥ " if bucket["step_estimate_is_lower_bound"] else "") + f"{seconds:.3f} s"
 
 
+def duration(hours: float | None) -> str:
+    """The stage's steps at the longest bucket's estimate, in minutes under an hour."""
+    if hours is None:
+        return "—"
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
+
+
 def stage_row(plan: dict[str, Any], stage: dict[str, Any], variant: str) -> tuple[str, ...]:
     bucket = max(stage["buckets"], key=lambda entry: entry["length"] or 0)
     peak, capacity = stage["per_chip_bytes"]["peak"], stage["per_chip_bytes"]["capacity"]
@@ -57,7 +64,7 @@ def stage_row(plan: dict[str, Any], stage: dict[str, Any], variant: str) -> tupl
             f"{peak / GIB:.1f} / {capacity / GIB:.0f}", "fits" if stage["fits"] else f"over {(peak - capacity) / GIB:.1f}",
             step(bucket), "—" if mfu is None else f"{100 * mfu:.0f}%",
             "—" if stage["largest_batch_estimate"] is None else f"{stage['largest_batch_estimate']:,}",
-            "—" if hours is None else f"{hours:.1f}", collectives(bucket))
+            duration(hours), collectives(bucket))
 
 
 def table(files: list[Path], labels: list[str]) -> str:
