@@ -76,6 +76,7 @@ def test_refusals_come_before_any_encoding(tmp_path, capsys):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_rows_of_a_tiny_student(tmp_path, st_teacher_workdir, tiny_st, capsys):
     """The fixture's target is its one teacher, tiny_st, which is also the start: the target row fits 1.0, the
     start's least-squares map onto its own vectors fits 1.0 and retrieves exactly as it does, and the noise row is

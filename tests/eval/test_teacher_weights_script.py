@@ -21,6 +21,7 @@ def test_refusals_come_before_any_encoding(tmp_path, capsys, arguments, message)
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_table_json_and_plot_of_each_weight(tmp_path, tiny_st, capsys):
     """Two tiny teachers on wordnet_validation: one row per w; w = 0 and w = 1 are the teachers alone."""
     from embed_jax.eval import encoding, runner

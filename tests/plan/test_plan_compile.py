@@ -140,6 +140,7 @@ def test_the_table_script_refuses_a_folder_without_plans(tmp_path, capsys):
         plan_table_script().main([str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_two_shallow_compiles_extrapolate_to_a_deeper_student():
     """A 4-layer student's plan against the line through its 2- and 3-layer students' plans: FLOPs, collectives and
     argument bytes grow by exactly one layer's worth per layer; the peak within a few percent."""

@@ -28,6 +28,7 @@ def cached_config(smoke_config, *, stage_order=("stage1",), num_steps=6):
     return smoke_config
 
 
+@pytest.mark.slow
 def test_cached_loss_and_gradients_equal_the_encoder_step(smoke_config):
     student = stage_student.build_student(smoke_config, stage_config(smoke_config, "stage1"), seed=0)
     paths = [path for path, _ in nnx.to_flat_state(param_state(student))]

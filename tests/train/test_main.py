@@ -162,6 +162,7 @@ def small_disk(tmp_path):
         yield folder
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_exit_1(tiny_student, teacher_records, small_disk):
     done = subprocess.run(main_command(small_disk / "run", tiny_student, teacher_records), cwd=REPO,
                           capture_output=True, text=True, timeout=600)

@@ -22,10 +22,11 @@ from embed_jax.train.stages.student import flat_params
 from embed_jax.train.metrics import read_metrics
 
 TEACHER_DIM = 24
+# 2×2×2 splits every axis at once and stays in the fast lane; the other two take ~25–40 s each (docs/testing.md).
 MESHES = [
-    {"data": 8, "fsdp": 1, "tensor": 1},
+    pytest.param({"data": 8, "fsdp": 1, "tensor": 1}, marks=pytest.mark.slow),
     {"data": 2, "fsdp": 2, "tensor": 2},
-    {"data": 1, "fsdp": 4, "tensor": 2},
+    pytest.param({"data": 1, "fsdp": 4, "tensor": 2}, marks=pytest.mark.slow),
 ]
 
 
