@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,9 @@ def make_workdir(workdir: Path) -> None:
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder, is in the way of --workdir", str(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write-probe"
+    # One probe per process: every host of a run probes the same folder at once (a shared disk; the two-process
+    # test), and one's unlink must not take away another's file.
+    probe = workdir / f"{PROBE_PREFIX}{socket.gethostname()}.{os.getpid()}"
     probe.write_bytes(b"")
     probe.unlink()
 
@@ -66,8 +69,8 @@ def make_workdir(workdir: Path) -> None:
 
 # What a run leaves in its workdir besides config.json and its stage folders, and what a user may put there before
 # the first run (DIR/records is one of the places a run's records are looked for): nothing training overwrites.
-OWN_ENTRIES = (".write-probe", f".{RUN_CONFIG_FILE}.tmp", "records")
-LOCK_PREFIX = ".lock."
+OWN_ENTRIES = (f".{RUN_CONFIG_FILE}.tmp", "records")
+LOCK_PREFIX, PROBE_PREFIX = ".lock.", ".write-probe."
 # The run config keys that say which run a workdir holds: init_from, seed and teacher weights are the parts of
 # `run_identity` a config fixes (the records' fingerprint is compared through their folders' manifests).
 IDENTITY_KEYS = (("model", "init_from"), ("seed",), ("data", "teacher_weights"))
@@ -152,7 +155,7 @@ def check_workdir_is_ours(workdir: Path, config_values: Mapping[str, Any]) -> No
     stages = set(config_values.get("stage_order", ()))
     foreign = sorted(path.name for path in workdir.iterdir()
                      if path.name not in OWN_ENTRIES and path.name not in stages
-                     and not path.name.startswith(LOCK_PREFIX))
+                     and not path.name.startswith((LOCK_PREFIX, PROBE_PREFIX)))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ForeignWorkdirError(

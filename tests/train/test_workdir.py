@@ -51,3 +51,13 @@ def test_stages_come_in_the_run_configs_order_whatever_their_names(tmp_path):
     workdir.write_run_config({"stage_order": ["stage1", "stage2", "stage3_heads", "stage3"]}, tmp_path)
     assert [path.name for path in workdir.stage_folders(tmp_path)] == ["stage1", "stage2", "stage3_heads", "stage3"]
     assert workdir.choose_stage(tmp_path, None) == tmp_path / "stage3"
+
+
+def test_each_process_probes_with_its_own_file_and_leaves_none(tmp_path):
+    """Every host of a run probes the workdir at once: with one shared probe name, one process's unlink took the file
+    from under another's (FileNotFoundError in the two-process test). Another process's probe, caught mid-probe,
+    is not mistaken for a foreign file."""
+    workdir.make_workdir(tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []
+    (tmp_path / "run" / f"{workdir.PROBE_PREFIX}otherhost.12345").write_bytes(b"")
+    workdir.check_workdir_is_ours(tmp_path / "run", {"model": {"init_from": "x"}})  # no refusal
