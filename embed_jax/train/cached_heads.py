@@ -8,6 +8,9 @@ Why it is exact: with the encoder frozen, the heads only ever see each text's po
 dropout, so training the heads on (pooled, target) rows gives the same loss and gradients as running the encoder at
 every step (tests/train/test_cached_stage.py checks one step against `step.compute_loss`).
 
+`row_trainer` is the loop's step over those rows for both: the stage runs it under the driver (checkpoints,
+evaluation), the shrink program in a plain loop with its held-out report.
+
 The module is split (graphdef, trainable, frozen) as any stage's student is (embed_jax/train/trainable.py);
 `heads_of` picks its heads (a Student's `.heads`, or the EmbeddingHeads module itself). The rows stay on the devices,
 replicated; a step gathers its batch by index and shards it over the data axes.
@@ -73,6 +76,27 @@ def make_steps(*, graphdef, optimizer, loss_config, trainable_sharding, frozen_s
                     out_shardings=(trainable_sharding, opt_state_sharding, None))
     evaluate = jax.jit(eval_step, in_shardings=(trainable_sharding, frozen_sharding, batch_sharding, batch_sharding))
     return train, evaluate
+
+
+State = tuple[nnx.State, Any]  # (trainable parameters, optimizer state)
+
+
+def row_trainer(train_step: Callable, frozen: nnx.State, pooled_all: jax.Array, teacher_all: jax.Array,
+                train_rows: np.ndarray, *, batch_size: int, seed: int,
+                replicated: Any) -> Callable[[State, int], tuple[State, dict[str, jax.Array]]]:
+    """The one trainer of heads on cached vectors, for the cached stage and the shrink program alike:
+    `advance((trainable, opt_state), step) -> ((trainable, opt_state), metrics)` trains step `step` (0-based) on the
+    rows `train_rows[batch_indices(len(train_rows), batch_size, step, seed)]`. The batch is a function of (seed, step)
+    alone, so a resumed run continues the exact stream."""
+    train_rows = np.asarray(train_rows, dtype=np.int32)
+
+    def advance(state: State, step: int) -> tuple[State, dict[str, jax.Array]]:
+        trainable, opt_state = state
+        indices = jax.device_put(train_rows[batch_indices(len(train_rows), batch_size, step, seed)], replicated)
+        trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, pooled_all, teacher_all, indices)
+        return (trainable, opt_state), metrics
+
+    return advance
 
 
 def batch_indices(num_rows: int, batch_size: int, step: int, seed: int) -> np.ndarray:

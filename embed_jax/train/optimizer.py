@@ -91,10 +91,6 @@ def learning_rate_schedule(
 ) -> optax.Schedule:
     """Linear warm-up from 0 to `learning_rate` over ceil(warmup_fraction · total_steps) steps, then a cosine to
     end_lr_fraction · learning_rate at `total_steps` (Hugging Face's `get_cosine_schedule_with_warmup`)."""
-    if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
-        raise ValueError(f"a stage's num_steps must be a positive integer, got {total_steps!r}")
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"a stage's learning_rate must be a finite number > 0, got {learning_rate!r}")
     # Hugging Face's Trainer rounds the warm-up up (`math.ceil(num_training_steps * warmup_ratio)`): so do we.
     # At least one step of decay remains (optax needs decay_steps > warmup_steps): a one-step stage runs at the peak.
     warmup_steps = min(total_steps - 1, math.ceil(warmup_fraction * total_steps))
@@ -113,21 +109,18 @@ def is_head_path(key_path: tuple) -> bool:
 
 
 def make_optimizer(
-    config: Mapping | None, *, learning_rate: float, total_steps: int, params: Any = None,
-    head_learning_rate: float | None = None,
+    config: Mapping | None, *, learning_rate: float, total_steps: int, head_learning_rate: float | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(transformation, learning-rate schedule) for one stage.
 
-    params: the trainable parameters (optional): when given, refuses an empty selection early, with a message,
-    instead of an optimizer that silently trains nothing.
+    The stage's values (learning rates, steps) are checked once, with the stage (train/config.py StageConfig.check);
+    an empty selection of trainable parameters is refused where it is made (trainable.split_trainable).
     head_learning_rate: the heads' peak learning rate when it differs from the encoder's (a stage key): new, random
     heads need a far larger step than pretrained layers (measured on the embedded default, docs/training.md). The
     heads' AdamW updates are scaled by head_learning_rate / learning_rate, which is AdamW at that rate (the update,
     decay included, is linear in the rate); the schedule's shape is shared.
     """
     values = read_config(config)
-    if params is not None and not jax.tree.leaves(params):
-        raise ValueError("the optimizer got no trainable parameters: check the stage's 'trainable' setting")
     schedule = learning_rate_schedule(
         learning_rate, total_steps, warmup_fraction=values["warmup_fraction"], end_lr_fraction=values["end_lr_fraction"]
     )
@@ -143,9 +136,6 @@ def make_optimizer(
     parts = [optax.clip_by_global_norm(values["clip_norm"])] if values["clip_norm"] else []
     parts.append(adamw)
     if head_learning_rate is not None and head_learning_rate != learning_rate:
-        if not (isinstance(head_learning_rate, (int, float)) and math.isfinite(head_learning_rate)
-                and head_learning_rate > 0):
-            raise ValueError(f"a stage's head_learning_rate must be a finite number > 0, got {head_learning_rate!r}")
         heads_only = lambda tree: jax.tree_util.tree_map_with_path(lambda path, _: is_head_path(path), tree)  # noqa: E731
         parts.append(optax.masked(optax.scale(head_learning_rate / learning_rate), heads_only))
     return (parts[0] if len(parts) == 1 else optax.chain(*parts)), schedule

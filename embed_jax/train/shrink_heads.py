@@ -1,7 +1,8 @@
 """Self-distillation for dimension reduction from cached vectors (docs/method.md §4, "proposed"): a frozen embedding
 model's own vectors → small linear heads, trained in seconds. The training half: the program and the folder it writes
-are embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md); the step is the cached
-stage's (embed_jax/train/cached_heads.py), with the heads trained alone.
+are embed_jax/convert/shrink_cached.py and embed_jax/convert/shrink_folder.py (docs/shrink.md); the trainer is the cached
+stage's (embed_jax/train/cached_heads.py: its step and `row_trainer`, the same batches of (seed, step)), with the heads
+trained alone.
 
 Why cached vectors are exact: with the encoder frozen, a reduction head only ever sees the model's pooled vector of
 each text, and the teacher export already stored that vector (docs/method.md §2: the records' target is the
@@ -170,12 +171,6 @@ def heldout_loss(heads: EmbeddingHeads, batches: Sequence[np.ndarray]) -> dict[s
             **{name: mean(terms[name] for _, terms in results) for name in results[0][1]}}
 
 
-def epoch_batches(train_indices: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch of shuffled global batches (the remainder is dropped: every batch has the same size)."""
-    order = rng.permutation(train_indices)
-    return [order[start:start + batch] for start in range(0, len(order) - batch + 1, batch)]
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
     heads: EmbeddingHeads
@@ -189,20 +184,17 @@ def train_heads(vectors: np.ndarray, train_indices: np.ndarray, heldout: Sequenc
     """Trains the heads for `steps` shuffled batches of the training records; logs the held-out loss as it goes."""
     heads = new_heads(vectors.shape[1], dims, seed)
     graphdef, params, rest = split_heads(heads)
-    optimizer, _ = optimizer_lib.make_optimizer(None, learning_rate=learning_rate, total_steps=steps, params=params)
+    optimizer, _ = optimizer_lib.make_optimizer(None, learning_rate=learning_rate, total_steps=steps)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(graphdef, optimizer)
     device_vectors = jnp.asarray(vectors)
-    rng = np.random.default_rng(seed)
+    advance = cached_heads.row_trainer(make_train_step(graphdef, optimizer), rest, device_vectors, device_vectors,
+                                       train_indices, batch_size=batch, seed=seed, replicated=one_device_sharding())
     history = [{"step": 0, "train_loss": None, "heldout_loss": heldout_loss(heads, heldout)["loss"],
                 "seconds": 0.0}]
     log(f"[shrink] step 0/{steps}: held-out loss {history[0]['heldout_loss']:.5f}")
-    start, pending, recent = time.perf_counter(), [], []
+    start, recent = time.perf_counter(), []
     for step in range(1, steps + 1):
-        if not pending:
-            pending = epoch_batches(train_indices, batch, rng)
-        params, opt_state, step_metrics = train_step(params, rest, opt_state, device_vectors, device_vectors,
-                                                     jnp.asarray(pending.pop(0)))
+        (params, opt_state), step_metrics = advance((params, opt_state), step - 1)
         recent.append(step_metrics["loss"])
         if step % log_every == 0 or step == steps:
             nnx.update(heads, params)

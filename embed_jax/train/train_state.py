@@ -57,7 +57,7 @@ def prepare_training(student: Student, stage: StageConfig, optimizer_config: Map
                               config_key=f"{stage_name}.trainable")
     graphdef, trainable, frozen = split_trainable(student, select)
     tx, schedule = optimizers.make_optimizer(optimizer_config, learning_rate=stage.learning_rate,
-                                             total_steps=stage.num_steps, params=trainable,
+                                             total_steps=stage.num_steps,
                                              head_learning_rate=stage.head_learning_rate)
     trainable_sharding = sharding.state_sharding(trainable, mesh)
     frozen_sharding = sharding.state_sharding(frozen, mesh)

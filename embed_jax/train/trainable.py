@@ -18,8 +18,6 @@ import jax
 from flax import nnx
 
 
-TRAINABLE_CHOICES = ("heads", "heads+last_layers", "all", "vision", "encoder+heads")
-
 PathFilter = Callable[[tuple, Any], bool]
 
 
@@ -50,38 +48,37 @@ def has_scanned_layers(param_paths: list[tuple]) -> bool:
     )
 
 
-def trainable_filter(trainable: str, param_paths: list[tuple], *, last_layers: int = 3,
-                     config_key: str = "trainable") -> PathFilter:
-    """An NNX filter `(path, variable) -> bool` selecting the parameters a stage trains.
+def is_param(variable: Any) -> bool:
+    return isinstance(variable, nnx.Param)
 
-    `param_paths`: every parameter path of the student, used to count its layers and to refuse impossible choices.
-    """
-    if trainable not in TRAINABLE_CHOICES:
-        raise ValueError(f"config key {config_key}={trainable!r}: use one of {list(TRAINABLE_CHOICES)}")
 
-    def is_param(variable: Any) -> bool:
-        return isinstance(variable, nnx.Param)
+def under(*roots: str) -> Callable[[list[tuple], int, str], PathFilter]:
+    """A filter builder for the parameters under these top-level modules."""
+    return lambda param_paths, last_layers, config_key: (
+        lambda path, variable: is_param(variable) and path[0] in roots)
 
-    if trainable == "all":
-        return lambda path, variable: is_param(variable)
-    if trainable == "heads":
-        return lambda path, variable: is_param(variable) and path[0] == "heads"
-    if trainable == "encoder+heads":
-        return lambda path, variable: is_param(variable) and path[0] in ("heads", "text_encoder", "added_embeddings")
-    if trainable == "vision":
-        if not any(path[0] == "vision" for path in param_paths):
-            raise ValueError(f"config key {config_key}='vision', but this student has no vision tower; add a "
-                             "'vision' section to the model config")
-        return lambda path, variable: is_param(variable) and path[0] in ("vision", "projection_pool")
 
-    # heads + the last K encoder layers (stage 2).
+def every_param(param_paths: list[tuple], last_layers: int, config_key: str) -> PathFilter:
+    return lambda path, variable: is_param(variable)
+
+
+def vision_tower(param_paths: list[tuple], last_layers: int, config_key: str) -> PathFilter:
+    if not any(path[0] == "vision" for path in param_paths):
+        raise ValueError(f"config key {config_key}='vision', but this student has no vision tower; add a "
+                         "'vision' section to the model config")
+    return under("vision", "projection_pool")(param_paths, last_layers, config_key)
+
+
+def heads_and_last_layers(param_paths: list[tuple], last_layers: int, config_key: str) -> PathFilter:
+    """Stage 2: the heads and the encoder's last `last_layers` layers. What needs the student's own depth is checked
+    here; the value itself is checked once, with the stage (train/config.py StageConfig.check)."""
     if has_scanned_layers(param_paths):
         raise ValueError(
             f"config key {config_key}='heads+last_layers' unfreezes single layers, but this student scans its layers "
             "(one stacked array for all of them). Set model.text_options.scan=False for this stage."
         )
     num_layers = count_encoder_layers(param_paths)
-    if not 1 <= last_layers <= num_layers:
+    if last_layers > num_layers:
         raise ValueError(f"config key last_layers={last_layers}: the text encoder has {num_layers} layers; choose "
                          f"1 to {num_layers}")
     first_trainable = num_layers - last_layers
@@ -95,6 +92,27 @@ def trainable_filter(trainable: str, param_paths: list[tuple], *, last_layers: i
         return index is not None and index >= first_trainable
 
     return select
+
+
+# Each `trainable` value and the filter builder it names; train/config.py checks a stage's value against these keys.
+FILTERS: dict[str, Callable[[list[tuple], int, str], PathFilter]] = {
+    "heads": under("heads"),
+    "heads+last_layers": heads_and_last_layers,
+    "all": every_param,
+    "vision": vision_tower,
+    "encoder+heads": under("heads", "text_encoder", "added_embeddings"),
+}
+TRAINABLE_CHOICES = tuple(FILTERS)
+
+
+def trainable_filter(trainable: str, param_paths: list[tuple], *, last_layers: int = 3,
+                     config_key: str = "trainable") -> PathFilter:
+    """An NNX filter `(path, variable) -> bool` selecting the parameters a stage trains (`trainable`: a key of
+    FILTERS, as StageConfig.check has verified).
+
+    `param_paths`: every parameter path of the student, used to count its layers and to refuse impossible choices.
+    """
+    return FILTERS[trainable](param_paths, last_layers, config_key)
 
 
 def split_trainable(model: nnx.Module, select: PathFilter) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:

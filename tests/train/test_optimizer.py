@@ -56,7 +56,7 @@ def test_updates_match_torch_adamw_with_clipping_and_decay_groups():
     params = nnx.state(model, nnx.Param)
     mask = flat(optimizer.decay_mask(params))
     config = {"weight_decay": 0.1, "warmup_fraction": 0.2, "clip_norm": 1.0}  # large decay: its effect is visible
-    tx, _ = optimizer.make_optimizer(config, learning_rate=1e-2, total_steps=10, params=params)
+    tx, _ = optimizer.make_optimizer(config, learning_rate=1e-2, total_steps=10)
     opt_state = tx.init(params)
 
     torch_params = {name: torch.nn.Parameter(torch.tensor(np.asarray(v))) for name, v in flat(params).items()}
@@ -111,7 +111,7 @@ def test_decay_mask_spares_biases_norms_and_vectors():
 def test_frozen_parameters_get_no_optimizer_state():
     model = TinyStudent(nnx.Rngs(0))
     _, trainable, frozen = nnx.split(model, lambda path, v: isinstance(v, nnx.Param) and path[0] == "heads", ...)
-    tx, _ = optimizer.make_optimizer({}, learning_rate=1e-3, total_steps=10, params=trainable)
+    tx, _ = optimizer.make_optimizer({}, learning_rate=1e-3, total_steps=10)
     opt_state = tx.init(trainable)
     arrays = [leaf for leaf in jax.tree.leaves(opt_state) if leaf.ndim > 0]
     assert sum(leaf.size for leaf in arrays) == 2 * optimizer.count_parameters(trainable)  # Adam's mu and nu
@@ -176,9 +176,6 @@ def test_clip_norm_zero_turns_clipping_off():
         ({"b2": 1.0}, {}, "'b2' = 1.0 is out of range"),
         ({"clip_norm": float("inf")}, {}, "'clip_norm' = inf is out of range"),
         ({"no_decay_pattern": "bias|("}, {}, "'no_decay_pattern' is not a valid regex"),
-        ({}, {"total_steps": 0}, "num_steps must be a positive integer, got 0"),
-        ({}, {"learning_rate": 0.0}, "learning_rate must be a finite number > 0, got 0.0"),
-        ({}, {"params": {}}, "no trainable parameters"),
     ],
 )
 def test_bad_config(config, kwargs, message):
@@ -211,8 +208,6 @@ def test_head_learning_rate_is_adamw_at_that_rate_for_heads_only():
     np.testing.assert_allclose(trained["heads"]["dense_8"]["kernel"], expected_heads["dense_8"]["kernel"], rtol=1e-6)
     np.testing.assert_allclose(trained["text_encoder"]["layer"]["kernel"], expected_encoder["layer"]["kernel"],
                                rtol=1e-6)
-    with pytest.raises(ValueError, match="head_learning_rate must be a finite number > 0"):
-        optimizer.make_optimizer(settings, learning_rate=1e-3, total_steps=10, head_learning_rate=-1.0)
 
 
 def test_a_one_step_stage_runs_at_the_peak_rate():

@@ -169,13 +169,11 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: 
         pooled_all = jax.device_put(pooled, replicated)
         teacher_all = jax.device_put(teacher.astype(source.manifest.dtype), replicated)
 
+        advance = cached_heads.row_trainer(train_step, state.frozen, pooled_all, teacher_all, np.arange(len(pooled)),
+                                           batch_size=batch_size, seed=data_seed, replicated=replicated)
+
         def step(trainable_and_opt_state, step_index: int) -> driver.Stepped:
-            trainable, opt_state = trainable_and_opt_state
-            indices = jax.device_put(cached_heads.batch_indices(len(pooled), batch_size, step_index, data_seed),
-                                     replicated)
-            trainable, opt_state, step_metrics = train_step(trainable, state.frozen, opt_state, pooled_all,
-                                                            teacher_all, indices)
-            return driver.Stepped((trainable, opt_state), step_metrics)
+            return driver.Stepped(*advance(trainable_and_opt_state, step_index))
 
         def evaluate(trainable_and_opt_state) -> dict[str, float]:
             trainable = trainable_and_opt_state[0]
