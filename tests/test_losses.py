@@ -193,6 +193,7 @@ def test_cosine_loss_bad_shapes(student_shape, teacher_shape, message):
 # Global batch: sharded rows give the unsharded value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [
     losses.LossConfig(),
     losses.LossConfig(matryoshka_dims=(6, 12)),  # prefix terms (embed_jax/losses.py)

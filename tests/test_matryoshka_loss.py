@@ -45,6 +45,7 @@ def test_prefix_terms_match_the_bruteforce_reference(teacher_kind):
     np.testing.assert_allclose(float(total) - float(plain_total), expected_total, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_prefix_gradient_matches_the_pair_of_pairs_formulation():
     rng = np.random.default_rng(5)
     teacher = tied_teacher(rng, 8, 12)

@@ -15,6 +15,9 @@ from embed_jax.convert import tokenizer_files
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 MIN_COSINE = 0.99999
 HEADS = {"teacher_dim": 24, "reduction_dims": [8]}
 BERT_VOCAB = 30522  # all-MiniLM-L6-v2's tokenizer
@@ -157,7 +160,6 @@ def past_the_window(tokenizer, window: int) -> list[str]:
     return texts + ["A short one."]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "xlm-roberta", "mpnet", "gpt2", "qwen2"])
 def test_plain_tokenizer_and_onnx_graph_cut_at_the_window(family_exports, family, tmp_path):
     """An engine that knows only the tokenizer files and the graph (AutoTokenizer(..., truncation=True) + ONNX)

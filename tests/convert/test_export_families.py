@@ -15,6 +15,9 @@ from embed_jax.convert import hf_export, st_export
 from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 TOLERANCE = 1e-4  # fp32 hidden-state parity, absolute (the bound of the model parity tests, docs/models.md "Parity")
 MIN_COSINE = 0.99999
 HEADS = {"teacher_dim": 24, "reduction_dims": [8]}

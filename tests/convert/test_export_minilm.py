@@ -16,6 +16,9 @@ from embed_jax.convert import hf_export
 from embed_jax.convert.hf_export import load_exported
 from embed_jax.data.corpora import lee_holdout, wordnet_holdout
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 # The exported folder's vectors are the Flax model's (docs/export.md; observed min 0.9999998 on 128 texts).
 MIN_COSINE = 0.99999
 

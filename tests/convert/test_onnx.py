@@ -20,6 +20,9 @@ from embed_jax.data.corpora import wordnet_holdout
 from embed_jax.models.student import Student
 from embed_jax.assets import minilm_path
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 MIN_COSINE = 0.99999
 HEADS = {"teacher_dim": 64, "reduction_dims": [32]}
 
@@ -159,7 +162,6 @@ def test_a_head_the_student_lacks_is_refused(minilm_student_folder, tmp_path):
         onnx_graph.export_onnx(minilm_student_folder, tmp_path / "out", head=99)
 
 
-@pytest.mark.slow
 def test_the_command_prints_one_line_naming_the_flag(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "embed_jax.convert.onnx", f"--model={tmp_path}",
                                 f"--out={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)

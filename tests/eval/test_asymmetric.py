@@ -12,6 +12,9 @@ from embed_jax.eval import lee, metrics
 from embed_jax.eval.encoding import EncodeContext, encode
 from embed_jax.eval.specs import ModelLoader
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 
 LEE_TASKS = "--tasks=lee_similarity,lee_retrieval"
 

@@ -69,6 +69,7 @@ def test_folder_without_a_tokenizer_is_named_with_what_is_missing(tmp_path, caps
     assert f"{folder} has no tokenizer" in err and "tokenizer.json" in err and "save_pretrained" in err
 
 
+@pytest.mark.slow
 def test_stage_whose_tokenizer_folder_lost_its_tokenizer(tmp_path, capsys, tiny_workdir, tiny_bert):
     workdir = tmp_path / "train"
     shutil.copytree(tiny_workdir, workdir)
@@ -132,6 +133,7 @@ def test_records_with_a_held_out_text_under_another_id_are_refused(tmp_path, cap
     assert code == 2 and "'my_corpus:12' (held-out text)" in err and "1 of 20 records" in err
 
 
+@pytest.mark.slow
 def test_workdir_trained_on_overlapping_records_is_refused_through_its_run_config(tmp_path, capsys, tiny_workdir,
                                                                                    text_overlap_records):
     workdir = tmp_path / "train"
@@ -176,6 +178,7 @@ def test_records_that_moved_leave_the_rows_unchecked_with_a_warning(tmp_path, ca
     assert "†" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_workdir_without_run_config_finds_its_records_by_fingerprint_or_says_unchecked(tmp_path, capsys,
                                                                                      tiny_workdir, clean_records):
     workdir = tmp_path / "train"

@@ -1,4 +1,5 @@
 """The evaluation's chart: one panel per metric, one named bar per row, however many rows (docs/eval.md)."""
+import pytest
 from PIL import Image
 
 from embed_jax.eval import chart, report
@@ -18,6 +19,7 @@ def test_each_row_keeps_its_height_as_rows_are_added(tmp_path):
     assert many.height - few.height >= 0.9 * 33 * chart.ROW_INCHES * chart.DPI
 
 
+@pytest.mark.slow
 def test_the_chart_is_800_pixels_wide_however_many_metrics(tmp_path):
     """A page that shows it at 800 px (a Hub model card) shows it unscaled: the panels wrap into rows."""
     for count in (1, 6, 16):

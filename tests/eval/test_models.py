@@ -51,6 +51,7 @@ def test_stella_folder_scores_every_head_and_the_pooled_vector(tiny_st):
     assert np.allclose(vectors["16"], reference, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_trained_workdir_is_encoded_by_the_flax_student_with_every_head(tiny_workdir, tiny_bert):
     model = ModelLoader(encoding.EncodeContext()).load(str(tiny_workdir))
     assert model.kind == "flax-student" and model.stage_dir.name == "stage1"
@@ -100,6 +101,7 @@ def test_weighted_concat_cosine_is_the_weighted_mean_of_its_parts_cosines(tiny_s
                           encoding.encode(unweighted, TEXTS, context)["concat"])
 
 
+@pytest.mark.slow
 def test_pca_projects_on_the_leading_directions_of_training_text_vectors(tiny_st):
     from embed_jax.data import corpora
 
@@ -156,6 +158,7 @@ def test_cache_is_not_read_after_the_model_changes(tmp_path, tiny_st):
     assert np.allclose(after["8"], -before["8"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_that_trains_nothing_keeps_the_students_cache_key(tmp_path, tiny_workdir):
     """Resuming rewrites student_config.json (same text), loss curves and TensorBoard events; a new checkpoint file
     is what changes the vectors."""

@@ -10,6 +10,9 @@ import pytest
 from embed_jax.eval import mteb_task, tasks
 from embed_jax.eval.__main__ import main
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 RETRIEVAL, STS = "MockRetrievalTask", "MockSTSTask"
 
 

@@ -15,6 +15,9 @@ from embed_jax.eval.onnx_model import OnnxModel
 from embed_jax.eval.st_model import SentenceTransformerModel
 from embed_jax.eval import overlap
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 MIN_COSINE = 0.99999
 LEE = "--tasks=lee_similarity,lee_retrieval"
 

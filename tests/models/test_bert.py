@@ -57,6 +57,7 @@ def test_scan_and_loop_load_the_same_weights_and_agree(tiny_bert):
     assert_close(forward(looped, *args), forward(scanned, *args))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 def test_remat_changes_nothing_but_memory(tiny_bert, scan):
     _, folder = tiny_bert
@@ -158,6 +159,7 @@ def minilm():
     return path, SentenceTransformer(path, device="cpu")
 
 
+@pytest.mark.slow
 def test_real_minilm_matches_sentence_transformers(minilm):
     path, sentence_transformer = minilm
     texts = wordnet_definitions(64)
@@ -181,6 +183,7 @@ def test_real_minilm_matches_sentence_transformers(minilm):
 BF16_MIN_COSINE = 0.9999
 
 
+@pytest.mark.slow
 def test_bf16_compute_stays_close_to_fp32(minilm):
     path, sentence_transformer = minilm
     features = sentence_transformer.preprocess(wordnet_definitions(32, seed=1))

@@ -73,6 +73,7 @@ def test_two_tensors_for_one_parameter_are_refused(tiny_bert_folder):
     assert any("a second tensor for the same parameter" in entry for entry in error.value.unexpected)
 
 
+@pytest.mark.slow
 def test_a_failed_import_leaves_the_module_untouched(tiny_bert_folder):
     module = bert.from_hf_config(json.loads((tiny_bert_folder / "config.json").read_text()), rngs=nnx.Rngs(0))
     before = np.asarray(module.embeddings.word_embeddings.embedding[...]).copy()

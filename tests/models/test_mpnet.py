@@ -102,6 +102,7 @@ def test_inputs_embeds_match_pytorch_inputs_embeds(tiny_mpnet):
     assert_masked_parity(actual, expected, mask.numpy())
 
 
+@pytest.mark.slow
 def test_scan_and_remat_give_the_same_loss_and_gradients(tiny_mpnet):
     _, folder = tiny_mpnet
     ids, mask = as_jax(*mpnet_batch([7, 3], 8, seed=3))
@@ -126,6 +127,7 @@ def test_scan_and_remat_give_the_same_loss_and_gradients(tiny_mpnet):
     assert np.abs(np.asarray(plain_flat[("encoder", "relative_attention_bias", "embedding")].get_value())).max() > 0
 
 
+@pytest.mark.slow
 def test_too_long_input_is_refused_or_truncated(tiny_mpnet):
     _, folder = tiny_mpnet
     ids, mask = as_jax(*mpnet_batch([MAX_TOKENS + 1, 5], MAX_TOKENS + 1, seed=4))
@@ -138,6 +140,7 @@ def test_too_long_input_is_refused_or_truncated(tiny_mpnet):
     assert_close(truncated, forward(strict, ids[:, :MAX_TOKENS], mask[:, :MAX_TOKENS]))
 
 
+@pytest.mark.slow
 def test_masked_lm_checkpoint_loads_with_prefix_and_head_dropped(tmp_path):
     masked_lm = save_tiny(transformers.MPNetForMaskedLM, tmp_path, seed=5)
     ids, mask = mpnet_batch([8, 3], 8, seed=5)
@@ -222,6 +225,7 @@ def mpnet_folder():
         pytest.skip(str(error))
 
 
+@pytest.mark.slow
 def test_real_mpnet_student_matches_sentence_transformers_and_stage2_picks_its_last_3_layers(mpnet_folder):
     from sentence_transformers import SentenceTransformer
 

@@ -67,6 +67,7 @@ def test_bidirectional_differs_from_causal(tiny_qwen2):
     assert np.abs(causal[0, 0] - bidirectional[0, 0]).max() > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [True, False])
 def test_grouped_query_attention_from_a_sharded_causal_lm_checkpoint(tmp_path, causal):
     # 6 query heads sharing 2 KV heads; hidden 36 with head_dim 6 (from hidden_size / heads, no head_dim key);
@@ -83,6 +84,7 @@ def test_grouped_query_attention_from_a_sharded_causal_lm_checkpoint(tmp_path, c
                          torch_hidden(torch_model.model, ids, mask, causal=causal), mask.numpy())
 
 
+@pytest.mark.slow
 def test_scan_and_loop_agree_and_carry_layer_axis(tiny_qwen2):
     _, folder = tiny_qwen2
     looped, _ = load_text_encoder(folder, causal=False)

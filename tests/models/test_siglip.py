@@ -97,6 +97,7 @@ def test_full_siglip_folder_loads_its_vision_half(tmp_path):
     np.testing.assert_allclose(np.asarray(got["pooler_output"]), out.pooler_output.numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bf16_compute_within_stated_tolerance_of_fp32(tmp_path):
     save_tiny_vision_model(tmp_path)
     fp32, config = siglip.load(tmp_path)
@@ -121,6 +122,7 @@ def test_parameters_carry_logical_axes(tmp_path):
     assert model.head.probe.get_metadata()["out_sharding"] == (None, None, "embed")
 
 
+@pytest.mark.slow
 def test_builds_from_config_without_a_checkpoint():
     config = {"model_type": "siglip_vision_model", **TINY, "num_hidden_layers": 1, "vision_use_head": False}
     model = siglip.from_hf_config(config, rngs=nnx.Rngs(0))

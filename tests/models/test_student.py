@@ -62,6 +62,7 @@ def cosines(a, b):
 # ---------------------------------------------------------------------------------------------------- text path
 
 
+@pytest.mark.slow
 def test_text_path_equals_sentence_transformers_on_real_text(minilm_folder, tokenizer, minilm_student):
     texts = lee_texts()
     reference = SentenceTransformer(str(minilm_folder), device="cpu").encode(texts, convert_to_numpy=True)
@@ -76,11 +77,13 @@ def test_text_path_equals_sentence_transformers_on_real_text(minilm_folder, toke
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sentence_transformers_folder_pooling_is_read(minilm_folder, minilm_student):
     assert pooling_from_folder(minilm_folder) == "mean"
     assert minilm_student.config["pooling"] == "mean"
 
 
+@pytest.mark.slow
 def test_bf16_compute_within_stated_tolerance_of_fp32(minilm_folder, tokenizer, minilm_student):
     bf16 = Student.from_pretrained(minilm_folder, heads=HEADS, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     assert bf16.text_encoder.embeddings.word_embeddings.embedding[...].dtype == jnp.float32  # fp32 params
@@ -133,6 +136,7 @@ def image_batch(tokenizer):
     return ids, mask, pixels
 
 
+@pytest.mark.slow
 def test_added_placeholders_are_special_tokens_past_the_vocabulary(image_setup):
     tokenizer, placeholders, student = image_setup
     assert min(vars(placeholders).values()) >= 30522  # MiniLM's vocabulary: the student adds rows for them
@@ -143,6 +147,7 @@ def test_added_placeholders_are_special_tokens_past_the_vocabulary(image_setup):
     assert add_image_placeholders(tokenizer) == placeholders
 
 
+@pytest.mark.slow
 def test_image_path_equals_the_same_composition_in_pytorch(minilm_folder, tiny_siglip_folder, image_setup):
     """SiglipVisionModel → AdaptiveAvgPool2d → image tokens over the placeholders in BertModel's inputs_embeds →
     masked mean, all in PyTorch, with the student's added-token rows appended to BERT's table."""
@@ -167,6 +172,7 @@ def test_image_path_equals_the_same_composition_in_pytorch(minilm_folder, tiny_s
     assert cosines(got["pooled"], reference).min() >= 0.99999
 
 
+@pytest.mark.slow
 def test_the_image_changes_the_vector(image_setup):
     tokenizer, _, student = image_setup
     ids, mask, pixels = image_batch(tokenizer)
@@ -207,6 +213,7 @@ def config_student():
     return Student.from_config(tiny_config(), rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_from_config_runs_both_paths_with_fp32_params_and_bf16_compute(config_student):
     params = nnx.state(config_student, nnx.Param)
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
@@ -263,6 +270,7 @@ def test_wrong_placeholder_count_is_a_clear_error_eagerly(config_student):
         config_student(ids, pixel_values=jnp.zeros((2, 28, 28, 3)))
 
 
+@pytest.mark.slow
 def test_wrong_placeholder_count_under_jit_poisons_only_that_row(config_student):
     ids = jnp.array([[2, 99, 100, 100, 100, 101, 3, 0], [2, 99, 100, 100, 100, 100, 101, 3]])
     out = run_image(config_student, ids, (ids != 0).astype(jnp.int32), jnp.zeros((2, 28, 28, 3)))
@@ -346,6 +354,7 @@ def test_ambiguous_sentence_transformers_pooling_is_named(tmp_path):
         pooling_from_folder(tmp_path)
 
 
+@pytest.mark.slow
 def test_num_layers_keeps_the_first_layers_of_the_real_minilm():
     """A smaller student cut from a pretrained one (docs/RESULTS.md's size/quality trade): the first 3 layers of
     all-MiniLM-L6-v2 equal a 3-layer BERT given those layers' weights; its config rebuilds it."""

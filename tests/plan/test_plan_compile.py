@@ -16,6 +16,9 @@ from embed_jax.models import shapes
 from embed_jax.plan import __main__ as plan_main, compiled, planner, programs
 from embed_jax.plan.topology import GIB, parse_topology
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 # Wide enough that the token table (split over fsdp) outweighs the few replicated vectors (biases, norms).
 SMALL_QWEN2 = {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
                "num_key_value_heads": 2, "vocab_size": 32768}
@@ -140,7 +143,6 @@ def test_the_table_script_refuses_a_folder_without_plans(tmp_path, capsys):
         plan_table_script().main([str(tmp_path)])
 
 
-@pytest.mark.slow
 def test_two_shallow_compiles_extrapolate_to_a_deeper_student():
     """A 4-layer student's plan against the line through its 2- and 3-layer students' plans: FLOPs, collectives and
     argument bytes grow by exactly one layer's worth per layer; the peak within a few percent."""

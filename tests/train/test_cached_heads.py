@@ -2,6 +2,7 @@
 and the shrink program both run: it draws only the rows it is given, and a run resumed at any step continues the
 exact stream of an unbroken one."""
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -10,15 +11,17 @@ from embed_jax.train import cached_heads, optimizer as optimizer_lib, shrink_hea
 ROWS, DIM, DIMS, BATCH, SEED = 48, 16, (8, 4), 8, 3
 
 
-def trainer(vectors: np.ndarray, train_rows: np.ndarray, steps: int):
-    heads = shrink_heads.new_heads(DIM, DIMS, seed=0)
-    graphdef, params, rest = shrink_heads.split_heads(heads)
+def step_and_state(steps: int):
+    """The shrink program's jitted step (one compile per test) and fresh heads' (parameters, optimizer state)."""
+    graphdef, params, rest = shrink_heads.split_heads(shrink_heads.new_heads(DIM, DIMS, seed=0))
     optimizer, _ = optimizer_lib.make_optimizer(None, learning_rate=1e-2, total_steps=steps)
+    return shrink_heads.make_train_step(graphdef, optimizer), rest, (params, optimizer.init(params))
+
+
+def trainer(train_step, rest, vectors: np.ndarray, train_rows: np.ndarray):
     device_vectors = jnp.asarray(vectors)
-    advance = cached_heads.row_trainer(shrink_heads.make_train_step(graphdef, optimizer), rest, device_vectors,
-                                       device_vectors, train_rows, batch_size=BATCH, seed=SEED,
-                                       replicated=shrink_heads.one_device_sharding())
-    return advance, (params, optimizer.init(params))
+    return cached_heads.row_trainer(train_step, rest, device_vectors, device_vectors, train_rows, batch_size=BATCH,
+                                    seed=SEED, replicated=shrink_heads.one_device_sharding())
 
 
 def vectors_with_poisoned_rows(poisoned: np.ndarray) -> np.ndarray:
@@ -29,29 +32,33 @@ def vectors_with_poisoned_rows(poisoned: np.ndarray) -> np.ndarray:
 
 def test_only_the_given_rows_are_ever_drawn():
     train_rows, heldout = np.arange(0, ROWS, 2), np.arange(1, ROWS, 2)
-    steps = 3 * len(train_rows) // BATCH  # three epochs
-    advance, state = trainer(vectors_with_poisoned_rows(heldout), train_rows, steps)
+    steps = 2 * len(train_rows) // BATCH  # two epochs
+    train_step, rest, state = step_and_state(steps)
+    vectors = vectors_with_poisoned_rows(heldout)
+    advance = trainer(train_step, rest, vectors, train_rows)
     losses = []
     for step in range(steps):
         state, metrics = advance(state, step)
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses))
     # The check can fail: the same vectors through every row do draw a poisoned one.
-    advance_all, state_all = trainer(vectors_with_poisoned_rows(heldout), np.arange(ROWS), steps)
-    assert not np.isfinite(float(advance_all(state_all, 0)[1]["loss"]))
+    _, _, fresh = step_and_state(steps)
+    assert not np.isfinite(float(trainer(train_step, rest, vectors, np.arange(ROWS))(fresh, 0)[1]["loss"]))
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_unbroken_stream_exactly():
     vectors = vectors_with_poisoned_rows(np.array([], dtype=int))
     train_rows, steps = np.arange(5, ROWS), 12
-    advance, unbroken = trainer(vectors, train_rows, steps)
+    train_step, rest, unbroken = step_and_state(steps)
+    advance = trainer(train_step, rest, vectors, train_rows)
     for step in range(steps):
         unbroken, _ = advance(unbroken, step)
-    advance, resumed = trainer(vectors, train_rows, steps)
+    _, _, resumed = step_and_state(steps)
     for step in range(5):
         resumed, _ = advance(resumed, step)
     resumed = jax.tree.map(np.asarray, resumed)  # as a checkpoint holds it
-    advance, _ = trainer(vectors, train_rows, steps)  # a new process
+    advance = trainer(train_step, rest, vectors, train_rows)  # a new trainer over the same rows
     for step in range(5, steps):
         resumed, _ = advance(resumed, step)
     for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(unbroken)):

@@ -203,6 +203,7 @@ def trained_state(mesh, steps: int = 3):
 # --- save / restore ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restore_gives_back_state_and_data_position(tmp_path):
     mesh = make_mesh((8, 1))
     state, batches = trained_state(mesh)
@@ -221,6 +222,7 @@ def test_restore_gives_back_state_and_data_position(tmp_path):
     assert restored.metadata["identity"] == IDENTITY
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target_mesh_shape", [(2, 4), (1, 1)], ids=["2x4", "1-device"])
 def test_restore_onto_a_different_mesh(tmp_path, target_mesh_shape):
     source_mesh = make_mesh((8, 1))

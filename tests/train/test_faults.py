@@ -10,6 +10,9 @@ import pytest
 from embed_jax.train import exits, loop
 from embed_jax.train.metrics import read_metrics
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 
 def run(config, workdir):
     stderr = io.StringIO()
@@ -17,7 +20,6 @@ def run(config, workdir):
     return status, stderr.getvalue().strip().splitlines()
 
 
-@pytest.mark.slow
 def test_a_file_at_the_workdir_is_one_line_naming_it(smoke_config, tmp_path):
     workdir = tmp_path / "taken"
     workdir.write_text("not a folder")
@@ -29,7 +31,6 @@ def test_a_file_at_the_workdir_is_one_line_naming_it(smoke_config, tmp_path):
     assert status == exits.FAULT and len(lines) == 1 and f"cannot write {workdir / 'run'}" in lines[0]
 
 
-@pytest.mark.slow
 def test_a_read_only_workdir_is_one_line_naming_it(smoke_config, tmp_path, monkeypatch):
     """Tests run as root, for whom chmod does not stop a write: the folder's creation is made to fail as a read-only
     mount fails it (EROFS, from os.mkdir)."""
@@ -45,7 +46,6 @@ def test_a_read_only_workdir_is_one_line_naming_it(smoke_config, tmp_path, monke
         "--workdir on a writable disk"]
 
 
-@pytest.mark.slow
 def test_a_full_disk_while_training_is_one_line_naming_the_file(smoke_config, tmp_path):
     """metrics.jsonl is a link to /dev/full, where every write fails with ENOSPC, as on a full disk."""
     smoke_config.stage_order = ("stage1",)
@@ -59,7 +59,6 @@ def test_a_full_disk_while_training_is_one_line_naming_the_file(smoke_config, tm
                          "checkpoint)")
 
 
-@pytest.mark.slow
 def test_sigterm_between_stages_says_what_is_kept_and_exits_143(smoke_config, tmp_path, monkeypatch):
     smoke_config.stage_order = ("stage1", "stage2")
     run_stage = loop.run_stage
@@ -82,7 +81,6 @@ def test_sigterm_between_stages_says_what_is_kept_and_exits_143(smoke_config, tm
     assert [row["step"] for row in read_metrics(tmp_path / "stage2" / "metrics.jsonl")] == [1, 2, 3]
 
 
-@pytest.mark.slow
 def test_a_non_finite_loss_names_its_records_and_exits_1(smoke_config, tmp_path):
     smoke_config.stage_order = ("stage1",)
     smoke_config.stage1.kind = "records"  # the encoder's step, whose batches carry their record ids

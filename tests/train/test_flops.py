@@ -9,6 +9,9 @@ from embed_jax.models.student import Student
 from embed_jax.train import flops, optimizer, step
 from embed_jax.train.trainable import split_trainable, trainable_filter
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("trainable", ["all", "heads"])
 def test_analytic_flops_match_xla_cost_analysis(tiny_student, trainable):

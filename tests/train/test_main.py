@@ -174,6 +174,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_exit_1(tiny_studen
                           "command (it resumes from the last committed checkpoint)"), error
 
 
+@pytest.mark.slow
 def test_a_tuple_key_given_twice_is_refused_not_joined(tmp_path):
     """ml_collections joins a repeated tuple override: '(16,)' then '(32,)' would train with (16, 32)."""
     done = run_main(f"--workdir={tmp_path / 'run'}", "--config.data.length_buckets=(16,)",

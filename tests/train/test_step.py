@@ -68,6 +68,7 @@ def one_device_result(tiny_student, host_batch):
     return one_step(tiny_student, host_batch, {"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_config", MESHES, ids=lambda m: "x".join(str(v) for v in m.values()))
 def test_sharded_step_equals_one_device(tiny_student, host_batch, one_device_result, mesh_config):
     assert len(jax.devices()) == 8, "tests/conftest.py sets 8 simulated CPU devices"
@@ -81,6 +82,7 @@ def test_sharded_step_equals_one_device(tiny_student, host_batch, one_device_res
         np.testing.assert_allclose(params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_parameters_are_really_split_over_the_mesh(tiny_student):
     student = Student.from_pretrained(tiny_student, heads={"teacher_dim": TEACHER_DIM, "reduction_dims": []})
     mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})

@@ -10,6 +10,9 @@ from embed_jax.convert import hf_export, hf_vision
 from embed_jax.data import digits, images
 from embed_jax.train import trained_student
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 
 
 def export_text_path(student, text_folder, folder):

@@ -11,6 +11,9 @@ from embed_jax.train import sharding
 from embed_jax.train.config import StageConfig
 from embed_jax.train.stages import batch as batch_stage
 
+# Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
+pytestmark = pytest.mark.slow
+
 # data × fsdp × tensor all split: batch rows, parameters and the wide kernels (text test_step covers more shapes).
 MESHES = [{"data": 2, "fsdp": 2, "tensor": 2}]
 
