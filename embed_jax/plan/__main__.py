@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 import embed_jax.plan  # noqa: F401  (JAX on the CPU backend before jax is imported)
 from embed_jax import cli
+from embed_jax.train import sharding
 
 FLAGS = cli.program_flags()
 flags.DEFINE_string("config", None, "Training config file (a get_config() module, FILE[:ARG]); override any key with "
@@ -63,13 +64,10 @@ def check_libtpu() -> None:
 def parse_mesh(value: str) -> dict[str, int] | str:
     if value in ("config", "auto"):
         return value
-    sizes = {}
-    for part in value.split(","):
-        axis, _, size = part.partition("=")
-        if axis.strip() not in ("data", "fsdp", "tensor") or not size.strip().lstrip("-").isdigit():
-            raise cli.UsageError(f"--mesh={value!r}: use config, auto, or data=D,fsdp=F[,tensor=T]")
-        sizes[axis.strip()] = int(size)
-    return sizes
+    try:
+        return sharding.parse_mesh_sizes(value, key="--mesh")
+    except ValueError as error:
+        raise cli.UsageError(f"{error}; or --mesh=config, --mesh=auto") from None
 
 
 def training_texts(config, texts: int | None) -> int:
@@ -157,7 +155,7 @@ def parse_depths(values: Sequence[str]) -> tuple[int, int] | None:
 
 def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths, depths, pin, out_dir,
         config_name) -> int:
-    from embed_jax.plan import planner, report
+    from embed_jax.plan import planner, programs, report
 
     devices = topology_devices(topology)
     notes: list[str] = []
@@ -168,17 +166,24 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
         notes.append(f"chosen: --config.mesh.data={sizes['data']} --config.mesh.fsdp={sizes['fsdp']}")
     elif isinstance(mesh_choice, dict):
         config = planner.with_mesh(config, {"data": 1, "fsdp": 1, "tensor": 1, **mesh_choice})
+    if mesh_choice != "config":
+        # --mesh=auto or sizes: one mesh for every stage, to compare; --mesh=config keeps each stage's own `mesh`.
+        config = planner.without_stage_meshes(config, stage_names)
     mesh = planner.check_mesh(config, devices)
     notes.append(f"data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']}"
                  + ("" if pin else "; activations NOT pinned (XLA's propagation)")
                  + f"; remat={config.model.text_options.get('remat', False)!r}"
                  + ("" if FLAGS.windowed_einsum else "; windowed einsum off"))
+    # Every stage's mesh (its own `mesh`, else the config's) is checked before the first compile.
+    stage_meshes = {name: programs.make_mesh(config, devices, name) for name in stage_names}
     plans = []
     for name in stage_names:
         options = dict(texts=texts, pin_activations=pin, lengths=lengths, windowed_einsum=FLAGS.windowed_einsum,
                        log=lambda line: print(line, file=sys.stderr))
-        plans.append(planner.plan_stage(config, name, hf_config, topology, mesh, **options) if depths is None else
-                     planner.plan_stage_from_shallow(config, name, hf_config, topology, mesh, depths, **options))
+        plans.append(planner.plan_stage(config, name, hf_config, topology, stage_meshes[name], **options)
+                     if depths is None else
+                     planner.plan_stage_from_shallow(config, name, hf_config, topology, stage_meshes[name], depths,
+                                                     **options))
     print(report.console(plans, topology, mesh_notes=notes))
     stem = f"plan_{config_name}_{topology.accelerator_type}" + ("" if pin else "_unpinned")
     document = report.plan_dict(plans, topology, config_name=config_name, mesh_notes=notes)

@@ -209,6 +209,15 @@ def with_mesh(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> 
     return changed
 
 
+def without_stage_meshes(config: ml_collections.ConfigDict, stage_names: Sequence[str]) -> ml_collections.ConfigDict:
+    """The config with every planned stage on config.mesh (a stage's own `mesh` cleared)."""
+    changed = copy.deepcopy(config)
+    for name in stage_names:
+        if name in changed and "mesh" in changed[name]:
+            changed[name].mesh = ""
+    return changed
+
+
 def check_mesh(config: ml_collections.ConfigDict, devices: Sequence[Any]) -> jax.sharding.Mesh:
     return programs.make_mesh(config, devices)
 

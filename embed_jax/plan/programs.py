@@ -157,11 +157,13 @@ def stage_kind(config: ml_collections.ConfigDict, stage_name: str) -> str:
     return train_config.stage_config(config, stage_name).kind
 
 
-def make_mesh(config: ml_collections.ConfigDict, devices) -> jax.sharding.Mesh:
-    """The config's mesh over the topology's devices, with the global batch checked against its data-parallel size
-    (both refusals name the config key)."""
+def make_mesh(config: ml_collections.ConfigDict, devices, stage_name: str | None = None) -> jax.sharding.Mesh:
+    """The config's mesh over the topology's devices, or the stage's own (`<stage>.mesh`) where it sets one, as
+    training builds it; the global batch checked against its data-parallel size (both refusals name the key)."""
+    stage = train_config.stage_config(config, stage_name) if stage_name else None
+    sizes, key = (stage.mesh_config(config.mesh), stage.mesh_key(stage_name)) if stage else (config.mesh, "mesh")
     try:
-        mesh = sharding.make_mesh(config.mesh, devices)
+        mesh = sharding.make_mesh(sizes, devices, key=key)
         sharding.check_batch_divisible(int(config.data.global_batch_size), mesh, key="data.global_batch_size")
     except ValueError as error:
         raise PlanError(str(error)) from None

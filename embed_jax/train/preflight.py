@@ -32,6 +32,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     check_loss(config.loss)
     stages = {name: train_config.stage_config(config, name) for name in config.stage_order}
     check_batch(config)
+    check_stage_meshes(config, stages)
     check_tokenizer(config)
     check_matryoshka(config)
     check_interpolation_starts(config, stages)
@@ -107,6 +108,18 @@ def check_batch(config: ml_collections.ConfigDict) -> None:
         sharding.check_batch_divisible(data.global_batch_size, mesh, key="data.global_batch_size")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def check_stage_meshes(config: ml_collections.ConfigDict, stages: dict[str, StageConfig]) -> None:
+    """A stage's own mesh fills this run's devices and shares the global batch evenly, before any stage trains."""
+    for name, stage in stages.items():
+        if not stage.mesh:
+            continue
+        try:
+            mesh = sharding.make_mesh(stage.mesh_config(config.mesh), key=stage.mesh_key(name))
+            sharding.check_batch_divisible(int(config.data.global_batch_size), mesh)
+        except ValueError as error:
+            raise ConfigError(f"{error} (stage {name} trains on its own mesh, {name}.mesh={stage.mesh!r})") from None
 
 
 # ---------------------------------------------------------------------------------------------------- the student

@@ -71,6 +71,19 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int, *, key: str = "
     return sizes
 
 
+def parse_mesh_sizes(text: str, *, key: str) -> dict[str, int]:
+    """Mesh sizes written as 'data=D,fsdp=F[,tensor=T]' (an axis left out is 1; one may be -1: all remaining
+    devices), as a stage's `mesh` key and the plan's --mesh spell them. Errors name `key`."""
+    sizes = {}
+    for part in text.split(","):
+        axis, _, size = (piece.strip() for piece in part.partition("="))
+        if axis not in MESH_AXES or axis in sizes or not size.lstrip("-").isdigit():
+            raise ValueError(f"{key}={text!r}: write the mesh as data=D,fsdp=F[,tensor=T] (each axis once; one may "
+                             "be -1 for all remaining devices), e.g. data=-1,fsdp=1 for data parallelism alone")
+        sizes[axis] = int(size)
+    return {axis: sizes.get(axis, 1) for axis in MESH_AXES}
+
+
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None, *, key: str = "mesh") -> Mesh:
     """A (data, fsdp, tensor) mesh over `devices` (default: all of them, every process's).
 

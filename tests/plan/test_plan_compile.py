@@ -160,3 +160,18 @@ def test_two_shallow_compiles_extrapolate_to_a_deeper_student():
     assert guess_bucket.analysis.collectives["all-gather"].count == full_bucket.analysis.collectives["all-gather"].count
     assert guess_bucket.analysis.memory.peak == pytest.approx(full_bucket.analysis.memory.peak, rel=0.05)
     assert "extrapolated to 4 layers from compiles of 2 and 3 layers" in guess.note
+
+
+def test_a_stage_on_its_own_data_parallel_mesh_gathers_no_weights():
+    """jasper:smoke's stage 1 (frozen encoder) with stage1.mesh='data=-1,fsdp=1' on v5p:2x2x2: the plan compiles it
+    on 8 × 1, as training would build it, and the frozen weights are replicated, so nothing is all-gathered."""
+    config = kit.load_config_file("jasper", "smoke")
+    config.stage1.mesh = "data=-1,fsdp=1"
+    topology = parse_topology("v5p:2x2x2")
+    devices = plan_main.topology_devices(topology)
+    mesh = programs.make_mesh(config, devices, "stage1")
+    assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(programs.make_mesh(config, devices, "stage3").shape) == {"data": 1, "fsdp": 8, "tensor": 1}
+    stage_plan = planner.plan_stage(config, "stage1", small_shape(), topology, mesh, texts=1000, lengths=[32],
+                                    log=lambda line: None)
+    assert stage_plan.buckets[0].analysis.collectives["all-gather"].bytes < 1 << 20  # not a weight: under 1 MiB

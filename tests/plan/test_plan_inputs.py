@@ -51,6 +51,15 @@ def test_a_mesh_that_does_not_divide_the_chips(capsys):
     assert code == 2 and len(error.splitlines()) == 1 and "needs 3 devices but 4 are available" in error
 
 
+@pytest.mark.parametrize("stage_mesh, message", [
+    ("data=3", "config stage2.mesh: {'data': 3, 'fsdp': 1, 'tensor': 1} needs 3 devices but 4 are available"),
+    ("data=2,fsdq=2", "config key stage2.mesh='data=2,fsdq=2': write the mesh as data=D,fsdp=F"),
+])
+def test_a_stage_mesh_that_cannot_work_is_refused_before_any_compile(capsys, stage_mesh, message):
+    code, error = run_plan(capsys, SMOKE, "--topology=v5p-8", f"--config.stage2.mesh={stage_mesh}")
+    assert code == 2 and len(error.splitlines()) == 1 and message in error, error
+
+
 def test_shallow_students_shallower_than_an_unfrozen_stage_are_refused(capsys):
     # configs/jasper.py's stage 2 trains the last 3 layers: a 2-layer student cannot stand for it.
     code, error = run_plan(capsys, SMOKE, "--topology=v5p-8", "--layers_from=2,3")

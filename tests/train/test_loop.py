@@ -110,6 +110,25 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkp
         loop.train_and_evaluate(smoke_config, tmp_path)
 
 
+@pytest.mark.slow
+def test_a_stage_on_its_own_mesh_trains_as_on_the_configs(new_smoke_config, tmp_path, capsys):
+    """Stage 2 on data=2 × fsdp=4 after a stage 1 on the config's 8-way data mesh gives the parameters of both stages
+    on the config's mesh (sharded code equals unsharded code; the checkpoint moves between the meshes)."""
+    finals = []
+    for name, stage_mesh in (("config", ""), ("own", "data=2,fsdp=4")):
+        config = new_smoke_config()
+        config.stage_order = ("stage1", "stage2")
+        config.stage2.mesh = stage_mesh
+        results = loop.train_and_evaluate(config, tmp_path / name)
+        finals.append(stage_student.load_stage_params(results[-1]))
+    said = capsys.readouterr()
+    assert "[stage2] on its own mesh (stage2.mesh='data=2,fsdp=4'): data=2 × fsdp=4 × tensor=1" in said.out + said.err
+    assert "[stage1] on its own mesh" not in said.out + said.err
+    assert finals[0].keys() == finals[1].keys()
+    for path, on_config in finals[0].items():
+        np.testing.assert_allclose(finals[1][path], on_config, rtol=2e-4, atol=2e-5, err_msg=path)
+
+
 def test_global_batch_not_divisible_by_data_parallel_size_is_refused(smoke_config, tmp_path):
     smoke_config.mesh.data = 8
     smoke_config.data.global_batch_size = 12

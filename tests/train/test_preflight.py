@@ -23,6 +23,9 @@ from embed_jax.train import batches, preflight
     ("data.global_batch_size", 0, r"data.global_batch_size=0: every stage's step reads"),
     ("data.global_batch_size", -8, r"data.global_batch_size=-8: .* must be a whole number ≥ 1"),
     ("data.group_by", "topic", r"data.group_by='topic': use one of \['length', 'teacher'\]"),
+    ("stage1.mesh", "data=2,fsdq=4", r"stage1.mesh='data=2,fsdq=4': write the mesh as data=D,fsdp=F"),
+    ("stage2.mesh", "data=3", r"config stage2.mesh: .* needs 3 devices but 8 are available.*stage stage2 trains on "
+                              r"its own mesh"),
 ])
 def test_bad_values_name_the_key_and_the_stage(key, value, message):
     config = kit.load_config_file("distill", "smoke")

@@ -123,7 +123,7 @@ def run_cached_stage(config: ml_collections.ConfigDict, stage_name: str, stage: 
     cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=text.evaluates(config))
     stage_dir = workdir / stage_name
     seed = int(config.seed)
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = stage_student.stage_mesh(config, stage_name, stage, log)
     batch_size = int(config.data.global_batch_size)
 
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")

@@ -22,7 +22,7 @@ from embed_jax.assets import resolve_model_path
 from embed_jax.models import hf_import
 from embed_jax.models.param_paths import path_name
 from embed_jax.models.student import Student
-from embed_jax.train import config as train_config, trained_student, workdir
+from embed_jax.train import config as train_config, sharding, trained_student, workdir
 from embed_jax.train.config import StageConfig
 from embed_jax.train.train_state import param_state
 
@@ -85,6 +85,15 @@ def copy_matching_params(student: Student, source: nnx.State) -> tuple[list[str]
             copied.append(path_name(path))
     new = sorted(path_name(path) for path in target if path_name(path) not in set(copied))
     return copied, new
+
+
+def stage_mesh(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, log) -> jax.sharding.Mesh:
+    """The mesh a stage trains on: its own `mesh` where it sets one (said in the log), else config.mesh."""
+    mesh = sharding.make_mesh(stage.mesh_config(config.mesh), key=stage.mesh_key(stage_name))
+    if stage.mesh:
+        log(f"[{stage_name}] on its own mesh ({stage_name}.mesh={stage.mesh!r}): "
+            + " × ".join(f"{axis}={size}" for axis, size in mesh.shape.items()))
+    return mesh
 
 
 def restore_previous_stage(previous: StageResult, student: Student, mesh: jax.sharding.Mesh, log) -> None:

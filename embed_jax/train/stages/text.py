@@ -19,7 +19,7 @@ from flax import nnx
 from embed_jax import losses
 from embed_jax.models.heads import head_name
 from embed_jax.models.student import Student
-from embed_jax.train import batches, driver, sharding, step as steps
+from embed_jax.train import batches, driver, step as steps
 from embed_jax.train.config import StageConfig
 from embed_jax.train.console import log
 from embed_jax.train.stages import batch as batch_stage, student as stage_student
@@ -31,7 +31,7 @@ def run_text_stage(config: ml_collections.ConfigDict, stage_name: str, stage: St
                    previous: StageResult | None) -> StageResult:
     cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=evaluates(config))
     target = loss_target(config)
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = stage_student.stage_mesh(config, stage_name, stage, log)
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     student = stage_student.build_student(config, stage, seed=int(config.seed))
     if previous is not None:

@@ -45,7 +45,7 @@ from embed_jax.train.stages.student import StageResult
 def run_vision_stage(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, run_dir: Path,
                      previous: StageResult | None) -> StageResult:
     cadence = driver.Cadence.from_config(config.train, stage.num_steps, evaluates=False)
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = stage_student.stage_mesh(config, stage_name, stage, log)
     student = build_vision_student(config, stage_student.stage_heads(config, stage), seed=int(config.seed), mesh=mesh)
     if previous is not None:
         stage_student.restore_previous_stage(previous, student, mesh, log)
