@@ -63,6 +63,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage_order = ("stage1", "stage2", "stage3_heads", "stage3")
     config.stage3_heads = train_config.stage("heads", 1e-3, 2000, reduction_heads=True, kind="cached_pooled")
     config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 200, 3e-5, 3e-4
+    # A supervised stage on the WordNet pairs the records hold (a usage example and its synset's definition:
+    # docs/training.md, "The supervised pair stage"); not in stage_order unless a run names it.
+    config.stage2_pairs = train_config.stage("heads+last_layers", 5e-5, 300, kind="pairs", head_learning_rate=3e-4)
     if small:
         # The size/quality row is FC1's: the small student stops after stage 2, which halves its ~30 minutes of this
         # CPU (a second pooling pass and stage 3 would only add its reduction heads).

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from embed_jax import ranking
+from embed_jax import contrastive, ranking
 
 # docs/method.md §3.3: the public code's `triplet_margin`.
 DEFAULT_MARGIN = 0.015
@@ -42,6 +42,8 @@ class LossConfig:
       constant by stop_gradient).
     ranking_weight, ranking_temperature: the listwise ranking term on the main head (embed_jax/ranking.py); 0 (the
       default) leaves the paper's three losses alone.
+    contrastive_weight, contrastive_temperature, contrastive_kl_weight: a pair stage's terms on the main head
+      (embed_jax/contrastive.py), added where the batch carries pair labels; set from the stage (kind='pairs').
     matryoshka_dims: increasing widths below the main head's; each prefix of the main head's vector (normalised)
       gets the reduction heads' terms, similarity + relative similarity against the reduction target, so that
       truncating the vector (sentence-transformers' truncate_dim) gives a trained embedding (`matryoshka_terms`).
@@ -57,10 +59,15 @@ class LossConfig:
     matryoshka_dims: tuple[int, ...] = ()
     ranking_weight: float = 0.0
     ranking_temperature: float = ranking.DEFAULT_TEMPERATURE
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = contrastive.DEFAULT_TEMPERATURE
+    contrastive_kl_weight: float = 0.0
 
     def __post_init__(self):
         ranking.check_temperature(self.ranking_temperature)
-        for key in ("cosine_weight", "similarity_weight", "relative_similarity_weight", "margin", "ranking_weight"):
+        contrastive.check_temperature(self.contrastive_temperature, "contrastive_temperature")
+        for key in ("cosine_weight", "similarity_weight", "relative_similarity_weight", "margin", "ranking_weight",
+                    "contrastive_weight", "contrastive_kl_weight"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise ValueError(f"loss config key {key!r} must be a finite number >= 0, got {value!r}")

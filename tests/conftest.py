@@ -73,6 +73,13 @@ def teacher_records(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pair_records(tmp_path_factory) -> Path:
+    """Real MiniLM records of 10 training-side WordNet synsets' definitions and usage examples, 2 validation ones
+    and two unpaired texts (kit.export_wordnet_pair_records): what a pair stage trains on. Read-only."""
+    return kit.export_wordnet_pair_records(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="session")
 def minilm_tokenizer_files(tmp_path_factory) -> Path:
     """Only the tokenizer files of all-MiniLM-L6-v2 (a --tokenizer folder for tiny BERT-vocabulary students)."""
     from embed_jax.assets import minilm_path

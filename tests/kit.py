@@ -3,7 +3,7 @@ folders, the export config of real teacher records, and stage folders in the tra
 
 Test modules `import kit` (pyproject.toml's pytest `pythonpath` puts tests/ on the path; conftest files are not
 importable under --import-mode=importlib). tests/conftest.py turns the expensive builds into session fixtures
-(`tiny_bert`, `teacher_records`, `minilm_tokenizer_files`, `tiny_training_state`); the functions here are for the
+(`tiny_bert`, `teacher_records`, `pair_records`, `minilm_tokenizer_files`, `tiny_training_state`); the functions here are for the
 shapes a test needs of its own. Numerical comparisons live in tests/parity.py. jax and torch are imported inside the
 functions that use them: every test process imports this module through tests/conftest.py, the torch-free and
 jax-free tests included.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from embed_jax.assets import minilm_path
 from embed_jax.convert.tokenizer_files import TOKENIZER_FILES
+from embed_jax.data import corpora
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny BERTs read all-MiniLM-L6-v2's vocabulary, so any real text tokenises for them and for MiniLM alike.
@@ -195,3 +197,38 @@ def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+PAIR_TRAINING_SYNSETS = 10  # training-side synsets with usage examples in `export_wordnet_pair_records`
+PAIR_VALIDATION_SYNSETS = 2
+
+
+def wordnet_training_side(synsets, validation: bool):
+    """Synsets with usage examples outside the hold-out, in (validation=True) or outside the validation split."""
+    return [synset for synset in synsets if synset.examples and not corpora.is_held_out_synset(synset.key)
+            and corpora.is_validation_synset(synset.key) == validation]
+
+
+def export_wordnet_pair_records(folder: Path) -> Path:
+    """Real all-MiniLM-L6-v2 records of real WordNet texts in folder/records, ids as the built-in corpus writes them:
+    10 training-side synsets with their usage examples (the first with two or more), 2 of the validation split, a
+    definition whose synset has no example among the records, and a passage."""
+    from embed_jax.teachers import export  # torch at the edge: the exporter
+
+    synsets = corpora.read_wordnet()
+    training = wordnet_training_side(synsets, validation=False)
+    several = next(synset for synset in training if len(synset.examples) >= 2)
+    chosen = [several] + [synset for synset in training if synset is not several][:PAIR_TRAINING_SYNSETS - 1]
+    rows = []
+    for synset in chosen + wordnet_training_side(synsets, validation=True)[:PAIR_VALIDATION_SYNSETS]:
+        rows.append({"id": f"wordnet:{synset.key}:definition", "text": synset.definition})
+        rows += [{"id": f"wordnet:{synset.key}:example:{index}", "text": example}
+                 for index, example in enumerate(synset.examples)]
+    lonely = next(synset for synset in synsets if not synset.examples and not corpora.is_held_out_synset(synset.key))
+    rows.append({"id": f"wordnet:{lonely.key}:definition", "text": lonely.definition})
+    rows.append({"id": "wiki:1:0", "text": "A passage that is neither a definition nor a usage example."})
+    (folder / "texts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = minilm_export_config(folder / "records", num_texts=len(rows), shard_size=8)
+    config.corpus.kind, config.corpus.paths, config.corpus.id_field = "jsonl", str(folder / "texts.jsonl"), "id"
+    export.run_export(config)
+    return folder / "records"

@@ -103,7 +103,7 @@ class StagePlan:
     def largest_batch(self) -> int | None:
         """The largest global batch (a multiple of the data-parallel size) whose longest bucket fits: temporaries and
         the batch grow linearly with it, states do not (an estimate from one compile; the plan says so)."""
-        if self.kind != programs.RECORDS:
+        if self.kind not in programs.TEXT_BATCH_KINDS:
             return None
         per_example = (self.temporaries + self.per_chip["batch"]) / self.batch_size
         room = self.capacity - self.states - self.other
@@ -117,7 +117,7 @@ class StagePlan:
         if self.states > self.capacity:
             return ("mesh: the weights and optimizer state alone need "
                     f"{self.states / GIB:.1f} GiB per chip; split them further (mesh.fsdp) or take a larger slice")
-        if self.remat is not True and self.kind == programs.RECORDS:
+        if self.remat is not True and self.kind in programs.TEXT_BATCH_KINDS:
             return "remat: model.text_options.remat=True recomputes activations instead of storing them"
         largest = self.largest_batch()
         if self.kind == programs.CACHED:

@@ -4,7 +4,7 @@ Everything comes from train/'s own builders with their seams opened, never a cop
 
     stage     train.config.stage_config                  (the typed StageConfig; its kind picks the step)
     student   stages.student.abstract_student           (the config's student, shapes only, from a config.json)
-    step      stages.batch.make_batch_step (records)     (split, optimizer, shardings, jitted step: place=False)
+    step      stages.batch.make_batch_step (records, pairs) (split, optimizer, shardings, jitted step: place=False)
               stages.cached.make_cached_step (cached_pooled)
     mesh      sharding.make_mesh(config.mesh, devices)   (the config's mesh over the topology's devices)
 
@@ -26,10 +26,12 @@ from embed_jax.models.student import Student
 from embed_jax.train import checkpoint, flops, sharding
 from embed_jax.train import config as train_config
 from embed_jax.train.config import StageConfig
-from embed_jax.train.stages import batch as batch_stage, cached, student as stage_student, text, vision
+from embed_jax.train.stages import batch as batch_stage, cached, pairs, student as stage_student, text, vision
 from embed_jax.train.train_state import TrainState
 
-RECORDS, CACHED, IMAGES = "records", "cached_pooled", "images"
+RECORDS, CACHED, IMAGES, PAIRS = "records", "cached_pooled", "images", "pairs"
+# Kinds whose step takes text batches of records (an encoder pass per step): their batch scales the activations.
+TEXT_BATCH_KINDS = (RECORDS, PAIRS)
 
 
 class PlanError(ValueError):
@@ -77,13 +79,19 @@ def _shaped(tree: Any, shardings: Any) -> Any:
     return checkpoint.abstract_with_shardings(tree, shardings)
 
 
-def text_batch(config: ml_collections.ConfigDict, batch_sharding: NamedSharding, length: int) -> dict[str, Any]:
-    """One global batch as the pipeline hands it to the step (batches.global_batch): ids, mask, teacher vectors."""
+def text_batch(config: ml_collections.ConfigDict, batch_sharding: NamedSharding, length: int, *,
+               pairs: bool = False) -> dict[str, Any]:
+    """One global batch as the pipeline hands it to the step (batches.global_batch): ids, mask, teacher vectors, and
+    a pair stage's labels (data/wordnet_pairs.py)."""
     size = int(config.data.global_batch_size)
-    return {"input_ids": jax.ShapeDtypeStruct((size, length), jnp.int32, sharding=batch_sharding),
-            "attention_mask": jax.ShapeDtypeStruct((size, length), jnp.int32, sharding=batch_sharding),
-            "teacher": jax.ShapeDtypeStruct((size, int(config.model.teacher_dim)), jnp.float32,
-                                            sharding=batch_sharding)}
+    batch = {"input_ids": jax.ShapeDtypeStruct((size, length), jnp.int32, sharding=batch_sharding),
+             "attention_mask": jax.ShapeDtypeStruct((size, length), jnp.int32, sharding=batch_sharding),
+             "teacher": jax.ShapeDtypeStruct((size, int(config.model.teacher_dim)), jnp.float32,
+                                             sharding=batch_sharding)}
+    if pairs:
+        batch.update({name: jax.ShapeDtypeStruct((size,), jnp.int32, sharding=batch_sharding)
+                      for name in ("pair", "is_query")})
+    return batch
 
 
 def stage_lengths(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -105,7 +113,8 @@ def build_stage_program(config: ml_collections.ConfigDict, stage_name: str, hf_c
     if stage.kind == IMAGES:
         return image_stage_program(config, stage_name, stage, hf_config, mesh, pin_activations=pin_activations)
     student = stage_student.abstract_student(config, stage, hf_config)
-    loss_config = text.loss_config_for(config, student)
+    loss_config = (pairs.pair_loss_config(config, stage, student) if stage.kind == PAIRS
+                   else text.loss_config_for(config, student))
     layers = trainable_layers(stage, student)
     if stage.kind == CACHED:
         step = cached.make_cached_step(student, stage, config.optimizer, loss_config, mesh, stage_name=stage_name,
@@ -126,7 +135,8 @@ def build_stage_program(config: ml_collections.ConfigDict, stage_name: str, hf_c
     states = (_shaped(state.trainable, state.trainable_sharding), _shaped(state.frozen, state.frozen_sharding),
               _shaped(state.opt_state, state.opt_state_sharding))
     return StageProgram(stage_name, stage.kind, student, state, step.train_step, stage_lengths(config), size,
-                        lambda length: (*states, text_batch(config, step.batch_sharding, length)), layers)
+                        lambda length: (*states, text_batch(config, step.batch_sharding, length,
+                                                            pairs=stage.kind == PAIRS)), layers)
 
 
 def image_stage_program(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig,

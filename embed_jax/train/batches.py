@@ -20,7 +20,11 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from embed_jax.data import dataset_index, pipeline, records, teacher_weights
+from embed_jax.data import dataset_index, pipeline, records, teacher_weights, wordnet_pairs
+
+
+# Fields only some batches carry: image pixels (stage 4), a pair stage's labels (data/wordnet_pairs.py).
+OPTIONAL_FIELDS = ("pixel_values", "pair", "is_query")
 
 
 def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_token_id: int) -> dict[str, jax.Array]:
@@ -29,7 +33,7 @@ def global_batch(local: Mapping[str, np.ndarray], batch_sharding: Any, *, pad_to
     if jax.process_count() > 1:
         lengths = multihost_utils.process_allgather(np.asarray(local["input_ids"].shape[1]))
         local = pipeline.pad_batch_to_length(local, int(np.max(lengths)), pad_token_id=pad_token_id)
-    fields = ("input_ids", "attention_mask", "teacher") + (("pixel_values",) if "pixel_values" in local else ())
+    fields = ("input_ids", "attention_mask", "teacher") + tuple(name for name in OPTIONAL_FIELDS if name in local)
     return {name: jax.make_array_from_process_local_data(batch_sharding, np.asarray(local[name])) for name in fields}
 
 
@@ -180,6 +184,27 @@ def make_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataS
         include_ids=True,  # a NaN loss names the records of its batch (driver.check_finite)
         teacher_scales=teacher_scales(config, source),
     )
+
+
+def pair_table(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource, stage_name: str,
+               log=print) -> wordnet_pairs.PairTable:
+    """The WordNet pairs of data.records_dir for a pair stage, refused (naming the record or key) when a pair is
+    held out or too few are there for one batch."""
+    index = dataset_index.dataset_index(source.folders, source.manifests, log=log)
+    table = wordnet_pairs.pair_table(index, records_key="data.records_dir")
+    wordnet_pairs.check_enough_pairs(table, int(config.data.global_batch_size), records_key="data.records_dir",
+                                     stage_name=stage_name)
+    return table
+
+
+def make_pair_batches(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource,
+                      table: wordnet_pairs.PairTable, *, seed: int, log=print):
+    """A pair stage's batches (data/wordnet_pairs.py), tokenised, bucketed and weighted as make_batches'."""
+    return wordnet_pairs.make_pair_dataset(
+        table, source, tokenizer=tokenizer_path(config), global_batch_size=config.data.global_batch_size,
+        max_length=config.data.max_length, length_buckets=tuple(config.data.length_buckets), seed=seed,
+        process_index=jax.process_index(), process_count=jax.process_count(), include_ids=True,
+        teacher_scales=teacher_scales(config, source), log=log)
 
 
 def teacher_scales(config: ml_collections.ConfigDict, source: pipeline.RecordDataSource) -> np.ndarray | None:

@@ -36,6 +36,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from embed_jax import contrastive
 from embed_jax.train import sharding
 from embed_jax.train.trainable import TRAINABLE_CHOICES
 
@@ -48,8 +49,9 @@ class ConfigError(ValueError):
 
 # How a stage gets its batches (embed_jax/train/stages/): an encoder pass over teacher records every step; the heads
 # alone on pooled vectors computed once (exact while the encoder is frozen: stages/cached.py); image–caption records
-# through the vision tower (stage 4, docs/method.md §4: stages/vision.py).
-KINDS = ("records", "cached_pooled", "images")
+# through the vision tower (stage 4, docs/method.md §4: stages/vision.py); labelled WordNet pairs from the records, a
+# supervised stage (stages/pairs.py, docs/training.md "The supervised pair stage").
+KINDS = ("records", "cached_pooled", "images", "pairs")
 # A cached stage's FC1 at step 0: random (""), or from the start's own vectors ("start": stages/start_anchor.py).
 FC1_INITS = ("", "start")
 
@@ -86,6 +88,12 @@ class StageConfig:
     # This stage's own mesh, 'data=D,fsdp=F[,tensor=T]' ("": config.mesh). A frozen encoder needs no FSDP: stage 1
     # compiles to 52% MFU (est.) data-parallel on v5p-128 against 37% under the config's FSDP (docs/launch.md).
     mesh: str = ""
+    # kind='pairs' only (embed_jax/contrastive.py): the weight of the pair term (a usage example against every
+    # definition of the batch, its own the positive) beside the paper's losses, its temperature, and the weight of a
+    # listwise KL toward the target's in-batch scores at that temperature.
+    contrastive_weight: float = 1.0
+    contrastive_temperature: float = contrastive.DEFAULT_TEMPERATURE
+    contrastive_kl_weight: float = 0.0
 
     def mesh_config(self, config_mesh: Any) -> Any:
         """The mesh sizes this stage trains on: its own `mesh`, else the config's."""
@@ -132,6 +140,7 @@ class StageConfig:
                 raise ConfigError(str(error)) from None
         self.check_kind(name)
         self.check_start_anchor(name)
+        self.check_pair_terms(name)
 
     def check_kind(self, name: str) -> None:
         """A cached stage trains the heads alone; an image stage trains the tower alone, and only it does."""
@@ -167,6 +176,29 @@ class StageConfig:
                                   f"kind={self.kind!r}")
 
 
+    def check_pair_terms(self, name: str) -> None:
+        """A pair stage's weights are numbers ≥ 0 and its temperature > 0; another kind leaves them at their
+        defaults (its batches carry no pairs, so they would do nothing)."""
+        for key in ("contrastive_weight", "contrastive_kl_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                                       and value >= 0):
+                raise ConfigError(f"config key {name}.{key}={value!r}: a loss weight, a finite number ≥ 0; e.g. "
+                                  f"--config.{name}.{key}=1.0")
+        try:
+            contrastive.check_temperature(self.contrastive_temperature, f"{name}.contrastive_temperature")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        defaults = StageConfig(self.trainable, self.learning_rate, self.num_steps)
+        for key in ("contrastive_weight", "contrastive_temperature", "contrastive_kl_weight"):
+            if self.kind != "pairs" and getattr(self, key) != getattr(defaults, key):
+                raise ConfigError(f"config key {name}.{key} is set, but stage {name} is kind={self.kind!r}: only a "
+                                  f"pair stage (kind='pairs') has pair terms; set {name}.kind='pairs' or drop the key")
+        if self.kind == "pairs" and self.trainable == "vision":
+            raise ConfigError(f"config key {name}.trainable='vision': a pair stage (kind='pairs') trains the text "
+                              "path on WordNet pairs; use heads, heads+last_layers or all")
+
+
 def stage(trainable: str, learning_rate: float, num_steps: int, **options: Any) -> ml_collections.ConfigDict:
     """A stage section for a config (`config.stage1 = stage('heads', 1e-4, 4000)`): every StageConfig key with its
     default, so --config.<stage>.<key>=VALUE overrides any of them. An unknown option is a TypeError here."""
@@ -175,7 +207,8 @@ def stage(trainable: str, learning_rate: float, num_steps: int, **options: Any) 
         values["head_learning_rate"] = config_dict.placeholder(float)
     else:
         values["head_learning_rate"] = float(values["head_learning_rate"])
-    values["start_interpolation"] = float(values["start_interpolation"])  # so a command line's 0.5 fits it
+    for key in ("start_interpolation", "contrastive_weight", "contrastive_temperature", "contrastive_kl_weight"):
+        values[key] = float(values[key])  # so a command line's 0.5 fits it
     return ml_collections.ConfigDict(values)
 
 

@@ -8,7 +8,8 @@
 
 A stage is one of three kinds, each a module that supplies what differs and runs through the one step driver
 (embed_jax/train/driver.py): a text stage (stages/text.py), a heads-only stage from cached pooled vectors
-(stages/cached.py, kind='cached_pooled'), an image stage (stages/vision.py, kind='images'): `run_stage` dispatches on
+(stages/cached.py, kind='cached_pooled'), an image stage (stages/vision.py, kind='images'), a supervised stage on
+WordNet pairs (stages/pairs.py, kind='pairs'): `run_stage` dispatches on
 the stage's kind. The run folder's
 layout is embed_jax/train/workdir.py's. Every process runs this same code; each reads its own slice of the records,
 and the loss sees the global batch.
@@ -22,14 +23,15 @@ import ml_collections
 
 from embed_jax.train import config as train_config, preflight, run_lock, workdir
 from embed_jax.train.console import log
-from embed_jax.train.stages import cached, text, vision
+from embed_jax.train.stages import cached, pairs, text, vision
 from embed_jax.train.driver import Preempted
 from embed_jax.train.preemption import PreemptionGuard
 from embed_jax.train.stages.student import StageResult
 
 
 # A stage's kind (embed_jax/train/config.py, KINDS) → the module that runs it.
-RUNNERS = {"records": text.run_text_stage, "cached_pooled": cached.run_cached_stage, "images": vision.run_vision_stage}
+RUNNERS = {"records": text.run_text_stage, "cached_pooled": cached.run_cached_stage, "images": vision.run_vision_stage,
+           "pairs": pairs.run_pair_stage}
 
 
 def run_stage(config: ml_collections.ConfigDict, stage_name: str, run_dir: Path,

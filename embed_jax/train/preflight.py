@@ -3,7 +3,8 @@
     check_config     train.*, loss.*, data.*, each stage of stage_order, the mesh; the student's position table; a
                      stage's interpolation start (the trained encoder's shapes); the vision tower's patch grid; the
                      records folders (not empty, data.teacher_weights naming their teachers, the start among them for
-                     fc1_init='start', held-out records laid out as the training records and repeating none of them)
+                     fc1_init='start', held-out records laid out as the training records and repeating none of them;
+                     a pair stage's WordNet pairs: none held out, enough for one batch)
 
 Each error is one `ConfigError` line naming the config key, the stage where it matters, and what to set instead
 (docs/reliability.md lists them with the tests that hold them). Each stage section is checked as its typed
@@ -196,14 +197,20 @@ def check_vision_tower(config: ml_collections.ConfigDict) -> None:
 
 def check_text_records(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:
     """The text stages' records open, are not empty, fit model.teacher_dim and data.teacher_weights, and have the start
-    among their teachers where a stage's FC1 starts from it (fc1_init='start'); held-out records line up with them
-    and repeat none of them."""
+    among their teachers where a stage's FC1 starts from it (fc1_init='start'); a pair stage's records hold enough
+    WordNet pairs and none from the hold-out; held-out records line up with them and repeat none of them."""
     source = batches.open_records(config, config.data.records_dir, "data.records_dir")
     batches.teacher_scales(config, source)
     for name, stage in stages.items():
         if stage.fc1_init == "start":
             try:
                 start_anchor.records_start_teacher(config, name, source.manifest)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+    for name, stage in stages.items():
+        if stage.kind == "pairs":
+            try:
+                batches.pair_table(config, source, name, log=log)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
     if text.evaluates(config):

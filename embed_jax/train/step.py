@@ -1,6 +1,7 @@
 """The pure train and eval steps: one global batch in, new trainable parameters, optimizer state and metrics out.
 
     loss(trainable) = distillation_loss(student(batch; trainable ∪ frozen).heads, batch.teacher)
+                      [+ pair terms on FC1, for a pair stage's labelled batches: embed_jax/contrastive.py]
 
 The student is an NNX module split into (graphdef, trainable, frozen); only `trainable` is differentiated and only
 it has optimizer state (embed_jax/train/trainable.py decides the split). The loss sees the *global* batch: under
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from embed_jax import losses
+from embed_jax import contrastive, losses
 from embed_jax.models import layers
 from embed_jax.models.heads import head_name
 from embed_jax.train import sharding
@@ -65,7 +66,15 @@ def compute_loss(
         return image_caption_terms(student, batch, loss_config)
     outputs = student(batch["input_ids"], batch["attention_mask"])
     vectors = batch["teacher"] if target == "records" else jax.lax.stop_gradient(outputs["pooled"])
-    return losses.distillation_loss(student_heads(outputs), vectors, loss_config)
+    heads = student_heads(outputs)
+    total, terms = losses.distillation_loss(heads, vectors, loss_config)
+    if "pair" in batch and loss_config.main_head is not None:  # a pair stage's batch (data/wordnet_pairs.py)
+        pair_total, pair_terms = contrastive.pair_terms(
+            heads[loss_config.main_head], vectors, batch["pair"], batch["is_query"], head=loss_config.main_head,
+            weight=loss_config.contrastive_weight, kl_weight=loss_config.contrastive_kl_weight,
+            temperature=loss_config.contrastive_temperature)
+        total, terms = total + pair_total, {**terms, **pair_terms}
+    return total, terms
 
 
 def train_step(

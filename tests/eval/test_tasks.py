@@ -80,6 +80,7 @@ def test_unknown_task_names_the_known_ones():
         tasks.load_tasks(["lee_similarity", "sts_benchmark"])
 
 
+@pytest.mark.slow
 def test_all_minilm_l6_v2_reproduces_the_lee_figures_of_assets_md(tmp_path, capsys):
     """The real model, the real command: ASSETS.md measured Spearman 0.508, Pearson 0.656, nDCG@10 0.869."""
     code = main(["--model=asset:all-MiniLM-L6-v2", f"--out={tmp_path}", "--tasks=lee_similarity,lee_retrieval",

@@ -51,6 +51,7 @@ def pairs_file(tmp_path_factory):
     return write_pairs(tmp_path_factory.mktemp("pairs") / "wordnet_pairs.tsv", held_out_synsets(30))
 
 
+@pytest.mark.slow
 def test_minilm_on_a_beir_folder_and_a_pairs_file(beir_folder, pairs_file, tmp_path):
     code = main(["--model=asset:all-MiniLM-L6-v2", f"--out={tmp_path}",
                  f"--tasks=beir:{beir_folder},pairs:{pairs_file}", "--no_cache"])

@@ -78,6 +78,7 @@ def test_mpnet_matches_pytorch_on_padded_batch_at_position_limit(tiny_mpnet, sca
     assert_masked_parity(actual, expected, mask.numpy())
 
 
+@pytest.mark.slow
 def test_the_shared_relative_bias_matters(tiny_mpnet):
     """The parity above would not notice a bias left out if the bias changed little: it changes the hidden states
     by far more than the parity tolerance (measured: 0.017, 167× PARITY_ATOL)."""
@@ -89,6 +90,7 @@ def test_the_shared_relative_bias_matters(tiny_mpnet):
     assert np.abs(with_bias - np.asarray(forward(module, ids, mask))).max() > 20 * PARITY_ATOL
 
 
+@pytest.mark.slow
 def test_inputs_embeds_match_pytorch_inputs_embeds(tiny_mpnet):
     # Hugging Face numbers every position (2, 3, …) when given embeddings: pads included, as here.
     torch_model, folder = tiny_mpnet

@@ -79,6 +79,7 @@ def test_matches_hugging_face_in_fp32(tmp_path, overrides, options):
         np.testing.assert_allclose(np.asarray(got["pooler_output"]), want_pooled, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_full_siglip_folder_loads_its_vision_half(tmp_path):
     config = SiglipConfig(
         vision_config=TINY,

@@ -25,6 +25,7 @@ def bucketed(teacher, texts):
     return encoders.encode_texts(teacher, texts, max_tokens_per_batch=512, max_batch_size=16)
 
 
+@pytest.mark.slow
 def test_sentence_transformers_folder_matches_encode(texts, minilm_st):
     teacher = encoders.load_teacher(encoders.TeacherSpec("minilm", "asset:all-MiniLM-L6-v2"))
     assert (teacher.dim, teacher.max_seq_length) == (384, 256)
@@ -38,6 +39,7 @@ def test_prompt_is_what_sentence_transformers_does_with_it(texts, minilm_st):
     assert np.abs(vectors - minilm_st.encode(texts[:10])).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_hugging_face_folder_with_mean_pooling_matches_sentence_transformers(texts, minilm_st):
     # MiniLM's own pipeline is Transformer → mean Pooling → Normalize: the HF path must give the same direction.
     teacher = encoders.load_teacher(encoders.TeacherSpec("hf", str(minilm_path()), pooling="mean",

@@ -255,6 +255,7 @@ def test_saves_on_the_interval_and_keeps_the_last_n(tmp_path):
         assert checkpoints.all_steps() == [6, 7]
 
 
+@pytest.mark.slow
 def test_async_save_does_not_need_the_arrays_after_it_returns(tmp_path):
     """The train step donates its state: Orbax must have copied the arrays before `save` returns."""
     mesh = make_mesh((8, 1))
@@ -269,6 +270,7 @@ def test_async_save_does_not_need_the_arrays_after_it_returns(tmp_path):
     assert_trees_equal(jax.tree.map(np.asarray, restored.state), expected)
 
 
+@pytest.mark.slow
 def test_last_good_checkpoint_is_committed_for_the_next_run(tmp_path):
     """After a NaN the loop stops saving; what it leaves must be complete on disk for a fresh manager."""
     mesh = make_mesh((8, 1))
@@ -312,6 +314,7 @@ def saved_run(tmp_path, mesh, **manager_options):
     return state
 
 
+@pytest.mark.slow
 def test_resume_that_changes_shapes_names_the_difference(tmp_path):
     mesh = make_mesh((8, 1))
     saved_run(tmp_path, mesh, shape_config={"teacher_dim": 8, "hidden_size": HIDDEN})
@@ -326,6 +329,7 @@ def test_resume_that_changes_shapes_names_the_difference(tmp_path):
     assert str(tmp_path) in message and "step 3" in message
 
 
+@pytest.mark.slow
 def test_folder_of_another_run_is_refused(tmp_path):
     mesh = make_mesh((8, 1))
     state = saved_run(tmp_path, mesh)
@@ -335,6 +339,7 @@ def test_folder_of_another_run_is_refused(tmp_path):
             checkpoints.restore(None, abstract_targets(state, mesh))
 
 
+@pytest.mark.slow
 def test_saving_into_another_runs_folder_is_refused_and_its_checkpoints_stay(tmp_path):
     """Without a restore first, the first save checks the folder: keeping the last N must not delete another run's."""
     mesh = make_mesh((8, 1))
@@ -347,6 +352,7 @@ def test_saving_into_another_runs_folder_is_refused_and_its_checkpoints_stay(tmp
         assert checkpoints.save(10, state, force=True)  # the run that wrote it may go on
 
 
+@pytest.mark.slow
 def test_folder_not_written_by_this_module_is_refused(tmp_path):
     mesh = make_mesh((8, 1))
     state, _ = trained_state(mesh)
@@ -359,6 +365,7 @@ def test_folder_not_written_by_this_module_is_refused(tmp_path):
             checkpoints.save(2, state, force=True)
 
 
+@pytest.mark.slow
 def test_data_position_saved_by_another_process_count_is_refused(tmp_path):
     mesh = make_mesh((8, 1))
     state = saved_run(tmp_path, mesh)

@@ -183,7 +183,7 @@ def test_disjoint_held_out_records_pass(smoke_config, tmp_path):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("stage1.kind", "pooled", r"stage1.kind='pooled': use one of \['records', 'cached_pooled', 'images'\]"),
+    ("stage1.kind", "pooled", r"stage1.kind='pooled': use one of \['records', 'cached_pooled', 'images', 'pairs'\]"),
     ("stage2.head_learning_rate", 0.0, r"stage2.head_learning_rate=0.0: stage stage2's peak learning rate"),
     ("stage2.last_layers", 0, r"stage2.last_layers=0: trainable='heads\+last_layers' trains"),
     ("stage2.kind", "cached_pooled", r"stage2.kind='cached_pooled' needs stage2.trainable='heads'"),
