@@ -209,10 +209,11 @@ def wordnet_training_side(synsets, validation: bool):
             and corpora.is_validation_synset(synset.key) == validation]
 
 
-def export_wordnet_pair_records(folder: Path) -> Path:
+def export_wordnet_pair_records(folder: Path, second_teacher: Path | None = None) -> Path:
     """Real all-MiniLM-L6-v2 records of real WordNet texts in folder/records, ids as the built-in corpus writes them:
     10 training-side synsets with their usage examples (the first with two or more), 2 of the validation split, a
-    definition whose synset has no example among the records, and a passage."""
+    definition whose synset has no example among the records, and a passage. `second_teacher`: a tiny model folder
+    (mean pooling) as a second teacher named 'tiny', as `minilm_and_tiny_export_config`."""
     from embed_jax.teachers import export  # torch at the edge: the exporter
 
     synsets = corpora.read_wordnet()
@@ -228,7 +229,8 @@ def export_wordnet_pair_records(folder: Path) -> Path:
     rows.append({"id": f"wordnet:{lonely.key}:definition", "text": lonely.definition})
     rows.append({"id": "wiki:1:0", "text": "A passage that is neither a definition nor a usage example."})
     (folder / "texts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = minilm_export_config(folder / "records", num_texts=len(rows), shard_size=8)
+    config = (minilm_export_config(folder / "records", num_texts=len(rows), shard_size=8) if second_teacher is None
+              else minilm_and_tiny_export_config(folder / "records", second_teacher, num_texts=len(rows), shard_size=8))
     config.corpus.kind, config.corpus.paths, config.corpus.id_field = "jsonl", str(folder / "texts.jsonl"), "id"
     export.run_export(config)
     return folder / "records"

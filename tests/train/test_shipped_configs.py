@@ -5,7 +5,8 @@ Only what a CPU test cannot hold is swapped: the init folder becomes a tiny rand
 own family and depth where a stage counts layers (MiniLM's tokenizer, so real text tokenises), the records hold two
 teachers as the configs expect, real all-MiniLM-L6-v2 plus a tiny BERT standing in for all-mpnet-base-v2 (so FC1 is
 384 + 32 = 416-d, wider than every reduction head, and the teacher weights name the stand-in), and the stages take a
-few steps (train_config.shrink_for_smoke). configs/vision.py's stage 4 runs the same way in tests/vision/test_stage4.py (its
+few steps (train_config.shrink_for_smoke). A config with a pair stage or an FC1 started from the start gets records of
+real WordNet pairs whose second teacher is the tiny init folder itself. configs/vision.py's stage 4 runs the same way in tests/vision/test_stage4.py (its
 tower trains from scratch, so its own config is already tiny).
 
 A config nobody runs crashes on the user's slice: configs/jasper.py's remat with frozen parameters failed to trace in
@@ -86,10 +87,24 @@ def smoke_run_config(name: str, arg: str | None, init_folder: Path, records: Pat
     return config
 
 
+def needs_own_records(config) -> bool:
+    """A config whose stages need more of the records than two teachers: WordNet pairs (a pair stage), or the
+    student's own start among the teachers (fc1_init='start')."""
+    stages = [train_config.stage_config(config, name) for name in config.stage_order]
+    return any(stage.kind == "pairs" or stage.fc1_init == "start" for stage in stages)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, arg, save_family", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a, _ in SHIPPED])
 def test_every_stage_of_a_shipped_config_trains(name, arg, save_family, two_teacher_records, tmp_path):
-    config = smoke_run_config(name, arg, save_family(tmp_path / "init"), two_teacher_records)
+    init = save_family(tmp_path / "init")
+    records = two_teacher_records
+    if needs_own_records(kit.load_config_file(name, arg)):
+        # Real WordNet pairs, and the tiny init folder itself as the second teacher (its stand-in for mpnet), so that
+        # a stage's FC1 can start from the start's own block.
+        (tmp_path / "records").mkdir()
+        records = kit.export_wordnet_pair_records(tmp_path / "records", second_teacher=init)
+    config = smoke_run_config(name, arg, init, records)
     options = dict(config.model.text_options)
     results = loop.train_and_evaluate(config, tmp_path / "run")
     assert [result.name for result in results] == list(config.stage_order)
