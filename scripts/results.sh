@@ -33,7 +33,7 @@ $PY -m embed_jax.eval --out="$OUT/eval" --model=$MINILM --model=$MPNET --model=c
   --model=concat:$MINILM+$MPNET@0.15,0.85 --model="$OUT/train150k" --model="$OUT/train150k_small" \
   --model=asym:"$OUT/train150k" --quantize=int8,binary
 # The stage rows: the student after stage 2 and after stage3_heads (what stage 3 changed).
-for stage in stage2 stage3_heads; do
+for stage in stage2 stage3_heads stage3; do
   $PY -m embed_jax.eval --out="$OUT/eval_$stage" --model="$OUT/train150k/$stage"
 done
 # Why the student retrieves below its start: its fit to the target against the two references (read from the cache).
