@@ -15,6 +15,7 @@ import kit
 from embed_jax.models import shapes
 from embed_jax.plan import __main__ as plan_main, compiled, planner, programs
 from embed_jax.plan.topology import GIB, parse_topology
+from embed_jax.train import config as train_config
 
 # Slow lane only (docs/testing.md, "Fast lane"): compiles, exports or trains whole models.
 pytestmark = pytest.mark.slow
@@ -175,3 +176,20 @@ def test_a_stage_on_its_own_data_parallel_mesh_gathers_no_weights():
     stage_plan = planner.plan_stage(config, "stage1", small_shape(), topology, mesh, texts=1000, lengths=[32],
                                     log=lambda line: None)
     assert stage_plan.buckets[0].analysis.collectives["all-gather"].bytes < 1 << 20  # not a weight: under 1 MiB
+
+
+
+def test_a_pair_stage_compiles_with_its_labels():
+    """A supervised pair stage (kind='pairs') plans like a text stage, its batch carrying the pair labels that its
+    pair term reads, and it fits with a largest-batch estimate as a text stage has."""
+    config = kit.load_config_file("jasper", "smoke")
+    config.stage2_pairs = train_config.stage("heads+last_layers", 1e-4, 10, kind="pairs", last_layers=2,
+                                           contrastive_kl_weight=1.0)
+    config.stage_order = ("stage2_pairs",)
+    topology = parse_topology("v5p:2x2x2")
+    mesh = programs.make_mesh(config, plan_main.topology_devices(topology), "stage2_pairs")
+    program = programs.build_stage_program(config, "stage2_pairs", small_shape(), mesh)
+    assert set(program.arguments(32)[3]) == {"input_ids", "attention_mask", "teacher", "pair", "is_query"}
+    stage_plan = planner.plan_stage(config, "stage2_pairs", small_shape(), topology, mesh, texts=1000, lengths=[32],
+                                    log=lambda line: None)
+    assert stage_plan.kind == "pairs" and stage_plan.fits and stage_plan.largest_batch() > 0
