@@ -40,6 +40,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     text_stages = [name for name, stage in stages.items() if stage.kind != "images"]
     if text_stages:
         check_position_table(config, text_stages)
+        check_last_layers(config, stages)
         check_text_records(config, stages)
     if len(text_stages) < len(stages):
         check_vision_tower(config)
@@ -172,6 +173,33 @@ def check_position_table(config: ml_collections.ConfigDict, stage_names: list[st
             f"config key data.max_length={config.data.max_length} (stages {', '.join(stage_names)}): the student "
             f"{config.model.init_from} has {limit} positions (max_position_embeddings in {folder / 'config.json'}); "
             f"set --config.data.max_length={limit} or less (and data.length_buckets within it)")
+
+
+def encoder_depth(config: ml_collections.ConfigDict) -> int | None:
+    """How many layers the student's text encoder has: model.text_options.num_layers, else init_from's config.json
+    (None when there is no init folder to read)."""
+    if config.model.text_options.get("num_layers"):
+        return int(config.model.text_options.num_layers)
+    if not config.model.init_from:
+        return None
+    folder = hf_import.resolve_model_folder(resolve_model_path(config.model.init_from))
+    hf_config = hf_import.read_config(folder)
+    family, _ = hf_import.text_encoder_family(hf_config, source=str(folder / "config.json"))
+    return int(family.config_from_hf(hf_config, source=str(folder / "config.json")).num_hidden_layers)
+
+
+def check_last_layers(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:
+    """A stage that unfreezes more layers than the encoder has would fail when it builds its split, after the stages
+    before it trained: refuse it now, naming the stage's key and the depth."""
+    depth = None
+    for name, stage in stages.items():
+        if stage.trainable != "heads+last_layers":
+            continue
+        depth = encoder_depth(config) if depth is None else depth
+        if depth is not None and stage.last_layers > depth:
+            raise ConfigError(f"config key {name}.last_layers={stage.last_layers}: the student's text encoder "
+                              f"({config.model.init_from}) has {depth} layers; choose 1 to {depth}, e.g. "
+                              f"--config.{name}.last_layers={depth}")
 
 
 def check_interpolation_starts(config: ml_collections.ConfigDict, stages: Mapping[str, StageConfig]) -> None:

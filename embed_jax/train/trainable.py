@@ -79,7 +79,8 @@ def heads_and_last_layers(param_paths: list[tuple], last_layers: int, config_key
         )
     num_layers = count_encoder_layers(param_paths)
     if last_layers > num_layers:
-        raise ValueError(f"config key last_layers={last_layers}: the text encoder has {num_layers} layers; choose "
+        key = config_key.rsplit(".", 1)[0] + ".last_layers" if "." in config_key else "last_layers"
+        raise ValueError(f"config key {key}={last_layers}: the text encoder has {num_layers} layers; choose "
                          f"1 to {num_layers}")
     first_trainable = num_layers - last_layers
 

@@ -235,3 +235,10 @@ def test_teacher_grouping_over_a_window_of_one_batch_says_batches_stay_random(sm
     config.data.length_grouping_window = 64
     preflight.check_config(config)
     assert "[preflight]" not in capsys.readouterr().out
+
+
+def test_a_stage_unfreezing_more_layers_than_the_encoder_has_is_refused_before_any_work(smoke_config):
+    smoke_config.stage2.last_layers = 9  # the tiny student has 4
+    with pytest.raises(preflight.ConfigError, match=r"config key stage2\.last_layers=9: the student's text encoder "
+                                                    r"\(.*\) has 4 layers; choose 1 to 4"):
+        preflight.check_config(smoke_config)
