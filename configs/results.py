@@ -80,7 +80,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # The size/quality row is FC1's: the small student stops after stage 2, which halves its ~30 minutes of this
         # CPU (a second pooling pass and stage 3 would only add its reduction heads).
         config.stage_order = ("stage1", "stage2")
-        # Its row in docs/RESULTS.md was measured with the earlier target (0.15 / 0.85, a random FC1) and not rerun
-        # with the pair-stage recipe, so it keeps those settings.
-        config.data.teacher_weights, config.stage1.fc1_init = "minilm=0.15,mpnet=0.85", ""
     return config
