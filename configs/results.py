@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage3.num_steps, config.stage3.learning_rate, config.stage3.head_learning_rate = 200, 3e-5, 3e-4
     # A supervised stage on the WordNet pairs the records hold (a usage example and its synset's definition:
     # docs/training.md, "The supervised pair stage"), last, so that the exported heads keep what it gains. Stage 2's
-    # rates for 300 steps: on the study set it took FC1's wordnet_validation MRR@10 from 0.110 to 0.123–0.124 (two
+    # rates for 300 steps: on the study set it took FC1's wordnet_validation MRR@10 from 0.110 to 0.123–0.124 (three
     # pair orders; all-MiniLM-L6-v2 0.123).
     config.stage_order = ("stage1", "stage2", "stage3_heads", "stage3", "stage3_pairs")
     config.stage3_pairs = train_config.stage("heads+last_layers", 5e-5, 300, kind="pairs", head_learning_rate=3e-4,
