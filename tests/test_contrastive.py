@@ -50,8 +50,8 @@ def pair_loss_bruteforce_jnp(vectors, pair, is_query, temperature):
     return jnp.mean(jnp.stack(rows))
 
 
-@pytest.mark.parametrize("pairs", [1, 2, 5, 16])
-@pytest.mark.parametrize("temperature", [0.02, 0.05, 1.0])
+@pytest.mark.parametrize("pairs", [1, 5, 16])
+@pytest.mark.parametrize("temperature", [0.02, 1.0])
 def test_pair_loss_matches_loops(pairs, temperature):
     vectors, pair, is_query = pair_batch(np.random.default_rng(pairs), pairs, 12)
     ours = float(jax.jit(contrastive.pair_contrastive_loss, static_argnums=3)(vectors, pair, is_query, temperature))

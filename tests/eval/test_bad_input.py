@@ -145,6 +145,7 @@ def test_workdir_trained_on_overlapping_records_is_refused_through_its_run_confi
     assert code == 2 and "'my_corpus:12' (held-out text)" in err and str(text_overlap_records.resolve()) in err
 
 
+@pytest.mark.slow
 def test_allow_overlap_scores_and_marks_the_rows(tmp_path, capsys, tiny_st, clean_records, id_overlap_records):
     folder = export_folder(tmp_path, tiny_st, [clean_records, id_overlap_records])
     out = tmp_path / "out"

@@ -38,6 +38,7 @@ def test_least_squares_map_recovers_an_exact_affine_map():
     assert probe.median_fit(probe.least_squares_map(source, target), target) == pytest.approx(1.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_retrieval_metrics_equal_brute_force():
     """Random vectors of the hold-out task's texts: the probe's scores against ranks counted one query at a time."""
     from embed_jax.eval import tasks, wordnet

@@ -86,6 +86,7 @@ def test_inputs_embeds_replace_only_the_word_lookup(tiny_bert):
     assert_close(from_ids, from_embeds)
 
 
+@pytest.mark.slow
 def test_too_long_input_is_refused_or_truncated(tiny_bert):
     _, folder = tiny_bert
     ids, mask = padded_batch(97, [17, 5], 17, pad_token_id=0, seed=4)

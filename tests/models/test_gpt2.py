@@ -64,6 +64,7 @@ def test_lm_head_checkpoint_loads_with_prefix(tmp_path):
                          torch_hidden(lm.transformer, ids, mask, causal=True), mask.numpy())
 
 
+@pytest.mark.slow
 def test_too_long_input_is_refused_or_truncated(tiny_gpt2):
     _, folder = tiny_gpt2
     ids, mask = padded_batch(101, [11, 4], 11, seed=3)

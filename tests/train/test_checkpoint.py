@@ -243,6 +243,7 @@ def test_restore_onto_a_different_mesh(tmp_path, target_mesh_shape):
     )
 
 
+@pytest.mark.slow
 def test_saves_on_the_interval_and_keeps_the_last_n(tmp_path):
     mesh = make_mesh((8, 1))
     state, batches = trained_state(mesh, steps=1)

@@ -119,6 +119,7 @@ def test_frozen_parameters_get_no_optimizer_state():
     assert optimizer.count_parameters(frozen) > 4 * optimizer.count_parameters(trainable)  # none of it has state
 
 
+@pytest.mark.slow
 def test_nnx_optimizer_with_a_trainable_filter_holds_state_for_that_part_only():
     """The same guarantee through `nnx.Optimizer(wrt=filter)` (plain arrays reach optax there)."""
     model = TinyStudent(nnx.Rngs(0))
