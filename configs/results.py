@@ -1,4 +1,4 @@
-r"""The run behind docs/RESULTS.md: all-MiniLM-L6-v2 + all-mpnet-base-v2 (1152-d, weighted 0.15 / 0.85) distilled into
+r"""The run behind docs/RESULTS.md: all-MiniLM-L6-v2 + all-mpnet-base-v2 (1152-d, weighted 0.3 / 0.7) distilled into
 a MiniLM student, on 150,000 texts of every built-in source (`bash scripts/results.sh` runs all of it).
 
     # teacher records: the first 150,000 texts of all+bible+fortunes in their fixed order (teachers at 128 tokens),
@@ -12,7 +12,9 @@ a MiniLM student, on 150,000 texts of every built-in source (`bash scripts/resul
     python -m embed_jax.main --config=configs/results.py:small --workdir=runs/results/train150k_small
 
 Stages 1 → 2 → 3 (docs/method.md §4), with stage 3's new heads first fitted on cached pooled vectors (stage3_heads,
-as in configs/distill.py), FC1 (1152-d) and 384/256/128-d reduction heads, batch 32, length-grouped batches,
+as in configs/distill.py), then a short supervised stage on the records' WordNet pairs (stage3_pairs, kind='pairs':
+docs/training.md "The supervised pair stage"), FC1 (1152-d, started from the start's own vectors) and 384/256/128-d
+reduction heads, batch 32, length-grouped batches,
 validation every 100 steps on all 512 validation texts. What each choice did is docs/training.md's schedule study
 (32,768 texts of the same mix, one shared stage 1, stage-2 variants on the same hold-out). `:small` is the
 size/quality trade: stages 1–2 of the same recipe for a student made of MiniLM's first 3 layers
