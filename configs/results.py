@@ -2,12 +2,14 @@ r"""The run behind docs/RESULTS.md: all-MiniLM-L6-v2 + all-mpnet-base-v2 (1152-d
 a MiniLM student, on 150,000 texts of every built-in source (`bash scripts/results.sh` runs all of it).
 
     # teacher records: the first 150,000 texts of all+bible+fortunes in their fixed order (teachers at 128 tokens),
-    # two worker processes side by side; validation: 512 texts from position 170,000 of the same order
+    # (each text's own hash: corpus.order=text), two worker processes side by side; validation: 512 texts from
+    # position 170,000 of the same order
     python -m embed_jax.teachers.export --config=configs/teachers.py --config.corpus.builtin=all+bible+fortunes \
-        --config.corpus.max_texts=150000 --config.torch_threads=1 --config.num_workers=2 --config.worker_index=K \
-        --config.output_dir=runs/results/records150k                                        # K = 0 and 1
+        --config.corpus.order=text --config.corpus.max_texts=150000 --config.torch_threads=1 --config.num_workers=2 \
+        --config.worker_index=K --config.output_dir=runs/results/records150k                # K = 0 and 1
     python -m embed_jax.teachers.export --config=configs/teachers.py --config.corpus.builtin=all+bible+fortunes \
-        --config.corpus.max_texts=512 --config.corpus.skip_texts=170000 --config.output_dir=runs/results/eval_records
+        --config.corpus.order=text --config.corpus.max_texts=512 --config.corpus.skip_texts=170000 \
+        --config.output_dir=runs/results/eval_records
     python -m embed_jax.main --config=configs/results.py --workdir=runs/results/train150k
     python -m embed_jax.main --config=configs/results.py:small --workdir=runs/results/train150k_small
 

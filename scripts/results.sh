@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --teachers
 PY=.venv/bin/python
 OUT=${OUT:-runs/results}
-CORPUS=(--config.corpus.builtin=all+bible+fortunes)
+# The order docs/RESULTS.md's records were exported in (each text's own hash; embed_jax/data/corpora.py).
+CORPUS=(--config.corpus.builtin=all+bible+fortunes --config.corpus.order=text)
 export_worker() {
   $PY -m embed_jax.teachers.export --config=configs/teachers.py "${CORPUS[@]}" --config.corpus.max_texts=150000 \
     --config.output_dir="$OUT/records150k" --config.reuse_from="${REUSE:-}" --config.torch_threads=1 \

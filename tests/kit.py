@@ -103,6 +103,7 @@ def minilm_export_config(output_dir: Path, *, num_texts: int = TEACHER_RECORDS_C
     config = load_config_file("teachers", "smoke")
     config.output_dir = str(output_dir)
     config.corpus.builtin = "wordnet"
+    config.corpus.order = "text"  # the order the tests' records were written against (synsets apart)
     config.corpus.max_texts = num_texts
     del config.teachers["mpnet"]
     config.teacher_order = "minilm"

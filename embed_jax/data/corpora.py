@@ -33,8 +33,14 @@ Besides, any training text equal (after whitespace folding and lower-casing) to 
 repeats some glosses across synsets ("a variety of aster"), and a repeated gloss would leak a held-out answer
 (314 WordNet texts are dropped so). Sizes: wiki 7,421 passages, lee_background 300, wordnet 148,986, all 156,707.
 
-Every built-in corpus yields its texts in a fixed pseudo-random order (sha256 of the id), so that a prefix of
-`max_texts` texts is a uniform mix of the sources and a bigger export extends a smaller one.
+Every built-in corpus yields its texts in a fixed pseudo-random order, so that a prefix of `max_texts` texts is a
+uniform mix of the sources and a bigger export extends a smaller one. Two orders (ORDERS):
+
+* `text`: sha256 of each text's id. A synset's definition and its usage examples land far apart, so a prefix of a few
+  thousand texts holds almost no whole synset (3,000 texts: 14 outside the validation split).
+* `synset`: sha256 of the synset key for WordNet texts (of the id for the rest), the synset's texts adjacent in id
+  order. A prefix keeps its synsets whole, which is what a pair stage trains on (embed_jax/data/wordnet_pairs.py):
+  3,000 texts hold 491 pairs outside the validation split, the same share of each source.
 """
 from __future__ import annotations
 
@@ -271,19 +277,34 @@ def is_held_out_record_id(record_id: str) -> bool:
     return debian_texts.is_held_out_record_id(record_id)
 
 
-def _order_key(item: Text) -> str:
-    return hashlib.sha256(item.id.encode("utf-8")).hexdigest()
+ORDERS = ("text", "synset")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _text_order_key(item: Text) -> str:
+    return _sha256(item.id)
+
+
+def _synset_order_key(item: Text) -> tuple[str, str]:
+    parts = item.id.split(":")
+    group = f"wordnet:{parts[1]}" if parts[0] == "wordnet" and len(parts) >= 3 else item.id
+    return _sha256(group), item.id
 
 
 @functools.lru_cache(maxsize=4)
-def _builtin_texts_ordered(name: str) -> tuple[Text, ...]:
+def _builtin_texts_ordered(name: str, order: str) -> tuple[Text, ...]:
     held_out = holdout_folded_texts()
     texts = [item for reader in corpus_readers(name) for item in reader() if fold(item.text) not in held_out]
-    return tuple(sorted(texts, key=_order_key))
+    return tuple(sorted(texts, key=_synset_order_key if order == "synset" else _text_order_key))
 
 
-def builtin_texts(name: str, max_texts: int | None = None) -> tuple[Text, ...]:
-    """The training texts of built-in corpus `name` in their fixed order; the first `max_texts` if given."""
+def builtin_texts(name: str, max_texts: int | None = None, order: str = "text") -> tuple[Text, ...]:
+    """The training texts of built-in corpus `name` in fixed order `order` (ORDERS); the first `max_texts` if given."""
     corpus_readers(name)  # an unknown name fails here, before any text is read
-    texts = _builtin_texts_ordered(name)
+    if order not in ORDERS:
+        raise KeyError(f"order {order!r}; choose one of {', '.join(ORDERS)}")
+    texts = _builtin_texts_ordered(name, order)
     return texts if max_texts is None else texts[:max_texts]

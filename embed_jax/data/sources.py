@@ -10,7 +10,7 @@ manifest and compared when an export resumes) and, cheaply, how many texts it ho
 | `parquet` | paths, text_field, id_field                    | the text column of a row     | `<file>#<row>`           |
 | `tfds`    | tfds_name, tfds_split, tfds_data_dir,          | the text feature of an       | `<name>/<split>/<index>` |
 |           | text_field, id_field                           | example (no TensorFlow)      |                          |
-| `builtin` | builtin, max_texts, skip_texts                 | see `corpora`                | see `corpora`            |
+| `builtin` | builtin, max_texts, skip_texts, order          | see `corpora`                | see `corpora`            |
 
 `paths` is a comma-separated list of files or glob patterns, matched in sorted order. `<file>` is the file's path
 relative to the folder that holds all matched files. Lines and rows count from 1 and 0 respectively.
@@ -287,13 +287,14 @@ class TfdsCorpus:
 
 
 class BuiltinCorpus:
-    """The built-in training texts in their fixed (hash) order: texts[skip_texts : skip_texts + max_texts].
+    """The built-in training texts in a fixed (hash) order: texts[skip_texts : skip_texts + max_texts].
 
     skip_texts makes a second, disjoint slice of the same order, e.g. validation records for the loss-curve eval
-    (configs/teachers.py:eval): the first N texts train, the next M measure.
+    (configs/teachers.py:eval): the first N texts train, the next M measure. `order` is one of corpora.ORDERS
+    ('synset' keeps each WordNet synset's texts together, for a pair stage).
     """
 
-    def __init__(self, name: str, max_texts: int | None, skip_texts: int = 0):
+    def __init__(self, name: str, max_texts: int | None, skip_texts: int = 0, order: str = "text"):
         try:
             corpora.corpus_readers(name)
         except KeyError as error:
@@ -302,7 +303,9 @@ class BuiltinCorpus:
             raise CorpusError(f"corpus.max_texts={max_texts} must be positive, or None for the whole corpus.")
         if skip_texts < 0:
             raise CorpusError(f"corpus.skip_texts={skip_texts} must be 0 or positive.")
-        self.name, self.max_texts, self.skip_texts = name, max_texts, skip_texts
+        if order not in corpora.ORDERS:
+            raise CorpusError(f"corpus.order={order!r}; choose one of {', '.join(corpora.ORDERS)}.")
+        self.name, self.max_texts, self.skip_texts, self.order = name, max_texts, skip_texts, order
 
     def describe(self) -> dict[str, Any]:
         description = {"kind": "builtin", "name": self.name, "max_texts": self.max_texts,
@@ -312,11 +315,13 @@ class BuiltinCorpus:
                                        f"{debian_texts.HOLDOUT_PER_MILLE}")
         if self.skip_texts:  # only when set: exports made before the option keep their identity
             description["skip_texts"] = self.skip_texts
+        if self.order != "text":  # likewise
+            description["order"] = self.order
         return description
 
     def _texts(self) -> tuple[Text, ...]:
         try:
-            texts = corpora.builtin_texts(self.name)
+            texts = corpora.builtin_texts(self.name, order=self.order)
         except (corpora.CorpusMissingError, debian_texts.DebianTextMissingError) as error:
             raise CorpusError(f"corpus.builtin={self.name!r}: {error}") from error
         end = None if self.max_texts is None else self.skip_texts + self.max_texts
@@ -344,7 +349,8 @@ def open_corpus(config) -> Corpus:
     if policy not in DECODE_POLICIES:
         raise CorpusError(f"corpus.on_decode_error={policy!r}; choose one of {', '.join(DECODE_POLICIES)}.")
     if kind == "builtin":
-        return BuiltinCorpus(config.builtin, config.get("max_texts"), config.get("skip_texts", 0) or 0)
+        return BuiltinCorpus(config.builtin, config.get("max_texts"), config.get("skip_texts", 0) or 0,
+                             config.get("order", "text"))
     if kind == "tfds":
         if not config.tfds_name:
             raise CorpusError("corpus.tfds_name is empty; name the tfds dataset, e.g. "

@@ -41,7 +41,7 @@ def test_joined_names_are_the_union_in_the_fixed_order():
     joined = corpora.builtin_texts("lee_background+fortunes")
     parts = corpora.builtin_texts("lee_background") + corpora.builtin_texts("fortunes")
     assert sorted(item.id for item in joined) == sorted(item.id for item in parts)
-    assert list(joined) == sorted(joined, key=lambda item: corpora._order_key(item))
+    assert list(joined) == sorted(joined, key=lambda item: corpora._text_order_key(item))
 
 
 def test_an_unknown_part_of_a_joined_name_is_named():

@@ -149,3 +149,12 @@ def test_builtin_skip_texts_takes_the_next_disjoint_slice():
                           (300, r"corpus.skip_texts=300 skips every text: built-in corpus 'lee_background' has 300")]:
         with pytest.raises(CorpusError, match=message):
             sources.open_corpus(corpus_config(kind="builtin", builtin="lee_background", skip_texts=skip)).count()
+
+
+def test_builtin_order_is_part_of_the_export_identity_and_checked():
+    by_synset = sources.open_corpus(corpus_config(kind="builtin", builtin="wordnet", max_texts=4, order="synset"))
+    assert by_synset.describe()["order"] == "synset"
+    # The text order is the one exports had before the option: their description stays as it was.
+    assert "order" not in sources.open_corpus(corpus_config(kind="builtin", builtin="wordnet", order="text")).describe()
+    with pytest.raises(CorpusError, match=r"corpus.order='random'; choose one of text, synset"):
+        sources.open_corpus(corpus_config(kind="builtin", builtin="wordnet", order="random"))
