@@ -45,7 +45,10 @@ TIMING_COLUMNS = ("examples_per_s", "tokens_per_s", "steps_per_s")
 # Kills by turns: as the next checkpoint save begins, mid-stage after a checkpoint, and at a random moment.
 KILL_KINDS = ("mid-save", "mid-stage", "random")
 SOAK_OVERRIDES = ("--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.stage1.num_steps=6",
-                  "--config.stage2.num_steps=6", "--config.stage3_heads.num_steps=6", "--config.stage3.num_steps=6")
+                  "--config.stage2.num_steps=6", "--config.stage3_heads.num_steps=6", "--config.stage3.num_steps=6",
+                  # The stages any records can train: the pair stage needs WordNet pairs, FC1 from the start needs the
+                  # init folder among the teachers.
+                  "--config.stage_order=('stage1','stage2','stage3_heads','stage3')", "--config.stage1.fc1_init=")
 
 
 def train_command(workdir: Path, init_from: str, records_dir: str, teacher_dim: int, extra: list[str]) -> list[str]:

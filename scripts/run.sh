@@ -26,7 +26,7 @@ cat <<DONE
 
 [run] the student:    $RUN_DIR/model   (SentenceTransformer('$RUN_DIR/model'); model card: $RUN_DIR/model/README.md)
 [run] the evaluation: $RUN_DIR/eval/results.md, results.json, results.png
-[run] loss curves:    $RUN_DIR/train/stage{1,2,3_heads,3}/loss_curves.png (metrics.jsonl and TensorBoard events beside them)
+[run] loss curves:    $RUN_DIR/train/stage{1,2,3_heads,3_pairs}/loss_curves.png (metrics.jsonl and TensorBoard events beside them)
 [run] next:
   .venv/bin/python -m embed_jax.eval --model=$RUN_DIR/train --model='asym:$RUN_DIR/train' --quantize=int8,binary --out=$RUN_DIR/eval_asym
       # + documents by the concatenated teachers, int8/binary vectors (mpnet encodes the suite once: ~35 min at load 8–20)

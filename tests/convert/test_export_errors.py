@@ -241,6 +241,7 @@ def test_command_line_exports_what_the_training_loop_wrote(tmp_path, teacher_rec
     config.data.teacher_weights = ""  # the fixture records' own teachers, equally
     config.data.records_dir = str(teacher_records)
     config.stage_order = ("stage1",)
+    config.stage1.fc1_init = ""  # the tiny init folder is none of the records' teachers
     config.stage1.num_steps = 2  # 1 step leaves the warm-up-then-cosine schedule no decay steps (optax refuses)
     loop.train_and_evaluate(config, tmp_path / "train")
     eval_json = tmp_path / "eval.json"

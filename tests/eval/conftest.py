@@ -138,6 +138,7 @@ def tiny_workdir(tmp_path_factory, tiny_bert, clean_records) -> Path:
     config.model.reduction_dims = (8,)
     config.data.records_dir = str(clean_records)
     config.stage_order = ("stage1",)
+    config.stage1.fc1_init = ""  # the tiny init folder is none of the records' teachers
     config.stage1.num_steps = 2
     config.stage1.reduction_heads = True
     workdir = tmp_path_factory.mktemp("eval_workdir") / "train"
@@ -171,6 +172,7 @@ def st_teacher_workdir(tmp_path_factory, tiny_st):
     config.model.reduction_dims = (8,)
     config.data.records_dir = teachers.output_dir
     config.stage_order = ("stage1",)
+    config.stage1.fc1_init = ""  # the tiny init folder is none of the records' teachers
     config.stage1.num_steps = 2
     workdir = root / "train"
     loop.train_and_evaluate(config, workdir)

@@ -6,40 +6,62 @@ import jax
 import numpy as np
 import pytest
 
+import kit
 from embed_jax.data.pipeline import PipelineConfigError
 from embed_jax.train import checkpoint, driver, loop, workdir
 from embed_jax.train.stages import student as stage_student
 from embed_jax.train.metrics import read_metrics
 
 
+FC1 = f"dense_{kit.MINILM_DIM + kit.TINY_BERT_HIDDEN}"  # the two-teacher target of `default_stages`
+
+
 @pytest.fixture(scope="module")
-def default_stages(new_smoke_config, held_out_records, tmp_path_factory):
-    """One run of configs/distill.py's own order (stage1 and stage3_heads on cached pooled vectors, stage2 and stage3
-    on the encoder), shared by the tests that inspect it: compiling its steps is most of a test's time."""
-    config = new_smoke_config()
-    assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3")
-    config.data.eval_records_dir = str(held_out_records)  # exercises the evaluation hook
+def default_stages(tiny_student, tmp_path_factory):
+    """One run of configs/distill.py:smoke, every stage of its own order (stage1 and stage3_heads on cached pooled
+    vectors, FC1 started from the start; stage2 on the encoder; stage3_pairs on WordNet pairs), on real
+    pair records whose second teacher is the tiny student itself (the stand-in for mpnet, at mpnet's weight), with
+    validation records of the same two teachers. Shared by the tests that inspect it: compiling its steps is most of
+    a test's time."""
+    from embed_jax.teachers import export  # torch at the edge: the exporter
+
+    root = tmp_path_factory.mktemp("default_stages")
+    (root / "records").mkdir()
+    records = kit.export_wordnet_pair_records(root / "records", second_teacher=tiny_student)
+    validation = kit.minilm_and_tiny_export_config(root / "eval_records", tiny_student, num_texts=16)
+    validation.corpus.skip_texts = kit.TEACHER_RECORDS_COUNT
+    export.run_export(validation)
+    config = kit.load_config_file("distill", "smoke")
+    assert tuple(config.stage_order) == ("stage1", "stage2", "stage3_heads", "stage3_pairs")
+    config.model.init_from = str(tiny_student)
+    config.model.teacher_dim = kit.MINILM_DIM + kit.TINY_BERT_HIDDEN
+    config.data.teacher_weights = config.data.teacher_weights.replace("mpnet=", "tiny=")
+    config.model.reduction_dims = (16,)
+    config.data.records_dir = str(records)
+    config.stage2.last_layers = 2
+    config.data.eval_records_dir = validation.output_dir  # exercises the evaluation hook
     config.train.eval_every = 1
     config.train.eval_batches = 2
-    return config, loop.train_and_evaluate(config, tmp_path_factory.mktemp("default_stages"))
+    return config, loop.train_and_evaluate(config, root / "run")
 
 
 @pytest.mark.slow
 def test_the_stages_run_chain_and_write_their_outputs(default_stages):
     smoke_config, results = default_stages
-    assert [result.name for result in results] == ["stage1", "stage2", "stage3_heads", "stage3"]
+    assert [result.name for result in results] == ["stage1", "stage2", "stage3_heads", "stage3_pairs"]
     for result in results:
         rows = read_metrics(result.workdir / "metrics.jsonl")
         assert [row["step"] for row in rows][-1] == smoke_config[result.name].num_steps
         assert (result.workdir / "loss_curves.png").stat().st_size > 0
         assert list((result.workdir / "tensorboard").iterdir())
         assert all(np.isfinite(row["loss"]) for row in rows)
-    # Stage 3 keeps the reduction head: its losses appear, and FC1 keeps all three terms.
+    # The last stage keeps the reduction head: its losses appear, FC1 keeps all three terms and adds the pair term.
     last = read_metrics(results[3].workdir / "metrics.jsonl")[-1]
-    assert {"dense_384/cosine", "dense_16/similarity", "dense_16/relative_similarity"} <= set(last)
+    assert {f"{FC1}/cosine", "dense_16/similarity", "dense_16/relative_similarity"} <= set(last)
     assert "dense_16/cosine" not in last
-    assert {"eval/loss", "eval/dense_384/cosine", "eval/dense_16/similarity"} <= set(last)
+    assert {"eval/loss", f"eval/{FC1}/cosine", "eval/dense_16/similarity"} <= set(last)
     assert json.loads((results[3].workdir / workdir.STUDENT_CONFIG_FILE).read_text())["heads"]["reduction_dims"] == [16]
+    assert f"{FC1}/pairs" in last
     # The run's config, records folders absolute, for export and evaluation to find what the student learnt from.
     run_config = json.loads((results[0].workdir.parent / workdir.RUN_CONFIG_FILE).read_text())
     assert run_config["data"]["records_dir"] == str(Path(smoke_config.data.records_dir).resolve())
@@ -53,7 +75,7 @@ def test_each_stage_trains_only_its_parameters(default_stages):
     params = [stage_student.load_stage_params(result) for result in results]
     encoder_layer0 = "text_encoder/encoder/layer/0/attention/self/query/kernel"
     encoder_layer3 = "text_encoder/encoder/layer/3/attention/self/query/kernel"
-    fc1, reduction = "heads/dense/dense_384/kernel", "heads/dense/dense_16/kernel"
+    fc1, reduction = f"heads/dense/{FC1}/kernel", "heads/dense/dense_16/kernel"
     init = stage_student.load_init_params(smoke_config)
     # Stage 1: FC1 moves, the encoder does not.
     assert not np.allclose(params[0][fc1], params[1][fc1])
@@ -64,8 +86,11 @@ def test_each_stage_trains_only_its_parameters(default_stages):
     # stage3_heads: the new reduction head is born and trained on cached vectors; the encoder stays as stage 2 left it.
     assert reduction not in params[1] and reduction in params[2]
     np.testing.assert_array_equal(params[2][encoder_layer3], params[1][encoder_layer3])
-    # Stage 3: everything moves.
-    assert not np.allclose(params[3][encoder_layer0], params[2][encoder_layer0])
+    # stage3_pairs: the heads and the last layers move, the first layer stays as stage 2 left it.
+    assert not np.allclose(params[3][fc1], params[2][fc1])
+    assert not np.allclose(params[3][reduction], params[2][reduction])
+    assert not np.allclose(params[3][encoder_layer3], params[2][encoder_layer3])
+    np.testing.assert_array_equal(params[3][encoder_layer0], params[2][encoder_layer0])
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ def main_command(workdir, tiny_student, teacher_records, *extra):
             "--config.data.teacher_weights=",
             f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
             "--config.stage1.kind=records",  # the text stage's step loop, killed and resumed
+            "--config.stage1.fc1_init=",  # a records stage starts FC1 at random
             "--config.train.checkpoint_every=1000", *extra]
 
 

@@ -40,7 +40,7 @@ def test_max_length_beyond_the_position_table_is_refused_naming_the_limit(tiny_s
     config.model.init_from = str(tiny_student)  # max_position_embeddings=64
     config.data.max_length, config.data.length_buckets = 128, (64, 128)
     with pytest.raises(preflight.ConfigError, match=r"data.max_length=128 \(stages stage1, stage2, stage3_heads, "
-                                                    r"stage3\).* "
+                                                    r"stage3_pairs\).* "
                                                     r"has 64 positions.*data.max_length=64 or less"):
         preflight.check_config(config)
 

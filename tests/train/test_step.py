@@ -124,7 +124,7 @@ def test_two_processes_equal_one_process(tiny_student, teacher_records, tmp_path
     overrides = [f"--config.model.init_from={tiny_student}", "--config.model.teacher_dim=384",
                  "--config.data.teacher_weights=",
                  f"--config.data.records_dir={teacher_records}", "--config.stage_order=('stage1',)",
-                 f"--config.stage1.kind={'cached_pooled' if cached else 'records'}",
+                 f"--config.stage1.kind={'cached_pooled' if cached else 'records'}", "--config.stage1.fc1_init=",
                  "--config.stage1.num_steps=2", "--config.train.checkpoint_every=2"]
     run_main(tmp_path / "one", overrides, processes=1, devices_per_process=4)
     run_main(tmp_path / "two", overrides, processes=2, devices_per_process=2)
