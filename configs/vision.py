@@ -2,7 +2,7 @@ r"""Stage 4 on this CPU (docs/method.md §4): a small SigLIP-shaped tower, from 
 handwritten digits where their captions' vectors are, through the frozen text path of a trained MiniLM student.
 
     # 1. caption vectors from the text student's own text path (self-distillation, as in the paper):
-    python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
+    python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3_pairs \
         --output_dir=runs/vision/records/train --split=train
     # 2. stage 4:
     python -m embed_jax.main --config=configs/vision.py --workdir=runs/vision/train
@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     words = parse_arg(arg, config_file="configs/vision.py", words=("smoke",))
     config = train_config.base_config()
     config.model.init_from = "asset:all-MiniLM-L6-v2"  # the tokenizer, and the text encoder's architecture
-    config.model.text_student = "runs/default/train/stage3"
+    config.model.text_student = "runs/default/train/stage3_pairs"
     config.model.teacher_dim = 1152
     config.model.reduction_dims = (256, 128)
     config.model.vision.tower = ml_collections.ConfigDict(DIGIT_TOWER)

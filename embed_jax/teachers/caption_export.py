@@ -3,9 +3,9 @@ r"""python -m embed_jax.teachers.caption_export --output_dir=DIR (--text_student
 Image–caption records for stage 4 (embed_jax/teachers/caption_targets.py: what the vectors are and where they come
 from; docs/vision_student.md):
 
-    python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
+    python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3_pairs \
         --output_dir=runs/vision/records/train --split=train
-    python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3 \
+    python -m embed_jax.teachers.caption_export --text_student=runs/default/train/stage3_pairs \
         --output_dir=runs/vision/records/held_out --split=held_out
 """
 from __future__ import annotations

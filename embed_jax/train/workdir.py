@@ -214,7 +214,7 @@ def read_student_config(stage_dir: str | Path, *, key: str = "") -> dict[str, An
     if not config_file.is_file():
         where = f"{key}={stage_dir}: " if key else ""
         raise FileNotFoundError(f"{where}{config_file} is missing: {stage_dir} is not a stage folder written by "
-                                "embed_jax.main (name DIR/<stage>, e.g. runs/default/train/stage3)")
+                                "embed_jax.main (name DIR/<stage>, e.g. runs/default/train/stage3_pairs)")
     return json.loads(config_file.read_text())
 
 
