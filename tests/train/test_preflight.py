@@ -187,8 +187,8 @@ def test_disjoint_held_out_records_pass(smoke_config, tmp_path):
     ("stage2.head_learning_rate", 0.0, r"stage2.head_learning_rate=0.0: stage stage2's peak learning rate"),
     ("stage2.last_layers", 0, r"stage2.last_layers=0: trainable='heads\+last_layers' trains"),
     ("stage2.kind", "cached_pooled", r"stage2.kind='cached_pooled' needs stage2.trainable='heads'"),
-    ("stage3.kind", "images", r"stage3.kind='images' and stage3.trainable='all': an image stage"),
-    ("stage3.trainable", "vision", r"stage3.kind='records' and stage3.trainable='vision': an image stage"),
+    ("stage2.kind", "images", r"stage2.kind='images' and stage2.trainable='heads\+last_layers': an image stage"),
+    ("stage2.trainable", "vision", r"stage2.kind='records' and stage2.trainable='vision': an image stage"),
 ])
 def test_bad_stage_values_name_the_stage_key(key, value, message):
     config = kit.load_config_file("distill", "smoke")
