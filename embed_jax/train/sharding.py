@@ -96,8 +96,20 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
     devices = list(jax.devices() if devices is None else devices)
     sizes = mesh_shape(mesh_config, len(devices), key=key)
     shape = tuple(sizes[axis] for axis in MESH_AXES)
-    # jax.make_mesh orders devices for the hardware's topology (ICI rings on TPU) where it knows it.
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    try:
+        # jax.make_mesh orders devices for the hardware's topology (ICI rings on TPU) where it knows it.
+        return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+    except NotImplementedError:
+        # A mesh size that is no product of whole torus axes: data=2 × fsdp=32 on v5p-128's 4x4x4 torus (whole axes
+        # give 4, 16 or 64 chips). Splitting a physical axis still builds the mesh, as MaxText's
+        # allow_split_physical_axes does; its rings then cross a torus axis part-way.
+        from jax.experimental import mesh_utils
+
+        logger.warning("mesh %s: no product of whole torus axes matches it; a physical axis is split between mesh "
+                       "axes (it runs; rings along the split axis are shorter than the torus's)", sizes)
+        grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -117,3 +117,16 @@ def test_extrapolated_memory_never_falls_below_either_compile():
     full = planner._extrapolate_bucket(bucket(3, 5_000), bucket(4, 4_000), (3, 4), 28).analysis
     assert full.memory.temporaries == 5_000  # the line says 5,000 − 25 × 1,000 < 0
     assert full.memory.arguments == 2_800 and full.flops == pytest.approx(28e9)  # what grows per layer still does
+
+
+def test_a_mesh_that_splits_a_torus_axis_is_built_with_a_warning(caplog):
+    """data=2 × fsdp=32 on v5p-128's 4x4x4 torus: neither size is a product of whole torus axes (4, 16, 64), which
+    jax.make_mesh refuses with a raw NotImplementedError; the mesh is built by splitting a physical axis instead."""
+    from embed_jax.train import sharding
+
+    devices = plan_main.topology_devices(topology.parse_topology("v5p-128"))
+    with caplog.at_level("WARNING", logger="embed_jax.train.sharding"):
+        mesh = sharding.make_mesh({"data": 2, "fsdp": 32, "tensor": 1}, devices)
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 32, "tensor": 1}
+    assert sorted(device.id for device in mesh.devices.flat) == sorted(device.id for device in devices)
+    assert "a physical axis is split between mesh axes" in caplog.text
