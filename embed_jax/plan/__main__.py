@@ -4,7 +4,8 @@ Compiles every stage of the config's stage_order (every length bucket) for a TPU
 student's shape alone (model.init_from's config.json, or a shipped shape: embed_jax/models/shapes/), and prints per
 stage: HBM per chip by kind against the chip's (fits, or over by how much and which knob), compiled FLOPs against
 the analytic count, the compiler's step-time estimate and the MFU it implies (estimates, labelled so), collectives,
-and the stage's steps and hours. Writes plan_<config>_<topology>.json and .md under --out.
+and the stage's steps and hours. Writes plan_<config>_<topology>.json and .md under --out. --compute_floor adds each
+text stage's compute floor: its step on one chip with no collectives, and the MFU ceiling that implies.
 
 Needs libtpu (the `plan` extra: pip install -e '.[plan]'). JAX stays on the CPU backend.
 Exit status: 0 planned (fitting or not), 2 bad input.
@@ -49,6 +50,9 @@ flags.DEFINE_enum("remat", "config", ["config", "none", "full", "dots"],
 flags.DEFINE_list("layers_from", [], "A,B: compile A- and B-layer students and extrapolate every figure linearly to "
                   "the full depth (minutes instead of an hour for deep students on a slow CPU; labelled so).",
                   flag_values=FLAGS)
+flags.DEFINE_bool("compute_floor", False, "Also compile each text stage on one chip at two small batches: the step's "
+                  "compute with no collectives, and the MFU ceiling it implies (two more compiles per stage; "
+                  "embed_jax/plan/compute_floor.py).", flag_values=FLAGS)
 flags.DEFINE_string("out", "plans", "Folder for the JSON and Markdown.", flag_values=FLAGS)
 
 DEFAULT_TEXTS = 8_000_000
@@ -155,7 +159,7 @@ def parse_depths(values: Sequence[str]) -> tuple[int, int] | None:
 
 def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths, depths, pin, out_dir,
         config_name) -> int:
-    from embed_jax.plan import planner, programs, report
+    from embed_jax.plan import compute_floor, planner, programs, report
 
     devices = topology_devices(topology)
     notes: list[str] = []
@@ -180,10 +184,15 @@ def run(config, topology, hf_config, mesh_choice, stage_names, *, texts, lengths
     for name in stage_names:
         options = dict(texts=texts, pin_activations=pin, lengths=lengths, windowed_einsum=FLAGS.windowed_einsum,
                        log=lambda line: print(line, file=sys.stderr))
-        plans.append(planner.plan_stage(config, name, hf_config, topology, stage_meshes[name], **options)
-                     if depths is None else
-                     planner.plan_stage_from_shallow(config, name, hf_config, topology, stage_meshes[name], depths,
-                                                     **options))
+        plan = (planner.plan_stage(config, name, hf_config, topology, stage_meshes[name], **options)
+                if depths is None else
+                planner.plan_stage_from_shallow(config, name, hf_config, topology, stage_meshes[name], depths,
+                                                **options))
+        if FLAGS.compute_floor:
+            plan.floor = compute_floor.compute_floor(
+                config, plan, hf_config, topology, devices, depths=depths, pin_activations=pin,
+                windowed_einsum=FLAGS.windowed_einsum, log=options["log"])
+        plans.append(plan)
     print(report.console(plans, topology, mesh_notes=notes))
     stem = f"plan_{config_name}_{topology.accelerator_type}" + ("" if pin else "_unpinned")
     document = report.plan_dict(plans, topology, config_name=config_name, mesh_notes=notes)

@@ -74,6 +74,7 @@ class StagePlan:
     pinned: bool
     cached_rows: int = 0
     note: str = ""
+    floor: Any = None  # compute_floor.ComputeFloor, where the plan was asked for it (--compute_floor)
 
     @property
     def longest(self) -> BucketPlan:

@@ -73,6 +73,7 @@ def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
             "compile_seconds": bucket.compile_seconds,
         } for bucket in plan.buckets],
         "note": plan.note or None,
+        "compute_floor_estimate": None if plan.floor is None else plan.floor.as_dict(),
         "num_steps": plan.num_steps, "texts": plan.texts, "epochs": plan.epochs(),
         "hours_estimate": plan.hours(),
     }
@@ -108,6 +109,16 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
     return table
 
 
+def floor_line(plan: StagePlan) -> str:
+    """The compute floor against the step (compute_floor.py): what the slice adds beyond one chip's share of the
+    work."""
+    floor, step = plan.floor, plan.longest.analysis.step_seconds
+    added = "" if step is None else f"; the step's other {max(0.0, step - floor.seconds):.3g} s are the collectives " \
+                                    "and what the partitioning adds (the cost model adds them to compute)"
+    return (f"  compute floor (estimate; one chip at batches {floor.batches[0]} and {floor.batches[1]}, no "
+            f"collectives): {floor.seconds:.3g} s a step, an MFU ceiling of {percent(floor.mfu)}{added}")
+
+
 def stage_lines(plan: StagePlan, topology: Topology) -> list[str]:
     lines = [f"{plan.name} ({plan.kind}): {plan.verdict()}"
              + ("" if plan.fits else f"; knob: {plan.knob()}")]
@@ -119,6 +130,8 @@ def stage_lines(plan: StagePlan, topology: Topology) -> list[str]:
     if largest is not None:
         lines.append(f"  largest global batch at length {plan.longest.length} that fits (estimate, linear in "
                      f"activations): {largest}")
+    if plan.floor is not None:
+        lines.append(floor_line(plan))
     hours = plan.hours()
     lines.append(f"  {plan.num_steps:,} steps × {plan.batch_size} = {plan.epochs():.2f} epochs of {plan.texts:,} texts; "
                  + (f"{hours:.1f} h at the longest bucket's estimated step"

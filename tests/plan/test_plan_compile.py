@@ -193,3 +193,22 @@ def test_a_pair_stage_compiles_with_its_labels():
     stage_plan = planner.plan_stage(config, "stage2_pairs", small_shape(), topology, mesh, texts=1000, lengths=[32],
                                     log=lambda line: None)
     assert stage_plan.kind == "pairs" and stage_plan.fits and stage_plan.largest_batch() > 0
+
+
+def test_the_compute_floor_is_the_stage_on_one_chip_without_collectives(two_host_plan):
+    """jasper:smoke's stage 3 on one v5p chip at batches 3 and 5: one sequence's price is positive, and one chip's
+    share of the slice's work costs less than the sharded step, which adds the collectives (compute_floor.py)."""
+    from embed_jax.plan import compute_floor, report
+
+    devices, _, stage_plan = two_host_plan
+    config = kit.load_config_file("jasper", "smoke")
+    topology = parse_topology("v5p:2x2x2")
+    floor = compute_floor.compute_floor(config, stage_plan, small_shape(), topology, devices, log=lambda line: None)
+    assert floor.batches == (3, 5) and floor.per_sequence_seconds > 0 and floor.fixed_seconds >= 0
+    assert 0 < floor.seconds < stage_plan.longest.analysis.step_seconds
+    assert floor.mfu > stage_plan.longest.mfu(topology)
+    stage_plan.floor = floor
+    assert "compute floor (estimate; one chip at batches 3 and 5, no collectives)" in report.console(
+        [stage_plan], topology, mesh_notes=[])
+    assert report.stage_dict(stage_plan, topology)["compute_floor_estimate"]["batches"] == (3, 5)
+    stage_plan.floor = None

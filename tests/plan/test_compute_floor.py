@@ -1,0 +1,35 @@
+"""The compute floor's arithmetic (embed_jax/plan/compute_floor.py), against a brute-force line through two points."""
+from __future__ import annotations
+
+import pytest
+
+from embed_jax.plan import compiled, compute_floor, planner
+from embed_jax.plan.topology import parse_topology
+
+
+def stage_plan(mesh: dict[str, int], batch_size: int, analytic_flops: float) -> planner.StagePlan:
+    memory = compiled.Memory(0, 0, 0, 0, 0)
+    analysis = compiled.Analysis(memory, 0.0, 0.05, 0, 0.05, {}, {}, 0)
+    bucket = planner.BucketPlan(512, analysis, analytic_flops, 0.0)
+    return planner.StagePlan("stage3", "records", mesh, batch_size, 0, 0, {}, [bucket], 10, 1000, 95 * 2**30, False,
+                             True)
+
+
+@pytest.mark.parametrize("global_batch, chips, expected", [(128, 64, (3, 5)), (128, 16, (8, 10)), (8, 8, (3, 5)),
+                                                          (100, 16, (7, 9))])
+def test_one_chip_batches_cover_the_per_chip_share_and_the_losses_least(global_batch, chips, expected):
+    assert compute_floor.one_chip_batches(global_batch, chips) == expected
+
+
+def test_the_floor_is_the_line_through_two_one_chip_steps_scaled_to_a_chips_share():
+    topology = parse_topology("v5p-128")  # 64 chips
+    per_sequence, fixed = 0.0106, 0.0486  # seconds: a sequence's forward and backward; the whole optimizer update
+    batches = (3, 5)
+    steps = [fixed + per_sequence * batch for batch in batches]
+    plan = stage_plan({"data": 1, "fsdp": 16, "tensor": 4}, 128, analytic_flops=5.3e14)
+    floor = compute_floor.floor_of(steps, batches, plan, topology)
+    assert floor.per_sequence_seconds == pytest.approx(per_sequence)
+    assert floor.fixed_seconds == pytest.approx(fixed)
+    # Each chip: 128 / 64 sequences, and the update of the 1 / (16 × 4) of the parameters it holds.
+    assert floor.seconds == pytest.approx(per_sequence * 2 + fixed / 64)
+    assert floor.mfu == pytest.approx(5.3e14 / (floor.seconds * 64 * 459e12))
