@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 GIB = 2 ** 30
-HEADER = ("slice", "variant", "stage", "mesh d×f", "peak / HBM GiB", "fits", "step (est.)", "MFU (est.)",
+HEADER = ("slice", "variant", "stage", "mesh d×f[×t]", "peak / HBM GiB", "fits", "step (est.)", "MFU (est.)",
           "largest batch (est.)", "stage time (est.)", "collectives per chip per step")
 
 
@@ -32,6 +32,12 @@ def plan_files(paths: list[str]) -> list[Path]:
     if not files:
         raise SystemExit(f"error: no plan_*.json in {', '.join(paths)}; run python -m embed_jax.plan first")
     return files
+
+
+def mesh_text(mesh: dict[str, int]) -> str:
+    """data×fsdp, and ×tensor where the mesh splits matmuls (a 1×16×4 mesh is not 1×16)."""
+    sizes = [mesh.get("data", 1), mesh.get("fsdp", 1)] + ([mesh["tensor"]] if mesh.get("tensor", 1) > 1 else [])
+    return "×".join(str(size) for size in sizes)
 
 
 def collectives(bucket: dict[str, Any]) -> str:
@@ -60,7 +66,7 @@ def stage_row(plan: dict[str, Any], stage: dict[str, Any], variant: str) -> tupl
     mfu = bucket["mfu_estimate"]
     hours = stage["hours_estimate"]
     return (plan["accelerator_type"], variant, stage["stage"] + (" (extrapolated)" if stage.get("note") else ""),
-            f"{stage['mesh'].get('data', 1)}×{stage['mesh'].get('fsdp', 1)}",
+            mesh_text(stage["mesh"]),
             f"{peak / GIB:.1f} / {capacity / GIB:.0f}", "fits" if stage["fits"] else f"over {(peak - capacity) / GIB:.1f}",
             step(bucket), "—" if mfu is None else f"{100 * mfu:.0f}%",
             "—" if stage["largest_batch_estimate"] is None else f"{stage['largest_batch_estimate']:,}",

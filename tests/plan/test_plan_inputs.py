@@ -130,3 +130,11 @@ def test_a_mesh_that_splits_a_torus_axis_is_built_with_a_warning(caplog):
     assert dict(mesh.shape) == {"data": 2, "fsdp": 32, "tensor": 1}
     assert sorted(device.id for device in mesh.devices.flat) == sorted(device.id for device in devices)
     assert "a physical axis is split between mesh axes" in caplog.text
+
+
+def test_the_plan_table_shows_the_tensor_axis_where_it_splits():
+    import kit
+
+    mesh_text = kit.load_script("plan_table").mesh_text
+    assert mesh_text({"data": 1, "fsdp": 8, "tensor": 1}) == "1×8"
+    assert mesh_text({"data": 1, "fsdp": 16, "tensor": 4}) == "1×16×4"
