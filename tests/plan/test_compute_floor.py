@@ -33,3 +33,30 @@ def test_the_floor_is_the_line_through_two_one_chip_steps_scaled_to_a_chips_shar
     # Each chip: 128 / 64 sequences, and the update of the 1 / (16 × 4) of the parameters it holds.
     assert floor.seconds == pytest.approx(per_sequence * 2 + fixed / 64)
     assert floor.mfu == pytest.approx(5.3e14 / (floor.seconds * 64 * 459e12))
+
+
+def test_the_cost_model_adds_an_independent_collective_to_compute():
+    """What the floor rests on: on v5p:2x2x1 an 8192² bf16 matmul and an all-gather that does not depend on it are
+    priced, in one program, at the sum of their prices alone (docs/launch.md: 2.79 + 0.74 = 3.53 ms), not at the
+    larger of them as overlapped hardware would run them."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from embed_jax.plan import __main__ as plan_main
+
+    mesh = Mesh(plan_main.topology_devices(parse_topology("v5p:2x2x1")), ("chips",))
+    whole, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("chips"))
+    square = jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16, sharding=whole)
+    tall = jax.ShapeDtypeStruct((4 * 8192, 8192), jnp.bfloat16, sharding=split)
+
+    def price(function) -> float:
+        return jax.jit(function).lower(square, tall).compile().cost_analysis()["optimal_seconds"]
+
+    gather = lambda w: jax.lax.with_sharding_constraint(w, whole) * 2  # noqa: E731
+    matmul_alone = price(lambda a, w: a @ a)
+    gather_alone = price(lambda a, w: gather(w))
+    both = price(lambda a, w: (a @ a, gather(w)))
+    assert matmul_alone > 0 and gather_alone > 0
+    assert both == pytest.approx(matmul_alone + gather_alone, rel=0.02)
+    assert both > 1.1 * max(matmul_alone, gather_alone)
