@@ -2,7 +2,7 @@
 
 Eight simulated CPU devices, so that sharded code can be compared with unsharded code on a laptop-class machine
 (multi-device tests build their own meshes; everything else runs on device 0). This must happen before jax is
-imported anywhere, hence at the top of conftest.
+imported anywhere, hence at the top of conftest. The CPU programs compile at LLVM -O0 (tests/xla_env.py).
 
 Session fixtures are built once per test process (each pytest-xdist worker has its own session).
 """
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+import xla_env  # imports nothing: jax is not imported yet
+
+os.environ.setdefault("XLA_FLAGS", xla_env.xla_flags(8))
 # Tests never reach a model hub: every model is a local folder or built offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

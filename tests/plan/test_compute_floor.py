@@ -60,3 +60,33 @@ def test_the_cost_model_adds_an_independent_collective_to_compute():
     assert matmul_alone > 0 and gather_alone > 0
     assert both == pytest.approx(matmul_alone + gather_alone, rel=0.02)
     assert both > 1.1 * max(matmul_alone, gather_alone)
+
+
+def test_on_a_two_dimensional_torus_the_tpu_compiler_turns_a_reduce_scatter_into_an_all_reduce():
+    """Why the plans show FSDP's gradients all-reduced whole and never reduce-scattered (docs/launch.md): on the
+    slices' 2-D and 3-D tori, libtpu 0.0.42's `reduce-scatter-decomposer` pass rewrites a reduce-scatter as an
+    all-reduce of each chip's whole block followed by its slice, so no layout of ours can make the compiled program
+    hold one (an explicit `psum_scatter` under `shard_map` compiled the same). On v6e:2x2 the same program keeps it."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from embed_jax.plan import __main__ as plan_main
+    from embed_jax.plan.compiled import collectives as count_collectives
+
+    def compiled_collectives(topology_name: str):
+        mesh = Mesh(plan_main.topology_devices(parse_topology(topology_name)), ("chips",))
+        chips = mesh.devices.size
+        summed = jax.shard_map(lambda block: jax.lax.psum_scatter(block, "chips", scatter_dimension=0, tiled=True),
+                               mesh=mesh, in_specs=PartitionSpec("chips"), out_specs=PartitionSpec("chips"))
+        blocks = jax.ShapeDtypeStruct((chips * 1024, 512), jnp.bfloat16, sharding=NamedSharding(mesh, PartitionSpec(
+            "chips")))
+        lowered = jax.jit(summed).lower(blocks)
+        assert "reduce_scatter" in lowered.as_text()  # what jax asked for
+        return count_collectives(lowered.compile().as_text())
+
+    torus = compiled_collectives("v6e:4x4")
+    assert torus["reduce-scatter"].count == 0 and torus["all-reduce"].count == 1
+    assert torus["all-reduce"].bytes == 1024 * 512 * 2  # each chip's whole block, not its sixteenth
+    ring = compiled_collectives("v6e:2x2")
+    assert ring["reduce-scatter"].count == 1 and ring["reduce-scatter"].bytes == 1024 * 512 * 2 // 4

@@ -32,6 +32,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import xla_env
 from embed_jax.train import checkpoint, driver, metrics, preemption
 from embed_jax.train.preemption import PreemptionGuard
 
@@ -452,7 +453,10 @@ def run_children(
     process's output; fails if any process exits with an error.
     """
     port = free_port()
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // num_processes}")
+    # The children run this file as a script: tests/ on their path for its `import xla_env`.
+    tests_folder = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(8 // num_processes),
+               PYTHONPATH=os.pathsep.join(filter(None, [tests_folder, os.environ.get("PYTHONPATH")])))
     logs = [workdir / f"output_{index}.log" for index in range(num_processes)]
     children = []
     for index, log in enumerate(logs):

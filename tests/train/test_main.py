@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import kit
+import xla_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ def logged_steps(workdir) -> list[int]:
 
 @pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_resumes(tiny_student, teacher_records, tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_env.xla_flags(1)}
     command = main_command(tmp_path, tiny_student, teacher_records, "--config.stage1.num_steps=100000")
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -80,7 +81,7 @@ def start_and_wait_for_rows(command, workdir, rows: int, env):
 
 @pytest.mark.slow
 def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_env.xla_flags(1)}
     process = start_and_wait_for_rows(main_command(tmp_path, tiny_student, teacher_records,
                                                    "--config.stage1.num_steps=100000"), tmp_path, 2, env)
     process.send_signal(signal.SIGINT)
@@ -95,7 +96,7 @@ def test_ctrl_c_saves_like_sigterm_and_exits_130(tiny_student, teacher_records, 
 def test_kill_9_then_the_same_command_logs_each_step_once(tiny_student, teacher_records, tmp_path):
     """kill -9 (no handler runs) after a checkpoint and a few more logged steps: the rerun is not refused by the
     dead run's lock, resumes from the checkpoint, and metrics.jsonl holds every step exactly once."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_env.xla_flags(1)}
     command = main_command(tmp_path, tiny_student, teacher_records, "--config.stage1.num_steps=100000",
                            "--config.train.checkpoint_every=3")
     process = start_and_wait_for_rows(command, tmp_path, 5, env)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import xla_env
 from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
@@ -100,7 +101,7 @@ def free_port() -> int:
 
 def run_main(workdir, overrides, *, processes: int, devices_per_process: int, timeout: int = 600):
     """`python -m embed_jax.main` as `processes` local processes joined through jax.distributed on loopback."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+    env = {**os.environ, "XLA_FLAGS": xla_env.xla_flags(devices_per_process),
            "JAX_PLATFORMS": "cpu"}
     port = free_port()
     command = [sys.executable, "-m", "embed_jax.main", "--config=configs/distill.py:smoke", f"--workdir={workdir}",
