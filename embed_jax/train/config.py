@@ -88,6 +88,10 @@ class StageConfig:
     # This stage's own mesh, 'data=D,fsdp=F[,tensor=T]' ("": config.mesh). A frozen encoder needs no FSDP: stage 1
     # compiles to 52% MFU (est.) data-parallel on v5p-128 against 37% under the config's FSDP (docs/launch.md).
     mesh: str = ""
+    # Frozen parameters whole on every fsdp device (still split over `tensor`) instead of split like the trainable
+    # ones: the frozen layers then run without weight all-gathers, for their full bytes on every chip. Stage 2 of
+    # configs/jasper.py (25 of 28 layers frozen) on v5p-128: docs/launch.md "Frozen parameters, replicated".
+    replicate_frozen: bool = False
     # kind='pairs' only (embed_jax/contrastive.py): the weight of the pair term (a usage example against every
     # definition of the batch, its own the positive) beside the paper's losses, its temperature, and the weight of a
     # listwise KL toward the target's in-batch scores at that temperature.
@@ -131,6 +135,9 @@ class StageConfig:
         if isinstance(self.data_seed_offset, bool) or not isinstance(self.data_seed_offset, int):
             raise ConfigError(f"config key {name}.data_seed_offset={self.data_seed_offset!r}: a whole number "
                               "added to config.seed for this stage's data order, e.g. 0")
+        if not isinstance(self.replicate_frozen, bool):
+            raise ConfigError(f"config key {name}.replicate_frozen={self.replicate_frozen!r}: True (the frozen "
+                              "parameters whole on every fsdp device) or False (split like the trainable ones)")
         if not isinstance(self.mesh, str):
             raise ConfigError(f"config key {name}.mesh={self.mesh!r}: 'data=D,fsdp=F[,tensor=T]', or '' for config.mesh")
         if self.mesh:

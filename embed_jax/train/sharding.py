@@ -205,6 +205,12 @@ def _logical_names(variable: nnx.Variable) -> tuple | None:
     return tuple(names) if names else None
 
 
+def without_axis(rules: Sequence[tuple[str, Sequence[str]]], axis: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`rules` with `axis` taken out of every logical name's mesh axes: a state sharded by them is whole along it
+    (frozen parameters replicated over `fsdp`: StageConfig.replicate_frozen)."""
+    return tuple((name, tuple(mesh_axis for mesh_axis in mesh_axes if mesh_axis != axis)) for name, mesh_axes in rules)
+
+
 def state_sharding(
     state: Any, mesh: Mesh, rules: Sequence[tuple[str, Sequence[str]]] = LOGICAL_AXIS_RULES
 ) -> Any:

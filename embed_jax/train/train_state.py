@@ -60,7 +60,9 @@ def prepare_training(student: Student, stage: StageConfig, optimizer_config: Map
                                              total_steps=stage.num_steps,
                                              head_learning_rate=stage.head_learning_rate)
     trainable_sharding = sharding.state_sharding(trainable, mesh)
-    frozen_sharding = sharding.state_sharding(frozen, mesh)
+    frozen_rules = (sharding.without_axis(sharding.LOGICAL_AXIS_RULES, "fsdp") if stage.replicate_frozen
+                    else sharding.LOGICAL_AXIS_RULES)
+    frozen_sharding = sharding.state_sharding(frozen, mesh, frozen_rules)
     # The optimizer state mirrors the trainable parameters (same logical axes); its step counters are replicated.
     opt_state_sharding = sharding.state_sharding(jax.eval_shape(tx.init, trainable), mesh)
     if not place:

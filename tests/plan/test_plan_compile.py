@@ -178,6 +178,23 @@ def test_a_stage_on_its_own_data_parallel_mesh_gathers_no_weights():
     assert stage_plan.buckets[0].analysis.collectives["all-gather"].bytes < 1 << 20  # not a weight: under 1 MiB
 
 
+def test_frozen_parameters_replicated_over_fsdp_are_whole_on_every_chip_and_never_gathered():
+    """jasper:smoke's stage 2 training the last of 4 layers, replicate_frozen, on v5p:2x2x2 (FSDP over all 8 chips):
+    every chip holds the frozen parameters whole (count × 4 bytes), and what is all-gathered is at most the trainable
+    weights in bf16 for the forward and the backward pass plus activations. The same compile with the frozen
+    parameters split: 43 all-gathers of 19.6 MB, past this bound; replicated: 21 of 16.1 MB."""
+    config = kit.load_config_file("jasper", "smoke")
+    config.stage2.last_layers = 1
+    config.stage2.replicate_frozen = True
+    topology = parse_topology("v5p:2x2x2")
+    mesh = programs.make_mesh(config, plan_main.topology_devices(topology), "stage2")
+    stage_plan = planner.plan_stage(config, "stage2", small_shape(num_hidden_layers=4), topology, mesh, texts=1000,
+                                    lengths=[32], log=lambda line: None)
+    assert stage_plan.per_chip["frozen"] == stage_plan.frozen_params * 4
+    gathered = stage_plan.buckets[0].analysis.collectives["all-gather"].bytes
+    assert gathered < 2 * stage_plan.trainable_params * 2 + (2 << 20)
+
+
 
 def test_a_pair_stage_compiles_with_its_labels():
     """A supervised pair stage (kind='pairs') plans like a text stage, its batch carrying the pair labels that its

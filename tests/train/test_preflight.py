@@ -11,7 +11,7 @@ import pytest
 from embed_jax.data import records
 from embed_jax.data.pipeline import PipelineConfigError
 from embed_jax.data.records import RecordsError
-from embed_jax.train import batches, preflight
+from embed_jax.train import batches, config as train_config, preflight
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -196,6 +196,15 @@ def test_bad_stage_values_name_the_stage_key(key, value, message):
     config[section][name] = value
     with pytest.raises(preflight.ConfigError, match=message):
         preflight.check_config(config)
+
+
+def test_a_replicate_frozen_that_is_no_bool_is_refused_naming_the_key():
+    # A command line cannot give one (the section's ConfigDict types the key as bool); a section written as a plain
+    # dict can, and preflight names it.
+    stage = train_config.StageConfig("heads+last_layers", 8e-5, 10, replicate_frozen="yes")
+    with pytest.raises(preflight.ConfigError, match=r"stage2.replicate_frozen='yes': True \(the frozen parameters "
+                                                    r"whole on every fsdp device\) or False"):
+        stage.check("stage2")
 
 
 def test_a_stage_key_the_schema_does_not_declare_is_refused_naming_it():

@@ -15,6 +15,7 @@ import xla_env
 from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
+from embed_jax.models import param_paths
 from embed_jax.models.param_paths import path_name
 from embed_jax.train import sharding, trained_student, workdir
 from embed_jax.train.config import StageConfig
@@ -47,14 +48,17 @@ def host_batch(tiny_student):
     return {"input_ids": input_ids, "attention_mask": mask, "teacher": teacher}
 
 
-def one_step(folder, host_batch, mesh_config, devices):
-    """Two optimizer steps of the whole student on `mesh_config`; returns (metrics of step 2, params after)."""
+def one_step(folder, host_batch, mesh_config, devices, stage=StageConfig("all", 1e-3, 10), *, check_state=None):
+    """Two optimizer steps of `stage` (default: the whole student trains) on `mesh_config`; returns (metrics of step
+    2, trainable params after). `check_state(state)` inspects the placed TrainState first."""
     student = Student.from_pretrained(folder, heads={"teacher_dim": TEACHER_DIM, "reduction_dims": [8]},
                                       rngs=nnx.Rngs(0))
     mesh = sharding.make_mesh(mesh_config, devices)
-    stepper = batch_stage.make_batch_step(student, StageConfig("all", 1e-3, 10), {"warmup_fraction": 0.0},
+    stepper = batch_stage.make_batch_step(student, stage, {"warmup_fraction": 0.0},
                                           losses.LossConfig(main_head=f"dense_{TEACHER_DIM}"), mesh, target="records")
     state = stepper.state
+    if check_state is not None:
+        check_state(state)
     batch = {name: jax.device_put(value, stepper.batch_sharding) for name, value in host_batch.items()}
     trainable, opt_state = state.trainable, state.opt_state
     for _ in range(2):
@@ -80,6 +84,33 @@ def test_sharded_step_equals_one_device(tiny_student, host_batch, one_device_res
     for name, value in reference_params.items():
         # Adam divides by √v: where a gradient is ~0, reduction-order noise (~1e-7) moves the update by up to
         # ~lr·1e-3; measured max |Δ| 2.6e-6 after two steps at lr 1e-3.
+        np.testing.assert_allclose(params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_frozen_parameters_replicated_over_fsdp_train_as_on_one_device(tiny_student, host_batch):
+    """Stage 2's split (heads + the last layer train) with replicate_frozen on data=2 × fsdp=2 × tensor=2: the frozen
+    kernels are whole over fsdp and still split over tensor, and two steps give the one-device step's numbers."""
+    assert len(jax.devices()) == 8, "tests/conftest.py sets 8 simulated CPU devices"
+    last_layer = dict(trainable="heads+last_layers", learning_rate=1e-3, num_steps=10, last_layers=1)
+
+    def frozen_kernels_whole_over_fsdp(state):
+        def shard_shapes(params, layer):
+            kernel = param_paths.flat_variables(params)[f"text_encoder/encoder/layer/{layer}/intermediate/dense/kernel"]
+            return {shard.data.shape for shard in kernel.get_value().addressable_shards}
+
+        # (embed 32, mlp 64): the frozen layer's embed is whole over fsdp, mlp split over tensor=2 → (32, 32) a
+        # device; the trained layer's embed stays split over fsdp=2 → (16, 32).
+        assert shard_shapes(state.frozen, 0) == {(32, 32)} and shard_shapes(state.trainable, 3) == {(16, 32)}
+
+    metrics, params = one_step(tiny_student, host_batch, {"data": 2, "fsdp": 2, "tensor": 2}, jax.devices(),
+                               StageConfig(**last_layer, replicate_frozen=True),
+                               check_state=frozen_kernels_whole_over_fsdp)
+    reference_metrics, reference_params = one_step(tiny_student, host_batch, {"data": 1, "fsdp": 1, "tensor": 1},
+                                                   jax.devices()[:1], StageConfig(**last_layer))
+    assert set(params) == set(reference_params) and not any("layer/2/" in name for name in params)
+    for name, value in reference_metrics.items():
+        np.testing.assert_allclose(metrics[name], value, rtol=2e-5, atol=1e-6, err_msg=name)
+    for name, value in reference_params.items():
         np.testing.assert_allclose(params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
