@@ -75,6 +75,7 @@ class StagePlan:
     cached_rows: int = 0
     note: str = ""
     floor: Any = None  # compute_floor.ComputeFloor, where the plan was asked for it (--compute_floor)
+    replicate_frozen: bool = False  # the stage's replicate_frozen: its frozen parameters whole on every fsdp chip
 
     @property
     def longest(self) -> BucketPlan:
@@ -115,6 +116,11 @@ class StagePlan:
 
     def knob(self) -> str:
         """What would make an over-capacity stage fit."""
+        fsdp = self.mesh.get("fsdp", 1)
+        if self.replicate_frozen and fsdp > 1 and self.per_chip["frozen"]:
+            freed = self.per_chip["frozen"] * (1 - 1 / fsdp)
+            return (f"frozen: {self.name}.replicate_frozen=False splits the frozen parameters over fsdp={fsdp} "
+                    f"(frees {freed / GIB:.1f} GiB per chip)")
         if self.states > self.capacity:
             return ("mesh: the weights and optimizer state alone need "
                     f"{self.states / GIB:.1f} GiB per chip; split them further (mesh.fsdp) or take a larger slice")
@@ -186,7 +192,8 @@ def plan_stage(config: ml_collections.ConfigDict, stage_name: str, hf_config: di
         trainable_params=programs.parameter_count(trainable), frozen_params=programs.parameter_count(frozen),
         per_chip=per_chip, buckets=buckets, num_steps=int(stage.num_steps), texts=texts,
         capacity=topology.chip.hbm_bytes, remat=config.model.text_options.get("remat", False),
-        pinned=pin_activations, cached_rows=program.cached_rows)
+        pinned=pin_activations, cached_rows=program.cached_rows,
+        replicate_frozen=bool(stage.get("replicate_frozen", False)))
 
 
 # ---------------------------------------------------------------------------------------------------- the mesh

@@ -48,7 +48,7 @@ def collectives_text(bucket) -> str:
 def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
     return {
         "stage": plan.name, "kind": plan.kind, "mesh": plan.mesh, "global_batch_size": plan.batch_size,
-        "activations_pinned": plan.pinned, "remat": plan.remat,
+        "activations_pinned": plan.pinned, "remat": plan.remat, "replicate_frozen": plan.replicate_frozen,
         "parameters": {"trainable": plan.trainable_params, "frozen": plan.frozen_params},
         "per_chip_bytes": {**plan.per_chip, "temporaries": plan.temporaries, "other": plan.other, "peak": plan.peak,
                            "capacity": plan.capacity},
@@ -94,6 +94,7 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
     table = []
     for plan in plans:
         mesh = "×".join(str(plan.mesh.get(axis, 1)) for axis in ("data", "fsdp", "tensor"))
+        mesh += ", frozen whole" if plan.replicate_frozen and plan.frozen_params else ""
         for bucket in sorted(plan.buckets, key=lambda b: b.length):
             memory = bucket.analysis.memory
             table.append((

@@ -90,3 +90,14 @@ def test_on_a_two_dimensional_torus_the_tpu_compiler_turns_a_reduce_scatter_into
     assert torus["all-reduce"].bytes == 1024 * 512 * 2  # each chip's whole block, not its sixteenth
     ring = compiled_collectives("v6e:2x2")
     assert ring["reduce-scatter"].count == 1 and ring["reduce-scatter"].bytes == 1024 * 512 * 2 // 4
+
+
+def test_an_over_stage_with_replicated_frozen_parameters_names_that_key_and_what_it_frees():
+    """The first knob of a stage over capacity whose frozen parameters are replicated: splitting them, and the GiB a
+    chip that frees (their bytes less a chip's fsdp share)."""
+    plan = stage_plan({"data": 1, "fsdp": 16, "tensor": 1}, 128, analytic_flops=1e12)
+    plan.per_chip = {"trainable": 0, "frozen": 16 * 2**30, "optimizer": 0, "batch": 0}
+    plan.replicate_frozen = True
+    assert plan.knob() == ("frozen: stage3.replicate_frozen=False splits the frozen parameters over fsdp=16 (frees "
+                           "15.0 GiB per chip)")
+
