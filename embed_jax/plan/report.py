@@ -73,7 +73,8 @@ def stage_dict(plan: StagePlan, topology: Topology) -> dict[str, Any]:
             "compile_seconds": bucket.compile_seconds,
         } for bucket in plan.buckets],
         "note": plan.note or None,
-        "compute_floor_estimate": None if plan.floor is None else plan.floor.as_dict(),
+        "compute_floor_estimate": None if plan.floor is None else {
+            **plan.floor.as_dict(), "bounds_the_step": floor_bounds_step(plan)},
         "num_steps": plan.num_steps, "texts": plan.texts, "epochs": plan.epochs(),
         "hours_estimate": plan.hours(),
     }
@@ -110,14 +111,26 @@ def rows(plans: list[StagePlan], topology: Topology) -> list[tuple[str, ...]]:
     return table
 
 
+def floor_bounds_step(plan: StagePlan) -> bool:
+    """Whether the compute floor is at or below the sharded step: only then is its MFU a ceiling."""
+    step = plan.longest.analysis.step_seconds
+    return step is None or plan.floor.seconds <= step
+
+
 def floor_line(plan: StagePlan) -> str:
     """The compute floor against the step (compute_floor.py): what the slice adds beyond one chip's share of the
     work."""
     floor, step = plan.floor, plan.longest.analysis.step_seconds
-    added = "" if step is None else f"; the step's other {max(0.0, step - floor.seconds):.3g} s are the collectives " \
+    head = f"  compute floor (estimate; one chip at batches {floor.batches[0]} and {floor.batches[1]}, no collectives)"
+    if not floor_bounds_step(plan):
+        # Seen on v6e-16 at batch 256 (16 sequences a chip): one chip holding the whole student's state and a 16-
+        # sequence batch priced its share at 0.302 s against the sharded step's 0.188 s (docs/launch.md).
+        return (f"{head}: {floor.seconds:.3g} s for a chip's share, above the step's {step:.3g} s, so no bound here "
+                "and no ceiling: the one-chip programs at these batches are priced as other programs than a chip "
+                "of the slice runs (e.g. one chip holding the whole student's state has less room for activations)")
+    added = "" if step is None else f"; the step's other {step - floor.seconds:.3g} s are the collectives " \
                                     "and what the partitioning adds (the cost model adds them to compute)"
-    return (f"  compute floor (estimate; one chip at batches {floor.batches[0]} and {floor.batches[1]}, no "
-            f"collectives): {floor.seconds:.3g} s a step, an MFU ceiling of {percent(floor.mfu)}{added}")
+    return f"{head}: {floor.seconds:.3g} s a step, an MFU ceiling of {percent(floor.mfu)}{added}"
 
 
 def stage_lines(plan: StagePlan, topology: Topology) -> list[str]:

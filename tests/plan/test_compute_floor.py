@@ -101,3 +101,18 @@ def test_an_over_stage_with_replicated_frozen_parameters_names_that_key_and_what
     assert plan.knob() == ("frozen: stage3.replicate_frozen=False splits the frozen parameters over fsdp=16 (frees "
                            "15.0 GiB per chip)")
 
+
+
+@pytest.mark.parametrize("floor_seconds, bounds", [(0.04, True), (0.08, False)])
+def test_a_floor_above_the_step_is_reported_as_no_bound_and_gives_no_ceiling(floor_seconds, bounds):
+    """A one-chip line that prices a chip's share above the sharded step bounds nothing (v6e-16 at batch 256: 0.302 s
+    against 0.188 s); the report says so instead of printing a ceiling below the step's own MFU."""
+    from embed_jax.plan import report
+
+    plan = stage_plan({"data": 1, "fsdp": 16, "tensor": 1}, 128, analytic_flops=1e12)
+    step = plan.longest.analysis.step_seconds
+    plan.floor = compute_floor.ComputeFloor(0.001, 0.01, (8, 10), floor_seconds, 0.5)
+    line = report.floor_line(plan)
+    assert report.floor_bounds_step(plan) is bounds and step == pytest.approx(0.05)
+    assert ("MFU ceiling of 50%" in line) is bounds
+    assert ("above the step's 0.05 s, so no bound here and no ceiling" in line) is not bounds
