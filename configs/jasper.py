@@ -51,11 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage1.learning_rate, config.stage1.num_steps = 1e-4, 4000
     config.stage2.learning_rate, config.stage2.num_steps = 8e-5, 7000
     config.stage3.learning_rate, config.stage3.num_steps = 7e-5, 2200
-    # Stages 1–2 freeze all or most of the encoder: its weights whole on every chip need no all-gathers (v5p-128,
-    # stage 1: 37% → 53% MFU est.; 5.1 GiB a chip, which fits every slice listed: docs/launch.md "Frozen parameters,
-    # replicated").
-    config.stage1.replicate_frozen = True
-    config.stage2.replicate_frozen = True
+    # stage{1,2}.replicate_frozen=True (the frozen encoder whole on every chip) is faster on some slices and slower on
+    # others (v5p-128 stage 1: 37% → 53% MFU est.; v6e-16 stage 1: 41% → 38%): a per-slice choice, docs/launch.md
+    # "Frozen parameters, replicated".
     if "smoke" in words:
         train_config.shrink_for_smoke(config)
     return config

@@ -137,18 +137,22 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkp
 
 @pytest.mark.slow
 def test_a_stage_on_its_own_mesh_trains_as_on_the_configs(new_smoke_config, tmp_path, capsys):
-    """Stage 2 on data=2 × fsdp=4 after a stage 1 on the config's 8-way data mesh gives the parameters of both stages
-    on the config's mesh (sharded code equals unsharded code; the checkpoint moves between the meshes)."""
+    """Stage 2 on data=2 × fsdp=4, its frozen layers whole on every device (replicate_frozen), after a stage 1 on the
+    config's 8-way data mesh gives the parameters of both stages on the config's mesh (sharded code equals unsharded
+    code; the checkpoint moves between the meshes and holds the frozen layers as they were)."""
     finals = []
     for name, stage_mesh in (("config", ""), ("own", "data=2,fsdp=4")):
         config = new_smoke_config()
         config.stage_order = ("stage1", "stage2")
         config.stage2.mesh = stage_mesh
+        config.stage2.replicate_frozen = bool(stage_mesh)
         results = loop.train_and_evaluate(config, tmp_path / name)
         finals.append(stage_student.load_stage_params(results[-1]))
     said = capsys.readouterr()
     assert "[stage2] on its own mesh (stage2.mesh='data=2,fsdp=4'): data=2 × fsdp=4 × tensor=1" in said.out + said.err
     assert "[stage1] on its own mesh" not in said.out + said.err
+    assert ("[stage2] frozen parameters whole on each of the fsdp=4 devices (stage2.replicate_frozen=True); trainable "
+            "ones split") in said.out + said.err
     assert finals[0].keys() == finals[1].keys()
     for path, on_config in finals[0].items():
         np.testing.assert_allclose(finals[1][path], on_config, rtol=2e-4, atol=2e-5, err_msg=path)

@@ -88,11 +88,15 @@ def copy_matching_params(student: Student, source: nnx.State) -> tuple[list[str]
 
 
 def stage_mesh(config: ml_collections.ConfigDict, stage_name: str, stage: StageConfig, log) -> jax.sharding.Mesh:
-    """The mesh a stage trains on: its own `mesh` where it sets one (said in the log), else config.mesh."""
+    """The mesh a stage trains on: its own `mesh` where it sets one (said in the log), else config.mesh. The log also
+    says where the stage keeps its frozen parameters whole (replicate_frozen)."""
     mesh = sharding.make_mesh(stage.mesh_config(config.mesh), key=stage.mesh_key(stage_name))
     if stage.mesh:
         log(f"[{stage_name}] on its own mesh ({stage_name}.mesh={stage.mesh!r}): "
             + " × ".join(f"{axis}={size}" for axis, size in mesh.shape.items()))
+    if stage.replicate_frozen and mesh.shape["fsdp"] > 1:
+        log(f"[{stage_name}] frozen parameters whole on each of the fsdp={mesh.shape['fsdp']} devices "
+            f"({stage_name}.replicate_frozen=True); trainable ones split")
     return mesh
 
 
