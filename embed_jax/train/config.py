@@ -89,8 +89,9 @@ class StageConfig:
     # compiles to 52% MFU (est.) data-parallel on v5p-128 against 37% under the config's FSDP (docs/launch.md).
     mesh: str = ""
     # Frozen parameters whole on every fsdp device (still split over `tensor`) instead of split like the trainable
-    # ones: the frozen layers then run without weight all-gathers, for their full bytes on every chip. Stage 2 of
-    # configs/jasper.py (25 of 28 layers frozen) on v5p-128: docs/launch.md "Frozen parameters, replicated".
+    # ones: the frozen layers then run without weight all-gathers, for their full bytes on every chip. The compiler
+    # prices it faster on some slices (v5p-128, configs/jasper.py's stage 1: 37% → 53% MFU est.) and slower on others
+    # (v6e-16: 41% → 38%): docs/launch.md "Frozen parameters, replicated".
     replicate_frozen: bool = False
     # kind='pairs' only (embed_jax/contrastive.py): the weight of the pair term (a usage example against every
     # definition of the batch, its own the positive) beside the paper's losses, its temperature, and the weight of a
