@@ -102,7 +102,6 @@ def test_an_over_stage_with_replicated_frozen_parameters_names_that_key_and_what
                            "15.0 GiB per chip)")
 
 
-
 @pytest.mark.parametrize("floor_seconds, bounds", [(0.04, True), (0.08, False)])
 def test_a_floor_above_the_step_is_reported_as_no_bound_and_gives_no_ceiling(floor_seconds, bounds):
     """A one-chip line that prices a chip's share above the sharded step bounds nothing (v6e-16 at batch 256: 0.302 s

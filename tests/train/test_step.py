@@ -15,8 +15,7 @@ import xla_env
 from embed_jax import losses
 from embed_jax.data import corpora, pipeline
 from embed_jax.models.student import Student
-from embed_jax.models import param_paths
-from embed_jax.models.param_paths import path_name
+from embed_jax.models.param_paths import flat_variables, path_name
 from embed_jax.train import sharding, trained_student, workdir
 from embed_jax.train.config import StageConfig
 from embed_jax.train.stages import batch as batch_stage
@@ -87,6 +86,7 @@ def test_sharded_step_equals_one_device(tiny_student, host_batch, one_device_res
         np.testing.assert_allclose(params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow  # ~45 s: two students compiled, one on eight devices (docs/testing.md)
 def test_frozen_parameters_replicated_over_fsdp_train_as_on_one_device(tiny_student, host_batch):
     """Stage 2's split (heads + the last layer train) with replicate_frozen on data=2 × fsdp=2 × tensor=2: the frozen
     kernels are whole over fsdp and still split over tensor, and two steps give the one-device step's numbers."""
@@ -95,7 +95,7 @@ def test_frozen_parameters_replicated_over_fsdp_train_as_on_one_device(tiny_stud
 
     def frozen_kernels_whole_over_fsdp(state):
         def shard_shapes(params, layer):
-            kernel = param_paths.flat_variables(params)[f"text_encoder/encoder/layer/{layer}/intermediate/dense/kernel"]
+            kernel = flat_variables(params)[f"text_encoder/encoder/layer/{layer}/intermediate/dense/kernel"]
             return {shard.data.shape for shard in kernel.get_value().addressable_shards}
 
         # (embed 32, mlp 64): the frozen layer's embed is whole over fsdp, mlp split over tensor=2 → (32, 32) a
